@@ -1,0 +1,393 @@
+//! Reading a lab from disk: the top file, then its includes, parsed and lowered concurrently.
+//!
+//! This is the only part of the configuration pipeline that touches the file system. Files are read in
+//! waves: a wave's files are parsed and lowered on all cores at once (the KDL parse dominates the cost of a
+//! large lab, so spreading it is what makes split labs fast), each document is dropped by the thread that
+//! built it, and the includes it names form the next wave. Every file is read once, however often it is
+//! included; a file that includes one of its own includers is a cycle, reported at the include.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kdl::KdlDocument;
+
+use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
+use crate::config::reader::Ctx;
+use crate::diagnostic::{Code, Problem};
+use crate::model::{Config, ImageSource};
+use crate::source::{FileId, Loc, SourceMap, Spanned};
+
+/// A lab as read from disk: its files, its model, and every problem found on the way.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub sources: SourceMap,
+    pub config: Config,
+    pub problems: Vec<Problem>,
+}
+
+enum Parsed {
+    Top(Vec<RawCluster>),
+    Fragment(Vec<Item>),
+}
+
+struct Job {
+    id: FileId,
+    path: PathBuf,
+    name: String,
+    /// The include that asked for this file; `None` for the top file.
+    origin: Option<Loc>,
+}
+
+struct Finished {
+    text: Arc<str>,
+    parsed: Option<Parsed>,
+    problems: Vec<Problem>,
+}
+
+/// Reads, parses and lowers the lab rooted at `path`.
+pub fn load(path: &Path) -> Loaded {
+    let mut sources = SourceMap::default();
+    let mut problems = Vec::new();
+    let mut fragments: HashMap<FileId, Vec<Item>> = HashMap::new();
+    let mut by_path: HashMap<PathBuf, FileId> = HashMap::new();
+    // (file, include's byte offset) → the files it names, sorted.
+    let mut resolved: HashMap<(FileId, usize), Vec<FileId>> = HashMap::new();
+    let mut top: Vec<RawCluster> = Vec::new();
+
+    let mut wave = vec![Job { id: FileId(0), path: path.to_path_buf(), name: display_name(path), origin: None }];
+    by_path.insert(canonical(path), FileId(0));
+    let mut next_id = 1u32;
+    while !wave.is_empty() {
+        let done = run_parallel(&wave, process);
+        let mut next = Vec::new();
+        for (job, finished) in wave.iter().zip(done) {
+            let id = sources.add(job.name.clone(), job.path.clone(), finished.text);
+            debug_assert_eq!(id, job.id);
+            problems.extend(finished.problems);
+            let includes: Vec<Spanned<String>> = match &finished.parsed {
+                Some(Parsed::Top(clusters)) => clusters.iter().flat_map(|c| includes_of(&c.items)).collect(),
+                Some(Parsed::Fragment(items)) => includes_of(items).collect(),
+                None => Vec::new(),
+            };
+            let base = job.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            for include in includes {
+                let mut targets = Vec::new();
+                for target in expand(&base, &include, &mut problems) {
+                    let key = canonical(&target);
+                    let target_id = *by_path.entry(key).or_insert_with(|| {
+                        let id = FileId(next_id);
+                        next_id += 1;
+                        next.push(Job { id, name: display_name(&target), path: target, origin: Some(include.loc) });
+                        id
+                    });
+                    targets.push(target_id);
+                }
+                resolved.insert((job.id, include.loc.span.offset()), targets);
+            }
+            match finished.parsed {
+                Some(Parsed::Top(clusters)) => top = clusters,
+                Some(Parsed::Fragment(items)) => {
+                    fragments.insert(job.id, items);
+                }
+                None => {}
+            }
+        }
+        wave = next;
+    }
+
+    let shapes: HashMap<FileId, Vec<Piece>> = fragments.iter().map(|(id, items)| (*id, shape(items))).collect();
+    let mut uses: HashMap<FileId, usize> = HashMap::new();
+    let mut layouts = Vec::new();
+    for (i, cluster) in top.iter().enumerate() {
+        let mut layout = Layout { shapes: &shapes, resolved: &resolved, problems: &mut problems, uses: &mut uses };
+        let mut order = Vec::new();
+        layout.walk(FileId(0), Slot::Top(i), &shape(&cluster.items), &mut vec![FileId(0)], &mut order);
+        layouts.push(order);
+    }
+    let mut config = Config::default();
+    for (cluster, order) in top.into_iter().zip(layouts) {
+        let mut own = cluster.items;
+        let items = order
+            .into_iter()
+            .filter_map(|(slot, index)| match slot {
+                Slot::Top(_) => own.get_mut(index).map(|item| std::mem::replace(item, placeholder())),
+                Slot::File(file) => {
+                    let shared = uses.get(&file).is_some_and(|n| *n > 1);
+                    let item = fragments.get_mut(&file)?.get_mut(index)?;
+                    // A file spliced into one place gives its items up; one spliced into several is copied.
+                    Some(if shared { item.clone() } else { std::mem::replace(item, placeholder()) })
+                }
+            })
+            .collect();
+        config.clusters.push(assemble(cluster.name, cluster.loc, items, &mut problems));
+    }
+    check_paths(&config, &mut problems);
+    Loaded { sources, config, problems }
+}
+
+fn placeholder() -> Item {
+    Item::Include(Spanned::new(String::new(), Loc::nowhere()))
+}
+
+fn includes_of(items: &[Item]) -> impl Iterator<Item = Spanned<String>> + '_ {
+    items.iter().filter_map(|i| match i {
+        Item::Include(p) => Some(p.clone()),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Top(usize),
+    File(FileId),
+}
+
+/// A file's items seen only as positions and includes, so that laying out a cluster moves nothing.
+enum Piece {
+    Item(usize),
+    Include(Spanned<String>),
+}
+
+fn shape(items: &[Item]) -> Vec<Piece> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Item::Include(p) => Piece::Include(p.clone()),
+            _ => Piece::Item(i),
+        })
+        .collect()
+}
+
+/// Lays out a cluster's items with each included file's items where it was included.
+struct Layout<'a> {
+    shapes: &'a HashMap<FileId, Vec<Piece>>,
+    resolved: &'a HashMap<(FileId, usize), Vec<FileId>>,
+    problems: &'a mut Vec<Problem>,
+    uses: &'a mut HashMap<FileId, usize>,
+}
+
+impl Layout<'_> {
+    fn walk(&mut self, file: FileId, slot: Slot, pieces: &[Piece], stack: &mut Vec<FileId>, out: &mut Vec<(Slot, usize)>) {
+        for piece in pieces {
+            let pattern = match piece {
+                Piece::Item(i) => {
+                    out.push((slot, *i));
+                    continue;
+                }
+                Piece::Include(pattern) => pattern,
+            };
+            let Some(targets) = self.resolved.get(&(file, pattern.loc.span.offset())) else { continue };
+            for &target in targets {
+                if stack.contains(&target) {
+                    self.problems.push(
+                        Problem::error(Code::IncludeCycle, format!("`include \"{}\"` forms a cycle", pattern.value))
+                            .primary(pattern.loc, "includes a file that is already being included")
+                            .help("a file may not include itself or any file that includes it"),
+                    );
+                    continue;
+                }
+                let Some(target_pieces) = self.shapes.get(&target) else { continue };
+                *self.uses.entry(target).or_default() += 1;
+                stack.push(target);
+                self.walk(target, Slot::File(target), target_pieces, stack, out);
+                stack.pop();
+            }
+        }
+    }
+}
+
+/// Reads, parses and lowers one file. Runs on a worker thread.
+fn process(job: &Job) -> Finished {
+    let mut problems = Vec::new();
+    let text: Arc<str> = match std::fs::read_to_string(&job.path) {
+        Ok(text) => Arc::from(text),
+        Err(e) => {
+            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name))
+                .help("check that the file exists and is readable");
+            if let Some(origin) = job.origin {
+                p = p.primary(origin, "included here");
+            }
+            problems.push(p);
+            return Finished { text: Arc::from(""), parsed: None, problems };
+        }
+    };
+    let doc = match parse(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.extend(e.diagnostics.iter().map(|d| {
+                let label = d.label.clone().unwrap_or_else(|| "here".into());
+                Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
+                    .primary(Loc::new(job.id, d.span), label)
+                    .help_opt(d.help.clone())
+            }));
+            if e.diagnostics.is_empty() {
+                problems.push(
+                    Problem::error(Code::KdlSyntax, "invalid KDL").primary(Loc::new(job.id, (0..0).into()), "here"),
+                );
+            }
+            return Finished { text, parsed: None, problems };
+        }
+    };
+    let base = job.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut ctx = Ctx::new(job.id, base);
+    let parsed = if job.origin.is_none() {
+        Parsed::Top(lower_top(&doc, &mut ctx))
+    } else {
+        Parsed::Fragment(lower_fragment(&doc, &mut ctx))
+    };
+    drop(doc);
+    problems.extend(ctx.problems);
+    Finished { text, parsed: Some(parsed), problems }
+}
+
+/// Parses KDL v2. The parser is a dependency: if it ever panics on some input, that input gets a
+/// diagnostic rather than taking bai down with it.
+fn parse(text: &str) -> Result<KdlDocument, kdl::KdlError> {
+    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
+        Ok(result) => result,
+        Err(_) => Err(kdl::KdlError {
+            input: Arc::new(text.to_string()),
+            diagnostics: vec![kdl::KdlDiagnostic {
+                input: Arc::new(String::new()),
+                span: (0..0).into(),
+                message: Some("the KDL parser failed on this file".into()),
+                label: None,
+                help: Some("this is a bug in the parser; please report the file that triggers it".into()),
+                severity: miette::Severity::Error,
+            }],
+        }),
+    }
+}
+
+/// The files an include names: a literal path, or a glob's matches in sorted order.
+fn expand(base: &Path, include: &Spanned<String>, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let written = include.value.as_str();
+    let is_glob = written.contains(['*', '?', '[']);
+    if !is_glob {
+        let path = if Path::new(written).is_absolute() { PathBuf::from(written) } else { base.join(written) };
+        if !path.is_file() {
+            problems.push(
+                Problem::error(Code::IncludeNotFound, format!("included file `{written}` does not exist"))
+                    .primary(include.loc, "no such file")
+                    .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
+            );
+            return Vec::new();
+        }
+        return vec![path];
+    }
+    let pattern = if Path::new(written).is_absolute() {
+        written.to_string()
+    } else {
+        format!("{}/{written}", glob::Pattern::escape(&base.to_string_lossy()))
+    };
+    let paths = match glob::glob(&pattern) {
+        Ok(paths) => paths,
+        Err(e) => {
+            problems.push(
+                Problem::error(Code::IncludeInvalidPattern, format!("`{written}` is not a valid glob: {}", e.msg))
+                    .primary(include.loc, "invalid pattern"),
+            );
+            return Vec::new();
+        }
+    };
+    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    matched.sort();
+    if matched.is_empty() {
+        problems.push(
+            Problem::warning(Code::IncludeNoMatch, format!("`include \"{written}\"` matches no file"))
+                .primary(include.loc, "matches nothing")
+                .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
+        );
+    }
+    matched
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The name a path is shown under: relative to the working directory when it lies below it.
+pub fn display_name(path: &Path) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        let absolute = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+        if let Ok(rel) = absolute.strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    path.display().to_string()
+}
+
+/// Build contexts and archives are read at apply time; a missing one is better caught now.
+fn check_paths(config: &Config, problems: &mut Vec<Problem>) {
+    for image in config.clusters.iter().flat_map(|c| &c.images) {
+        match &image.source {
+            ImageSource::Pull => {}
+            ImageSource::Build { context, dockerfile } => {
+                if !context.value.is_dir() {
+                    problems.push(
+                        Problem::error(
+                            Code::MissingPath,
+                            format!("build context `{}` of image `{}` is not a directory", context.value.display(), image.name.value),
+                        )
+                        .primary(context.loc, "no such directory")
+                        .help("paths are relative to the file that declares the image"),
+                    );
+                } else {
+                    let file = dockerfile.as_ref().map_or("Dockerfile", |d| d.value.as_str());
+                    if !context.value.join(file).is_file() {
+                        let at = dockerfile.as_ref().map_or(context.loc, |d| d.loc);
+                        problems.push(
+                            Problem::error(
+                                Code::MissingPath,
+                                format!("image `{}` has no `{file}` in its build context", image.name.value),
+                            )
+                            .primary(at, "missing Dockerfile")
+                            .help("add the file, or name another with `dockerfile=\"…\"` (relative to the context)"),
+                        );
+                    }
+                }
+            }
+            ImageSource::Archive { path } => {
+                if !path.value.is_file() {
+                    problems.push(
+                        Problem::error(
+                            Code::MissingPath,
+                            format!("archive `{}` of image `{}` does not exist", path.value.display(), image.name.value),
+                        )
+                        .primary(path.loc, "no such file")
+                        .help("create it with `docker save IMAGE -o FILE`; paths are relative to the declaring file"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` over `jobs` on up to one thread per core, keeping the results in job order.
+fn run_parallel<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+    if threads <= 1 {
+        return jobs.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let result = f(job);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}

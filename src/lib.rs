@@ -1,0 +1,18 @@
+//! bai: a declarative, Nix-style reconciler for GPU labs.
+//!
+//! The pipeline: [`config::load`] reads a lab's KDL files (includes parsed concurrently) and lowers them to
+//! the typed [`model`], keeping a span on every value; [`validate`] finds every problem at once as
+//! [`diagnostic::Problem`]s; [`graph`] builds the resource DAG; [`state`] describes desired and observed
+//! state alike; [`plan`] diffs them into create/update/replace/delete changes and renders them as text, JSON
+//! or Markdown. All of this is pure but for the loader. The CLI (`commands`) is the only layer that prints.
+
+pub mod config;
+pub mod diagnostic;
+pub mod fmt;
+pub mod graph;
+pub mod model;
+pub mod plan;
+pub mod source;
+pub mod state;
+pub mod suggest;
+pub mod validate;

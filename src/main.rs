@@ -1,0 +1,29 @@
+//! The `bai` binary: parse arguments, run one command, turn its outcome into an exit code.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use commands::{Outcome, Printer};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.color);
+    let cluster = cli.cluster.as_deref();
+    let outcome = match &cli.command {
+        Command::Validate(args) => commands::validate::run(args, cluster, &printer),
+        Command::Plan(args) => commands::plan::run(args, cluster, &printer),
+        Command::Diff(args) => commands::diff::run(args, cluster, &printer),
+        Command::Graph(args) => commands::graph::run(args, cluster, &printer),
+        Command::Fmt(args) => commands::fmt::run(args, &printer),
+    };
+    match outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::Failed => ExitCode::from(1),
+        Outcome::Changes => ExitCode::from(2),
+    }
+}

@@ -1,0 +1,283 @@
+//! The desired state of a lab as the user wrote it: clusters of nodes, images, vfolders and sessions.
+//!
+//! Every user-written value keeps its [`Loc`] so validation can point at it. Names are newtypes so that a
+//! vfolder name is never passed where a node name is meant. Collections keep file order: validation reports
+//! in reading order, and anything a person reads is sorted at render time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::{Loc, Spanned};
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a cluster: the unit `--cluster` selects and ownership labels carry.
+    ClusterName
+);
+name_type!(
+    /// The name of a node (a machine running bai's agent).
+    NodeName
+);
+name_type!(
+    /// The name of an image declaration (not its registry reference).
+    ImageName
+);
+name_type!(
+    /// The name of a vfolder (a storage directory on one node).
+    VfolderName
+);
+name_type!(
+    /// The name of a compute session (one container).
+    SessionName
+);
+
+/// A whole configuration: every cluster of one file and its includes.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: Spanned<ClusterName>,
+    pub loc: Loc,
+    pub ssh: SshSettings,
+    pub agent_binary: Option<Spanned<PathBuf>>,
+    pub probe: ProbeSettings,
+    pub nodes: Vec<Node>,
+    pub images: Vec<Image>,
+    pub vfolders: Vec<Vfolder>,
+    pub sessions: Vec<Session>,
+}
+
+/// SSH connection settings; unset fields fall back to the cluster's, then to OpenSSH's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SshSettings {
+    pub user: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub identity: Option<Spanned<String>>,
+    pub known_hosts: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<Duration>>,
+}
+
+/// Health-probe settings (the Kubernetes probe model); unset fields fall back to the cluster's.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeSettings {
+    pub interval: Option<Spanned<Duration>>,
+    pub timeout: Option<Spanned<Duration>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: Spanned<NodeName>,
+    pub loc: Loc,
+    pub address: Option<Spanned<String>>,
+    pub local: Option<Spanned<bool>>,
+    pub ssh: SshSettings,
+    /// Where `ssh` was written on this node, for the `local` conflict.
+    pub ssh_loc: Option<Loc>,
+    pub gpus: Option<Spanned<u32>>,
+    pub labels: BTreeMap<String, Spanned<String>>,
+    pub vfolder_root: Option<Spanned<String>>,
+    pub probe: ProbeSettings,
+}
+
+impl Node {
+    pub fn is_local(&self) -> bool {
+        self.local.as_ref().is_some_and(|l| l.value)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: Spanned<ImageName>,
+    pub loc: Loc,
+    pub reference: Spanned<String>,
+    pub digest: Option<Spanned<String>>,
+    pub min_gpus: Option<Spanned<u32>>,
+    pub source: ImageSource,
+}
+
+/// How an image reaches a node.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// `docker pull` of the reference.
+    Pull,
+    /// `docker build` on the node from a context directory uploaded by the controller.
+    Build { context: Spanned<PathBuf>, dockerfile: Option<Spanned<String>> },
+    /// `docker load` of a `docker save` tarball uploaded by the controller.
+    Archive { path: Spanned<PathBuf> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Rw,
+    Ro,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Rw => "rw",
+            Permission::Ro => "ro",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Vfolder {
+    pub name: Spanned<VfolderName>,
+    pub loc: Loc,
+    pub node: Spanned<NodeName>,
+    pub permission: Option<Spanned<Permission>>,
+    pub quota: Option<Spanned<u64>>,
+}
+
+impl Vfolder {
+    pub fn permission(&self) -> Permission {
+        self.permission.as_ref().map_or(Permission::Rw, |p| p.value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    No,
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+impl Restart {
+    pub const ALL: [(&'static str, Restart); 4] = [
+        ("no", Restart::No),
+        ("on-failure", Restart::OnFailure),
+        ("always", Restart::Always),
+        ("unless-stopped", Restart::UnlessStopped),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Restart::ALL.iter().find(|(_, r)| *r == self).map_or("no", |(s, _)| s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: Spanned<SessionName>,
+    pub loc: Loc,
+    pub image: Spanned<ImageName>,
+    pub node: Spanned<NodeName>,
+    pub resources: Resources,
+    pub env: Vec<EnvVar>,
+    pub mounts: Vec<Mount>,
+    pub command: Vec<Spanned<String>>,
+    pub ports: Vec<Port>,
+    pub health: Option<Health>,
+    pub depends_on: Vec<Spanned<SessionName>>,
+    pub restart: Option<Spanned<Restart>>,
+}
+
+impl Session {
+    pub fn gpus(&self) -> u32 {
+        self.resources.gpus.as_ref().map_or(0, |g| g.value)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub loc: Option<Loc>,
+    pub cpus: Option<Spanned<f64>>,
+    pub memory: Option<Spanned<u64>>,
+    pub gpus: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvVar {
+    pub name: Spanned<String>,
+    pub value: EnvValue,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Literal(String),
+    /// Read from the controller's environment at apply time; never printed.
+    FromEnv(String),
+    /// Read from a file on the controller at apply time; never printed.
+    FromFile(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub loc: Loc,
+    pub vfolder: Spanned<VfolderName>,
+    pub alias: Option<Spanned<String>>,
+    pub readonly: Option<Spanned<bool>>,
+}
+
+impl Mount {
+    pub fn is_readonly(&self) -> bool {
+        self.readonly.as_ref().is_some_and(|r| r.value)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: Spanned<String>,
+    pub port: Spanned<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub loc: Loc,
+    pub check: HealthCheck,
+    pub probe: ProbeSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// An HTTP GET from the node to the session's port; 2xx and 3xx are healthy.
+    Http { port: u16, path: String },
+    /// A command run in the container; exit 0 is healthy.
+    Exec(Vec<String>),
+}

@@ -1,0 +1,32 @@
+//! The plan as a person reads it in a terminal or a CI log.
+
+use std::fmt::Write;
+
+use crate::plan::{Action, Plan};
+
+/// Renders the plan: per cluster, each change with its sign, id and reasons, then the summary line.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::with_capacity(plan.changes.len() * 96 + 256);
+    for cluster in &plan.clusters {
+        let changes: Vec<_> = plan.changes.iter().filter(|c| &c.cluster == cluster).collect();
+        if changes.is_empty() {
+            let _ = writeln!(out, "cluster `{cluster}`: no changes\n");
+            continue;
+        }
+        let _ = writeln!(out, "cluster `{cluster}`:\n");
+        for c in changes {
+            let _ = writeln!(out, "  {:>3} {}", c.action.sign(), c.id);
+            for reason in &c.reasons {
+                let mark = match c.action {
+                    Action::Update | Action::Replace if !c.fields.is_empty() => "~ ",
+                    _ => "",
+                };
+                let _ = writeln!(out, "        {mark}{reason}");
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&plan.summary().line());
+    out.push('\n');
+    out
+}

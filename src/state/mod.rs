@@ -1,0 +1,206 @@
+//! Desired and observed state in one shape, so that planning is a diff of two values.
+//!
+//! Desired state comes from a validated [`Cluster`]; observed state from a node snapshot, from another
+//! configuration (`bai diff`: "as if OLD were applied"), or from nothing at all (`plan --offline`).
+
+pub mod snapshot;
+pub mod spec;
+
+use std::collections::BTreeMap;
+
+use crate::model::{Cluster, ClusterName, ImageName, NodeName, Permission, SessionName, VfolderName};
+use crate::state::snapshot::{ContainerState, Inventory, Snapshot};
+use crate::state::spec::{ImageSpec, SessionSpec, hash_of, image_spec, session_spec};
+
+/// The version every node's agent is brought to: this binary's.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    /// Installed agent version; `None` when nothing is installed.
+    pub agent: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub inventory: Option<Inventory>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageState {
+    pub spec: ImageSpec,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VfolderState {
+    pub node: NodeName,
+    pub permission: Permission,
+    pub quota: Option<u64>,
+    /// Observed only: whether the directory holds no data (removing it then loses nothing).
+    pub empty: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub node: NodeName,
+    pub hash: String,
+    /// Known for desired state always; for observed state when the node recorded it.
+    pub spec: Option<SessionSpec>,
+    pub container: Option<ContainerState>,
+}
+
+/// Everything bai owns in one cluster, desired or observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterState {
+    pub name: ClusterName,
+    pub nodes: BTreeMap<NodeName, NodeState>,
+    pub images: BTreeMap<(NodeName, ImageName), ImageState>,
+    pub vfolders: BTreeMap<VfolderName, VfolderState>,
+    pub sessions: BTreeMap<SessionName, SessionState>,
+}
+
+impl ClusterState {
+    pub fn empty(name: ClusterName) -> Self {
+        ClusterState {
+            name,
+            nodes: BTreeMap::new(),
+            images: BTreeMap::new(),
+            vfolders: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// The state a valid cluster asks for. Images exist on a node only where a session there uses them.
+    pub fn desired(cluster: &Cluster) -> Self {
+        let mut state = ClusterState::empty(cluster.name.value.clone());
+        for node in &cluster.nodes {
+            let labels = node.labels.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+            state.nodes.insert(
+                node.name.value.clone(),
+                NodeState { agent: Some(AGENT_VERSION.to_string()), labels, inventory: None },
+            );
+        }
+        let images: BTreeMap<&str, _> = cluster.images.iter().map(|i| (i.name.value.as_str(), i)).collect();
+        let mut image_hashes: BTreeMap<&str, ImageState> = BTreeMap::new();
+        for v in &cluster.vfolders {
+            state.vfolders.insert(
+                v.name.value.clone(),
+                VfolderState {
+                    node: v.node.value.clone(),
+                    permission: v.permission(),
+                    quota: v.quota.as_ref().map(|q| q.value),
+                    empty: None,
+                },
+            );
+        }
+        for s in &cluster.sessions {
+            let image = images.get(s.image.value.as_str()).copied();
+            if let Some(image) = image {
+                let image_state = image_hashes.entry(image.name.value.as_str()).or_insert_with(|| {
+                    let spec = image_spec(image);
+                    ImageState { hash: hash_of(&spec), spec }
+                });
+                state
+                    .images
+                    .entry((s.node.value.clone(), image.name.value.clone()))
+                    .or_insert_with(|| image_state.clone());
+            }
+            let spec = session_spec(s, image);
+            state.sessions.insert(
+                s.name.value.clone(),
+                SessionState { node: s.node.value.clone(), hash: hash_of(&spec), spec: Some(spec), container: None },
+            );
+        }
+        state
+    }
+
+    /// Observed state of every cluster of a snapshot, by cluster name.
+    pub fn from_snapshot(snapshot: &Snapshot) -> BTreeMap<ClusterName, ClusterState> {
+        let mut out = BTreeMap::new();
+        for c in &snapshot.clusters {
+            let mut state = ClusterState::empty(ClusterName(c.name.clone()));
+            for n in &c.nodes {
+                let node = NodeName(n.name.clone());
+                // A node bai never reached holds nothing of bai's, whatever else the file says about it.
+                let Some(agent) = &n.agent else { continue };
+                state.nodes.insert(
+                    node.clone(),
+                    NodeState {
+                        agent: Some(agent.version.clone()),
+                        labels: n.labels.clone(),
+                        inventory: n.inventory.clone(),
+                    },
+                );
+                for i in &n.images {
+                    let spec =
+                        ImageSpec { reference: i.reference.clone(), source: i.source, digest: i.digest.clone() };
+                    state
+                        .images
+                        .insert((node.clone(), ImageName(i.name.clone())), ImageState { spec, hash: i.spec_hash.clone() });
+                }
+                for v in &n.vfolders {
+                    state.vfolders.insert(
+                        VfolderName(v.name.clone()),
+                        VfolderState { node: node.clone(), permission: v.permission, quota: v.quota, empty: Some(v.empty) },
+                    );
+                }
+                for s in &n.sessions {
+                    state.sessions.insert(
+                        SessionName(s.name.clone()),
+                        SessionState {
+                            node: node.clone(),
+                            hash: s.spec_hash.clone(),
+                            spec: s.spec.clone(),
+                            container: Some(s.state),
+                        },
+                    );
+                }
+            }
+            out.insert(state.name.clone(), state);
+        }
+        out
+    }
+
+    /// Inventory of the nodes that reported one, for the declared-GPU check.
+    pub fn inventories(&self) -> impl Iterator<Item = (&NodeName, &Inventory)> {
+        self.nodes.iter().filter_map(|(n, s)| s.inventory.as_ref().map(|i| (n, i)))
+    }
+}
+
+/// Converts a spec to the fields a plan compares and shows (`resources.gpus`, `env.A`, …).
+pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value> {
+    let mut fields = BTreeMap::new();
+    let json = |v: &dyn erased::Ser| v.to_json();
+    fields.insert("image".into(), json(&spec.image));
+    fields.insert("image_ref".into(), json(&spec.image_ref));
+    fields.insert("image_digest".into(), json(&spec.image_digest));
+    fields.insert("node".into(), json(&spec.node));
+    fields.insert("command".into(), json(&spec.command));
+    for (k, v) in &spec.env {
+        fields.insert(format!("env.{k}"), json(v));
+    }
+    for m in &spec.mounts {
+        fields.insert(
+            format!("mounts.{}", m.destination),
+            serde_json::json!({"vfolder": m.vfolder, "readonly": m.readonly}),
+        );
+    }
+    fields.insert("resources.cpus".into(), json(&spec.resources.cpus));
+    fields.insert("resources.memory".into(), json(&spec.resources.memory));
+    fields.insert("resources.gpus".into(), json(&spec.resources.gpus));
+    for (k, v) in &spec.ports {
+        fields.insert(format!("ports.{k}"), json(v));
+    }
+    fields.insert("restart".into(), json(&spec.restart));
+    fields
+}
+
+mod erased {
+    /// Object-safe serialization to a JSON value, so field tables can mix types.
+    pub trait Ser {
+        fn to_json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}

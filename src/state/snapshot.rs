@@ -1,0 +1,128 @@
+//! The observed-state snapshot: what `bai status --format json` writes and `bai plan --state` reads
+//! (schema/state.schema.json). It is shaped the way nodes report: per node, what bai owns there.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Permission;
+use crate::state::spec::{SessionSpec, SourceKind};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub format_version: u32,
+    pub clusters: Vec<ClusterSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSnapshot {
+    pub name: String,
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSnapshot {
+    pub name: String,
+    /// The installed agent; `None` when bai has never been on the node (it holds nothing).
+    pub agent: Option<AgentInfo>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
+    #[serde(default)]
+    pub images: Vec<ImageSnapshot>,
+    #[serde(default)]
+    pub vfolders: Vec<VfolderSnapshot>,
+    #[serde(default)]
+    pub sessions: Vec<SessionSnapshot>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unowned: Vec<Unowned>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub gpus: Vec<GpuInfo>,
+    pub gpu_error: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory: Option<u64>,
+    pub docker_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_total: u64,
+    pub utilization: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSnapshot {
+    pub name: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub source: SourceKind,
+    pub digest: Option<String>,
+    pub spec_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfolderSnapshot {
+    pub name: String,
+    pub permission: Permission,
+    pub quota: Option<u64>,
+    pub empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Restarting,
+    Exited,
+    Paused,
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSnapshot {
+    pub name: String,
+    pub spec_hash: String,
+    pub state: ContainerState,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub spec: Option<SessionSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unowned {
+    pub kind: UnownedKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnownedKind {
+    Container,
+    Vfolder,
+}

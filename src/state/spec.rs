@@ -1,0 +1,209 @@
+//! What a resource looks like on a node, in canonical form, and the stable hash that decides replacement.
+//!
+//! A session's spec holds exactly what shapes its container: image, command, env, mounts, resources, ports
+//! and restart policy. Health checks and `depends-on` are left out on purpose: changing them must not
+//! restart a running session. The hash is SHA-256 over the spec's canonical JSON (fields in declared order,
+//! maps sorted), so it is the same on every machine and for every bai version that keeps this format.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Cluster, EnvValue, Image, ImageSource, Restart, Session};
+use crate::validate::{Destination, destination};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    pub image: String,
+    pub image_ref: String,
+    pub image_digest: Option<String>,
+    pub node: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, EnvSpec>,
+    pub mounts: Vec<MountSpec>,
+    pub resources: ResourceSpec,
+    pub ports: BTreeMap<String, u16>,
+    pub restart: Restart,
+}
+
+/// An environment variable's source. Secrets appear by reference only, never by value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvSpec {
+    Value(String),
+    FromEnv(String),
+    FromFile(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    pub vfolder: String,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub gpus: u32,
+}
+
+/// How an image is obtained, as far as its identity on the node goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Pull,
+    Build,
+    Archive,
+}
+
+/// An image's identity on a node. The controller-side path of a build context is not part of it (two
+/// checkouts of one lab must agree); its content hash joins the identity with the lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub source: SourceKind,
+    pub digest: Option<String>,
+}
+
+/// Lowercase hex SHA-256 of a value's canonical JSON.
+pub fn hash_of<T: Serialize>(value: &T) -> String {
+    let mut hasher = Sha256::new();
+    // Serializing plain data into a hasher cannot fail: no maps with non-string keys, no I/O errors.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), value);
+    hex(&hasher.finalize())
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn image_spec(image: &Image) -> ImageSpec {
+    ImageSpec {
+        reference: image.reference.value.clone(),
+        source: match image.source {
+            ImageSource::Pull => SourceKind::Pull,
+            ImageSource::Build { .. } => SourceKind::Build,
+            ImageSource::Archive { .. } => SourceKind::Archive,
+        },
+        digest: image.digest.as_ref().map(|d| d.value.clone()),
+    }
+}
+
+/// The canonical spec of a session of a valid cluster (`image` must resolve).
+pub fn session_spec(session: &Session, image: Option<&Image>) -> SessionSpec {
+    let mut mounts: Vec<MountSpec> = session
+        .mounts
+        .iter()
+        .map(|m| {
+            let alias = m.alias.as_ref().map(|a| a.value.as_str());
+            let destination = match destination(m.vfolder.value.as_str(), alias) {
+                Destination::Ok(path) => path,
+                _ => alias.unwrap_or(m.vfolder.value.as_str()).to_string(),
+            };
+            MountSpec { vfolder: m.vfolder.value.to_string(), destination, readonly: m.is_readonly() }
+        })
+        .collect();
+    mounts.sort();
+    SessionSpec {
+        image: session.image.value.to_string(),
+        image_ref: image.map(|i| i.reference.value.clone()).unwrap_or_default(),
+        image_digest: image.and_then(|i| i.digest.as_ref()).map(|d| d.value.clone()),
+        node: session.node.value.to_string(),
+        command: session.command.iter().map(|c| c.value.clone()).collect(),
+        env: session
+            .env
+            .iter()
+            .map(|e| {
+                let value = match &e.value {
+                    EnvValue::Literal(v) => EnvSpec::Value(v.clone()),
+                    EnvValue::FromEnv(v) => EnvSpec::FromEnv(v.clone()),
+                    EnvValue::FromFile(p) => EnvSpec::FromFile(p.display().to_string()),
+                };
+                (e.name.value.clone(), value)
+            })
+            .collect(),
+        mounts,
+        resources: ResourceSpec {
+            cpus: session.resources.cpus.as_ref().map(|c| c.value),
+            memory: session.resources.memory.as_ref().map(|m| m.value),
+            gpus: session.gpus(),
+        },
+        ports: session.ports.iter().map(|p| (p.name.value.clone(), p.port.value)).collect(),
+        restart: session.restart.as_ref().map_or(Restart::No, |r| r.value),
+    }
+}
+
+/// Specs of every session of a cluster, for callers that only need hashes (`bai status`, the agent).
+pub fn session_specs(cluster: &Cluster) -> Vec<(String, SessionSpec)> {
+    let images: BTreeMap<&str, &Image> = cluster.images.iter().map(|i| (i.name.value.as_str(), i)).collect();
+    cluster
+        .sessions
+        .iter()
+        .map(|s| (s.name.value.to_string(), session_spec(s, images.get(s.image.value.as_str()).copied())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SessionSpec {
+        SessionSpec {
+            image: "pytorch".into(),
+            image_ref: "cr.backend.ai/stable/python-pytorch:2.3".into(),
+            image_digest: None,
+            node: "gpu-01".into(),
+            command: vec!["python".into(), "train.py".into()],
+            env: BTreeMap::from([("A".into(), EnvSpec::Value("1".into()))]),
+            mounts: vec![],
+            resources: ResourceSpec { cpus: Some(8.0), memory: None, gpus: 2 },
+            ports: BTreeMap::new(),
+            restart: Restart::No,
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        // Pinned: a change here means every deployed container would be replaced on upgrade.
+        let h = hash_of(&spec());
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, hash_of(&spec()));
+        let mut other = spec();
+        other.resources.gpus = 1;
+        assert_ne!(h, hash_of(&other));
+    }
+
+    #[test]
+    fn canonical_json_shape() {
+        let json = serde_json::to_string(&spec()).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"image":"pytorch","image_ref":"cr.backend.ai/stable/python-pytorch:2.3","image_digest":null,"node":"gpu-01","command":["python","train.py"],"env":{"A":{"value":"1"}},"mounts":[],"resources":{"cpus":8.0,"memory":null,"gpus":2},"ports":{},"restart":"no"}"#
+        );
+    }
+}

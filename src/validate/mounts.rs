@@ -1,0 +1,239 @@
+//! Mount rules, after the Backend.AI manager's, made stricter.
+//!
+//! A mount lands at `/home/work/<alias>` (relative alias), at the alias itself (absolute alias), or at
+//! `/home/work/<vfolder>` (no alias). Destinations are normalized before any comparison, so `data`,
+//! `./data/` and `/home/work/data` are one place and collide.
+
+use crate::diagnostic::{Code, Problem};
+use crate::model::{Cluster, Mount, Permission, Session};
+use crate::source::Loc;
+use crate::validate::ClusterIndex;
+
+
+const SYSTEM_DIRS: &[&str] = &[
+    "bin", "boot", "dev", "etc", "lib", "lib64", "media", "mnt", "opt", "proc", "root", "run", "sbin", "srv", "sys",
+    "tmp", "usr", "var",
+];
+
+const RESERVED: &[&str] = &[".terminfo", ".jupyter", ".tmux.conf", ".ssh", ".local", ".config", ".linuxbrew"];
+
+/// A normalized mount destination, or why a mount cannot have one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Ok(String),
+    Empty,
+    Escapes,
+    Workdir,
+    System(String),
+    Reserved(String),
+}
+
+/// Where a mount lands in the container, normalized (`/home/work/data`), or why it may not land there.
+pub fn destination(vfolder: &str, alias: Option<&str>) -> Destination {
+    let written = alias.unwrap_or(vfolder);
+    if written.trim().is_empty() {
+        return Destination::Empty;
+    }
+    let absolute = written.starts_with('/');
+    let mut parts: Vec<&str> = if absolute { Vec::new() } else { vec!["home", "work"] };
+    for part in written.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                // Any `..` that climbs out of the working directory, or any at all in an absolute
+                // path, is refused: a reviewer should see where a mount lands without working it out.
+                if absolute || parts.len() <= 2 {
+                    return Destination::Escapes;
+                }
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let path = format!("/{}", parts.join("/"));
+    match parts.as_slice() {
+        [] => Destination::System(path),
+        ["home", "work"] => Destination::Workdir,
+        ["home", "work", first, ..] if is_reserved(first) => Destination::Reserved((*first).to_string()),
+        ["home", "work", ..] => Destination::Ok(path),
+        ["home", ..] => Destination::System(path),
+        [first, ..] if SYSTEM_DIRS.contains(first) => Destination::System(path),
+        _ => Destination::Ok(path),
+    }
+}
+
+fn is_reserved(name: &str) -> bool {
+    if RESERVED.contains(&name) {
+        return true;
+    }
+    // Shell start-up files: `.bashrc`, `.zshrc`, `.bash_profile`, `.profile`-like names.
+    let Some(rest) = name.strip_prefix('.') else { return false };
+    (rest.len() > 2 && rest.ends_with("rc")) || rest.ends_with("_profile") || rest == "profile"
+}
+
+/// Whether `inner` lies strictly below `outer` (component-wise).
+fn is_below(inner: &str, outer: &str) -> bool {
+    inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
+}
+
+/// Where a mount's problems are pointed at: its alias when it has one, else the vfolder it names.
+fn mount_loc(m: &Mount) -> Loc {
+    m.alias.as_ref().map_or(m.vfolder.loc, |a| a.loc)
+}
+
+pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Problem>) {
+    for session in &cluster.sessions {
+        check_session(session, index, problems);
+    }
+}
+
+fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec<Problem>) {
+    let mut placed: Vec<(&Mount, String)> = Vec::new();
+    for m in &session.mounts {
+        let alias = m.alias.as_ref().map(|a| a.value.as_str());
+        let at = mount_loc(m);
+        let shown = alias.unwrap_or(m.vfolder.value.as_str());
+        match destination(m.vfolder.value.as_str(), alias) {
+            Destination::Ok(path) => {
+                for (other, other_path) in &placed {
+                    if *other_path == path {
+                        problems.push(
+                            Problem::error(
+                                Code::DuplicateAlias,
+                                format!("two mounts of session `{}` land on `{path}`", session.name.value),
+                            )
+                            .label(mount_loc(other), format!("`{}` is mounted at `{path}`", other.vfolder.value))
+                            .primary(at, format!("`{}` is mounted there too", m.vfolder.value))
+                            .help("give one of them another `alias`; aliases are compared after normalization"),
+                        );
+                    } else if is_below(&path, other_path) || is_below(other_path, &path) {
+                        let (outer, inner) = if is_below(&path, other_path) { (other_path, &path) } else { (&path, other_path) };
+                        problems.push(
+                            Problem::error(
+                                Code::NestedMount,
+                                format!("mount `{inner}` lies inside mount `{outer}` in session `{}`", session.name.value),
+                            )
+                            .label(mount_loc(other), format!("mounted at `{other_path}`"))
+                            .primary(at, format!("mounted at `{path}`"))
+                            .help("one mount would hide part of the other: give them sibling aliases"),
+                        );
+                    }
+                }
+                placed.push((m, path));
+            }
+            Destination::Empty => problems.push(
+                Problem::error(Code::EmptyAlias, "a mount alias cannot be empty")
+                    .primary(at, "empty alias")
+                    .help("name the directory under /home/work, or drop `alias` to use the vfolder's name"),
+            ),
+            Destination::Escapes => problems.push(
+                Problem::error(Code::AliasEscapes, format!("alias `{shown}` climbs out with `..`"))
+                    .primary(at, "escapes its directory")
+                    .help("write the destination without `..`: a relative alias lands under /home/work"),
+            ),
+            Destination::Workdir => problems.push(
+                Problem::error(Code::MountWorkdir, "a vfolder cannot be mounted at /home/work itself")
+                    .primary(at, "this is the session's working directory")
+                    .help("mount it below: `alias=\"data\"` lands at /home/work/data"),
+            ),
+            Destination::System(path) => problems.push(
+                Problem::error(Code::SystemDir, format!("alias `{shown}` lands in the system directory `{path}`"))
+                    .primary(at, "system directory")
+                    .help("mount under /home/work (a relative alias) or another top-level directory such as /data"),
+            ),
+            Destination::Reserved(name) => problems.push(
+                Problem::error(Code::ReservedName, format!("`{name}` under /home/work is reserved"))
+                    .primary(at, "reserved name")
+                    .help("the session's tools keep their own files there (shell start-up files, `.local/bin` on PATH, `.ssh`); choose another alias"),
+            ),
+        }
+        if let Some(a) = &m.alias {
+            let plain = a.value.trim_start_matches("./").trim_end_matches('/');
+            if let Some(other) = session.mounts.iter().find(|o| o.vfolder.value.as_str() == plain && !std::ptr::eq(*o, m)) {
+                problems.push(
+                    Problem::error(
+                        Code::ShadowsVfolder,
+                        format!("alias `{}` is the name of vfolder `{}`, also mounted in this session", a.value, other.vfolder.value),
+                    )
+                    .primary(a.loc, "reads as the other vfolder")
+                    .label(other.vfolder.loc, "that vfolder")
+                    .help("choose an alias that is not the name of another mounted vfolder"),
+                );
+            }
+        }
+        let Some(vfolder) = index.vfolders.get(m.vfolder.value.as_str()) else { continue };
+        if vfolder.permission() == Permission::Ro && !m.is_readonly() {
+            let perm_loc = vfolder.permission.as_ref().map_or(vfolder.name.loc, |p| p.loc);
+            problems.push(
+                Problem::error(Code::ReadonlyRequired, format!("vfolder `{}` is read-only but mounted writable", vfolder.name.value))
+                    .primary(m.readonly.as_ref().map_or(m.vfolder.loc, |r| r.loc), "mounted without `readonly=#true`")
+                    .label(perm_loc, "declared read-only here")
+                    .help("add `readonly=#true` to the mount"),
+            );
+        }
+        let node_known = index.nodes.contains_key(vfolder.node.value.as_str());
+        if node_known && vfolder.node.value != session.node.value {
+            problems.push(
+                Problem::error(
+                    Code::OtherNode,
+                    format!(
+                        "session `{}` on node `{}` mounts vfolder `{}` on node `{}`",
+                        session.name.value, session.node.value, vfolder.name.value, vfolder.node.value
+                    ),
+                )
+                .primary(m.vfolder.loc, "lives on another node")
+                .label(vfolder.node.loc, format!("vfolder is on `{}`", vfolder.node.value))
+                .label(session.node.loc, format!("session runs on `{}`", session.node.value))
+                .help("a vfolder is a directory on one node: run the session there, or declare a vfolder on its node"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(path: &str) -> Destination {
+        Destination::Ok(path.to_string())
+    }
+
+    #[test]
+    fn destinations_are_normalized() {
+        assert_eq!(destination("d", None), ok("/home/work/d"));
+        assert_eq!(destination("d", Some("data")), ok("/home/work/data"));
+        assert_eq!(destination("d", Some("./data/")), ok("/home/work/data"));
+        assert_eq!(destination("d", Some("/home/work/data")), ok("/home/work/data"));
+        assert_eq!(destination("d", Some("a/../b")), ok("/home/work/b"));
+        assert_eq!(destination("d", Some("/data")), ok("/data"));
+        assert_eq!(destination("d", Some("//data//x")), ok("/data/x"));
+    }
+
+    #[test]
+    fn forbidden_destinations() {
+        assert_eq!(destination("d", Some("")), Destination::Empty);
+        assert_eq!(destination("d", Some("  ")), Destination::Empty);
+        assert_eq!(destination("d", Some("..")), Destination::Escapes);
+        assert_eq!(destination("d", Some("../x")), Destination::Escapes);
+        assert_eq!(destination("d", Some("/data/../etc")), Destination::Escapes);
+        assert_eq!(destination("d", Some(".")), Destination::Workdir);
+        assert_eq!(destination("d", Some("/home/work")), Destination::Workdir);
+        assert_eq!(destination("d", Some("/etc")), Destination::System("/etc".into()));
+        assert_eq!(destination("d", Some("/usr/local/x")), Destination::System("/usr/local/x".into()));
+        assert_eq!(destination("d", Some("/home/other")), Destination::System("/home/other".into()));
+        assert_eq!(destination("d", Some("/")), Destination::System("/".into()));
+        assert_eq!(destination("d", Some(".ssh")), Destination::Reserved(".ssh".into()));
+        assert_eq!(destination("d", Some(".bashrc")), Destination::Reserved(".bashrc".into()));
+        assert_eq!(destination("d", Some(".bash_profile")), Destination::Reserved(".bash_profile".into()));
+        assert_eq!(destination("d", Some(".local/bin")), Destination::Reserved(".local".into()));
+        assert_eq!(destination(".config", None), Destination::Reserved(".config".into()));
+        assert_eq!(destination("d", Some(".data")), ok("/home/work/.data"));
+    }
+
+    #[test]
+    fn nesting_is_component_wise() {
+        assert!(is_below("/home/work/data/raw", "/home/work/data"));
+        assert!(!is_below("/home/work/database", "/home/work/data"));
+        assert!(!is_below("/home/work/data", "/home/work/data"));
+    }
+}
