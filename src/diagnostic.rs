@@ -66,6 +66,21 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for documentation and for tests that check each has a fixture.
+    pub const ALL: [Code; 48] = {
+        use Code::*;
+        [
+            IoRead, KdlSyntax, IncludeNotFound, IncludeNoMatch, IncludeCycle, IncludeInvalidPattern,
+            IncludeClusterInInclude, UnknownNode, UnknownProperty, UnexpectedArgument, MissingArgument,
+            MissingProperty, WrongType, DuplicateProperty, DuplicateChild, Conflict, Duration, Size, OutOfRange,
+            InvalidValue, InvalidName, DuplicateName, UnknownNodeRef, UnknownImageRef, UnknownVfolderRef,
+            UnknownSessionRef, Cycle, GpusExceeded, MinGpus, DuplicateAlias, NestedMount, EmptyAlias,
+            AliasEscapes, MountWorkdir, SystemDir, ReservedName, ShadowsVfolder, ReadonlyRequired, OtherNode,
+            DuplicateEnv, MissingPath, MultipleLocal, NoAddress, UnusedImage, UnusedVfolder, InventoryMismatch,
+            UnknownCluster, InvalidState,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         use Code::*;
         match self {

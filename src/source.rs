@@ -29,6 +29,12 @@ impl Loc {
     pub fn nowhere() -> Self {
         Loc { file: FileId(u32::MAX), span: SourceSpan::from(0..0) }
     }
+
+    /// Whether this marks a value the user did not write: a required value that was missing or
+    /// invalid (already reported), kept so that one mistake does not cascade into others.
+    pub fn is_nowhere(&self) -> bool {
+        self.file == FileId(u32::MAX)
+    }
 }
 
 /// A value together with the place it was written.

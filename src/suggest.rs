@@ -3,8 +3,9 @@
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lower = word.to_lowercase();
-    // Allow about one edit per three characters: `datset` → `datasets`, but not `gpu` → `cpus`.
-    let limit = (word.chars().count() / 3).max(1);
+    // Allow about one edit per three characters: `datset` → `datasets`, `gpu-1` → `gpu-01`; a word of one
+    // or two characters is too short to guess from.
+    let limit = word.chars().count() / 3;
     candidates
         .into_iter()
         .filter(|c| *c != word)

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bai::diagnostic::{Code, Problem};
-use bai::source::{FileId, Loc, SourceMap};
+use bai::diagnostic::Problem;
+use bai::source::{FileId, SourceMap};
 
 use crate::cli::FmtArgs;
 use crate::commands::{Outcome, Printer};
@@ -28,15 +28,8 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
                 // An unparsable file is left exactly as it was.
                 let mut sources = SourceMap::default();
                 let id: FileId = sources.add(name.clone(), path.to_path_buf(), Arc::from(text.as_str()));
-                let problems: Vec<Problem> = e
-                    .diagnostics
-                    .iter()
-                    .map(|d| {
-                        Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
-                            .primary(Loc::new(id, d.span), d.label.clone().unwrap_or_else(|| "here".into()))
-                            .help_opt(d.help.clone())
-                    })
-                    .collect();
+                let problems: Vec<Problem> =
+                    e.diagnostics.iter().map(|d| bai::config::load::syntax_problem(id, d)).collect();
                 printer.diagnostics(&problems, &sources);
                 eprintln!("{name}: not formatted (it does not parse)");
                 failed = true;

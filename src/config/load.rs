@@ -101,9 +101,10 @@ pub fn load(path: &Path) -> Loaded {
     let mut uses: HashMap<FileId, usize> = HashMap::new();
     let mut layouts = Vec::new();
     for (i, cluster) in top.iter().enumerate() {
-        let mut layout = Layout { shapes: &shapes, resolved: &resolved, problems: &mut problems, uses: &mut uses };
+        let mut layout =
+            Layout { shapes: &shapes, resolved: &resolved, sources: &sources, problems: &mut problems, uses: &mut uses };
         let mut order = Vec::new();
-        layout.walk(FileId(0), Slot::Top(i), &shape(&cluster.items), &mut vec![FileId(0)], &mut order);
+        layout.walk(FileId(0), Slot::Top(i), &shape(&cluster.items), &mut vec![(FileId(0), None)], &mut order);
         layouts.push(order);
     }
     let mut config = Config::default();
@@ -165,12 +166,21 @@ fn shape(items: &[Item]) -> Vec<Piece> {
 struct Layout<'a> {
     shapes: &'a HashMap<FileId, Vec<Piece>>,
     resolved: &'a HashMap<(FileId, usize), Vec<FileId>>,
+    sources: &'a SourceMap,
     problems: &'a mut Vec<Problem>,
     uses: &'a mut HashMap<FileId, usize>,
 }
 
 impl Layout<'_> {
-    fn walk(&mut self, file: FileId, slot: Slot, pieces: &[Piece], stack: &mut Vec<FileId>, out: &mut Vec<(Slot, usize)>) {
+    /// `stack` holds the files being spliced, each with the include that brought it in.
+    fn walk(
+        &mut self,
+        file: FileId,
+        slot: Slot,
+        pieces: &[Piece],
+        stack: &mut Vec<(FileId, Option<Loc>)>,
+        out: &mut Vec<(Slot, usize)>,
+    ) {
         for piece in pieces {
             let pattern = match piece {
                 Piece::Item(i) => {
@@ -181,21 +191,32 @@ impl Layout<'_> {
             };
             let Some(targets) = self.resolved.get(&(file, pattern.loc.span.offset())) else { continue };
             for &target in targets {
-                if stack.contains(&target) {
-                    self.problems.push(
-                        Problem::error(Code::IncludeCycle, format!("`include \"{}\"` forms a cycle", pattern.value))
-                            .primary(pattern.loc, "includes a file that is already being included")
-                            .help("a file may not include itself or any file that includes it"),
-                    );
+                if let Some(start) = stack.iter().position(|(f, _)| *f == target) {
+                    self.problems.push(self.cycle(&stack[start..], pattern));
                     continue;
                 }
                 let Some(target_pieces) = self.shapes.get(&target) else { continue };
                 *self.uses.entry(target).or_default() += 1;
-                stack.push(target);
+                stack.push((target, Some(pattern.loc)));
                 self.walk(target, Slot::File(target), target_pieces, stack, out);
                 stack.pop();
             }
         }
+    }
+
+    /// The error for an include that closes a cycle: the chain of files, every include in it labelled.
+    fn cycle(&self, chain: &[(FileId, Option<Loc>)], closing: &Spanned<String>) -> Problem {
+        let name = |f: FileId| self.sources.get(f).map_or("?", |s| s.name.as_str()).to_string();
+        let mut names: Vec<String> = chain.iter().map(|(f, _)| format!("`{}`", name(*f))).collect();
+        names.push(format!("`{}`", name(chain[0].0)));
+        let mut p = Problem::error(Code::IncludeCycle, format!("include cycle: {}", names.join(" → ")))
+            .primary(closing.loc, format!("includes `{}` again", name(chain[0].0)));
+        for (file, include) in &chain[1..] {
+            if let Some(loc) = include {
+                p = p.label(*loc, format!("includes `{}`", name(*file)));
+            }
+        }
+        p.help("a file may not include itself or any file that includes it")
     }
 }
 
@@ -205,8 +226,12 @@ fn process(job: &Job) -> Finished {
     let text: Arc<str> = match std::fs::read_to_string(&job.path) {
         Ok(text) => Arc::from(text),
         Err(e) => {
-            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name))
-                .help("check that the file exists and is readable");
+            let help = if e.kind() == std::io::ErrorKind::InvalidData {
+                "bai reads UTF-8: convert the file (e.g. `iconv -t UTF-8`)"
+            } else {
+                "check that the file exists and is readable"
+            };
+            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(help);
             if let Some(origin) = job.origin {
                 p = p.primary(origin, "included here");
             }
@@ -217,12 +242,7 @@ fn process(job: &Job) -> Finished {
     let doc = match parse(&text) {
         Ok(doc) => doc,
         Err(e) => {
-            problems.extend(e.diagnostics.iter().map(|d| {
-                let label = d.label.clone().unwrap_or_else(|| "here".into());
-                Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
-                    .primary(Loc::new(job.id, d.span), label)
-                    .help_opt(d.help.clone())
-            }));
+            problems.extend(e.diagnostics.iter().map(|d| syntax_problem(job.id, d)));
             if e.diagnostics.is_empty() {
                 problems.push(
                     Problem::error(Code::KdlSyntax, "invalid KDL").primary(Loc::new(job.id, (0..0).into()), "here"),
@@ -241,6 +261,17 @@ fn process(job: &Job) -> Finished {
     drop(doc);
     problems.extend(ctx.problems);
     Finished { text, parsed: Some(parsed), problems }
+}
+
+/// A KDL parse error as a diagnostic of ours, with the file's name on it.
+pub fn syntax_problem(file: FileId, d: &kdl::KdlDiagnostic) -> Problem {
+    // kdl 6.7 reports some errors (a bad property value) with a span running from the start of the
+    // file to the error (fixed upstream in kdl-rs #172): point at where it ends, which is the error.
+    let span = if d.span.offset() == 0 && d.span.len() > 1 { (d.span.len()..d.span.len()).into() } else { d.span };
+    let label = d.label.clone().unwrap_or_else(|| "here".into());
+    Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
+        .primary(Loc::new(file, span), label)
+        .help_opt(d.help.clone())
 }
 
 /// Parses KDL v2. The parser is a dependency: if it ever panics on some input, that input gets a

@@ -260,7 +260,7 @@ fn lower_node(ctx: &mut Ctx, node: &KdlNode) -> Option<Node> {
                 let r = ctx.open(child, &LABELS);
                 for entry in r.props() {
                     let key = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
-                    let Some(value) = ctx.string(entry, &format!("label `{key}`")) else { continue };
+                    let Some(value) = ctx.string(entry, &format!("label {key}")) else { continue };
                     if let Some(first) = out.labels.get(&key) {
                         let first = first.loc;
                         ctx.push(
@@ -370,11 +370,16 @@ fn lower_image(ctx: &mut Ctx, node: &KdlNode) -> Option<Image> {
     Some(Image {
         name: Spanned::new(ImageName(name.value), name.loc),
         loc: ctx.loc(node.name().span()),
-        reference: reference?,
+        reference: reference.unwrap_or_else(missing),
         digest,
         min_gpus,
         source,
     })
+}
+
+/// Stands in for a required value that is missing or invalid (already reported); see [`Loc::is_nowhere`].
+fn missing() -> Spanned<String> {
+    Spanned::new(String::new(), Loc::nowhere())
 }
 
 fn is_digest(s: &str) -> bool {
@@ -416,7 +421,7 @@ fn lower_vfolder(ctx: &mut Ctx, node: &KdlNode) -> Option<Vfolder> {
     });
     let quota = r.prop("quota").and_then(|e| ctx.size(e, "quota"));
     let name = name?;
-    let on = on?;
+    let on = on.unwrap_or_else(missing);
     Some(Vfolder {
         name: Spanned::new(VfolderName(name.value), name.loc),
         loc: ctx.loc(node.name().span()),
@@ -458,7 +463,7 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
                 let r = ctx.open(child, &PORT);
                 for entry in r.props() {
                     let key = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
-                    let Some(port) = ctx.int(entry, &format!("port `{key}`"), 1, 65535) else { continue };
+                    let Some(port) = ctx.int(entry, &format!("port {key}"), 1, 65535) else { continue };
                     ports.push(Port {
                         name: Spanned::new(key, port.loc),
                         port: Spanned::new(port.value as u16, port.loc),
@@ -504,7 +509,7 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
             );
         }
     }
-    let (name, image, on) = (name?, image?, on?);
+    let (name, image, on) = (name?, image.unwrap_or_else(missing), on.unwrap_or_else(missing));
     Some(Session {
         name: Spanned::new(SessionName(name.value), name.loc),
         loc: ctx.loc(node.name().span()),
@@ -543,7 +548,7 @@ fn lower_env(ctx: &mut Ctx, node: &KdlNode, env: &mut Vec<EnvVar>) {
         let r = ctx.open(node, &ENV_MAP);
         for entry in r.props() {
             let key = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
-            if let Some(v) = ctx.string(entry, &format!("env `{key}`")) {
+            if let Some(v) = ctx.string(entry, &format!("env {key}")) {
                 env.push(EnvVar { name: Spanned::new(key, v.loc), value: EnvValue::Literal(v.value) });
             }
         }

@@ -59,7 +59,9 @@ impl Ctx {
     /// A path written in the file, resolved against the file's directory.
     pub fn resolve_path(&self, written: &str) -> PathBuf {
         let p = Path::new(written);
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        // Dropping `.` components keeps messages free of `dir/./x`.
+        let joined = if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) };
+        joined.components().collect()
     }
 
     /// Checks a node against its spec; reports every unknown or repeated property and wrong argument count.
@@ -120,7 +122,7 @@ impl Ctx {
                     self.push(
                         Problem::error(Code::MissingArgument, format!("`{}` needs {what}", spec.kind))
                             .primary(self.loc(node.name().span()), format!("{what} is missing"))
-                            .help(format!("write it after the node name: `{} \"…\"`", spec.kind)),
+                            .help(format!("write it after the node name: `{} {}`", spec.kind, example_arg(spec.kind))),
                     );
                 }
                 for extra in args.iter().skip(1) {
@@ -291,6 +293,17 @@ impl Ctx {
             .primary(self.loc(entry.span()), format!("expected {expected}"))
             .help_opt(help),
         );
+    }
+}
+
+/// An example argument for a node, for help texts.
+fn example_arg(kind: &str) -> &'static str {
+    match kind {
+        "gpus" => "8",
+        "min-gpus" => "1",
+        "restart" => "\"on-failure\"",
+        "digest" => "\"sha256:…\"",
+        _ => "\"…\"",
     }
 }
 

@@ -88,26 +88,30 @@ pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     Ok(bytes as u64)
 }
 
-/// Renders a byte count the way a person would write it back (exact binary units when they fit).
+/// Renders a byte count the way a person would write it back: the shortest exact form, binary units
+/// preferred on a tie (`64GiB`, `1500GB`, `3B`).
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 5] = [
-        ("PiB", 1 << 50),
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
+    const BINARY: [(&str, u64); 5] = [("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const DECIMAL: [(&str, u64); 5] = [
+        ("PB", 1_000_000_000_000_000),
+        ("TB", 1_000_000_000_000),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("KB", 1000),
     ];
-    for (unit, factor) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
+    let exact = |units: &[(&str, u64)]| {
+        units
+            .iter()
+            .find(|(_, f)| bytes >= *f && bytes % f == 0)
+            .map(|(unit, f)| format!("{}{unit}", bytes / f))
+    };
+    let mut best = format!("{bytes}B");
+    for candidate in [exact(&BINARY), exact(&DECIMAL)].into_iter().flatten() {
+        if candidate.len() < best.len() || (candidate.len() == best.len() && best.ends_with("B") && !best.contains('i') && candidate.contains('i')) {
+            best = candidate;
         }
     }
-    for (unit, factor) in [("PB", 1_000_000_000_000_000u64), ("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000)] {
-        if bytes >= factor && bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
+    best
 }
 
 /// Renders a duration compactly (`2s`, `1m30s`, `500ms`).

@@ -204,3 +204,60 @@ mod erased {
         }
     }
 }
+
+impl ClusterState {
+    /// This state as a snapshot, shaped the way nodes report it (what `bai status --format json` writes).
+    pub fn to_snapshot(&self) -> snapshot::ClusterSnapshot {
+        use snapshot::{AgentInfo, ClusterSnapshot, ImageSnapshot, NodeSnapshot, SessionSnapshot, VfolderSnapshot};
+        let mut nodes: BTreeMap<&NodeName, NodeSnapshot> = self
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let node = NodeSnapshot {
+                    name: name.to_string(),
+                    agent: n.agent.as_ref().map(|v| AgentInfo { version: v.clone() }),
+                    labels: n.labels.clone(),
+                    inventory: n.inventory.clone(),
+                    images: Vec::new(),
+                    vfolders: Vec::new(),
+                    sessions: Vec::new(),
+                    unowned: Vec::new(),
+                };
+                (name, node)
+            })
+            .collect();
+        for ((node, name), image) in &self.images {
+            if let Some(n) = nodes.get_mut(node) {
+                n.images.push(ImageSnapshot {
+                    name: name.to_string(),
+                    reference: image.spec.reference.clone(),
+                    source: image.spec.source,
+                    digest: image.spec.digest.clone(),
+                    spec_hash: image.hash.clone(),
+                });
+            }
+        }
+        for (name, v) in &self.vfolders {
+            if let Some(n) = nodes.get_mut(&v.node) {
+                n.vfolders.push(VfolderSnapshot {
+                    name: name.to_string(),
+                    permission: v.permission,
+                    quota: v.quota,
+                    empty: v.empty.unwrap_or(true),
+                });
+            }
+        }
+        for (name, s) in &self.sessions {
+            if let Some(n) = nodes.get_mut(&s.node) {
+                n.sessions.push(SessionSnapshot {
+                    name: name.to_string(),
+                    spec_hash: s.hash.clone(),
+                    state: s.container.unwrap_or(ContainerState::Running),
+                    exit_code: None,
+                    spec: s.spec.clone(),
+                });
+            }
+        }
+        ClusterSnapshot { name: self.name.to_string(), nodes: nodes.into_values().collect() }
+    }
+}

@@ -40,9 +40,9 @@ pub fn destination(vfolder: &str, alias: Option<&str>) -> Destination {
         match part {
             "" | "." => {}
             ".." => {
-                // Any `..` that climbs out of the working directory, or any at all in an absolute
-                // path, is refused: a reviewer should see where a mount lands without working it out.
-                if absolute || parts.len() <= 2 {
+                // A relative alias that climbs out of the working directory escapes it. An absolute
+                // path is simply normalized (`/../etc` is `/etc`) and judged by where it lands.
+                if !absolute && parts.len() <= 2 {
                     return Destination::Escapes;
                 }
                 parts.pop();
@@ -69,6 +69,17 @@ fn is_reserved(name: &str) -> bool {
     // Shell start-up files: `.bashrc`, `.zshrc`, `.bash_profile`, `.profile`-like names.
     let Some(rest) = name.strip_prefix('.') else { return false };
     (rest.len() > 2 && rest.ends_with("rc")) || rest.ends_with("_profile") || rest == "profile"
+}
+
+/// Where a forbidden destination is, in words: the system directory it lands in.
+fn system_place(path: &str) -> String {
+    let top = path.split('/').find(|p| !p.is_empty());
+    match top {
+        None => "on the root directory `/`".to_string(),
+        Some("home") => "in `/home` outside `/home/work`".to_string(),
+        Some(top) if path == format!("/{top}") => format!("on the system directory `/{top}`"),
+        Some(top) => format!("in the system directory `/{top}`"),
+    }
 }
 
 /// Whether `inner` lies strictly below `outer` (component-wise).
@@ -137,7 +148,7 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                     .help("mount it below: `alias=\"data\"` lands at /home/work/data"),
             ),
             Destination::System(path) => problems.push(
-                Problem::error(Code::SystemDir, format!("alias `{shown}` lands in the system directory `{path}`"))
+                Problem::error(Code::SystemDir, format!("alias `{shown}` lands {}", system_place(&path)))
                     .primary(at, "system directory")
                     .help("mount under /home/work (a relative alias) or another top-level directory such as /data"),
             ),
@@ -149,7 +160,12 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
         }
         if let Some(a) = &m.alias {
             let plain = a.value.trim_start_matches("./").trim_end_matches('/');
-            if let Some(other) = session.mounts.iter().find(|o| o.vfolder.value.as_str() == plain && !std::ptr::eq(*o, m)) {
+            // When the other mount has no alias the two land on one destination: `duplicate_alias` says it.
+            if let Some(other) = session
+                .mounts
+                .iter()
+                .find(|o| o.vfolder.value.as_str() == plain && !std::ptr::eq(*o, m) && o.alias.is_some())
+            {
                 problems.push(
                     Problem::error(
                         Code::ShadowsVfolder,
@@ -171,7 +187,7 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                     .help("add `readonly=#true` to the mount"),
             );
         }
-        let node_known = index.nodes.contains_key(vfolder.node.value.as_str());
+        let node_known = index.nodes.contains_key(vfolder.node.value.as_str()) && !session.node.loc.is_nowhere();
         if node_known && vfolder.node.value != session.node.value {
             problems.push(
                 Problem::error(
@@ -215,7 +231,8 @@ mod tests {
         assert_eq!(destination("d", Some("  ")), Destination::Empty);
         assert_eq!(destination("d", Some("..")), Destination::Escapes);
         assert_eq!(destination("d", Some("../x")), Destination::Escapes);
-        assert_eq!(destination("d", Some("/data/../etc")), Destination::Escapes);
+        assert_eq!(destination("d", Some("/data/../etc")), Destination::System("/etc".into()));
+        assert_eq!(destination("d", Some("/../data")), ok("/data"));
         assert_eq!(destination("d", Some(".")), Destination::Workdir);
         assert_eq!(destination("d", Some("/home/work")), Destination::Workdir);
         assert_eq!(destination("d", Some("/etc")), Destination::System("/etc".into()));

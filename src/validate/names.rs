@@ -67,7 +67,7 @@ pub fn check_clusters(config: &Config, problems: &mut Vec<Problem>) {
                 Problem::error(Code::DuplicateName, format!("cluster `{name}` is defined twice"))
                     .label(earlier, "first defined here")
                     .primary(c.name.loc, "defined again here")
-                    .help("cluster names are unique in a file: rename or merge one"),
+                    .help("cluster names are unique in a configuration: rename or merge one"),
             ),
             None => {
                 first.insert(name, c.name.loc);

@@ -25,7 +25,7 @@ fn unknown<'a, T>(
 
 pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Problem>) {
     for v in &cluster.vfolders {
-        if !index.nodes.contains_key(v.node.value.as_str()) {
+        if !v.node.loc.is_nowhere() && !index.nodes.contains_key(v.node.value.as_str()) {
             problems.push(unknown(Code::UnknownNodeRef, "node", v.node.value.as_str(), v.node.loc, &index.nodes));
         }
     }
@@ -33,10 +33,10 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
     let mut used_vfolders = HashSet::new();
     for s in &cluster.sessions {
         used_images.insert(s.image.value.as_str());
-        if !index.images.contains_key(s.image.value.as_str()) {
+        if !s.image.loc.is_nowhere() && !index.images.contains_key(s.image.value.as_str()) {
             problems.push(unknown(Code::UnknownImageRef, "image", s.image.value.as_str(), s.image.loc, &index.images));
         }
-        if !index.nodes.contains_key(s.node.value.as_str()) {
+        if !s.node.loc.is_nowhere() && !index.nodes.contains_key(s.node.value.as_str()) {
             problems.push(unknown(Code::UnknownNodeRef, "node", s.node.value.as_str(), s.node.loc, &index.nodes));
         }
         for m in &s.mounts {

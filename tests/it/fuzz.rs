@@ -1,0 +1,151 @@
+//! No input may panic bai: mutated examples go through load → validate → plan → every renderer.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use bai::diagnostic::{plain_handler, render_graphical, render_json};
+use bai::graph::{build_graph, render_dot, render_mermaid};
+use bai::state::ClusterState;
+
+/// Pieces that steer mutations towards the interesting parts of the grammar.
+const TOKENS: &[&str] = &[
+    "\"", "{", "}", "=", ";", "\n", "/-", "//", "/*", "#true", "#null", "-1", "1.5", "0", "99999999999999999999999",
+    "node", "session", "mount", "alias=", "\"..\"", "\"/etc\"", "\"\"", "include \"*.kdl\"", "depends-on \"train\"",
+    "resources gpus=", "quota=\"1TiB\"", "é", "日本", "\\", "r#\"x\"#", "(ty)", "cluster \"lab\" {", "image=",
+];
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Delete { at: usize, len: usize },
+    Insert { at: usize, token: usize },
+    DuplicateLine { line: usize },
+    SwapLines { a: usize, b: usize },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 1usize..24).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Insert { at, token }),
+        any::<usize>().prop_map(|line| Mutation::DuplicateLine { line }),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines { a, b }),
+    ]
+}
+
+fn char_boundary(s: &str, at: usize) -> usize {
+    let mut i = at % (s.len() + 1);
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn apply(source: &str, m: &Mutation) -> String {
+    let mut s = source.to_string();
+    match m {
+        Mutation::Delete { at, len } => {
+            let start = char_boundary(&s, *at);
+            let end = char_boundary(&s, (start + len).min(s.len()));
+            s.replace_range(start..end.max(start), "");
+        }
+        Mutation::Insert { at, token } => {
+            let at = char_boundary(&s, *at);
+            s.insert_str(at, TOKENS[*token]);
+        }
+        Mutation::DuplicateLine { line } => {
+            let mut lines: Vec<&str> = s.lines().collect();
+            if !lines.is_empty() {
+                let i = line % lines.len();
+                lines.insert(i, lines[i]);
+            }
+            s = lines.join("\n");
+        }
+        Mutation::SwapLines { a, b } => {
+            let mut lines: Vec<&str> = s.lines().collect();
+            if !lines.is_empty() {
+                let (a, b) = (a % lines.len(), b % lines.len());
+                lines.swap(a, b);
+            }
+            s = lines.join("\n");
+        }
+    }
+    s
+}
+
+/// Everything bai does with a lab without a network, on one file.
+fn run_pipeline(path: &Path) {
+    let (problems, sources, config) = crate::support::check(path);
+    let _ = render_graphical(&problems, &sources, &plain_handler(100));
+    let _ = render_json(&[(problems.as_slice(), &sources)]);
+    let graphs: Vec<_> = config.clusters.iter().map(|c| (c.name.value.clone(), build_graph(c))).collect();
+    let _ = render_dot(&graphs);
+    let _ = render_mermaid(&graphs);
+    let prepared: Vec<_> = config
+        .clusters
+        .iter()
+        .zip(&graphs)
+        .map(|(c, (_, g))| (ClusterState::desired(c), ClusterState::empty(c.name.value.clone()), g))
+        .collect();
+    let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, *g)).collect();
+    let plan = bai::plan::diff(&triples);
+    let _ = bai::plan::render_text(&plan);
+    let _ = bai::plan::render_json(&plan);
+    let _ = bai::plan::render_markdown(&plan);
+    // Planning a lab against itself must find nothing to do.
+    let same: Vec<_> = prepared.iter().map(|(d, _, g)| (d, d, *g)).collect();
+    if problems.iter().all(|p| !p.is_error()) {
+        assert!(bai::plan::diff(&same).summary().is_empty(), "a valid lab planned against itself changes nothing");
+    }
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(formatted) = bai::fmt::format_source(&text) {
+            assert_eq!(bai::fmt::format_source(&formatted).ok().as_deref(), Some(formatted.as_str()), "fmt is idempotent");
+        }
+    }
+}
+
+fn seeds() -> Vec<(String, String)> {
+    let root = crate::support::root();
+    let mut out = Vec::new();
+    for dir in ["examples", "examples/gpu-lab", "examples/gpu-lab/nodes", "examples/local-build", "tests/fixtures/rules"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "kdl")) {
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                out.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 384, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_labs_never_panic(seed in any::<prop::sample::Index>(), mutations in prop::collection::vec(mutation(), 1..6)) {
+        let seeds = seeds();
+        prop_assume!(!seeds.is_empty());
+        let (name, source) = &seeds[seed.index(seeds.len())];
+        let mutated = mutations.iter().fold(source.clone(), |s, m| apply(&s, m));
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Included files stay reachable: the mutated file sits beside copies of the node files.
+        let nodes = dir.path().join("nodes");
+        std::fs::create_dir_all(&nodes).expect("mkdir");
+        for (n, text) in seeds.iter().filter(|(n, _)| n.starts_with("gpu-") || n.starts_with("cpu-")) {
+            std::fs::write(nodes.join(n), text).expect("write");
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, mutated).expect("write");
+        run_pipeline(&path);
+    }
+}
+
+#[test]
+fn every_seed_runs_through_the_pipeline() {
+    let root = crate::support::root();
+    for example in ["examples/workstation.kdl", "examples/gpu-lab/cluster.kdl", "examples/local-build/cluster.kdl"] {
+        run_pipeline(&root.join(example));
+    }
+    assert!(seeds().len() > 40);
+}

@@ -1,0 +1,10 @@
+//! bai's integration suite: one test binary, the real `bai` executable and the library's pipeline.
+
+mod cli;
+mod examples;
+mod fuzz;
+mod labels;
+mod plan;
+mod rules;
+mod schemas;
+mod support;

@@ -1,0 +1,166 @@
+//! Plans and diffs through the real binary: every action, every format, exit codes and stale input.
+
+use bai::state::ClusterState;
+use bai::state::snapshot::{FORMAT_VERSION, Snapshot};
+
+use crate::support::{bai, check, json, root, stderr_of, stdout_of};
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bai().args(args).output().expect("bai runs");
+    (out.status.code(), stdout_of(&out), stderr_of(&out))
+}
+
+#[test]
+fn offline_plan_creates_everything_in_graph_order() {
+    let (code, text, err) = run(&["plan", "--offline", "examples/workstation.kdl"]);
+    assert_eq!(code, Some(0), "{err}");
+    insta::assert_snapshot!("plan_offline_workstation", text);
+    let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing:\n{text}"));
+    assert!(pos("+ node:ws") < pos("+ image:ws/pytorch"));
+    assert!(pos("+ image:ws/pytorch") < pos("+ session:jupyter"));
+    assert!(text.ends_with("Plan: 6 to create, 0 to update, 0 to replace, 0 to delete.\n"), "{text}");
+}
+
+#[test]
+fn detailed_exitcode() {
+    assert_eq!(run(&["plan", "--offline", "--detailed-exitcode", "examples/workstation.kdl"]).0, Some(2));
+    assert_eq!(run(&["plan", "--offline", "--detailed-exitcode", "tests/fixtures/rules/mount.nested.kdl"]).0, Some(1));
+    let (code, text, _) = run(&["diff", "--detailed-exitcode", "examples/workstation.kdl", "examples/workstation.kdl"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("No changes."), "{text}");
+}
+
+#[test]
+fn plan_without_a_source_of_state_explains_itself() {
+    let (code, _, err) = run(&["plan", "examples/workstation.kdl"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--offline") && err.contains("--state"), "{err}");
+}
+
+#[test]
+fn diff_shows_every_kind_of_change() {
+    let (code, text, err) = run(&["diff", "--detailed-exitcode", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
+    assert_eq!(code, Some(2), "{err}");
+    insta::assert_snapshot!("diff_text", text);
+    assert!(text.contains("  ~ node:gpu-01\n        ~ `labels.rack`: \"r1\" → \"r2\""), "{text}");
+    assert!(text.contains("  ~ vfolder:ckpt\n        ~ `quota`: 100GiB → 200GiB"), "{text}");
+    assert!(text.contains("-/+ session:train-resnet"), "{text}");
+    assert!(text.contains("`resources.gpus`: 2 → 4"), "{text}");
+    assert!(text.contains("+ session:eval-vit") && text.contains("+ image:gpu-02/pytorch") == false, "{text}");
+    assert!(text.contains("  - session:old-sweep") && text.contains("  - vfolder:scratch"), "{text}");
+    // The notebook did not change: it is not in the plan at all.
+    assert!(!text.contains("notebook"), "{text}");
+    // Deletes come after everything else, sessions before what they stand on.
+    assert!(text.find("- session:old-sweep") < text.find("- vfolder:scratch"));
+    assert!(text.ends_with("Plan: 1 to create, 2 to update, 1 to replace, 2 to delete.\n"), "{text}");
+
+    let (_, md, _) = run(&["diff", "--format", "markdown", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
+    insta::assert_snapshot!("diff_markdown", md);
+    let (_, js, _) = run(&["diff", "--format", "json", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
+    let doc = json(&js);
+    assert_eq!(doc["summary"], serde_json::json!({"create": 1, "update": 2, "replace": 1, "delete": 2}));
+    let replace = doc["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["action"] == "replace"))
+        .expect("a replace");
+    assert_eq!(replace["id"], "session:train-resnet");
+    assert!(replace["fields"].as_array().is_some_and(|f| f.iter().any(|f| f["path"] == "resources.gpus"
+        && f["before"] == 2
+        && f["after"] == 4)));
+}
+
+#[test]
+fn diff_is_deterministic() {
+    let a = run(&["diff", "--format", "json", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]).1;
+    let b = run(&["diff", "--format", "json", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]).1;
+    assert_eq!(a, b);
+}
+
+/// A snapshot of the lab exactly as its file asks.
+fn snapshot_of(path: &str) -> Snapshot {
+    let (problems, _, config) = check(&root().join(path));
+    assert!(problems.iter().all(|p| !p.is_error()), "{problems:?}");
+    Snapshot {
+        format_version: FORMAT_VERSION,
+        clusters: config.clusters.iter().map(|c| ClusterState::desired(c).to_snapshot()).collect(),
+    }
+}
+
+fn plan_with(snapshot: &Snapshot, file: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(snapshot).expect("serializes")).expect("write");
+    run(&["plan", "--detailed-exitcode", "--state", path.to_str().expect("utf-8 path"), file])
+}
+
+#[test]
+fn plan_against_a_matching_snapshot_has_no_changes() {
+    let snapshot = snapshot_of("examples/gpu-lab/cluster.kdl");
+    let (code, text, err) = plan_with(&snapshot, "examples/gpu-lab/cluster.kdl");
+    assert_eq!(code, Some(0), "{text}{err}");
+    assert!(text.contains("No changes."), "{text}");
+}
+
+#[test]
+fn plan_against_a_drifted_snapshot() {
+    let mut snapshot = snapshot_of("examples/gpu-lab/cluster.kdl");
+    let cluster = &mut snapshot.clusters[0];
+    // One node was never reached; on another, a session runs an older spec and a stray one exists.
+    cluster.nodes[0].agent = None;
+    let node = &mut cluster.nodes[1];
+    let session = node.sessions.first_mut().expect("a session");
+    let name = session.name.clone();
+    if let Some(spec) = session.spec.as_mut() {
+        spec.resources.gpus += 1;
+        session.spec_hash = bai::state::spec::hash_of(spec);
+    }
+    let mut stray = node.sessions[0].clone();
+    stray.name = "stray-session".into();
+    node.sessions.push(stray);
+    let (code, text, err) = plan_with(&snapshot, "examples/gpu-lab/cluster.kdl");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(text.contains(&format!("-/+ session:{name}")), "{text}");
+    assert!(text.contains("`resources.gpus`"), "{text}");
+    assert!(text.contains("  - session:stray-session"), "{text}");
+    assert!(text.contains(&format!("  + node:{}", snapshot.clusters[0].nodes[0].name)), "{text}");
+}
+
+#[test]
+fn inventory_mismatch_warns() {
+    let mut snapshot = snapshot_of("examples/workstation.kdl");
+    snapshot.clusters[0].nodes[0].inventory = Some(bai::state::snapshot::Inventory {
+        gpus: Vec::new(),
+        gpu_error: Some("NVML not found".into()),
+        cpus: Some(16),
+        memory: None,
+        docker_version: None,
+    });
+    let (code, _, err) = plan_with(&snapshot, "examples/workstation.kdl");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("bai::capacity::inventory_mismatch") && err.contains("NVML not found"), "{err}");
+}
+
+#[test]
+fn a_bad_snapshot_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, r#"{"format_version": 1, "clusters": [{"name": "x"}]}"#).expect("write");
+    let (code, _, err) = run(&["plan", "--state", path.to_str().expect("utf-8"), "examples/workstation.kdl"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("bai::state::invalid") && err.contains("missing field `nodes`"), "{err}");
+    std::fs::write(&path, r#"{"format_version": 9, "clusters": []}"#).expect("write");
+    let (code, _, err) = run(&["plan", "--state", path.to_str().expect("utf-8"), "examples/workstation.kdl"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("format_version 9"), "{err}");
+}
+
+#[test]
+fn plan_formats_for_the_workstation() {
+    let (_, md, _) = run(&["plan", "--offline", "--format", "markdown", "examples/workstation.kdl"]);
+    insta::assert_snapshot!("plan_markdown_workstation", md);
+    let (_, js, _) = run(&["plan", "--offline", "--format", "json", "examples/workstation.kdl"]);
+    let doc = json(&js);
+    assert_eq!(doc["format_version"], 1);
+    assert_eq!(doc["summary"]["create"], 6);
+    assert!(doc["changes"].as_array().is_some_and(|c| c.iter().all(|c| c["action"] == "create")));
+}
