@@ -85,21 +85,9 @@ const STDERR_LIMIT: usize = 2048;
 
 /// Images shared by all sessions: (name, ref, min-gpus).
 const IMAGES: [(&str, &str, u32); 4] = [
-    (
-        "pytorch",
-        "cr.backend.ai/stable/python-pytorch:2.3-py312-cuda12.4",
-        1,
-    ),
-    (
-        "tensorflow",
-        "cr.backend.ai/stable/python-tensorflow:2.15-py312-cuda12.3",
-        0,
-    ),
-    (
-        "jax",
-        "cr.backend.ai/stable/python-jax:0.4.30-py312-cuda12.4",
-        0,
-    ),
+    ("pytorch", "cr.backend.ai/stable/python-pytorch:2.3-py312-cuda12.4", 1),
+    ("tensorflow", "cr.backend.ai/stable/python-tensorflow:2.15-py312-cuda12.3", 0),
+    ("jax", "cr.backend.ai/stable/python-jax:0.4.30-py312-cuda12.4", 0),
     ("tools", "lab/tools:1", 0),
 ];
 
@@ -120,20 +108,8 @@ impl Size {
     }
 }
 
-const SIZES: [Size; 3] = [
-    Size {
-        name: "S",
-        nodes: 100,
-    },
-    Size {
-        name: "M",
-        nodes: 1_000,
-    },
-    Size {
-        name: "L",
-        nodes: 10_000,
-    },
-];
+const SIZES: [Size; 3] =
+    [Size { name: "S", nodes: 100 }, Size { name: "M", nodes: 1_000 }, Size { name: "L", nodes: 10_000 }];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -201,8 +177,7 @@ fn parse_files(paths: &[String]) -> Result<(), String> {
     let mut loaded = Vec::with_capacity(paths.len());
     for path in paths {
         let text = fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let doc =
-            kdl::KdlDocument::parse(&text).map_err(|e| describe_kdl_error(path, &text, &e))?;
+        let doc = kdl::KdlDocument::parse(&text).map_err(|e| describe_kdl_error(path, &text, &e))?;
         loaded.push((text, doc));
     }
     let nodes: usize = loaded.iter().map(|(_, doc)| doc.nodes().len()).sum();
@@ -218,14 +193,8 @@ fn describe_kdl_error(path: &str, text: &str, error: &kdl::KdlError) -> String {
         let offset = diagnostic.span.offset().min(text.len());
         let before = &text.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..])
-            .chars()
-            .count()
-            + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
         let message = diagnostic.message.as_deref().unwrap_or("syntax error");
         out.push_str(&format!("\n  {path}:{line}:{column}: {message}"));
         if let Some(label) = &diagnostic.label {
@@ -325,10 +294,7 @@ fn write_cluster_open(out: &mut String, size: Size, layout: Layout) -> fmt::Resu
     ));
     for (name, reference, min_gpus) in IMAGES {
         if min_gpus > 0 {
-            writeln!(
-                out,
-                "    image \"{name}\" ref=\"{reference}\" {{\n        min-gpus {min_gpus}\n    }}"
-            )?;
+            writeln!(out, "    image \"{name}\" ref=\"{reference}\" {{\n        min-gpus {min_gpus}\n    }}")?;
         } else {
             writeln!(out, "    image \"{name}\" ref=\"{reference}\"")?;
         }
@@ -411,11 +377,7 @@ fn show(cmd: &Command) -> String {
     let mut text = String::new();
     for (key, value) in cmd.get_envs() {
         if let Some(value) = value {
-            text.push_str(&format!(
-                "{}={} ",
-                key.to_string_lossy(),
-                value.to_string_lossy()
-            ));
+            text.push_str(&format!("{}={} ", key.to_string_lossy(), value.to_string_lossy()));
         }
     }
     text.push_str(&cmd.get_program().to_string_lossy());
@@ -429,15 +391,10 @@ fn show(cmd: &Command) -> String {
 /// Runs `cmd` once as a child with stdout to /dev/null and stderr to `stderr_path`; fails, with the
 /// child's stderr, unless it exits 0.
 fn measure(cmd: &mut Command, stderr_path: &Path) -> Result<Sample, String> {
-    let stderr = File::create(stderr_path)
-        .map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
+    let stderr = File::create(stderr_path).map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
     let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", show(cmd)))?;
+    let child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", show(cmd)))?;
     let (exit, peak_kib) = reap(child.id())?;
     let wall = start.elapsed();
     drop(child); // already reaped by `reap`; dropping a Child neither waits nor kills.
@@ -460,9 +417,7 @@ fn read_head(path: &Path, limit: usize) -> (Vec<u8>, usize) {
     let Ok(file) = File::open(path) else {
         return (head, 0);
     };
-    let total = file
-        .metadata()
-        .map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
+    let total = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
     let _ = file.take(limit as u64).read_to_end(&mut head);
     (head, total)
 }
@@ -505,17 +460,11 @@ fn reap(pid: u32) -> Result<(Exit, u64), String> {
     } else if libc::WIFSIGNALED(status) {
         Exit::Signal(libc::WTERMSIG(status))
     } else {
-        return Err(format!(
-            "child {pid} ended with unexpected status {status:#x}"
-        ));
+        return Err(format!("child {pid} ended with unexpected status {status:#x}"));
     };
     let maxrss = u64::try_from(usage.ru_maxrss).unwrap_or(0);
     // Linux reports KiB, macOS bytes.
-    let peak_kib = if cfg!(target_os = "macos") {
-        maxrss / 1024
-    } else {
-        maxrss
-    };
+    let peak_kib = if cfg!(target_os = "macos") { maxrss / 1024 } else { maxrss };
     Ok((exit, peak_kib))
 }
 
@@ -573,11 +522,7 @@ fn parse_args() -> Result<Options, String> {
             }
         }
     }
-    let sizes = SIZES
-        .iter()
-        .copied()
-        .filter(|s| wanted.is_empty() || wanted.contains(s))
-        .collect();
+    let sizes = SIZES.iter().copied().filter(|s| wanted.is_empty() || wanted.contains(s)).collect();
     Ok(Options { sizes, runs, keep })
 }
 
@@ -628,9 +573,7 @@ fn bench_main() -> Result<(), String> {
             };
             let mut bytes = 0;
             for file in &files {
-                bytes += fs::metadata(file)
-                    .map_err(|e| format!("cannot stat {}: {e}", file.display()))?
-                    .len();
+                bytes += fs::metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?.len();
             }
             let entry = &files[0];
             let mut parse_cmd = Command::new(&exe);
@@ -642,15 +585,11 @@ fn bench_main() -> Result<(), String> {
 
             let label = format!("{} {}", size.name, layout.name());
             let mut stats = Vec::new();
-            for (tool, cmd) in [
-                ("parse", &mut parse_cmd),
-                ("validate", &mut validate_cmd),
-                ("plan", &mut plan_cmd),
-            ] {
+            for (tool, cmd) in [("parse", &mut parse_cmd), ("validate", &mut validate_cmd), ("plan", &mut plan_cmd)] {
                 let mut samples = Vec::with_capacity(options.runs);
                 for run in 1..=options.runs {
-                    let sample = measure(cmd, &stderr_path)
-                        .map_err(|e| format!("[{label}] {tool} run {run} failed: {e}"))?;
+                    let sample =
+                        measure(cmd, &stderr_path).map_err(|e| format!("[{label}] {tool} run {run} failed: {e}"))?;
                     eprintln!(
                         "[{label}] {tool} run {run}/{}: {:.3} s, peak {:.1} MiB",
                         options.runs,
@@ -661,14 +600,7 @@ fn bench_main() -> Result<(), String> {
                 }
                 stats.push(summarize(&samples));
             }
-            rows.push(Row {
-                size,
-                layout,
-                bytes,
-                parse: stats[0],
-                validate: stats[1],
-                plan: stats[2],
-            });
+            rows.push(Row { size, layout, bytes, parse: stats[0], validate: stats[1], plan: stats[2] });
         }
     }
 
@@ -697,25 +629,12 @@ fn verdict(value: f64, ok: bool, applies: bool) -> String {
 fn print_report(options: &Options, rows: &[Row], exe: &Path) {
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
     println!("## bai scale benchmark\n");
-    println!(
-        "- command: `cargo bench --bench scale -- {}`",
-        args.join(" ")
-    );
-    println!(
-        "- bench binary: `{}` (argv: `{}`)",
-        exe.display(),
-        env::args().collect::<Vec<_>>().join(" ")
-    );
+    println!("- command: `cargo bench --bench scale -- {}`", args.join(" "));
+    println!("- bench binary: `{}` (argv: `{}`)", exe.display(), env::args().collect::<Vec<_>>().join(" "));
     println!("- machine: {}", machine());
     println!("- bai: `{BAI}`, `bai --version`: {}", bai_version());
-    println!(
-        "- runs: {} per measurement, median reported; peak = `ru_maxrss` of the child",
-        options.runs
-    );
-    println!(
-        "- bench's own peak RSS (a floor under every child's peak, see the module doc): {}",
-        own_peak()
-    );
+    println!("- runs: {} per measurement, median reported; peak = `ru_maxrss` of the child", options.runs);
+    println!("- bench's own peak RSS (a floor under every child's peak, see the module doc): {}", own_peak());
     println!("- measured commands (FILE = `lab.kdl` single, `cluster.kdl` split):");
     println!("  - parse: `{CHILD_ENV}=parse {} FILE...`", exe.display());
     println!("  - validate: `{BAI} validate FILE`");
@@ -754,9 +673,7 @@ fn print_report(options: &Options, rows: &[Row], exe: &Path) {
     }
 
     println!();
-    println!(
-        "| size | single plan s | split plan s | single/split plan time (≥ {MIN_SINGLE_SPLIT_PLAN} on L) |"
-    );
+    println!("| size | single plan s | split plan s | single/split plan time (≥ {MIN_SINGLE_SPLIT_PLAN} on L) |");
     println!("|---|--:|--:|--:|");
     for size in &options.sizes {
         let find = |layout| rows.iter().find(|r| r.size == *size && r.layout == layout);
@@ -771,9 +688,7 @@ fn print_report(options: &Options, rows: &[Row], exe: &Path) {
             );
         }
     }
-    println!(
-        "\nTargets apply to M and L (the split speed-up to L only); S is shown for reference."
-    );
+    println!("\nTargets apply to M and L (the split speed-up to L only); S is shown for reference.");
 }
 
 /// CPU model, `nproc`, memory and kernel, from /proc where available.
@@ -794,29 +709,19 @@ fn machine() -> String {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
-        .map_or_else(
-            || "unknown memory".to_owned(),
-            |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0),
-        );
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+        .map_or_else(|| "unknown memory".to_owned(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
+    let kernel =
+        fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
     format!("{model}, nproc {nproc}, {memory}, Linux {kernel}")
 }
 
 /// The first line `bai --version` prints, or why there is none.
 fn bai_version() -> String {
-    match Command::new(BAI)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-    {
+    match Command::new(BAI).arg("--version").stdin(Stdio::null()).output() {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()
             .next()
-            .map_or_else(
-                || "(printed nothing)".to_owned(),
-                |l| format!("`{}`", l.trim()),
-            ),
+            .map_or_else(|| "(printed nothing)".to_owned(), |l| format!("`{}`", l.trim())),
         Ok(out) => format!("(failed: {})", out.status),
         Err(e) => format!("(cannot run: {e})"),
     }
@@ -832,8 +737,5 @@ fn own_peak() -> String {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
-        .map_or_else(
-            || "unknown".to_owned(),
-            |kib| format!("{:.1} MiB", kib / 1024.0),
-        )
+        .map_or_else(|| "unknown".to_owned(), |kib| format!("{:.1} MiB", kib / 1024.0))
 }

@@ -70,14 +70,54 @@ impl Code {
     pub const ALL: [Code; 48] = {
         use Code::*;
         [
-            IoRead, KdlSyntax, IncludeNotFound, IncludeNoMatch, IncludeCycle, IncludeInvalidPattern,
-            IncludeClusterInInclude, UnknownNode, UnknownProperty, UnexpectedArgument, MissingArgument,
-            MissingProperty, WrongType, DuplicateProperty, DuplicateChild, Conflict, Duration, Size, OutOfRange,
-            InvalidValue, InvalidName, DuplicateName, UnknownNodeRef, UnknownImageRef, UnknownVfolderRef,
-            UnknownSessionRef, Cycle, GpusExceeded, MinGpus, DuplicateAlias, NestedMount, EmptyAlias,
-            AliasEscapes, MountWorkdir, SystemDir, ReservedName, ShadowsVfolder, ReadonlyRequired, OtherNode,
-            DuplicateEnv, MissingPath, MultipleLocal, NoAddress, UnusedImage, UnusedVfolder, InventoryMismatch,
-            UnknownCluster, InvalidState,
+            IoRead,
+            KdlSyntax,
+            IncludeNotFound,
+            IncludeNoMatch,
+            IncludeCycle,
+            IncludeInvalidPattern,
+            IncludeClusterInInclude,
+            UnknownNode,
+            UnknownProperty,
+            UnexpectedArgument,
+            MissingArgument,
+            MissingProperty,
+            WrongType,
+            DuplicateProperty,
+            DuplicateChild,
+            Conflict,
+            Duration,
+            Size,
+            OutOfRange,
+            InvalidValue,
+            InvalidName,
+            DuplicateName,
+            UnknownNodeRef,
+            UnknownImageRef,
+            UnknownVfolderRef,
+            UnknownSessionRef,
+            Cycle,
+            GpusExceeded,
+            MinGpus,
+            DuplicateAlias,
+            NestedMount,
+            EmptyAlias,
+            AliasEscapes,
+            MountWorkdir,
+            SystemDir,
+            ReservedName,
+            ShadowsVfolder,
+            ReadonlyRequired,
+            OtherNode,
+            DuplicateEnv,
+            MissingPath,
+            MultipleLocal,
+            NoAddress,
+            UnusedImage,
+            UnusedVfolder,
+            InventoryMismatch,
+            UnknownCluster,
+            InvalidState,
         ]
     };
 
@@ -212,9 +252,7 @@ impl Problem {
 
 /// Orders problems as a reader meets them: by file, then position, then code, so output is stable.
 pub fn sort_problems(problems: &mut [Problem]) {
-    problems.sort_by(|a, b| {
-        a.sort_key().cmp(&b.sort_key()).then(a.code.cmp(&b.code)).then(a.message.cmp(&b.message))
-    });
+    problems.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()).then(a.code.cmp(&b.code)).then(a.message.cmp(&b.message)));
 }
 
 /// Counts of a set of problems.
@@ -310,11 +348,7 @@ impl Diagnostic for Rendered<'_> {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let file = self.file?;
         let labels = self.problem.labels.iter().filter(move |l| l.loc.file == file).map(|l| {
-            if l.primary {
-                LabeledSpan::new_primary_with_span(l.text.clone(), l.loc.span)
-            } else {
-                labeled(l)
-            }
+            if l.primary { LabeledSpan::new_primary_with_span(l.text.clone(), l.loc.span) } else { labeled(l) }
         });
         Some(Box::new(labels))
     }
@@ -357,11 +391,7 @@ impl Diagnostic for Note<'_> {
 }
 
 /// Renders problems the way a person reads them, with a fixed handler (tests pass a no-colour one).
-pub fn render_graphical(
-    problems: &[Problem],
-    sources: &SourceMap,
-    handler: &miette::GraphicalReportHandler,
-) -> String {
+pub fn render_graphical(problems: &[Problem], sources: &SourceMap, handler: &miette::GraphicalReportHandler) -> String {
     let mut out = String::new();
     for problem in problems {
         let rendered = Rendered::new(problem, sources);
@@ -415,27 +445,29 @@ pub fn render_json(reports: &[(&[Problem], &SourceMap)]) -> String {
         let tally = Tally::of(problems);
         summary.errors += tally.errors;
         summary.warnings += tally.warnings;
-        diagnostics.extend(problems.iter().map(|p| JsonDiagnostic {
-            code: p.code.as_str(),
-            severity: p.severity,
-            message: &p.message,
-            help: p.help.as_deref(),
-            labels: p
-                .labels
-                .iter()
-                .filter_map(|l| {
-                    let file = sources.get(l.loc.file)?;
-                    let (line, column) = file.line_column(l.loc.span.offset());
-                    Some(JsonLabel {
-                        file: &file.name,
-                        line,
-                        column,
-                        offset: l.loc.span.offset(),
-                        length: l.loc.span.len(),
-                        text: l.text.as_deref(),
+        diagnostics.extend(problems.iter().map(|p| {
+            JsonDiagnostic {
+                code: p.code.as_str(),
+                severity: p.severity,
+                message: &p.message,
+                help: p.help.as_deref(),
+                labels: p
+                    .labels
+                    .iter()
+                    .filter_map(|l| {
+                        let file = sources.get(l.loc.file)?;
+                        let (line, column) = file.line_column(l.loc.span.offset());
+                        Some(JsonLabel {
+                            file: &file.name,
+                            line,
+                            column,
+                            offset: l.loc.span.offset(),
+                            length: l.loc.span.len(),
+                            text: l.text.as_deref(),
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            }
         }));
     }
     let report = JsonReport { format_version: 1, diagnostics, summary };

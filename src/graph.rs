@@ -128,8 +128,11 @@ impl ResourceGraph {
 /// Builds the DAG of a valid cluster. References that do not resolve are skipped (validation reports them).
 pub fn build_graph(cluster: &Cluster) -> ResourceGraph {
     let mut g = ResourceGraph::default();
-    let nodes: HashMap<&str, NodeIndex> =
-        cluster.nodes.iter().map(|n| (n.name.value.as_str(), g.vertex(ResourceId::node(n.name.value.as_str())))).collect();
+    let nodes: HashMap<&str, NodeIndex> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.value.as_str(), g.vertex(ResourceId::node(n.name.value.as_str()))))
+        .collect();
     let mut vfolders: HashMap<&str, NodeIndex> = HashMap::new();
     for v in &cluster.vfolders {
         let i = g.vertex(ResourceId::vfolder(v.name.value.as_str()));
@@ -162,10 +165,10 @@ pub fn build_graph(cluster: &Cluster) -> ResourceGraph {
     for s in &cluster.sessions {
         let i = sessions[s.name.value.as_str()];
         for d in &s.depends_on {
-            if let Some(&dep) = sessions.get(d.value.as_str()) {
-                if dep != i {
-                    g.edge(dep, i);
-                }
+            if let Some(&dep) = sessions.get(d.value.as_str())
+                && dep != i
+            {
+                g.edge(dep, i);
             }
         }
     }
@@ -197,7 +200,12 @@ pub fn render_dot(graphs: &[(ClusterName, ResourceGraph)]) -> String {
             );
         }
         for (a, b) in g.sorted_edges() {
-            let _ = writeln!(out, "        {} -> {};", dot_quote(&format!("{name}/{a}")), dot_quote(&format!("{name}/{b}")));
+            let _ = writeln!(
+                out,
+                "        {} -> {};",
+                dot_quote(&format!("{name}/{a}")),
+                dot_quote(&format!("{name}/{b}"))
+            );
         }
         out.push_str("    }\n");
     }

@@ -81,9 +81,8 @@ impl SourceFile {
     /// 1-based line and column (in characters) of a byte offset; offsets past the end clamp to it.
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
         let text = self.text();
-        let lines = self.lines.get_or_init(|| {
-            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
-        });
+        let lines =
+            self.lines.get_or_init(|| std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect());
         let mut offset = offset.min(text.len());
         while !text.is_char_boundary(offset) {
             offset -= 1;

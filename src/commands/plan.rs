@@ -53,7 +53,8 @@ pub fn plan_against(config: &Config, observed: &BTreeMap<ClusterName, ClusterSta
         .clusters
         .iter()
         .map(|c| {
-            let have = observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
+            let have =
+                observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
             (ClusterState::desired(c), have, build_graph(c))
         })
         .collect();

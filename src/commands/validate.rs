@@ -41,4 +41,3 @@ pub fn run(args: &ValidateArgs, cluster: Option<&str>, printer: &Printer) -> Out
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
-

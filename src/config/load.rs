@@ -101,8 +101,13 @@ pub fn load(path: &Path) -> Loaded {
     let mut uses: HashMap<FileId, usize> = HashMap::new();
     let mut layouts = Vec::new();
     for (i, cluster) in top.iter().enumerate() {
-        let mut layout =
-            Layout { shapes: &shapes, resolved: &resolved, sources: &sources, problems: &mut problems, uses: &mut uses };
+        let mut layout = Layout {
+            shapes: &shapes,
+            resolved: &resolved,
+            sources: &sources,
+            problems: &mut problems,
+            uses: &mut uses,
+        };
         let mut order = Vec::new();
         layout.walk(FileId(0), Slot::Top(i), &shape(&cluster.items), &mut vec![(FileId(0), None)], &mut order);
         layouts.push(order);
@@ -361,7 +366,11 @@ fn check_paths(config: &Config, problems: &mut Vec<Problem>) {
                     problems.push(
                         Problem::error(
                             Code::MissingPath,
-                            format!("build context `{}` of image `{}` is not a directory", context.value.display(), image.name.value),
+                            format!(
+                                "build context `{}` of image `{}` is not a directory",
+                                context.value.display(),
+                                image.name.value
+                            ),
                         )
                         .primary(context.loc, "no such directory")
                         .help("paths are relative to the file that declares the image"),
@@ -386,7 +395,11 @@ fn check_paths(config: &Config, problems: &mut Vec<Problem>) {
                     problems.push(
                         Problem::error(
                             Code::MissingPath,
-                            format!("archive `{}` of image `{}` does not exist", path.value.display(), image.name.value),
+                            format!(
+                                "archive `{}` of image `{}` does not exist",
+                                path.value.display(),
+                                image.name.value
+                            ),
                         )
                         .primary(path.loc, "no such file")
                         .help("create it with `docker save IMAGE -o FILE`; paths are relative to the declaring file"),
@@ -417,8 +430,5 @@ fn run_parallel<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             });
         }
     });
-    results
-        .into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    results.into_iter().filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
 }

@@ -12,9 +12,8 @@ use kdl::{KdlDocument, KdlNode};
 use crate::config::reader::{Args, Ctx, NodeSpec, Reader};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{
-    Cluster, ClusterName, EnvValue, EnvVar, Health, HealthCheck, Image, ImageName, ImageSource, Mount, Node,
-    NodeName, Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings, Vfolder,
-    VfolderName,
+    Cluster, ClusterName, EnvValue, EnvVar, Health, HealthCheck, Image, ImageName, ImageSource, Mount, Node, NodeName,
+    Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings, Vfolder, VfolderName,
 };
 use crate::source::{Loc, Spanned};
 use crate::suggest;
@@ -79,8 +78,7 @@ const fn spec(kind: &'static str, props: &'static [&'static str], args: Args, ch
 const CLUSTER_CHILDREN: &[&str] = &["ssh", "agent", "probe", "include", "node", "image", "vfolder", "session"];
 const NODE_CHILDREN: &[&str] = &["ssh", "gpus", "labels", "vfolder-root", "probe"];
 const IMAGE_CHILDREN: &[&str] = &["digest", "min-gpus", "build", "archive"];
-const SESSION_CHILDREN: &[&str] =
-    &["resources", "env", "mount", "command", "port", "health", "depends-on", "restart"];
+const SESSION_CHILDREN: &[&str] = &["resources", "env", "mount", "command", "port", "health", "depends-on", "restart"];
 
 fn unknown_child(ctx: &mut Ctx, node: &KdlNode, parent: &str, known: &[&str]) {
     let name = node.name().value();
@@ -122,10 +120,10 @@ pub fn lower_top(doc: &KdlDocument, ctx: &mut Ctx) -> Vec<RawCluster> {
     for node in doc.nodes() {
         if node.name().value() != "cluster" {
             unknown_child(ctx, node, "", &["cluster"]);
-            if CLUSTER_CHILDREN.contains(&node.name().value()) {
-                if let Some(last) = ctx.problems.last_mut() {
-                    last.help = Some(format!("put `{}` inside a `cluster \"…\" {{ }}` block", node.name().value()));
-                }
+            if CLUSTER_CHILDREN.contains(&node.name().value())
+                && let Some(last) = ctx.problems.last_mut()
+            {
+                last.help = Some(format!("put `{}` inside a `cluster \"…\" {{ }}` block", node.name().value()));
             }
             continue;
         }
@@ -210,9 +208,8 @@ fn lower_probe(ctx: &mut Ctx, node: &KdlNode) -> ProbeSettings {
 fn probe_props(ctx: &mut Ctx, r: &Reader<'_>) -> ProbeSettings {
     let mut probe = ProbeSettings::default();
     for entry in r.props() {
-        let threshold = |ctx: &mut Ctx, what| {
-            ctx.int(entry, what, 1, 1000).map(|v| Spanned::new(v.value as u32, v.loc))
-        };
+        let threshold =
+            |ctx: &mut Ctx, what| ctx.int(entry, what, 1, 1000).map(|v| Spanned::new(v.value as u32, v.loc));
         match entry.name().map(|n| n.value()).unwrap_or_default() {
             "interval" => probe.interval = ctx.duration(entry, "interval"),
             "timeout" => probe.timeout = ctx.duration(entry, "timeout"),
@@ -254,7 +251,8 @@ fn lower_node(ctx: &mut Ctx, node: &KdlNode) -> Option<Node> {
             }
             "gpus" => {
                 let r = ctx.open(child, &GPUS);
-                out.gpus = r.arg(0).and_then(|e| ctx.int(e, "gpus", 0, 1024)).map(|g| Spanned::new(g.value as u32, g.loc));
+                out.gpus =
+                    r.arg(0).and_then(|e| ctx.int(e, "gpus", 0, 1024)).map(|g| Spanned::new(g.value as u32, g.loc));
             }
             "labels" => {
                 let r = ctx.open(child, &LABELS);
@@ -295,7 +293,9 @@ fn lower_image(ctx: &mut Ctx, node: &KdlNode) -> Option<Image> {
             ctx.push(
                 Problem::error(Code::MissingProperty, "`image` needs a `ref`")
                     .primary(ctx.loc(node.name().span()), "no `ref` given")
-                    .help("name the image reference: `image \"pytorch\" ref=\"cr.backend.ai/stable/python-pytorch:2.3\"`"),
+                    .help(
+                        "name the image reference: `image \"pytorch\" ref=\"cr.backend.ai/stable/python-pytorch:2.3\"`",
+                    ),
             );
             None
         }
@@ -314,20 +314,21 @@ fn lower_image(ctx: &mut Ctx, node: &KdlNode) -> Option<Image> {
             "digest" => {
                 let r = ctx.open(child, &DIGEST);
                 digest = r.arg(0).and_then(|e| ctx.string(e, "digest"));
-                if let Some(d) = &digest {
-                    if !is_digest(&d.value) {
-                        ctx.push(
-                            Problem::error(Code::InvalidValue, format!("`{}` is not an image digest", d.value))
-                                .primary(d.loc, "not `sha256:` and 64 hex digits")
-                                .help("copy it from `docker inspect --format '{{.RepoDigests}}'`"),
-                        );
-                        digest = None;
-                    }
+                if let Some(d) = &digest
+                    && !is_digest(&d.value)
+                {
+                    ctx.push(
+                        Problem::error(Code::InvalidValue, format!("`{}` is not an image digest", d.value))
+                            .primary(d.loc, "not `sha256:` and 64 hex digits")
+                            .help("copy it from `docker inspect --format '{{.RepoDigests}}'`"),
+                    );
+                    digest = None;
                 }
             }
             "min-gpus" => {
                 let r = ctx.open(child, &MIN_GPUS);
-                min_gpus = r.arg(0).and_then(|e| ctx.int(e, "min-gpus", 0, 1024)).map(|g| Spanned::new(g.value as u32, g.loc));
+                min_gpus =
+                    r.arg(0).and_then(|e| ctx.int(e, "min-gpus", 0, 1024)).map(|g| Spanned::new(g.value as u32, g.loc));
             }
             "build" | "archive" => {
                 let here = ctx.loc(child.name().span());
@@ -674,10 +675,13 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
     let mut single = |kind: &'static str, here: Loc, problems: &mut Vec<Problem>| {
         if let Some((_, first)) = singles.iter().find(|(k, _)| *k == kind) {
             problems.push(
-                Problem::error(Code::DuplicateChild, format!("`{kind}` is given twice in cluster `{}`", cluster.name.value))
-                    .label(*first, "first given here")
-                    .primary(here, "given again here")
-                    .help(format!("merge them into one `{kind}` node")),
+                Problem::error(
+                    Code::DuplicateChild,
+                    format!("`{kind}` is given twice in cluster `{}`", cluster.name.value),
+                )
+                .label(*first, "first given here")
+                .primary(here, "given again here")
+                .help(format!("merge them into one `{kind}` node")),
             );
             return false;
         }

@@ -81,12 +81,9 @@ impl Ctx {
                     suggest::help_for(key, spec.props.iter().copied(), "properties")
                 };
                 self.push(
-                    Problem::error(
-                        Code::UnknownProperty,
-                        format!("unknown property `{key}` on `{}`", spec.kind),
-                    )
-                    .primary(self.loc(entry.span()), "not a property of this node")
-                    .help_opt(help),
+                    Problem::error(Code::UnknownProperty, format!("unknown property `{key}` on `{}`", spec.kind))
+                        .primary(self.loc(entry.span()), "not a property of this node")
+                        .help_opt(help),
                 );
                 continue;
             }
@@ -108,12 +105,9 @@ impl Ctx {
             Args::None => {
                 for extra in &args {
                     self.push(
-                        Problem::error(
-                            Code::UnexpectedArgument,
-                            format!("`{}` takes no arguments", spec.kind),
-                        )
-                        .primary(self.loc(extra.span()), "unexpected argument")
-                        .help_opt(spec_help(spec)),
+                        Problem::error(Code::UnexpectedArgument, format!("`{}` takes no arguments", spec.kind))
+                            .primary(self.loc(extra.span()), "unexpected argument")
+                            .help_opt(spec_help(spec)),
                     );
                 }
             }
@@ -146,19 +140,16 @@ impl Ctx {
                 }
             }
         }
-        if !spec.children {
-            if let Some(children) = node.children() {
-                for child in children.nodes() {
-                    let name = child.name().value();
-                    self.push(
-                        Problem::error(
-                            Code::UnknownNode,
-                            format!("`{}` takes no children, found `{name}`", spec.kind),
-                        )
+        if !spec.children
+            && let Some(children) = node.children()
+        {
+            for child in children.nodes() {
+                let name = child.name().value();
+                self.push(
+                    Problem::error(Code::UnknownNode, format!("`{}` takes no children, found `{name}`", spec.kind))
                         .primary(self.loc(child.name().span()), "not allowed here")
                         .help(format!("move `{name}` out of the `{}` block", spec.kind)),
-                    );
-                }
+                );
             }
         }
         Reader { node, props: seen.into_iter().map(|(_, e)| e).collect(), args }
@@ -226,9 +217,12 @@ impl Ctx {
         let KdlValue::String(text) = entry.value() else {
             let found = entry.value().clone();
             self.push(
-                Problem::error(Code::Duration, format!("`{what}` must be a duration string, found {}", type_name(&found)))
-                    .primary(self.loc(entry.span()), "not a duration")
-                    .help("write it with a unit, as a string: `\"5s\"`, `\"500ms\"`"),
+                Problem::error(
+                    Code::Duration,
+                    format!("`{what}` must be a duration string, found {}", type_name(&found)),
+                )
+                .primary(self.loc(entry.span()), "not a duration")
+                .help("write it with a unit, as a string: `\"5s\"`, `\"500ms\"`"),
             );
             return None;
         };
@@ -286,12 +280,9 @@ impl Ctx {
             _ => None,
         };
         self.push(
-            Problem::error(
-                Code::WrongType,
-                format!("`{what}` must be {expected}, found {}", type_name(found)),
-            )
-            .primary(self.loc(entry.span()), format!("expected {expected}"))
-            .help_opt(help),
+            Problem::error(Code::WrongType, format!("`{what}` must be {expected}, found {}", type_name(found)))
+                .primary(self.loc(entry.span()), format!("expected {expected}"))
+                .help_opt(help),
         );
     }
 }

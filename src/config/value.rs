@@ -39,8 +39,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     let mut total = 0f64;
     while !rest.is_empty() {
         let (number, after) = split_number(rest);
-        let value = parse_number(number)
-            .ok_or_else(|| err(format!("`{text}` is not a duration"), DURATION_HELP))?;
+        let value = parse_number(number).ok_or_else(|| err(format!("`{text}` is not a duration"), DURATION_HELP))?;
         let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let seconds = match unit {
@@ -65,8 +64,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
 pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let trimmed = text.trim();
     let (number, unit) = split_number(trimmed);
-    let value =
-        parse_number(number).ok_or_else(|| err(format!("`{text}` is not a size"), SIZE_HELP))?;
+    let value = parse_number(number).ok_or_else(|| err(format!("`{text}` is not a size"), SIZE_HELP))?;
     let factor: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "KB" | "kB" => 1e3,
@@ -91,7 +89,8 @@ pub fn parse_size(text: &str) -> Result<u64, ValueError> {
 /// Renders a byte count the way a person would write it back: the shortest exact form, binary units
 /// preferred on a tie (`64GiB`, `1500GB`, `3B`).
 pub fn format_size(bytes: u64) -> String {
-    const BINARY: [(&str, u64); 5] = [("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const BINARY: [(&str, u64); 5] =
+        [("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     const DECIMAL: [(&str, u64); 5] = [
         ("PB", 1_000_000_000_000_000),
         ("TB", 1_000_000_000_000),
@@ -102,12 +101,14 @@ pub fn format_size(bytes: u64) -> String {
     let exact = |units: &[(&str, u64)]| {
         units
             .iter()
-            .find(|(_, f)| bytes >= *f && bytes % f == 0)
+            .find(|(_, f)| bytes >= *f && bytes.is_multiple_of(*f))
             .map(|(unit, f)| format!("{}{unit}", bytes / f))
     };
     let mut best = format!("{bytes}B");
     for candidate in [exact(&BINARY), exact(&DECIMAL)].into_iter().flatten() {
-        if candidate.len() < best.len() || (candidate.len() == best.len() && best.ends_with("B") && !best.contains('i') && candidate.contains('i')) {
+        if candidate.len() < best.len()
+            || (candidate.len() == best.len() && best.ends_with("B") && !best.contains('i') && candidate.contains('i'))
+        {
             best = candidate;
         }
     }

@@ -121,14 +121,22 @@ fn diff_cluster(desired: &ClusterState, observed: &ClusterState) -> Vec<Change> 
             Some(have) if have.hash != want.hash => {
                 let mut fields = Vec::new();
                 if have.spec.reference != spec.reference {
-                    fields.push(field("ref", Some(have.spec.reference.clone().into()), Some(spec.reference.clone().into())));
+                    fields.push(field(
+                        "ref",
+                        Some(have.spec.reference.clone().into()),
+                        Some(spec.reference.clone().into()),
+                    ));
                 }
                 if have.spec.source != spec.source {
                     let j = |s: SourceKind| serde_json::to_value(s).ok();
                     fields.push(field("source", j(have.spec.source), j(spec.source)));
                 }
                 if have.spec.digest != spec.digest {
-                    fields.push(field("digest", have.spec.digest.clone().map(Into::into), spec.digest.clone().map(Into::into)));
+                    fields.push(field(
+                        "digest",
+                        have.spec.digest.clone().map(Into::into),
+                        spec.digest.clone().map(Into::into),
+                    ));
                 }
                 let mut c = with_fields(change(d, id, Some(node.as_str()), Action::Replace), fields);
                 if c.reasons.is_empty() {
@@ -186,7 +194,9 @@ fn diff_cluster(desired: &ClusterState, observed: &ClusterState) -> Vec<Change> 
         let mut c = change(d, ResourceId::vfolder(name.as_str()), Some(have.node.as_str()), Action::Delete);
         c.reasons.push(match have.empty {
             Some(true) => "not in the configuration (empty)".into(),
-            Some(false) => "not in the configuration: holds data, needs --allow-data-loss (moved aside, not erased)".into(),
+            Some(false) => {
+                "not in the configuration: holds data, needs --allow-data-loss (moved aside, not erased)".into()
+            }
             None => "not in the configuration".into(),
         });
         out.push(c);

@@ -130,16 +130,21 @@ impl ClusterState {
                     },
                 );
                 for i in &n.images {
-                    let spec =
-                        ImageSpec { reference: i.reference.clone(), source: i.source, digest: i.digest.clone() };
-                    state
-                        .images
-                        .insert((node.clone(), ImageName(i.name.clone())), ImageState { spec, hash: i.spec_hash.clone() });
+                    let spec = ImageSpec { reference: i.reference.clone(), source: i.source, digest: i.digest.clone() };
+                    state.images.insert(
+                        (node.clone(), ImageName(i.name.clone())),
+                        ImageState { spec, hash: i.spec_hash.clone() },
+                    );
                 }
                 for v in &n.vfolders {
                     state.vfolders.insert(
                         VfolderName(v.name.clone()),
-                        VfolderState { node: node.clone(), permission: v.permission, quota: v.quota, empty: Some(v.empty) },
+                        VfolderState {
+                            node: node.clone(),
+                            permission: v.permission,
+                            quota: v.quota,
+                            empty: Some(v.empty),
+                        },
                     );
                 }
                 for s in &n.sessions {

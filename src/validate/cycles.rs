@@ -28,10 +28,8 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
             }
         }
     }
-    let mut cycles: Vec<Vec<NodeIndex>> = tarjan_scc(&graph)
-        .into_iter()
-        .filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
-        .collect();
+    let mut cycles: Vec<Vec<NodeIndex>> =
+        tarjan_scc(&graph).into_iter().filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0])).collect();
     for scc in &mut cycles {
         scc.sort_by_key(|i| graph[*i]);
     }

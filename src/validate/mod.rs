@@ -11,8 +11,8 @@ mod mounts;
 mod names;
 mod references;
 
-pub use index::ClusterIndex;
 pub use capacity::check_inventory;
+pub use index::ClusterIndex;
 pub use mounts::{Destination, destination};
 
 use crate::diagnostic::Problem;

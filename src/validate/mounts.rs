@@ -9,7 +9,6 @@ use crate::model::{Cluster, Mount, Permission, Session};
 use crate::source::Loc;
 use crate::validate::ClusterIndex;
 
-
 const SYSTEM_DIRS: &[&str] = &[
     "bin", "boot", "dev", "etc", "lib", "lib64", "media", "mnt", "opt", "proc", "root", "run", "sbin", "srv", "sys",
     "tmp", "usr", "var",
@@ -169,7 +168,10 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                 problems.push(
                     Problem::error(
                         Code::ShadowsVfolder,
-                        format!("alias `{}` is the name of vfolder `{}`, also mounted in this session", a.value, other.vfolder.value),
+                        format!(
+                            "alias `{}` is the name of vfolder `{}`, also mounted in this session",
+                            a.value, other.vfolder.value
+                        ),
                     )
                     .primary(a.loc, "reads as the other vfolder")
                     .label(other.vfolder.loc, "that vfolder")
@@ -181,10 +183,13 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
         if vfolder.permission() == Permission::Ro && !m.is_readonly() {
             let perm_loc = vfolder.permission.as_ref().map_or(vfolder.name.loc, |p| p.loc);
             problems.push(
-                Problem::error(Code::ReadonlyRequired, format!("vfolder `{}` is read-only but mounted writable", vfolder.name.value))
-                    .primary(m.readonly.as_ref().map_or(m.vfolder.loc, |r| r.loc), "mounted without `readonly=#true`")
-                    .label(perm_loc, "declared read-only here")
-                    .help("add `readonly=#true` to the mount"),
+                Problem::error(
+                    Code::ReadonlyRequired,
+                    format!("vfolder `{}` is read-only but mounted writable", vfolder.name.value),
+                )
+                .primary(m.readonly.as_ref().map_or(m.vfolder.loc, |r| r.loc), "mounted without `readonly=#true`")
+                .label(perm_loc, "declared read-only here")
+                .help("add `readonly=#true` to the mount"),
             );
         }
         let node_known = index.nodes.contains_key(vfolder.node.value.as_str()) && !session.node.loc.is_nowhere();

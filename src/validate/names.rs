@@ -24,8 +24,10 @@ pub fn is_session_name(name: &str) -> bool {
 }
 
 pub fn is_vfolder_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && name != "." && name != ".."
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name != "."
+        && name != ".."
 }
 
 fn invalid(kind: &str, name: &str, loc: Loc, rule: &str) -> Problem {

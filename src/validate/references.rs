@@ -9,18 +9,14 @@ use crate::source::Loc;
 use crate::suggest;
 use crate::validate::ClusterIndex;
 
-fn unknown<'a, T>(
-    code: Code,
-    kind: &str,
-    name: &str,
-    loc: Loc,
-    known: &std::collections::HashMap<&'a str, T>,
-) -> Problem {
+fn unknown<T>(code: Code, kind: &str, name: &str, loc: Loc, known: &std::collections::HashMap<&str, T>) -> Problem {
     let mut sorted: Vec<&str> = known.keys().copied().collect();
     sorted.sort_unstable();
     let help = suggest::help_for(name, sorted.iter().copied(), &format!("{kind}s"))
         .or_else(|| Some(format!("declare it with `{kind} \"{name}\" …` in this cluster")));
-    Problem::error(code, format!("unknown {kind} `{name}`")).primary(loc, format!("no {kind} of this name")).help_opt(help)
+    Problem::error(code, format!("unknown {kind} `{name}`"))
+        .primary(loc, format!("no {kind} of this name"))
+        .help_opt(help)
 }
 
 pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Problem>) {
@@ -68,13 +64,16 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
                     .help("keep one: the container would see only one value"),
                 );
             }
-            if let EnvValue::FromEnv(source) = &var.value {
-                if source.is_empty() {
-                    problems.push(
-                        Problem::error(Code::InvalidValue, format!("env `{}` reads an empty variable name", var.name.value))
-                            .primary(var.name.loc, "`from-env` is empty"),
-                    );
-                }
+            if let EnvValue::FromEnv(source) = &var.value
+                && source.is_empty()
+            {
+                problems.push(
+                    Problem::error(
+                        Code::InvalidValue,
+                        format!("env `{}` reads an empty variable name", var.name.value),
+                    )
+                    .primary(var.name.loc, "`from-env` is empty"),
+                );
             }
         }
     }
@@ -90,9 +89,12 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
     for v in &cluster.vfolders {
         if !used_vfolders.contains(v.name.value.as_str()) {
             problems.push(
-                Problem::warning(Code::UnusedVfolder, format!("vfolder `{}` is not mounted by any session", v.name.value))
-                    .primary(v.name.loc, "declared here")
-                    .help("it is still created on its node; mount it in a session or remove it"),
+                Problem::warning(
+                    Code::UnusedVfolder,
+                    format!("vfolder `{}` is not mounted by any session", v.name.value),
+                )
+                .primary(v.name.loc, "declared here")
+                .help("it is still created on its node; mount it in a session or remove it"),
             );
         }
     }
@@ -104,10 +106,13 @@ fn check_nodes(cluster: &Cluster, problems: &mut Vec<Problem>) {
     if let [first, rest @ ..] = locals.as_slice() {
         for other in rest {
             problems.push(
-                Problem::error(Code::MultipleLocal, format!("nodes `{}` and `{}` are both local", first.name.value, other.name.value))
-                    .label(first.local.as_ref().map_or(first.loc, |l| l.loc), "local here")
-                    .primary(other.local.as_ref().map_or(other.loc, |l| l.loc), "and here")
-                    .help("`local=#true` means the machine bai runs on; a cluster has at most one such node"),
+                Problem::error(
+                    Code::MultipleLocal,
+                    format!("nodes `{}` and `{}` are both local", first.name.value, other.name.value),
+                )
+                .label(first.local.as_ref().map_or(first.loc, |l| l.loc), "local here")
+                .primary(other.local.as_ref().map_or(other.loc, |l| l.loc), "and here")
+                .help("`local=#true` means the machine bai runs on; a cluster has at most one such node"),
             );
         }
     }

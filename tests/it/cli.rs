@@ -40,7 +40,9 @@ fn validate_json_goes_to_stdout_alone() {
     for key in ["code", "severity", "message", "help", "labels"] {
         assert!(first.get(key).is_some(), "diagnostic lacks {key}: {first}");
     }
-    assert!(doc["diagnostics"].as_array().is_some_and(|d| d.iter().any(|d| d["code"] == "bai::mount::duplicate_alias")));
+    assert!(
+        doc["diagnostics"].as_array().is_some_and(|d| d.iter().any(|d| d["code"] == "bai::mount::duplicate_alias"))
+    );
     assert!(stderr_of(&out).is_empty(), "json mode prints nothing else: {}", stderr_of(&out));
 }
 
@@ -56,7 +58,8 @@ fn cluster_flag_selects_one_cluster() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     assert!(text.contains("cluster `alpha`") && !text.contains("beta"), "{text}");
-    let out = bai().args(["--cluster", "alpah", "validate", "tests/fixtures/cli/two-clusters.kdl"]).output().expect("runs");
+    let out =
+        bai().args(["--cluster", "alpah", "validate", "tests/fixtures/cli/two-clusters.kdl"]).output().expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
     assert!(err.contains("bai::cluster::unknown") && err.contains("did you mean `alpha`?"), "{err}");

@@ -2,7 +2,8 @@
 
 use crate::support::{bai, check, root, stderr_of, stdout_of};
 
-const EXAMPLES: [&str; 3] = ["examples/workstation.kdl", "examples/gpu-lab/cluster.kdl", "examples/local-build/cluster.kdl"];
+const EXAMPLES: [&str; 3] =
+    ["examples/workstation.kdl", "examples/gpu-lab/cluster.kdl", "examples/local-build/cluster.kdl"];
 
 #[test]
 fn examples_validate_cleanly() {
@@ -37,10 +38,7 @@ fn the_gpu_lab_is_split_into_included_files() {
 #[test]
 fn the_local_build_example_builds_from_local_contexts() {
     let (_, _, config) = check(&root().join("examples/local-build/cluster.kdl"));
-    let built = config.clusters[0]
-        .images
-        .iter()
-        .filter(|i| matches!(i.source, bai::model::ImageSource::Build { .. }))
-        .count();
+    let built =
+        config.clusters[0].images.iter().filter(|i| matches!(i.source, bai::model::ImageSource::Build { .. })).count();
     assert!(built >= 2);
 }

@@ -10,9 +10,39 @@ use bai::state::ClusterState;
 
 /// Pieces that steer mutations towards the interesting parts of the grammar.
 const TOKENS: &[&str] = &[
-    "\"", "{", "}", "=", ";", "\n", "/-", "//", "/*", "#true", "#null", "-1", "1.5", "0", "99999999999999999999999",
-    "node", "session", "mount", "alias=", "\"..\"", "\"/etc\"", "\"\"", "include \"*.kdl\"", "depends-on \"train\"",
-    "resources gpus=", "quota=\"1TiB\"", "é", "日本", "\\", "r#\"x\"#", "(ty)", "cluster \"lab\" {", "image=",
+    "\"",
+    "{",
+    "}",
+    "=",
+    ";",
+    "\n",
+    "/-",
+    "//",
+    "/*",
+    "#true",
+    "#null",
+    "-1",
+    "1.5",
+    "0",
+    "99999999999999999999999",
+    "node",
+    "session",
+    "mount",
+    "alias=",
+    "\"..\"",
+    "\"/etc\"",
+    "\"\"",
+    "include \"*.kdl\"",
+    "depends-on \"train\"",
+    "resources gpus=",
+    "quota=\"1TiB\"",
+    "é",
+    "日本",
+    "\\",
+    "r#\"x\"#",
+    "(ty)",
+    "cluster \"lab\" {",
+    "image=",
 ];
 
 #[derive(Debug, Clone)]
@@ -96,17 +126,19 @@ fn run_pipeline(path: &Path) {
     if problems.iter().all(|p| !p.is_error()) {
         assert!(bai::plan::diff(&same).summary().is_empty(), "a valid lab planned against itself changes nothing");
     }
-    if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(formatted) = bai::fmt::format_source(&text) {
-            assert_eq!(bai::fmt::format_source(&formatted).ok().as_deref(), Some(formatted.as_str()), "fmt is idempotent");
-        }
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(formatted) = bai::fmt::format_source(&text)
+    {
+        assert_eq!(bai::fmt::format_source(&formatted).ok().as_deref(), Some(formatted.as_str()), "fmt is idempotent");
     }
 }
 
 fn seeds() -> Vec<(String, String)> {
     let root = crate::support::root();
     let mut out = Vec::new();
-    for dir in ["examples", "examples/gpu-lab", "examples/gpu-lab/nodes", "examples/local-build", "tests/fixtures/rules"] {
+    for dir in
+        ["examples", "examples/gpu-lab", "examples/gpu-lab/nodes", "examples/local-build", "tests/fixtures/rules"]
+    {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         paths.sort();

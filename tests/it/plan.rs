@@ -39,14 +39,15 @@ fn plan_without_a_source_of_state_explains_itself() {
 
 #[test]
 fn diff_shows_every_kind_of_change() {
-    let (code, text, err) = run(&["diff", "--detailed-exitcode", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
+    let (code, text, err) =
+        run(&["diff", "--detailed-exitcode", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
     assert_eq!(code, Some(2), "{err}");
     insta::assert_snapshot!("diff_text", text);
     assert!(text.contains("  ~ node:gpu-01\n        ~ `labels.rack`: \"r1\" → \"r2\""), "{text}");
     assert!(text.contains("  ~ vfolder:ckpt\n        ~ `quota`: 100GiB → 200GiB"), "{text}");
     assert!(text.contains("-/+ session:train-resnet"), "{text}");
     assert!(text.contains("`resources.gpus`: 2 → 4"), "{text}");
-    assert!(text.contains("+ session:eval-vit") && text.contains("+ image:gpu-02/pytorch") == false, "{text}");
+    assert!(text.contains("+ session:eval-vit") && !text.contains("+ image:gpu-02/pytorch"), "{text}");
     assert!(text.contains("  - session:old-sweep") && text.contains("  - vfolder:scratch"), "{text}");
     // The notebook did not change: it is not in the plan at all.
     assert!(!text.contains("notebook"), "{text}");
@@ -54,19 +55,20 @@ fn diff_shows_every_kind_of_change() {
     assert!(text.find("- session:old-sweep") < text.find("- vfolder:scratch"));
     assert!(text.ends_with("Plan: 1 to create, 2 to update, 1 to replace, 2 to delete.\n"), "{text}");
 
-    let (_, md, _) = run(&["diff", "--format", "markdown", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
+    let (_, md, _) =
+        run(&["diff", "--format", "markdown", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
     insta::assert_snapshot!("diff_markdown", md);
     let (_, js, _) = run(&["diff", "--format", "json", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"]);
     let doc = json(&js);
     assert_eq!(doc["summary"], serde_json::json!({"create": 1, "update": 2, "replace": 1, "delete": 2}));
-    let replace = doc["changes"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["action"] == "replace"))
-        .expect("a replace");
+    let replace =
+        doc["changes"].as_array().and_then(|c| c.iter().find(|c| c["action"] == "replace")).expect("a replace");
     assert_eq!(replace["id"], "session:train-resnet");
-    assert!(replace["fields"].as_array().is_some_and(|f| f.iter().any(|f| f["path"] == "resources.gpus"
-        && f["before"] == 2
-        && f["after"] == 4)));
+    assert!(
+        replace["fields"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["path"] == "resources.gpus" && f["before"] == 2 && f["after"] == 4))
+    );
 }
 
 #[test]

@@ -63,6 +63,9 @@ fn duplicate_alias_labels_both_mounts() {
     let text = sources.get(p.labels[0].loc.file).map(|f| f.text().to_string()).unwrap_or_default();
     for label in &p.labels {
         let span = &text[label.loc.span.offset()..label.loc.span.offset() + label.loc.span.len()];
-        assert!(span.starts_with("alias=") || span.starts_with('"'), "label covers the mount's alias or vfolder, got `{span}`");
+        assert!(
+            span.starts_with("alias=") || span.starts_with('"'),
+            "label covers the mount's alias or vfolder, got `{span}`"
+        );
     }
 }
