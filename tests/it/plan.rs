@@ -166,3 +166,19 @@ fn plan_formats_for_the_workstation() {
     assert_eq!(doc["summary"]["create"], 6);
     assert!(doc["changes"].as_array().is_some_and(|c| c.iter().all(|c| c["action"] == "create")));
 }
+
+#[test]
+fn the_documented_drift_example_plans_as_the_readme_says() {
+    let (code, text, err) = run(&[
+        "plan",
+        "--detailed-exitcode",
+        "--state",
+        "schema/examples/state-drifted.json",
+        "examples/gpu-lab/cluster.kdl",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(text.contains("  ~ vfolder:ckpt-01\n        ~ `quota`: 250GiB → 500GiB"), "{text}");
+    assert!(text.contains("-/+ session:train-resnet50") && text.contains("`resources.gpus`: 2 → 4"), "{text}");
+    assert!(text.contains("  - session:train-resnet18-baseline"), "{text}");
+    assert!(text.ends_with("Plan: 9 to create, 1 to update, 1 to replace, 1 to delete.\n"), "{text}");
+}
