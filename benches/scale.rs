@@ -36,8 +36,8 @@
 //! - `parse`: the floor. The bench re-executes itself with `BAI_BENCH_CHILD=parse` and the lab's
 //!   files; in that mode it reads each file, calls [`kdl::KdlDocument::parse`], keeps the texts and
 //!   documents alive (as any loader that reports spanned diagnostics must) and exits. The `kdl`
-//!   crate parses only a few MB/s (~2.5 MB/s on the reference machine), so for large labs the parse
-//!   is most of what `bai` can possibly cost: the targets below say how close to it `bai` must stay.
+//!   crate parses only a few MB/s (1.5 to 2.5 MB/s on the 2-core development machine), so the parse
+//!   of a large lab is most of what `bai` can cost: the targets below say how close to it to stay.
 //!   For the split layout, all nine files are parsed one after the other in one process.
 //! - `validate`: `bai validate FILE`, which must exit 0.
 //! - `plan`: `bai plan --offline FILE`, which must exit 0.
