@@ -69,3 +69,11 @@ fn duplicate_alias_labels_both_mounts() {
         );
     }
 }
+
+#[test]
+fn every_code_is_documented_in_the_language_reference() {
+    let reference = std::fs::read_to_string(root().join("schema/README.md")).expect("reference exists");
+    let missing: Vec<&str> =
+        Code::ALL.iter().map(|c| c.as_str()).filter(|c| !reference.contains(&format!("`{c}`"))).collect();
+    assert!(missing.is_empty(), "codes missing from schema/README.md: {missing:?}");
+}
