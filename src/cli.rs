@@ -52,6 +52,91 @@ pub enum Command {
     Graph(GraphArgs),
     /// Rewrite lab files in canonical form, keeping every comment
     Fmt(FmtArgs),
+    /// Make every node match the lab: observe, plan, confirm, execute
+    ///
+    /// Nodes are reached over SSH (or run the agent locally for `local=#true`), observed, and the plan is
+    /// printed; after confirmation the changes run in dependency order, nodes in parallel. A failing node
+    /// does not stop the others; its dependants are skipped. Exits 1 if anything failed.
+    Apply(ApplyArgs),
+    /// Remove everything bai owns for the cluster, in reverse dependency order
+    Destroy(DestroyArgs),
+    /// Show desired against observed state per node and session, and each node's inventory
+    Status(StatusArgs),
+    /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
+    #[command(hide = true)]
+    Agent,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Record the host keys of nodes seen for the first time (like OpenSSH's accept-new); a changed key
+    /// is always refused
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// Limit the run to nodes: a name, a glob (`gpu-*`) or `@label=value`; repeatable
+    #[arg(long = "on", value_name = "SELECTOR")]
+    pub on: Vec<String>,
+
+    /// How many nodes to work on at once
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Do not ask for confirmation (needed without a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Allow removing vfolders that hold data (they are moved aside to a tombstone, never erased)
+    #[arg(long)]
+    pub allow_data_loss: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Do not ask for confirmation (needed without a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Allow removing vfolders that hold data (they are moved aside to a tombstone, never erased)
+    #[arg(long)]
+    pub allow_data_loss: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// `json` writes the state snapshot that `bai plan --state` reads
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

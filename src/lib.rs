@@ -6,13 +6,17 @@
 //! state alike; [`plan`] diffs them into create/update/replace/delete changes and renders them as text, JSON
 //! or Markdown. All of this is pure but for the loader. The CLI (`commands`) is the only layer that prints.
 
+pub mod agent;
 pub mod config;
 pub mod diagnostic;
+pub mod fleet;
 pub mod fmt;
 pub mod graph;
 pub mod model;
 pub mod plan;
+pub mod protocol;
 pub mod source;
 pub mod state;
 pub mod suggest;
+pub mod transport;
 pub mod validate;

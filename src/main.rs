@@ -20,6 +20,10 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff::run(args, cluster, &printer),
         Command::Graph(args) => commands::graph::run(args, cluster, &printer),
         Command::Fmt(args) => commands::fmt::run(args, &printer),
+        Command::Apply(args) => commands::apply::run(args, cluster, &printer),
+        Command::Destroy(args) => commands::apply::run_destroy(args, cluster, &printer),
+        Command::Status(args) => commands::status::run(args, cluster, &printer),
+        Command::Agent => commands::agent::run(),
     };
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,

@@ -1,9 +1,13 @@
 //! One module per command. This layer alone prints, reads the environment and decides exit codes.
 
+pub mod agent;
+pub mod apply;
 pub mod diff;
 pub mod fmt;
 pub mod graph;
 pub mod plan;
+pub mod remote;
+pub mod status;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::graph::ResourceId;
 use crate::model::ClusterName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,

@@ -119,16 +119,17 @@ impl ClusterState {
             let mut state = ClusterState::empty(ClusterName(c.name.clone()));
             for n in &c.nodes {
                 let node = NodeName(n.name.clone());
-                // A node bai never reached holds nothing of bai's, whatever else the file says about it.
-                let Some(agent) = &n.agent else { continue };
-                state.nodes.insert(
-                    node.clone(),
-                    NodeState {
-                        agent: Some(agent.version.clone()),
-                        labels: n.labels.clone(),
-                        inventory: n.inventory.clone(),
-                    },
-                );
+                // A node is bai's once enrolled (`agent` set); what bai owns there counts either way.
+                if let Some(agent) = &n.agent {
+                    state.nodes.insert(
+                        node.clone(),
+                        NodeState {
+                            agent: Some(agent.version.clone()),
+                            labels: n.labels.clone(),
+                            inventory: n.inventory.clone(),
+                        },
+                    );
+                }
                 for i in &n.images {
                     let spec = ImageSpec { reference: i.reference.clone(), source: i.source, digest: i.digest.clone() };
                     state.images.insert(
@@ -264,5 +265,33 @@ impl ClusterState {
             }
         }
         ClusterSnapshot { name: self.name.to_string(), nodes: nodes.into_values().collect() }
+    }
+}
+
+impl ClusterState {
+    /// Only what lives on `nodes`: a run limited by `--on`, or by the nodes that answered.
+    pub fn restrict(&self, nodes: &std::collections::BTreeSet<NodeName>) -> ClusterState {
+        ClusterState {
+            name: self.name.clone(),
+            nodes: self.nodes.iter().filter(|(n, _)| nodes.contains(*n)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            images: self
+                .images
+                .iter()
+                .filter(|((n, _), _)| nodes.contains(n))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            vfolders: self
+                .vfolders
+                .iter()
+                .filter(|(_, v)| nodes.contains(&v.node))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| nodes.contains(&s.node))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 }

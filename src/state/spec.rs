@@ -77,7 +77,7 @@ pub fn hash_of<T: Serialize>(value: &T) -> String {
     let mut hasher = Sha256::new();
     // Serializing plain data into a hasher cannot fail: no maps with non-string keys, no I/O errors.
     let _ = serde_json::to_writer(HashWriter(&mut hasher), value);
-    hex(&hasher.finalize())
+    hex_digest(&hasher.finalize())
 }
 
 struct HashWriter<'a>(&'a mut Sha256);
@@ -92,7 +92,8 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of a digest.
+pub fn hex_digest(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -1,10 +1,13 @@
 //! bai's integration suite: one test binary, the real `bai` executable and the library's pipeline.
 
+mod apply_local;
 mod cli;
+mod docker;
 mod examples;
 mod fuzz;
 mod labels;
 mod plan;
 mod rules;
 mod schemas;
+mod ssh;
 mod support;

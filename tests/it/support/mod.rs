@@ -48,3 +48,6 @@ pub fn rel(path: &Path) -> PathBuf {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bai printed invalid JSON ({e}):\n{text}"))
 }
+
+pub mod images;
+pub mod sshd;

@@ -1,0 +1,680 @@
+//! The agent's Docker half: images and session containers on the node, through the local engine's API
+//! (bollard). Everything bai creates carries its ownership labels ([`crate::protocol::labels`]), and
+//! nothing without them for the cluster at hand is ever stopped, replaced or removed: a container that
+//! merely holds a managed name (`bai.<cluster>.<session>`) is reported by [`Engine::unowned`] and refused
+//! by the methods that would change it.
+//!
+//! Secrets travel in [`CreateSession::secrets`] and end up in the container's environment; they never
+//! appear in an error message or in `Debug` output of anything here.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncReadExt;
+
+use crate::model::Restart;
+use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageSource, RpcError, container_name, labels};
+use crate::state::snapshot::{ContainerState, SessionSnapshot, Unowned, UnownedKind};
+use crate::state::spec::{EnvSpec, ImageSpec};
+
+/// The directory a session starts in; `.local/bin` under it leads the container's `PATH`.
+pub const WORK_DIR: &str = "/home/work";
+
+/// What Docker itself uses when an image declares no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Lines of build output kept to explain a failed build.
+const BUILD_LOG_TAIL: usize = 20;
+
+/// Blobs are streamed to the engine in chunks of this size, so a multi-gigabyte image archive never
+/// sits in the agent's memory.
+const CHUNK: usize = 1 << 20;
+
+/// Seconds a session gets to exit after SIGTERM before `remove_session` kills it.
+const STOP_GRACE_S: i32 = 10;
+
+/// A failure talking to Docker, naming what was being done and on what (image reference or container
+/// name). Carries no environment values.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine: {source}")]
+    Connect { source: BollardError },
+    #[error("Docker failed {action}: {source}")]
+    Api { action: String, source: BollardError },
+    #[error(
+        "container {container} holds a name bai manages but does not carry bai's labels for cluster \
+         {cluster}; bai leaves it alone (remove or rename it to let bai manage {container})"
+    )]
+    NotOwned { container: String, cluster: String },
+    #[error("image {reference} is not on the node (ensure the image before creating sessions from it)")]
+    ImageMissing { reference: String },
+    #[error("pulling image {reference} failed: {message}")]
+    Pull { reference: String, message: String },
+    #[error("building image {reference} failed: {message}{}", log_tail(.log))]
+    Build { reference: String, message: String, log: Vec<String> },
+    #[error("loading the image archive for {reference} failed: {message}")]
+    Load { reference: String, message: String },
+    #[error("the image archive loaded, but it holds no image tagged {reference}")]
+    NotInArchive { reference: String },
+    #[error("cannot read blob {sha256} for image {reference} at {}: {source}", .path.display())]
+    Blob { reference: String, sha256: String, path: PathBuf, source: std::io::Error },
+    #[error("container {container}: {reason}")]
+    Invalid { container: String, reason: String },
+}
+
+fn log_tail(log: &[String]) -> String {
+    if log.is_empty() { String::new() } else { format!("\nlast lines of the build log:\n  {}", log.join("\n  ")) }
+}
+
+impl From<DockerError> for RpcError {
+    fn from(e: DockerError) -> Self {
+        let kind = match e {
+            DockerError::NotOwned { .. } => ErrorKind::Refused,
+            DockerError::Invalid { .. } => ErrorKind::BadRequest,
+            _ => ErrorKind::Failed,
+        };
+        RpcError::new(kind, e.to_string())
+    }
+}
+
+fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
+    let action = action.into();
+    move |source| DockerError::Api { action, source }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// The local Docker engine.
+pub struct Engine {
+    docker: Docker,
+    /// bollard speaks API 1.53 unless told otherwise, and older engines (Debian's 20.10 speaks 1.41)
+    /// reject that outright; the first call agrees on a version, once.
+    negotiated: tokio::sync::OnceCell<()>,
+}
+
+impl Engine {
+    /// Connects to the engine `DOCKER_HOST` names, or the local socket. Nothing is sent yet: a missing
+    /// socket fails here, an engine that does not answer fails at the first call.
+    pub fn connect() -> Result<Engine, DockerError> {
+        let docker = Docker::connect_with_defaults().map_err(|source| DockerError::Connect { source })?;
+        Ok(Engine { docker, negotiated: tokio::sync::OnceCell::new() })
+    }
+
+    /// The client, once the API version is agreed. `negotiate_version` updates the version shared by all
+    /// clones of the client, so negotiating on a clone is enough.
+    async fn api(&self) -> Result<&Docker, DockerError> {
+        self.negotiated
+            .get_or_try_init(|| async { self.docker.clone().negotiate_version().await.map(drop) })
+            .await
+            .map_err(|source| DockerError::Connect { source })?;
+        Ok(&self.docker)
+    }
+
+    /// The engine's version string, e.g. `20.10.24+dfsg1`.
+    pub async fn version(&self) -> Result<String, DockerError> {
+        let v = self.api().await?.version().await.map_err(api("reporting its version"))?;
+        Ok(v.version.unwrap_or_default())
+    }
+
+    /// Managed containers of `cluster`, running or not. A container with the cluster label but no
+    /// session label is not a session and is left out.
+    pub async fn sessions(&self, cluster: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
+        let docker = self.api().await?;
+        let filters = HashMap::from([("label", vec![format!("{}={cluster}", labels::CLUSTER)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let listed = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(api(format!("listing the containers of cluster {cluster}")))?;
+        let mut sessions = Vec::new();
+        for c in listed {
+            let labels = c.labels.unwrap_or_default();
+            let Some(name) = labels.get(labels::SESSION) else { continue };
+            let state = c.state.map_or(ContainerState::Created, |s| container_state(s.as_ref()));
+            // The listing has no exit code (only a "Exited (3) 2 minutes ago" status line): ask for it.
+            let exit_code = match (state, &c.id) {
+                (ContainerState::Exited | ContainerState::Dead, Some(id)) => match docker
+                    .inspect_container(id, None)
+                    .await
+                {
+                    Ok(inspect) => inspect.state.and_then(|s| s.exit_code),
+                    // Removed between the listing and now: it is gone, not an error.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(api(format!("inspecting container {}", container_name(cluster, name)))(e)),
+                },
+                _ => None,
+            };
+            sessions.push(SessionSnapshot {
+                name: name.clone(),
+                spec_hash: labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
+                state,
+                exit_code,
+                spec: labels.get(labels::SPEC).and_then(|s| serde_json::from_str(s).ok()),
+            });
+        }
+        sessions.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(sessions)
+    }
+
+    /// Containers holding a name `bai.<cluster>.<x>` without bai's labels for this cluster and session
+    /// (no labels, or another cluster's): conflicts to report, never to touch. Names are the full
+    /// container names, as `docker ps` shows them.
+    pub async fn unowned(&self, cluster: &str) -> Result<Vec<Unowned>, DockerError> {
+        let docker = self.api().await?;
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let listed = docker.list_containers(Some(options)).await.map_err(api("listing containers"))?;
+        let prefix = container_name(cluster, "");
+        let mut unowned: Vec<Unowned> = listed
+            .into_iter()
+            .filter_map(|c| {
+                let name = c
+                    .names?
+                    .into_iter()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))?;
+                let session = &name[prefix.len()..];
+                (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned { kind: UnownedKind::Container, name })
+            })
+            .collect();
+        unowned.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(unowned)
+    }
+
+    /// Whether an image is present under `reference` (a tag, or a `repo@digest`).
+    pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
+        match self.api().await?.inspect_image(reference).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
+        }
+    }
+
+    /// Makes the image present under `spec.reference` and returns its id. A pull is skipped when the
+    /// reference (at the pinned digest, if any) is already there; a build or an archive load always runs,
+    /// because the reference may name older content and Docker's cache makes the repeat cheap.
+    pub async fn ensure_image(
+        &self,
+        req: &EnsureImage,
+        blob_path: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<String, DockerError> {
+        let spec = &req.spec;
+        match &req.source {
+            ImageSource::Pull => self.pull(spec).await?,
+            ImageSource::Build { context_sha256, dockerfile } => {
+                self.build(spec, context_sha256, dockerfile, &blob_path(context_sha256)).await?
+            }
+            ImageSource::Archive { sha256 } => self.load(spec, sha256, &blob_path(sha256)).await?,
+        }
+        let docker = self.api().await?;
+        match docker.inspect_image(&spec.reference).await {
+            Ok(image) => Ok(image.id.unwrap_or_default()),
+            Err(e) if is_not_found(&e) => match req.source {
+                // `docker load` tags from the archive's own manifest, which may not name this reference.
+                ImageSource::Archive { .. } => Err(DockerError::NotInArchive { reference: spec.reference.clone() }),
+                _ => Err(DockerError::ImageMissing { reference: spec.reference.clone() }),
+            },
+            Err(e) => Err(api(format!("inspecting image {}", spec.reference))(e)),
+        }
+    }
+
+    async fn pull(&self, spec: &ImageSpec) -> Result<(), DockerError> {
+        let docker = self.api().await?;
+        let reference = &spec.reference;
+        let (repo, tag) = split_reference(reference);
+        match docker.inspect_image(reference).await {
+            Ok(image) => {
+                let pinned = spec.digest.as_ref().is_none_or(|digest| {
+                    image.repo_digests.unwrap_or_default().iter().any(|d| d.ends_with(&format!("@{digest}")))
+                });
+                if pinned {
+                    return Ok(());
+                }
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(format!("inspecting image {reference}"))(e)),
+        }
+        // With a pinned digest, pull exactly that content, then give it the reference's tag, so that a
+        // moved tag in the registry cannot change what runs.
+        let wanted = spec.digest.as_deref().unwrap_or(tag);
+        let options = CreateImageOptionsBuilder::default().from_image(repo).tag(wanted).build();
+        let mut progress = docker.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            item.map_err(|e| DockerError::Pull { reference: reference.clone(), message: message_of(&e) })?;
+        }
+        if let Some(digest) = &spec.digest {
+            let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+            docker
+                .tag_image(&format!("{repo}@{digest}"), Some(options))
+                .await
+                .map_err(api(format!("tagging {repo}@{digest} as {reference}")))?;
+        }
+        Ok(())
+    }
+
+    async fn build(&self, spec: &ImageSpec, sha256: &str, dockerfile: &str, blob: &Path) -> Result<(), DockerError> {
+        let docker = self.api().await?;
+        let reference = &spec.reference;
+        let context = self.open_blob(spec, sha256, blob).await?;
+        // `forcerm`: a failed step must not leave its intermediate container (and the image under it)
+        // behind on the node.
+        let options =
+            BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(reference).rm(true).forcerm(true).build();
+        let body = bollard::body_try_stream(read_chunks(context));
+        let mut output = docker.build_image(options, None, Some(body));
+        let mut log: VecDeque<String> = VecDeque::with_capacity(BUILD_LOG_TAIL);
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    for line in info.stream.iter().flat_map(|s| s.lines()).filter(|l| !l.trim().is_empty()) {
+                        if log.len() == BUILD_LOG_TAIL {
+                            log.pop_front();
+                        }
+                        log.push_back(line.to_string());
+                    }
+                }
+                Err(e) => {
+                    return Err(DockerError::Build {
+                        reference: reference.clone(),
+                        message: message_of(&e),
+                        log: log.into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, spec: &ImageSpec, sha256: &str, blob: &Path) -> Result<(), DockerError> {
+        let docker = self.api().await?;
+        let archive = self.open_blob(spec, sha256, blob).await?;
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut output = docker.import_image_stream(options, read_chunks(archive), None);
+        while let Some(item) = output.next().await {
+            item.map_err(|e| DockerError::Load { reference: spec.reference.clone(), message: message_of(&e) })?;
+        }
+        Ok(())
+    }
+
+    async fn open_blob(&self, spec: &ImageSpec, sha256: &str, path: &Path) -> Result<tokio::fs::File, DockerError> {
+        tokio::fs::File::open(path).await.map_err(|source| DockerError::Blob {
+            reference: spec.reference.clone(),
+            sha256: sha256.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Creates and starts the session's container, replacing an owned container of the same name and
+    /// refusing ([`DockerError::NotOwned`]) one that is not bai's. The image must be on the node.
+    pub async fn create_session(
+        &self,
+        req: &CreateSession,
+        vfolder_path: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<(), DockerError> {
+        let docker = self.api().await?;
+        let container = checked_name(&req.cluster, &req.name)?;
+        let spec = &req.spec;
+
+        // Everything that can be refused is checked before the old container goes away.
+        if let Some(existing) = self.inspect_container(&container).await?
+            && !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), &req.cluster, &req.name)
+        {
+            return Err(DockerError::NotOwned { container, cluster: req.cluster.clone() });
+        }
+        let image = match docker.inspect_image(&spec.image_ref).await {
+            Ok(image) => image,
+            Err(e) if is_not_found(&e) => return Err(DockerError::ImageMissing { reference: spec.image_ref.clone() }),
+            Err(e) => return Err(api(format!("inspecting image {}", spec.image_ref))(e)),
+        };
+        let image_path = image
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|e| e.strip_prefix("PATH=").map(str::to_string));
+        let env = session_env(req, image_path.as_deref())
+            .map_err(|reason| DockerError::Invalid { container: container.clone(), reason })?;
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let host = vfolder_path(&m.vfolder);
+                let host = host.to_str().filter(|h| !h.contains(':')).ok_or_else(|| DockerError::Invalid {
+                    container: container.clone(),
+                    reason: format!("vfolder {} has a host path Docker cannot bind: {}", m.vfolder, host.display()),
+                })?;
+                if m.destination.contains(':') {
+                    return Err(DockerError::Invalid {
+                        container: container.clone(),
+                        reason: format!("mount destination {} contains ':'", m.destination),
+                    });
+                }
+                Ok(format!("{host}:{}{}", m.destination, if m.readonly { ":ro" } else { "" }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let memory = match spec.resources.memory {
+            Some(bytes) => Some(i64::try_from(bytes).map_err(|_| DockerError::Invalid {
+                container: container.clone(),
+                reason: format!("memory limit {bytes} is larger than Docker accepts"),
+            })?),
+            None => None,
+        };
+        let gpus = spec.resources.gpus;
+        let host_config = HostConfig {
+            binds: Some(binds),
+            nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
+            memory,
+            device_requests: (gpus > 0).then(|| {
+                vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    count: Some(i64::from(gpus)),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
+            restart_policy: Some(RestartPolicy { name: Some(restart_policy(spec.restart)), maximum_retry_count: None }),
+            ..Default::default()
+        };
+        // Serializing the spec cannot fail (plain data, string map keys); were it ever empty, `sessions`
+        // would read the label as "no spec" rather than fail.
+        let labels = HashMap::from([
+            (labels::CLUSTER.to_string(), req.cluster.clone()),
+            (labels::NODE.to_string(), req.node.clone()),
+            (labels::SESSION.to_string(), req.name.clone()),
+            (labels::SPEC_HASH.to_string(), req.spec_hash.clone()),
+            (labels::SPEC.to_string(), serde_json::to_string(spec).unwrap_or_default()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image_ref.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(env),
+            working_dir: Some(WORK_DIR.into()),
+            labels: Some(labels),
+            // Exposed, never published: health checks reach the container's own address from the node.
+            exposed_ports: (!spec.ports.is_empty()).then(|| spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+
+        // Replace: the owned container checked above goes only now that the new one is fully described.
+        self.remove_session(&req.cluster, &req.name).await?;
+        let options = CreateContainerOptionsBuilder::default().name(&container).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(api(format!("creating container {container}")))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            // A created-but-never-started container would look like a session with the right spec; take it
+            // away so that the next plan creates it again. Best effort: the start error is what matters.
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&created.id, Some(force)).await;
+            return Err(api(format!("starting container {container}"))(e));
+        }
+        Ok(())
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after a grace period) and removes the session's container. `Ok(false)`
+    /// when there is none; [`DockerError::NotOwned`] when the name is held by a container that is not bai's
+    /// for this cluster.
+    pub async fn remove_session(&self, cluster: &str, name: &str) -> Result<bool, DockerError> {
+        let docker = self.api().await?;
+        let container = checked_name(cluster, name)?;
+        let Some(existing) = self.inspect_container(&container).await? else { return Ok(false) };
+        if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
+        let Some(id) = existing.id else { return Ok(false) };
+        let stop = StopContainerOptionsBuilder::default().t(STOP_GRACE_S).build();
+        match docker.stop_container(&id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(api(format!("stopping container {container}"))(e)),
+        }
+        // Forced, because a container with a restart policy may already be starting again.
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(&id, Some(remove)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("removing container {container}"))(e)),
+        }
+    }
+
+    /// The state of one managed container: its state, its exit code once it has stopped, and its IP on
+    /// the default bridge (or its first network) while it has one. `None` when there is no container.
+    pub async fn session_state(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<(ContainerState, Option<i64>, Option<String>)>, DockerError> {
+        let container = checked_name(cluster, name)?;
+        let Some(inspect) = self.inspect_container(&container).await? else { return Ok(None) };
+        if !owned(inspect.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        let (state, code) = inspect.state.map_or((ContainerState::Created, None), |s| {
+            (s.status.map_or(ContainerState::Created, |st| container_state(st.as_ref())), s.exit_code)
+        });
+        let exit_code = matches!(state, ContainerState::Exited | ContainerState::Dead).then_some(code).flatten();
+        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let ip_of = |net: &bollard::models::EndpointSettings| net.ip_address.clone().filter(|ip| !ip.is_empty());
+        let mut others: Vec<_> = networks.iter().filter(|(k, _)| k.as_str() != "bridge").collect();
+        others.sort_by(|a, b| a.0.cmp(b.0));
+        let ip = networks.get("bridge").and_then(ip_of).or_else(|| others.into_iter().find_map(|(_, n)| ip_of(n)));
+        Ok(Some((state, exit_code, ip)))
+    }
+
+    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {
+        match self.api().await?.inspect_container(container, None).await {
+            Ok(inspect) => Ok(Some(inspect)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting container {container}"))(e)),
+        }
+    }
+}
+
+/// Whether a container's labels make it bai's session `session` of `cluster`.
+fn owned(labels: Option<&HashMap<String, String>>, cluster: &str, session: &str) -> bool {
+    labels.is_some_and(|l| {
+        l.get(labels::CLUSTER).is_some_and(|c| c == cluster) && l.get(labels::SESSION).is_some_and(|s| s == session)
+    })
+}
+
+/// The container name of a session, after checking that both parts are plain names: they are spliced
+/// into API paths, where a `/` or `?` would address something else entirely.
+fn checked_name(cluster: &str, session: &str) -> Result<String, DockerError> {
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let container = container_name(cluster, session);
+    if plain(cluster) && plain(session) {
+        Ok(container)
+    } else {
+        Err(DockerError::Invalid { container, reason: "cluster and session names may hold only [A-Za-z0-9._-]".into() })
+    }
+}
+
+/// Docker's state words, mapped onto what the snapshot knows. `removing` is on its way to gone;
+/// `stopping` still runs.
+fn container_state(status: &str) -> ContainerState {
+    match status {
+        "running" | "stopping" => ContainerState::Running,
+        "restarting" => ContainerState::Restarting,
+        "paused" => ContainerState::Paused,
+        "exited" => ContainerState::Exited,
+        "dead" | "removing" => ContainerState::Dead,
+        _ => ContainerState::Created,
+    }
+}
+
+fn restart_policy(restart: Restart) -> RestartPolicyNameEnum {
+    match restart {
+        Restart::No => RestartPolicyNameEnum::NO,
+        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        Restart::Always => RestartPolicyNameEnum::ALWAYS,
+        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+    }
+}
+
+/// The container's environment: literal values, secret values by variable name, and `PATH` with
+/// `/home/work/.local/bin` first and then the image's own `PATH`. Errors name variables, never values.
+fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<String>, String> {
+    let mut env = Vec::with_capacity(req.spec.env.len() + 1);
+    for (name, value) in &req.spec.env {
+        if name == "PATH" {
+            return Err(format!(
+                "sets PATH, which bai composes itself ({WORK_DIR}/.local/bin, then the image's PATH); \
+                 put programs in {WORK_DIR}/.local/bin instead"
+            ));
+        }
+        let value = match value {
+            EnvSpec::Value(v) => v,
+            EnvSpec::FromEnv(_) | EnvSpec::FromFile(_) => req
+                .secrets
+                .get(name)
+                .ok_or_else(|| format!("the value of secret variable {name} was not sent with the request"))?,
+        };
+        env.push(format!("{name}={value}"));
+    }
+    env.push(format!("PATH={WORK_DIR}/.local/bin:{}", image_path.unwrap_or(DEFAULT_PATH)));
+    Ok(env)
+}
+
+/// Splits an image reference into the repository and the tag (or `sha256:` digest) the engine's pull
+/// endpoint wants, the way the Docker CLI does: no tag means `latest`, never "every tag".
+fn split_reference(reference: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = reference.split_once('@') {
+        return (repo, digest);
+    }
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].rfind(':') {
+        Some(i) => (&reference[..name_start + i], &reference[name_start + i + 1..]),
+        None => (reference, "latest"),
+    }
+}
+
+/// The engine's own words for a failure, without bollard's wrapping.
+fn message_of(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerStreamError { error } => error.trim().to_string(),
+        BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A file as a stream of chunks. Generic over the chunk type so that bollard's `Bytes` is inferred at
+/// the call site without a direct dependency on the `bytes` crate.
+fn read_chunks<B: From<Vec<u8>>>(file: tokio::fs::File) -> impl Stream<Item = Result<B, std::io::Error>> {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(B::from(buf)), Some(file)))
+            }
+            // Yield the error, then end the stream.
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::spec::{ResourceSpec, SessionSpec};
+
+    #[test]
+    fn references_split_like_the_docker_cli() {
+        assert_eq!(split_reference("ubuntu"), ("ubuntu", "latest"));
+        assert_eq!(split_reference("ubuntu:24.04"), ("ubuntu", "24.04"));
+        assert_eq!(split_reference("localhost:5000/team/img"), ("localhost:5000/team/img", "latest"));
+        assert_eq!(split_reference("localhost:5000/team/img:2"), ("localhost:5000/team/img", "2"));
+        assert_eq!(split_reference("cr.io/a/b@sha256:abc"), ("cr.io/a/b", "sha256:abc"));
+    }
+
+    fn request(env: BTreeMap<String, EnvSpec>, secrets: BTreeMap<String, String>) -> CreateSession {
+        CreateSession {
+            cluster: "lab".into(),
+            node: "n1".into(),
+            name: "train".into(),
+            spec: SessionSpec {
+                image: "img".into(),
+                image_ref: "img:1".into(),
+                image_digest: None,
+                node: "n1".into(),
+                command: vec![],
+                env,
+                mounts: vec![],
+                resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+                ports: BTreeMap::new(),
+                restart: Restart::No,
+            },
+            spec_hash: "h".into(),
+            vfolder_root: "/v".into(),
+            secrets,
+        }
+    }
+
+    #[test]
+    fn env_holds_values_secrets_and_a_path_led_by_local_bin() {
+        let env = BTreeMap::from([
+            ("A".into(), EnvSpec::Value("1".into())),
+            ("TOKEN".into(), EnvSpec::FromEnv("HF_TOKEN".into())),
+        ]);
+        let req = request(env, BTreeMap::from([("TOKEN".into(), "s3cret".into())]));
+        assert_eq!(
+            session_env(&req, Some("/opt/conda/bin:/bin")).as_deref(),
+            Ok(
+                &["A=1".to_string(), "TOKEN=s3cret".into(), "PATH=/home/work/.local/bin:/opt/conda/bin:/bin".into()][..]
+            )
+        );
+        assert_eq!(
+            session_env(&request(BTreeMap::new(), BTreeMap::new()), None).as_deref(),
+            Ok(&[format!("PATH=/home/work/.local/bin:{DEFAULT_PATH}")][..])
+        );
+    }
+
+    #[test]
+    fn env_errors_name_variables_never_values() {
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::FromFile("/secret".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("TOKEN"), "{err}");
+        let env = BTreeMap::from([("PATH".into(), EnvSpec::Value("/evil".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("PATH") && !err.contains("/evil"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked_before_reaching_api_paths() {
+        assert_eq!(checked_name("lab", "train").ok().as_deref(), Some("bai.lab.train"));
+        assert!(checked_name("lab", "../x").is_err());
+        assert!(checked_name("lab", "a?b").is_err());
+        assert!(checked_name("", "x").is_err());
+    }
+
+    #[test]
+    fn ownership_needs_both_labels() {
+        let l =
+            |c: &str, s: &str| HashMap::from([(labels::CLUSTER.into(), c.into()), (labels::SESSION.into(), s.into())]);
+        assert!(owned(Some(&l("lab", "x")), "lab", "x"));
+        assert!(!owned(Some(&l("other", "x")), "lab", "x"));
+        assert!(!owned(Some(&l("lab", "y")), "lab", "x"));
+        assert!(!owned(None, "lab", "x"));
+        let refused: RpcError = DockerError::NotOwned { container: "bai.lab.x".into(), cluster: "lab".into() }.into();
+        assert_eq!(refused.kind, ErrorKind::Refused);
+    }
+}

@@ -1,0 +1,11 @@
+//! The node agent (`bai agent`): a JSON-lines RPC server on stdin/stdout that observes and changes what
+//! bai owns on one node — Docker images and containers, vfolder directories — and reports the node's
+//! inventory. It depends only on [`crate::protocol`] and the state types; it never reads a lab file.
+
+pub mod docker;
+pub mod home;
+pub mod inventory;
+pub mod lease;
+pub mod records;
+pub mod serve;
+pub mod vfolder;

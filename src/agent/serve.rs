@@ -1,0 +1,302 @@
+//! The agent's RPC loop: one JSON request per line in, one response per line out, in order.
+//!
+//! Nothing but responses may reach stdout. Methods that change the node need the apply lease, taken by
+//! `hello` with `lease: true`; `observe`, `inventory` and `ping` do not, so `bai status` and `bai watch`
+//! never wait for an apply.
+
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::agent::docker::Engine;
+use crate::agent::home::{Home, is_safe_component};
+use crate::agent::lease::{self, Lease};
+use crate::agent::records::{self, ClusterRecord, ImageRecord};
+use crate::agent::{inventory, vfolder};
+use crate::protocol::*;
+use crate::state::snapshot::{AgentInfo, ImageSnapshot, NodeSnapshot};
+
+struct Agent {
+    home: Home,
+    engine: Option<Engine>,
+    hello: Option<Hello>,
+    lease: Option<Lease>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn bad(message: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorKind::BadRequest, message)
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Failed, format!("cannot encode the reply: {e}")))
+}
+
+/// Serves requests until the controller closes the connection.
+pub async fn serve<R, W>(reader: R, mut writer: W, home: Home) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut lines = BufReader::new(reader).lines();
+    let mut agent = Agent { home, engine: None, hello: None, lease: None };
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let id = request.id;
+                match agent.handle(request.method).await {
+                    Ok(result) => Response { id, result: Some(result), error: None },
+                    Err(error) => Response { id, result: None, error: Some(error) },
+                }
+            }
+            Err(e) => {
+                // Echo the id when the line had one, so the controller can match the refusal.
+                let id = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+                    .unwrap_or(0);
+                Response { id, result: None, error: Some(bad(format!("not a request this agent understands: {e}"))) }
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        writer.write_all(&out).await?;
+        writer.flush().await?;
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn engine(&mut self) -> Result<&Engine, RpcError> {
+        if self.engine.is_none() {
+            self.engine = Some(Engine::connect().map_err(RpcError::from)?);
+        }
+        self.engine.as_ref().ok_or_else(|| RpcError::new(ErrorKind::Failed, "Docker is not reachable"))
+    }
+
+    /// The cluster of this connection, checked against the request's; mutations also need the lease.
+    fn cluster(&self, asked: &str, mutating: bool) -> Result<String, RpcError> {
+        let hello = self.hello.as_ref().ok_or_else(|| bad("say `hello` first"))?;
+        if hello.cluster != asked {
+            return Err(bad(format!("this connection is for cluster `{}`, not `{asked}`", hello.cluster)));
+        }
+        if mutating && self.lease.is_none() {
+            return Err(RpcError::new(ErrorKind::NoLease, "changing a node needs the apply lease (hello with lease)"));
+        }
+        if !is_safe_component(asked) {
+            return Err(bad(format!("`{asked}` is not a cluster name")));
+        }
+        Ok(asked.to_string())
+    }
+
+    async fn handle(&mut self, method: Method) -> Result<serde_json::Value, RpcError> {
+        match method {
+            Method::Hello(h) => self.hello(h),
+            Method::Ping => {
+                let (uptime_s, load1) = inventory::uptime_and_load();
+                to_value(&Pong { uptime_s, load1, gpus: inventory::gpus().0.len() })
+            }
+            Method::Inventory => {
+                let version = match self.engine() {
+                    Ok(engine) => engine.version().await.ok(),
+                    Err(_) => None,
+                };
+                to_value(&inventory::inventory(version))
+            }
+            Method::Observe(o) => self.observe(o).await,
+            Method::PutBlob(b) => self.put_blob(b),
+            Method::EnsureImage(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let home = self.home.clone();
+                let id =
+                    self.engine()?.ensure_image(&req, &|sha: &str| home.blob(sha)).await.map_err(RpcError::from)?;
+                let dir = self.home.cluster_state(&cluster);
+                let mut record = records::load(&dir)?.unwrap_or_default();
+                record.images.insert(
+                    req.name.clone(),
+                    ImageRecord {
+                        reference: req.spec.reference.clone(),
+                        source: req.spec.source,
+                        digest: req.spec.digest.clone(),
+                        spec_hash: req.spec_hash.clone(),
+                        id: id.clone(),
+                    },
+                );
+                records::save(&dir, &record)?;
+                Ok(serde_json::json!({ "id": id }))
+            }
+            Method::RemoveImage(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let dir = self.home.cluster_state(&cluster);
+                let mut record = records::load(&dir)?.unwrap_or_default();
+                // The image stays in Docker's cache: other clusters or users may run it. bai forgets it.
+                let removed = record.images.remove(&req.name).is_some();
+                records::save(&dir, &record)?;
+                Ok(serde_json::json!({ "removed": removed }))
+            }
+            Method::EnsureVfolder(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let root = self.home.expand(&req.vfolder_root);
+                vfolder::ensure(&root, &cluster, &req.name, req.permission, req.quota)?;
+                Ok(serde_json::json!({}))
+            }
+            Method::RemoveVfolder(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let root = self.home.expand(&req.vfolder_root);
+                to_value(&vfolder::remove(&root, &cluster, &req.name, req.allow_data_loss, now_unix())?)
+            }
+            Method::SetLabels(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let dir = self.home.cluster_state(&cluster);
+                let mut record = records::load(&dir)?.unwrap_or_default();
+                record.labels = req.labels;
+                records::save(&dir, &record)?;
+                Ok(serde_json::json!({}))
+            }
+            Method::CreateSession(req) => {
+                self.cluster(&req.cluster, true)?;
+                let root = self.home.expand(&req.vfolder_root);
+                self.engine()?
+                    .create_session(&req, &|name: &str| vfolder::path_of(&root, name))
+                    .await
+                    .map_err(RpcError::from)?;
+                Ok(serde_json::json!({}))
+            }
+            Method::RemoveSession(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let removed = self.engine()?.remove_session(&cluster, &req.name).await.map_err(RpcError::from)?;
+                Ok(serde_json::json!({ "removed": removed }))
+            }
+            Method::SessionHealth(req) => {
+                let cluster = self.cluster(&req.cluster, false)?;
+                let state = self.engine()?.session_state(&cluster, &req.name).await.map_err(RpcError::from)?;
+                Ok(match state {
+                    None => serde_json::json!({ "state": "missing" }),
+                    Some((state, exit_code, ip)) => {
+                        serde_json::json!({ "state": state, "exit_code": exit_code, "ip": ip })
+                    }
+                })
+            }
+            Method::Leave(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                records::forget(&self.home.cluster_state(&cluster))?;
+                Ok(serde_json::json!({}))
+            }
+        }
+    }
+
+    fn hello(&mut self, h: Hello) -> Result<serde_json::Value, RpcError> {
+        if h.protocol != PROTOCOL_VERSION || h.version != BAI_VERSION {
+            return Err(RpcError::new(
+                ErrorKind::VersionMismatch,
+                format!(
+                    "the controller is bai {} (protocol {}) but this agent is bai {BAI_VERSION} (protocol {PROTOCOL_VERSION}); \
+                     the controller installs its own build as the agent: run the same bai on both sides",
+                    h.version, h.protocol
+                ),
+            ));
+        }
+        if !is_safe_component(&h.cluster) {
+            return Err(bad(format!("`{}` is not a cluster name", h.cluster)));
+        }
+        if h.lease && self.lease.is_none() {
+            self.lease = Some(lease::acquire(&self.home.leases(), &h.cluster, &h.node, &h.holder, now_unix())?);
+        }
+        let reply = HelloReply {
+            protocol: PROTOCOL_VERSION,
+            version: BAI_VERSION.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            lease: self.lease.is_some(),
+        };
+        self.hello = Some(h);
+        to_value(&reply)
+    }
+
+    async fn observe(&mut self, o: Observe) -> Result<serde_json::Value, RpcError> {
+        let cluster = self.cluster(&o.cluster, false)?;
+        let root = self.home.expand(&o.vfolder_root);
+        let record: Option<ClusterRecord> = records::load(&self.home.cluster_state(&cluster))?;
+        let (vfolders, _) = vfolder::observe(&root, &cluster)?;
+        let engine = self.engine()?;
+        let sessions = engine.sessions(&cluster).await.map_err(RpcError::from)?;
+        let unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
+        let version = engine.version().await.ok();
+        let mut images = Vec::new();
+        for (name, rec) in record.iter().flat_map(|r| &r.images) {
+            // An image removed behind bai's back is not there any more, whatever the record says.
+            if engine.image_exists(&rec.reference).await.map_err(RpcError::from)? {
+                images.push(ImageSnapshot {
+                    name: name.clone(),
+                    reference: rec.reference.clone(),
+                    source: rec.source,
+                    digest: rec.digest.clone(),
+                    spec_hash: rec.spec_hash.clone(),
+                });
+            }
+        }
+        let snapshot: ObserveReply = NodeSnapshot {
+            name: o.node,
+            agent: record.as_ref().map(|_| AgentInfo { version: BAI_VERSION.to_string() }),
+            labels: record.map(|r| r.labels).unwrap_or_default(),
+            inventory: Some(inventory::inventory(version)),
+            images,
+            vfolders,
+            sessions,
+            unowned,
+        };
+        to_value(&snapshot)
+    }
+
+    fn put_blob(&mut self, b: PutBlob) -> Result<serde_json::Value, RpcError> {
+        if self.lease.is_none() {
+            return Err(RpcError::new(ErrorKind::NoLease, "uploading needs the apply lease"));
+        }
+        if b.sha256.len() != 64 || !b.sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad("a blob is named by its sha256 in hex"));
+        }
+        let dir = self.home.blobs();
+        let done = self.home.blob(&b.sha256);
+        if b.offset == 0 && done.is_file() {
+            return Ok(serde_json::json!({ "complete": true }));
+        }
+        let fail = |what: &str, e: std::io::Error| RpcError::new(ErrorKind::Failed, format!("cannot {what} blob: {e}"));
+        std::fs::create_dir_all(&dir).map_err(|e| fail("store", e))?;
+        let partial = dir.join(format!("{}.partial", b.sha256));
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(b.data.as_bytes())
+            .map_err(|e| bad(format!("chunk is not base64: {e}")))?;
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(|e| fail("store", e))?;
+        let len = file.metadata().map_err(|e| fail("store", e))?.len();
+        if b.offset == 0 && len > 0 {
+            file.set_len(0).map_err(|e| fail("store", e))?;
+        } else if len != b.offset {
+            return Err(bad(format!("chunk at offset {} but {len} bytes are stored", b.offset)));
+        }
+        file.write_all(&data).map_err(|e| fail("store", e))?;
+        drop(file);
+        if !b.last {
+            return Ok(serde_json::json!({ "complete": false }));
+        }
+        let bytes = std::fs::read(&partial).map_err(|e| fail("read", e))?;
+        let actual = crate::state::spec::hex_digest(&Sha256::digest(&bytes));
+        if actual != b.sha256 {
+            let _ = std::fs::remove_file(&partial);
+            return Err(RpcError::new(
+                ErrorKind::Failed,
+                format!("upload corrupted: expected sha256 {}, got {actual}", b.sha256),
+            ));
+        }
+        std::fs::rename(&partial, &done).map_err(|e| fail("store", e))?;
+        Ok(serde_json::json!({ "complete": true }))
+    }
+}

@@ -1,0 +1,23 @@
+//! `bai agent` (hidden): the node agent, serving the RPC on stdin/stdout until the controller hangs up.
+
+use bai::agent::home::Home;
+use bai::agent::serve::serve;
+
+use crate::commands::Outcome;
+
+pub fn run() -> Outcome {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bai agent: cannot start: {e}");
+            return Outcome::Failed;
+        }
+    };
+    match runtime.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), Home::from_env())) {
+        Ok(()) => Outcome::Ok,
+        Err(e) => {
+            eprintln!("bai agent: {e}");
+            Outcome::Failed
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `bai apply FILE` (and `bai destroy FILE`): observe every selected node, plan, show the plan, confirm,
+//! execute, report. Destroy is the same walk towards an empty lab.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+
+use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::graph::{ResourceGraph, build_graph};
+use bai::plan::{Plan, diff, render_text};
+use bai::state::ClusterState;
+
+use crate::cli::{ApplyArgs, ConnectArgs, DestroyArgs};
+use crate::commands::remote::{self, Reached};
+use crate::commands::{Outcome, Printer, check};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Apply,
+    Destroy,
+}
+
+pub fn run(args: &ApplyArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    converge(&args.file, &args.connect, args.yes, args.allow_data_loss, Goal::Apply, cluster, printer)
+}
+
+pub fn run_destroy(args: &DestroyArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    converge(&args.file, &args.connect, args.yes, args.allow_data_loss, Goal::Destroy, cluster, printer)
+}
+
+fn converge(
+    file: &std::path::Path,
+    connect: &ConnectArgs,
+    yes: bool,
+    allow_data_loss: bool,
+    goal: Goal,
+    cluster: Option<&str>,
+    printer: &Printer,
+) -> Outcome {
+    let lab = check(file, cluster);
+    printer.diagnostics(&lab.problems, &lab.loaded.sources);
+    if lab.has_errors() {
+        return Outcome::Failed;
+    }
+    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let clusters = &lab.config().clusters;
+    // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
+    let mut reached: Vec<Reached> = Vec::new();
+    let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
+    for c in clusters {
+        let r = runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel));
+        remote::print_failures(&r.failures);
+        let observed = r.observed(c);
+        let desired = match goal {
+            Goal::Apply => ClusterState::desired(c).restrict(&r.reachable()),
+            Goal::Destroy => ClusterState::empty(c.name.value.clone()),
+        };
+        let graph = match goal {
+            Goal::Apply => build_graph(c),
+            Goal::Destroy => ResourceGraph::default(),
+        };
+        prepared.push((desired, observed, graph));
+        reached.push(r);
+    }
+    let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
+    let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
+    let plan = diff(&triples);
+    printer.stdout(&render_text(&plan));
+    if plan.summary().is_empty() {
+        return if unreachable > 0 { Outcome::Failed } else { Outcome::Ok };
+    }
+    if !yes && !confirm(goal) {
+        return Outcome::Failed;
+    }
+    let mut results: Vec<ChangeResult> = Vec::new();
+    for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
+        let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
+        let input = Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel };
+        let report = |result: &ChangeResult| {
+            let (mark, detail) = match &result.outcome {
+                ChangeOutcome::Done(d) => ("ok  ", d.as_str()),
+                ChangeOutcome::Failed(d) => ("FAIL", d.as_str()),
+                ChangeOutcome::Skipped(d) => ("skip", d.as_str()),
+            };
+            let node = result.change.node.as_deref().unwrap_or("-");
+            let line = format!(
+                "{mark} {node}: {} {} — {detail} ({:.1}s)\n",
+                result.change.action.sign(),
+                result.change.id,
+                result.elapsed.as_secs_f64()
+            );
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        };
+        results.extend(runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report)));
+    }
+    let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
+    print_report(&plan, &results, &failures);
+    let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
+    if failed || !failures.is_empty() { Outcome::Failed } else { Outcome::Ok }
+}
+
+fn confirm(goal: Goal) -> bool {
+    let verb = match goal {
+        Goal::Apply => "apply",
+        Goal::Destroy => "destroy",
+    };
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: refusing to {verb} without confirmation: there is no terminal to ask; pass --yes to go ahead"
+        );
+        return false;
+    }
+    eprint!("Do you want to {verb} these changes? Only `yes` is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != "yes" {
+        eprintln!("{verb} cancelled");
+        return false;
+    }
+    true
+}
+
+/// The end report: changes by outcome, then nodes as succeeded, failed, skipped or unreachable.
+fn print_report(plan: &Plan, results: &[ChangeResult], unreachable: &[bai::fleet::NodeFailure]) {
+    let count = |f: fn(&ChangeOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    let done = count(|o| matches!(o, ChangeOutcome::Done(_)));
+    let failed = count(|o| matches!(o, ChangeOutcome::Failed(_)));
+    let skipped = count(|o| matches!(o, ChangeOutcome::Skipped(_)));
+    let mut nodes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for r in results {
+        let entry = nodes.entry(r.change.node.clone().unwrap_or_default()).or_default();
+        match r.outcome {
+            ChangeOutcome::Done(_) => entry.0 += 1,
+            ChangeOutcome::Failed(_) => entry.1 += 1,
+            ChangeOutcome::Skipped(_) => entry.2 += 1,
+        }
+    }
+    let pick = |f: &dyn Fn(&(usize, usize, usize)) -> bool| -> Vec<String> {
+        nodes.iter().filter(|(_, c)| f(c)).map(|(n, _)| n.clone()).collect()
+    };
+    let succeeded = pick(&|c| c.1 == 0 && c.2 == 0);
+    let failed_nodes = pick(&|c| c.1 > 0);
+    let skipped_nodes = pick(&|c| c.1 == 0 && c.2 > 0);
+    let unreachable: Vec<String> = unreachable.iter().map(|f| f.node.clone()).collect();
+    let list = |v: &[String]| if v.is_empty() { String::new() } else { format!(" ({})", v.join(", ")) };
+    eprintln!("\nApplied {done} of {} changes: {failed} failed, {skipped} skipped.", plan.changes.len());
+    eprintln!(
+        "Nodes: {} succeeded{}, {} failed{}, {} skipped{}, {} unreachable{}.",
+        succeeded.len(),
+        list(&succeeded),
+        failed_nodes.len(),
+        list(&failed_nodes),
+        skipped_nodes.len(),
+        list(&skipped_nodes),
+        unreachable.len(),
+        list(&unreachable)
+    );
+    for r in results {
+        if let ChangeOutcome::Failed(why) = &r.outcome {
+            eprintln!("  failed: {} on `{}`: {why}", r.change.id, r.change.node.as_deref().unwrap_or("-"));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! What `apply`, `destroy` and `status` share: reaching the selected nodes of a cluster in parallel and
+//! observing them, with a failure per node rather than for the whole run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bai::fleet::{self, ConnectOptions, NodeConn, NodeFailure, select};
+use bai::model::{Cluster, NodeName};
+use bai::state::ClusterState;
+use bai::state::snapshot::{ClusterSnapshot, NodeSnapshot, Snapshot};
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+
+/// The reachable nodes of one cluster, their observed state, and the ones that failed.
+pub struct Reached {
+    pub conns: BTreeMap<String, NodeConn>,
+    pub snapshots: Vec<NodeSnapshot>,
+    pub failures: Vec<NodeFailure>,
+}
+
+impl Reached {
+    pub fn reachable(&self) -> BTreeSet<NodeName> {
+        self.conns.keys().map(|n| NodeName(n.clone())).collect()
+    }
+
+    pub fn observed(&self, cluster: &Cluster) -> ClusterState {
+        let snapshot = Snapshot {
+            format_version: bai::state::snapshot::FORMAT_VERSION,
+            clusters: vec![ClusterSnapshot { name: cluster.name.value.to_string(), nodes: self.snapshots.clone() }],
+        };
+        ClusterState::from_snapshot(&snapshot)
+            .remove(&cluster.name.value)
+            .unwrap_or_else(|| ClusterState::empty(cluster.name.value.clone()))
+    }
+}
+
+/// Connects to every selected node (at most `parallel` at once) and observes it.
+pub async fn reach(
+    cluster: &Cluster,
+    selectors: &[String],
+    options: &ConnectOptions,
+    lease: bool,
+    parallel: usize,
+) -> Reached {
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let work = cluster.nodes.iter().filter(|n| select::selected(n, selectors)).map(|node| {
+        let gate = gate.clone();
+        async move {
+            let _permit = gate.acquire_owned().await.ok();
+            let mut conn = fleet::open(cluster, node, options, lease).await?;
+            let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await?;
+            Ok::<_, NodeFailure>((conn, snapshot))
+        }
+    });
+    let mut reached = Reached { conns: BTreeMap::new(), snapshots: Vec::new(), failures: Vec::new() };
+    for result in join_all(work).await {
+        match result {
+            Ok((conn, snapshot)) => {
+                reached.snapshots.push(snapshot);
+                reached.conns.insert(conn.node.clone(), conn);
+            }
+            Err(failure) => reached.failures.push(failure),
+        }
+    }
+    reached
+}
+
+/// Prints node failures as people read them.
+pub fn print_failures(failures: &[NodeFailure]) {
+    for f in failures {
+        let what = if f.unreachable { "unreachable" } else { "refused" };
+        eprintln!("error: node `{}` {what}: {}", f.node, f.message);
+        if let Some(help) = &f.help {
+            eprintln!("  help: {help}");
+        }
+    }
+}
+
+pub fn options(accept_new_host_keys: bool) -> Result<ConnectOptions, String> {
+    let agent_binary =
+        std::env::current_exe().map_err(|e| format!("cannot find the bai binary to install as agent: {e}"))?;
+    Ok(ConnectOptions { accept_new_host_keys, agent_binary, holder: fleet::holder() })
+}
+
+/// A runtime for the commands that talk to nodes.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}

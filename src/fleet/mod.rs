@@ -1,0 +1,153 @@
+//! The controller's view of a cluster's nodes: selecting them, reaching their agents (locally or over
+//! SSH), observing them in parallel. Failures are data, one per node, so that one bad node never stops
+//! the others.
+
+pub mod context;
+pub mod execute;
+pub mod select;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{Cluster, Node};
+use crate::protocol::{ErrorKind, Method, Observe};
+use crate::state::snapshot::NodeSnapshot;
+use crate::transport::client::{AgentClient, ClientError};
+use crate::transport::ssh::{SshTarget, connect};
+
+/// The vfolder root of a node without `vfolder-root`.
+pub const DEFAULT_VFOLDER_ROOT: &str = "~/.local/share/bai/vfolders";
+
+/// How to reach nodes: flags of the run, and the agent binary to install.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub accept_new_host_keys: bool,
+    /// The bai binary to run as the agent: this very program.
+    pub agent_binary: PathBuf,
+    /// `user@host pid N`, shown to a second controller refused the lease.
+    pub holder: String,
+}
+
+/// Why a node could not be worked on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFailure {
+    pub node: String,
+    pub unreachable: bool,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl NodeFailure {
+    fn unreachable(node: &str, message: String, help: Option<String>) -> Self {
+        NodeFailure { node: node.to_string(), unreachable: true, message, help }
+    }
+}
+
+/// An agent session on one node.
+pub struct NodeConn {
+    pub node: String,
+    pub client: AgentClient,
+    pub vfolder_root: String,
+}
+
+pub fn vfolder_root(node: &Node) -> String {
+    node.vfolder_root.as_ref().map_or_else(|| DEFAULT_VFOLDER_ROOT.to_string(), |r| r.value.clone())
+}
+
+fn expand_tilde(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Where and how to reach a node over SSH: the node's settings over the cluster's over OpenSSH's defaults.
+pub fn ssh_target(cluster: &Cluster, node: &Node, accept_new_host_keys: bool) -> SshTarget {
+    let pick = |n: &Option<crate::source::Spanned<String>>, c: &Option<crate::source::Spanned<String>>| {
+        n.as_ref().or(c.as_ref()).map(|s| s.value.clone())
+    };
+    let user = pick(&node.ssh.user, &cluster.ssh.user)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".to_string());
+    SshTarget {
+        node: node.name.value.to_string(),
+        host: node.address.as_ref().map_or_else(|| node.name.value.to_string(), |a| a.value.clone()),
+        port: node.ssh.port.as_ref().or(cluster.ssh.port.as_ref()).map_or(22, |p| p.value),
+        user,
+        identity: pick(&node.ssh.identity, &cluster.ssh.identity).map(|p| expand_tilde(&p)),
+        known_hosts: expand_tilde(
+            &pick(&node.ssh.known_hosts, &cluster.ssh.known_hosts).unwrap_or_else(|| "~/.ssh/known_hosts".into()),
+        ),
+        accept_new_host_keys,
+        connect_timeout: node
+            .ssh
+            .connect_timeout
+            .as_ref()
+            .or(cluster.ssh.connect_timeout.as_ref())
+            .map_or(Duration::from_secs(10), |d| d.value),
+    }
+}
+
+/// Reaches the node's agent and shakes hands; with `lease`, takes the cluster's apply lease.
+pub async fn open(
+    cluster: &Cluster,
+    node: &Node,
+    options: &ConnectOptions,
+    lease: bool,
+) -> Result<NodeConn, NodeFailure> {
+    let name = node.name.value.as_str();
+    let stream = if node.is_local() {
+        crate::transport::local::spawn(&options.agent_binary).map_err(|e| {
+            NodeFailure::unreachable(name, format!("node `{name}`: cannot start the local agent: {e}"), None)
+        })?
+    } else {
+        let target = ssh_target(cluster, node, options.accept_new_host_keys);
+        let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
+        let path = session.install_agent(&options.agent_binary).await.map_err(|e| ssh_failure(name, &e))?;
+        // `path` is built from fixed text and a hex hash on our side: no user data reaches the shell.
+        let stream = session.exec_stream(&format!("{path} agent")).await.map_err(|e| ssh_failure(name, &e))?;
+        crate::transport::AgentStream {
+            reader: stream.reader,
+            writer: stream.writer,
+            keepalive: Box::new((stream.keepalive, session)),
+        }
+    };
+    let mut client = AgentClient::new(stream);
+    match client.hello(cluster.name.value.as_str(), name, lease, &options.holder).await {
+        Ok(_) => Ok(NodeConn { node: name.to_string(), client, vfolder_root: vfolder_root(node) }),
+        Err(ClientError::Rpc(e)) if e.kind == ErrorKind::LeaseHeld => Err(NodeFailure {
+            node: name.to_string(),
+            unreachable: false,
+            message: e.message,
+            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
+        }),
+        Err(e) => Err(NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None)),
+    }
+}
+
+fn ssh_failure(node: &str, e: &crate::transport::ssh::SshError) -> NodeFailure {
+    use miette::Diagnostic;
+    NodeFailure::unreachable(node, e.to_string(), e.help().map(|h| h.to_string()))
+}
+
+/// What one node holds for the cluster.
+pub async fn observe(conn: &mut NodeConn, cluster: &str) -> Result<NodeSnapshot, NodeFailure> {
+    let node = conn.node.clone();
+    conn.client
+        .call(Method::Observe(Observe {
+            cluster: cluster.to_string(),
+            node: node.clone(),
+            vfolder_root: conn.vfolder_root.clone(),
+        }))
+        .await
+        .map_err(|e| NodeFailure::unreachable(&node, format!("node `{node}`: observing failed: {e}"), None))
+}
+
+/// `user@host pid N` of this controller.
+pub fn holder() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host} pid {}", std::process::id())
+}

@@ -1,0 +1,306 @@
+//! The agent RPC: JSON lines on the agent's stdin and stdout, one request and one response per line,
+//! ids echoed. Pure data shared by the controller and the agent, versioned by [`PROTOCOL_VERSION`].
+//!
+//! Every session begins with `hello`: the controller states its protocol and bai version, and the agent
+//! refuses a mismatch (one artifact means one version: the controller installs its own binary as the
+//! agent). With `lease: true` the agent also takes the cluster's apply lease on its node, held until
+//! the connection ends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Permission;
+use crate::state::snapshot::{Inventory, NodeSnapshot};
+use crate::state::spec::{ImageSpec, SessionSpec};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// bai's own version; controller and agent must agree on it.
+pub const BAI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub method: Method,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Method {
+    Hello(Hello),
+    Ping,
+    Inventory,
+    Observe(Observe),
+    PutBlob(PutBlob),
+    EnsureImage(EnsureImage),
+    RemoveImage(RemoveImage),
+    EnsureVfolder(EnsureVfolder),
+    RemoveVfolder(RemoveVfolder),
+    SetLabels(SetLabels),
+    CreateSession(Box<CreateSession>),
+    RemoveSession(RemoveSession),
+    SessionHealth(SessionHealth),
+    /// Forget the cluster on this node (after everything of it was removed).
+    Leave(Leave),
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Hello(_) => "hello",
+            Method::Ping => "ping",
+            Method::Inventory => "inventory",
+            Method::Observe(_) => "observe",
+            Method::PutBlob(_) => "put_blob",
+            Method::EnsureImage(_) => "ensure_image",
+            Method::RemoveImage(_) => "remove_image",
+            Method::EnsureVfolder(_) => "ensure_vfolder",
+            Method::RemoveVfolder(_) => "remove_vfolder",
+            Method::SetLabels(_) => "set_labels",
+            Method::CreateSession(_) => "create_session",
+            Method::RemoveSession(_) => "remove_session",
+            Method::SessionHealth(_) => "session_health",
+            Method::Leave(_) => "leave",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+/// A failure on the node, with a kind the controller can act on and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was not understood (malformed JSON, unknown method).
+    BadRequest,
+    /// Controller and agent speak different protocols or are different bai versions.
+    VersionMismatch,
+    /// Another controller holds the cluster's apply lease on this node.
+    LeaseHeld,
+    /// A method that changes the node was called without the lease.
+    NoLease,
+    /// Refused to protect data or what bai does not own.
+    Refused,
+    /// Docker, the file system or NVML failed.
+    Failed,
+}
+
+impl RpcError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RpcError { kind, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub version: String,
+    pub cluster: String,
+    pub node: String,
+    /// Take the cluster's apply lease on this node for as long as this connection lasts.
+    pub lease: bool,
+    /// Who is asking, for the message a second controller gets (`user@host pid 123`).
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub protocol: u32,
+    pub version: String,
+    /// `uname -m` of the node, e.g. `x86_64`.
+    pub arch: String,
+    pub lease: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub uptime_s: u64,
+    pub load1: Option<f64>,
+    pub gpus: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observe {
+    pub cluster: String,
+    pub node: String,
+    /// The node's vfolder root as configured (`~` is the agent user's home).
+    pub vfolder_root: String,
+}
+
+/// The reply to `observe`: what bai owns on the node for the cluster.
+pub type ObserveReply = NodeSnapshot;
+
+/// The reply to `inventory`.
+pub type InventoryReply = Inventory;
+
+/// A chunk of a content-addressed upload (a build context or an image archive). Chunks arrive in order;
+/// the last one makes the agent check the whole blob against `sha256` before it keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PutBlob {
+    pub sha256: String,
+    pub offset: u64,
+    /// Base64 (standard alphabet) of the chunk.
+    pub data: String,
+    pub last: bool,
+}
+
+/// Where an image comes from on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageSource {
+    Pull,
+    /// A tar of the build context, uploaded earlier as a blob.
+    Build {
+        context_sha256: String,
+        dockerfile: String,
+    },
+    /// A `docker save` tarball, uploaded earlier as a blob.
+    Archive {
+        sha256: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsureImage {
+    pub cluster: String,
+    pub name: String,
+    pub spec: ImageSpec,
+    pub spec_hash: String,
+    pub source: ImageSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveImage {
+    pub cluster: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leave {
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsureVfolder {
+    pub cluster: String,
+    pub name: String,
+    pub vfolder_root: String,
+    pub permission: Permission,
+    pub quota: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveVfolder {
+    pub cluster: String,
+    pub name: String,
+    pub vfolder_root: String,
+    /// Without it a vfolder holding data is refused; with it, it is moved aside, never erased.
+    pub allow_data_loss: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetLabels {
+    pub cluster: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateSession {
+    pub cluster: String,
+    pub node: String,
+    pub name: String,
+    pub spec: SessionSpec,
+    pub spec_hash: String,
+    pub vfolder_root: String,
+    /// Values of `from-env`/`from-file` variables, resolved on the controller. Never logged.
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveSession {
+    pub cluster: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionHealth {
+    pub cluster: String,
+    pub name: String,
+}
+
+/// The container name of a session: `bai.<cluster>.<session>`.
+pub fn container_name(cluster: &str, session: &str) -> String {
+    format!("bai.{cluster}.{session}")
+}
+
+/// Labels bai puts on what it owns.
+pub mod labels {
+    pub const CLUSTER: &str = "ai.bai.cluster";
+    pub const NODE: &str = "ai.bai.node";
+    pub const SESSION: &str = "ai.bai.session";
+    pub const SPEC_HASH: &str = "ai.bai.spec-hash";
+    /// The canonical spec JSON, so that a later plan can show field-level reasons.
+    pub const SPEC: &str = "ai.bai.spec";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json_lines() {
+        let req = Request { id: 7, method: Method::Ping };
+        assert_eq!(serde_json::to_string(&req).unwrap_or_default(), r#"{"id":7,"method":"ping"}"#);
+        let back: Request = serde_json::from_str(r#"{"id":7,"method":"ping"}"#).expect("parses");
+        assert_eq!(back, req);
+        let hello = Request {
+            id: 1,
+            method: Method::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                version: BAI_VERSION.into(),
+                cluster: "lab".into(),
+                node: "gpu-01".into(),
+                lease: true,
+                holder: "me@host pid 1".into(),
+            }),
+        };
+        let text = serde_json::to_string(&hello).unwrap_or_default();
+        assert!(text.starts_with(r#"{"id":1,"method":"hello","params":{"protocol":1"#), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).ok(), Some(hello));
+    }
+
+    #[test]
+    fn responses_carry_a_result_or_an_error() {
+        let ok = Response { id: 1, result: Some(serde_json::json!({"x": 1})), error: None };
+        assert_eq!(serde_json::to_string(&ok).unwrap_or_default(), r#"{"id":1,"result":{"x":1}}"#);
+        let err = Response { id: 2, result: None, error: Some(RpcError::new(ErrorKind::LeaseHeld, "held")) };
+        assert_eq!(
+            serde_json::to_string(&err).unwrap_or_default(),
+            r#"{"id":2,"error":{"kind":"lease_held","message":"held"}}"#
+        );
+    }
+}

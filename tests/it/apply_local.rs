@@ -1,0 +1,287 @@
+//! `bai apply`, `status` and `destroy` on a `local=#true` node: the real binary, its agent as a child
+//! process, the machine's real Docker engine and real directories. Each test uses its own cluster name,
+//! vfolder root and agent home, and removes what it created.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::{bai, json, stderr_of, stdout_of};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A throwaway lab on the local node, cleaned up on drop.
+struct LocalLab {
+    dir: tempfile::TempDir,
+    cluster: String,
+}
+
+impl LocalLab {
+    fn new() -> Self {
+        let output = Command::new("docker").arg("info").output();
+        assert!(
+            output.as_ref().is_ok_and(|o| o.status.success()),
+            "these tests need the Docker engine: `docker info` failed ({output:?})"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let img = dir.path().join("img");
+        std::fs::create_dir_all(&img).expect("mkdir");
+        std::fs::copy("/bin/busybox", img.join("busybox"))
+            .expect("busybox-static is installed (scripts/test installs it)");
+        std::fs::write(
+            img.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n",
+        )
+        .expect("write");
+        let lab = LocalLab { dir, cluster };
+        lab.write("GREETING=\"hi\"", "");
+        lab
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("lab.kdl")
+    }
+
+    fn vfolders(&self) -> PathBuf {
+        self.dir.path().join("vfolders")
+    }
+
+    /// Writes the lab; `env` goes into the session, `extra` into the cluster.
+    fn write(&self, env: &str, extra: &str) {
+        let text = format!(
+            r#"cluster "{cluster}" {{
+    node "ws" local=#true {{
+        vfolder-root "{root}"
+        labels role="workstation"
+    }}
+    image "box" ref="bai-it/box:1" {{
+        build context="./img"
+    }}
+    vfolder "data" node="ws" permission="ro"
+    vfolder "ckpt" node="ws" quota="1GiB"
+    session "web-1" image="box" node="ws" {{
+        env {env}
+        mount "data" alias="data" readonly=#true
+        mount "ckpt" alias="checkpoints"
+        command "/bin/busybox" "sleep" "3600"
+        restart "on-failure"
+    }}
+    session "side-job" image="box" node="ws" {{
+        mount "ckpt" alias="ckpt" readonly=#true
+        depends-on "web-1"
+    }}
+    {extra}
+}}
+"#,
+            cluster = self.cluster,
+            root = self.vfolders().display(),
+        );
+        std::fs::write(self.path(), text).expect("write lab");
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        bai()
+            .env("BAI_HOME", self.dir.path().join("agent-home"))
+            .args(args)
+            .arg(self.path())
+            .output()
+            .expect("bai runs")
+    }
+
+    fn container(&self, session: &str) -> String {
+        format!("bai.{}.{session}", self.cluster)
+    }
+
+    fn inspect(&self, session: &str) -> serde_json::Value {
+        let out = Command::new("docker").args(["inspect", &self.container(session)]).output().expect("docker runs");
+        assert!(out.status.success(), "container {} exists: {}", self.container(session), stderr_of(&out));
+        json(&stdout_of(&out))[0].clone()
+    }
+}
+
+impl Drop for LocalLab {
+    fn drop(&mut self) {
+        let filter = format!("label=ai.bai.cluster={}", self.cluster);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = Command::new("docker").args(["rm", "-f", &self.container("stray")]).output();
+    }
+}
+
+fn assert_code(out: &std::process::Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout_of(out), stderr_of(out));
+}
+
+#[test]
+fn apply_creates_everything_and_a_second_apply_changes_nothing() {
+    let lab = LocalLab::new();
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    assert!(stdout_of(&out).contains("Plan: 6 to create"), "{}", stdout_of(&out));
+
+    // The real container, as the session asked.
+    let c = lab.inspect("web-1");
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["ai.bai.cluster"], lab.cluster.as_str());
+    assert_eq!(labels["ai.bai.node"], "ws");
+    assert_eq!(labels["ai.bai.session"], "web-1");
+    assert_eq!(labels["ai.bai.spec-hash"].as_str().map(str::len), Some(64));
+    assert_eq!(c["Config"]["WorkingDir"], "/home/work");
+    let env: Vec<&str> = c["Config"]["Env"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    assert!(env.contains(&"GREETING=hi"), "{env:?}");
+    assert!(env.contains(&"PATH=/home/work/.local/bin:/bin"), "{env:?}");
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["/bin/busybox", "sleep", "3600"]));
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    let binds: Vec<&str> =
+        c["HostConfig"]["Binds"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    let data = format!("{}:/home/work/data:ro", lab.vfolders().join("data").display());
+    let ckpt = format!("{}:/home/work/checkpoints", lab.vfolders().join("ckpt").display());
+    assert!(binds.contains(&data.as_str()) && binds.contains(&ckpt.as_str()), "{binds:?}");
+    assert_eq!(c["State"]["Running"], true);
+    // `ro` is honoured inside the container, and the writable mount is writable.
+    let write = |path: &str| {
+        Command::new("docker")
+            .args(["exec", &lab.container("web-1"), "/bin/busybox", "sh", "-c", &format!("echo x > {path}")])
+            .output()
+            .expect("docker exec")
+            .status
+            .success()
+    };
+    assert!(!write("/home/work/data/f"), "a readonly mount must refuse writes");
+    assert!(write("/home/work/checkpoints/f"));
+    assert!(lab.vfolders().join("ckpt/f").is_file());
+    assert!(lab.vfolders().join("data/.bai-vfolder.json").is_file());
+
+    // Idempotence: nothing to do, by plan against a fresh status and by a second apply.
+    let status = lab.run(&["status", "--format", "json"]);
+    assert_code(&status, 0);
+    let state = lab.dir.path().join("state.json");
+    std::fs::write(&state, stdout_of(&status)).expect("write");
+    let snapshot = json(&stdout_of(&status));
+    assert_eq!(snapshot["clusters"][0]["nodes"][0]["labels"]["role"], "workstation");
+    assert_code(&lab.run(&["plan", "--detailed-exitcode", "--state", state.to_str().expect("utf-8")]), 0);
+    let again = lab.run(&["apply", "--yes"]);
+    assert_code(&again, 0);
+    assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
+}
+
+#[test]
+fn a_changed_session_is_replaced_and_nothing_else_is_touched() {
+    let lab = LocalLab::new();
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    let before = lab.inspect("web-1")["Id"].clone();
+    let side_before = lab.inspect("side-job")["Id"].clone();
+    std::fs::write(lab.vfolders().join("ckpt/keep.txt"), "data").expect("write");
+    lab.write("GREETING=\"hello\"", "");
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    let text = stdout_of(&out);
+    assert!(text.contains("-/+ session:web-1") && text.contains("`env.GREETING`"), "{text}");
+    assert!(text.contains("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete."), "{text}");
+    let after = lab.inspect("web-1");
+    assert_ne!(after["Id"], before, "replaced");
+    assert_eq!(lab.inspect("side-job")["Id"], side_before, "the other session is untouched");
+    assert_eq!(std::fs::read_to_string(lab.vfolders().join("ckpt/keep.txt")).expect("kept"), "data");
+}
+
+#[test]
+fn what_bai_does_not_own_survives_apply_and_destroy() {
+    let lab = LocalLab::new();
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    // A container holding a managed name without bai's labels, and a plain directory in the vfolder root.
+    let stray = Command::new("docker")
+        .args(["run", "-d", "--name", &lab.container("stray"), "bai-it/box:1"])
+        .output()
+        .expect("docker run");
+    assert!(stray.status.success(), "{}", stderr_of(&stray));
+    std::fs::create_dir_all(lab.vfolders().join("mine")).expect("mkdir");
+    std::fs::write(lab.vfolders().join("mine/notes.txt"), "mine").expect("write");
+
+    let status = lab.run(&["status"]);
+    assert!(stdout_of(&status).contains("stray"), "the conflict is reported: {}", stdout_of(&status));
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    // Both vfolders are empty, so destroy removes everything of bai's — and nothing else.
+    assert_code(&lab.run(&["destroy", "--yes"]), 0);
+    assert_eq!(lab.inspect("stray")["State"]["Running"], true, "an unowned container is never touched");
+    assert!(lab.vfolders().join("mine/notes.txt").is_file(), "an unowned directory is never touched");
+}
+
+#[test]
+fn destroy_protects_vfolder_data_unless_allowed() {
+    let lab = LocalLab::new();
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    std::fs::write(lab.vfolders().join("ckpt/model.bin"), "weights").expect("write");
+    let refused = lab.run(&["destroy", "--yes"]);
+    assert_code(&refused, 1);
+    let err = stderr_of(&refused);
+    assert!(err.contains("vfolder `ckpt` holds data") && err.contains("--allow-data-loss"), "{err}");
+    assert!(lab.vfolders().join("ckpt/model.bin").is_file());
+    assert!(!lab.vfolders().join("data").exists(), "the empty vfolder was removed");
+
+    let out = lab.run(&["destroy", "--yes", "--allow-data-loss"]);
+    assert_code(&out, 0);
+    assert!(!lab.vfolders().join("ckpt").exists());
+    let graves: Vec<PathBuf> = std::fs::read_dir(lab.vfolders().join(".bai-tombstones"))
+        .expect("tombstones")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(graves.len(), 1);
+    assert_eq!(std::fs::read_to_string(graves[0].join("model.bin")).expect("kept"), "weights");
+    let gone = Command::new("docker").args(["inspect", &lab.container("web-1")]).output().expect("docker");
+    assert!(!gone.status.success(), "the session container is gone");
+    // Nothing left to destroy.
+    let again = lab.run(&["destroy", "--yes"]);
+    assert_code(&again, 0);
+    assert!(stdout_of(&again).contains("No changes."));
+}
+
+#[test]
+fn apply_without_a_terminal_needs_yes() {
+    let lab = LocalLab::new();
+    let out = lab.run(&["apply"]);
+    assert_code(&out, 1);
+    assert!(stderr_of(&out).contains("pass --yes"), "{}", stderr_of(&out));
+    assert!(
+        Command::new("docker").args(["inspect", &lab.container("web-1")]).output().is_ok_and(|o| !o.status.success())
+    );
+}
+
+/// A lease held by another controller's agent refuses the apply, naming the holder; killing that agent
+/// with SIGKILL frees the lease at once.
+#[test]
+fn a_held_lease_refuses_a_second_apply_until_its_holder_dies() {
+    use std::io::{BufRead, BufReader, Write};
+    let lab = LocalLab::new();
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_bai"))
+        .arg("agent")
+        .env("BAI_HOME", lab.dir.path().join("agent-home"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let hello = format!(
+        r#"{{"id":1,"method":"hello","params":{{"protocol":{},"version":"{}","cluster":"{}","node":"ws","lease":true,"holder":"alice@elsewhere pid 4242"}}}}"#,
+        bai::protocol::PROTOCOL_VERSION,
+        bai::protocol::BAI_VERSION,
+        lab.cluster
+    );
+    let mut stdin = holder.stdin.take().expect("stdin");
+    writeln!(stdin, "{hello}").expect("send hello");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout")).read_line(&mut line).expect("reply");
+    assert!(line.contains("\"lease\":true"), "{line}");
+
+    let refused = lab.run(&["apply", "--yes"]);
+    assert_code(&refused, 1);
+    let err = stderr_of(&refused);
+    assert!(err.contains("alice@elsewhere pid 4242 since"), "{err}");
+
+    let _ = Command::new("kill").args(["-9", &holder.id().to_string()]).status();
+    let _ = holder.wait();
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    drop(stdin);
+}

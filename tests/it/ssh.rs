@@ -1,0 +1,346 @@
+//! The SSH transport against real OpenSSH servers: host-key rules, authentication, commands, the agent
+//! stream's latency, and the Nix-style agent install.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bai::transport::ssh::{self, ExitStatus, SshError, SshSession, SshTarget};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::support::sshd::{Sshd, USER};
+
+async fn connect(target: &SshTarget) -> SshSession {
+    match ssh::connect(target).await {
+        Ok(session) => session,
+        Err(e) => panic!("connect to {}:{} failed: {e:?}", target.host, target.port),
+    }
+}
+
+async fn connect_err(target: &SshTarget) -> SshError {
+    match ssh::connect(target).await {
+        Ok(_) => panic!("connect to {}:{} unexpectedly succeeded", target.host, target.port),
+        Err(e) => e,
+    }
+}
+
+fn keygen(path: &Path, passphrase: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(path)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(status.success());
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_report_output_status_and_stderr() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+
+    let uname = session.run("uname -m", None).await.expect("run uname -m");
+    let local = Command::new("uname").arg("-m").output().expect("local uname -m");
+    assert_eq!(uname.status, ExitStatus::Code(0));
+    assert_eq!(uname.stdout, local.stdout);
+
+    let failing = session.run("echo out; echo err >&2; exit 3", None).await.expect("run a failing command");
+    assert_eq!(failing.status, ExitStatus::Code(3));
+    assert!(!failing.success());
+    assert_eq!(failing.stdout_text(), "out\n");
+    assert_eq!(failing.stderr_text(), "err\n");
+
+    let piped = session.run("cat; echo done", Some(b"hello\n")).await.expect("run cat with stdin");
+    assert_eq!(piped.stdout_text(), "hello\ndone\n");
+
+    // A command that exits without reading its (large) input still returns, with its status.
+    let input = vec![b'x'; 16 << 20];
+    let early = tokio::time::timeout(Duration::from_secs(5), session.run("exit 5", Some(&input)))
+        .await
+        .expect("no hang on unread input")
+        .expect("run exit 5");
+    assert_eq!(early.status, ExitStatus::Code(5));
+    let counted = session.run("wc -c", Some(&input)).await.expect("run wc -c");
+    assert_eq!(counted.stdout_text().trim(), input.len().to_string());
+
+    // The node's sessions see the harness's per-node home.
+    let home = session.run("printf %s \"$HOME\"", None).await.expect("run printf");
+    assert_eq!(home.stdout_text(), sshd.home(0).display().to_string());
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_carries_stdio_and_reports_stderr_and_exit() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+
+    let mut process = session.spawn("echo starting >&2; cat; echo bye >&2; exit 7").await.expect("spawn");
+    process.stream.writer.write_all(b"ping\n").await.expect("write");
+    let mut reader = BufReader::new(process.stream.reader);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("read");
+    assert_eq!(line, "ping\n");
+    // Shutting the writer down is EOF on the remote stdin: `cat` ends, and so does the command.
+    process.stream.writer.shutdown().await.expect("shutdown");
+    line.clear();
+    assert_eq!(reader.read_line(&mut line).await.expect("read to end"), 0, "stdout ends: {line:?}");
+    let status = tokio::time::timeout(Duration::from_secs(5), process.status.wait()).await.expect("exit in time");
+    assert_eq!(status, ExitStatus::Code(7));
+    assert_eq!(process.status.stderr_text(), "starting\nbye\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_is_refused_with_its_fingerprint_until_accepted() {
+    let sshd = Sshd::start(1);
+    let mut target = sshd.target(0);
+    target.known_hosts = sshd.scratch().join("fresh_known_hosts");
+
+    let keygen = Command::new("ssh-keygen").arg("-lf").arg(sshd.host_pubkey_path(0)).output().expect("ssh-keygen -lf");
+    let listed = String::from_utf8_lossy(&keygen.stdout).into_owned();
+    let expected = listed.split_whitespace().nth(1).expect("ssh-keygen -lf prints a fingerprint").to_owned();
+    assert!(expected.starts_with("SHA256:"), "{listed}");
+
+    let error = connect_err(&target).await;
+    let SshError::UnknownHostKey { ref node, port, ref fingerprint, .. } = error else {
+        panic!("expected UnknownHostKey, got {error:?}")
+    };
+    assert_eq!(fingerprint, &expected);
+    assert_eq!(node, "node0");
+    assert_eq!(port, sshd.port(0));
+    let message = error.to_string();
+    assert!(message.contains("node0") && message.contains(&format!("127.0.0.1:{}", sshd.port(0))), "{message}");
+    let help = miette::Diagnostic::help(&error).map(|h| h.to_string()).unwrap_or_default();
+    let keyscan = format!("ssh-keyscan -p {} 127.0.0.1 >> {}", sshd.port(0), target.known_hosts.display());
+    assert!(help.contains("--accept-new-host-keys") && help.contains(&keyscan), "{help}");
+    let code = miette::Diagnostic::code(&error).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("bai::ssh::unknown_host_key"));
+    assert!(!target.known_hosts.exists(), "a refused key is not recorded");
+
+    target.accept_new_host_keys = true;
+    connect(&target).await.close().await;
+    let recorded = std::fs::read_to_string(&target.known_hosts).expect("known_hosts written");
+    assert!(recorded.contains(&sshd.known_hosts_line(0)), "{recorded}");
+
+    target.accept_new_host_keys = false;
+    connect(&target).await.close().await;
+    assert_eq!(std::fs::read_to_string(&target.known_hosts).expect("known_hosts"), recorded, "nothing appended twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_even_when_accepting_new_keys() {
+    let sshd = Sshd::start(1);
+    let other = sshd.scratch().join("impostor");
+    keygen(&other, "");
+    let impostor = std::fs::read_to_string(other.with_extension("pub")).expect("impostor key");
+    let known_hosts = sshd.scratch().join("changed_known_hosts");
+    let contents = format!("# a comment line\n[127.0.0.1]:{} {}", sshd.port(0), impostor);
+    std::fs::write(&known_hosts, &contents).expect("write known_hosts");
+
+    let mut target = sshd.target(0);
+    target.known_hosts = known_hosts.clone();
+    target.accept_new_host_keys = true;
+    let error = connect_err(&target).await;
+    let SshError::HostKeyChanged { line, ref fingerprint, .. } = error else {
+        panic!("expected HostKeyChanged, got {error:?}")
+    };
+    // russh numbers lines without counting comments.
+    assert_eq!(line, 1);
+    assert!(fingerprint.starts_with("SHA256:"));
+    assert!(error.to_string().contains("node0"), "{error}");
+    let help = miette::Diagnostic::help(&error).map(|h| h.to_string()).unwrap_or_default();
+    assert!(help.contains("never accepted automatically") && help.contains("line 1"), "{help}");
+    assert_eq!(std::fs::read_to_string(&known_hosts).expect("known_hosts"), contents, "never rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_failures_say_who_and_what() {
+    let sshd = Sshd::start(1);
+
+    let stranger = sshd.scratch().join("stranger");
+    keygen(&stranger, "");
+    let mut target = sshd.target(0);
+    target.identity = Some(stranger.clone());
+    let error = connect_err(&target).await;
+    let SshError::AuthFailed { ref user, ref tried, .. } = error else { panic!("expected AuthFailed, got {error:?}") };
+    assert_eq!(user, USER);
+    assert_eq!(tried, &[format!("key {}", stranger.display())]);
+    assert!(error.to_string().contains("`bai-test`"), "{error}");
+
+    let mut target = sshd.target(0);
+    target.user = "nobody-here".to_owned();
+    let error = connect_err(&target).await;
+    assert!(matches!(&error, SshError::AuthFailed { user, .. } if user == "nobody-here"), "{error:?}");
+
+    let missing = sshd.scratch().join("no-such-key");
+    let mut target = sshd.target(0);
+    target.identity = Some(missing.clone());
+    let error = connect_err(&target).await;
+    assert!(matches!(&error, SshError::Identity { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&missing.display().to_string()) && message.contains("node0"), "{message}");
+
+    let locked = sshd.scratch().join("locked");
+    keygen(&locked, "a passphrase");
+    let mut target = sshd.target(0);
+    target.identity = Some(locked);
+    let error = connect_err(&target).await;
+    assert!(matches!(&error, SshError::EncryptedKey { .. }), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_nodes_fail_fast() {
+    // Refused: nothing listens on a port that was just free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let sshd = Sshd::start(1);
+    let mut target = sshd.target(0);
+    target.port = port;
+    let error = connect_err(&target).await;
+    assert!(matches!(&error, SshError::Connect { .. }), "{error:?}");
+
+    // Silent: the kernel accepts the TCP connection, but no SSH banner ever comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    target.port = silent.local_addr().expect("addr").port();
+    target.connect_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let error = connect_err(&target).await;
+    assert!(matches!(&error, SshError::ConnectTimeout { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_bai"));
+    let hash = sha256_hex(&std::fs::read(binary).expect("read the bai binary"));
+    let dir = sshd.home(0).join(".local/share/bai/agent").join(&hash);
+    let expected = dir.join("bai").display().to_string();
+
+    let started = Instant::now();
+    let path = session.install_agent(binary).await.expect("first install");
+    let upload = started.elapsed();
+    assert_eq!(path, expected);
+    let installed = std::fs::metadata(&path).expect("installed file");
+    assert_eq!(installed.mode() & 0o777, 0o755);
+    let remote = session.run(&format!("sha256sum {path}"), None).await.expect("remote sha256sum");
+    assert_eq!(remote.stdout_text().split_whitespace().next(), Some(hash.as_str()));
+    let version = session.run(&format!("{} --version", ssh::shell_word(&path)), None).await.expect("run the agent");
+    assert!(version.success() && version.stdout_text().starts_with("bai "), "{version:?}");
+
+    let started = Instant::now();
+    assert_eq!(session.install_agent(binary).await.expect("second install"), expected);
+    let skip = started.elapsed();
+    let again = std::fs::metadata(&path).expect("installed file");
+    assert_eq!((again.ino(), again.mtime_nsec()), (installed.ino(), installed.mtime_nsec()), "not uploaded again");
+    println!("agent install: upload {upload:?}, present {skip:?}");
+
+    // Corrupt the installed copy in place, as the node's user could.
+    let corrupt = format!("printf corrupt > \"$HOME/.local/share/bai/agent/{hash}/bai\"");
+    assert!(session.run(&corrupt, None).await.expect("corrupt").success());
+    assert_eq!(session.install_agent(binary).await.expect("repair"), expected);
+    let repaired = std::fs::metadata(&path).expect("repaired file");
+    assert_ne!(repaired.ino(), installed.ino(), "replaced through a new file and a rename");
+    assert_eq!(sha256_hex(&std::fs::read(&path).expect("read repaired")), hash);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("agent dir").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers, ["bai"], "no temporary file left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_for_another_architecture_is_refused() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    // A minimal ELF header for the architecture this machine is not.
+    let (machine, arch) = if std::env::consts::ARCH == "aarch64" { (0x3e_u8, "x86_64") } else { (0xb7, "aarch64") };
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[4] = 2;
+    header[5] = 1;
+    header[18] = machine;
+    let foreign = sshd.scratch().join("bai-foreign");
+    std::fs::write(&foreign, header).expect("write foreign binary");
+
+    let error = match session.install_agent(&foreign).await {
+        Ok(path) => panic!("installed a foreign binary at {path}"),
+        Err(e) => e,
+    };
+    let SshError::ArchMismatch { ref local, ref remote, .. } = error else {
+        panic!("expected ArchMismatch, got {error:?}")
+    };
+    assert_eq!(local, arch);
+    let uname = Command::new("uname").arg("-m").output().expect("uname");
+    assert_eq!(remote, String::from_utf8_lossy(&uname.stdout).trim());
+    assert!(error.to_string().contains("node0"), "{error}");
+    assert!(!sshd.home(0).join(".local/share/bai").exists(), "nothing uploaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_stream_answers_in_milliseconds() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    let stream = session.exec_stream("cat").await.expect("exec cat");
+    let mut writer = stream.writer;
+    let mut reader = BufReader::new(stream.reader);
+    let mut line = String::new();
+
+    let mut rtts = Vec::new();
+    for i in 0..50 {
+        let sent = format!("request {i}\n");
+        let started = Instant::now();
+        writer.write_all(sent.as_bytes()).await.expect("write");
+        writer.flush().await.expect("flush");
+        line.clear();
+        reader.read_line(&mut line).await.expect("read");
+        rtts.push(started.elapsed());
+        assert_eq!(line, sent);
+    }
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+    println!("ssh stream round trip: median {median:?}, min {:?}, max {:?}", rtts[0], rtts[rtts.len() - 1]);
+    assert!(median < Duration::from_millis(5), "median round trip {median:?} (Nagle left on?)");
+    drop(stream.keepalive);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_ends_the_remote_command() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    let stream = session.exec_stream("echo $$; exec cat").await.expect("exec cat");
+    let mut reader = BufReader::new(stream.reader);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("read pid");
+    let pid: u32 = line.trim().parse().expect("a pid");
+    let proc = Path::new("/proc").join(pid.to_string());
+    assert!(proc.exists(), "cat runs as {pid}");
+
+    drop((reader, stream.writer, stream.keepalive));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!proc.exists(), "the remote command {pid} outlived its stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_ends_its_streams_and_comes_back_on_restart() {
+    let mut sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    let process = session.spawn("cat").await.expect("exec cat");
+    let mut reader = BufReader::new(process.stream.reader);
+
+    sshd.kill(0);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "stdout ends when the node dies: {read:?}");
+    let status = tokio::time::timeout(Duration::from_secs(5), process.status.wait()).await.expect("status in time");
+    assert_eq!(status, ExitStatus::Unknown);
+    assert!(ssh::connect(&sshd.target(0)).await.is_err(), "nothing listens on a killed node");
+
+    sshd.restart(0);
+    let again = connect(&sshd.target(0)).await;
+    assert!(again.run("true", None).await.expect("run after restart").success());
+}

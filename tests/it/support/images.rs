@@ -1,0 +1,54 @@
+//! The local test image and the docker CLI, for tests that run containers on the machine's real engine.
+//! No registry is reachable in tests, so the image is built here `FROM scratch` with Debian's static
+//! busybox; without a reachable engine these helpers fail the test loudly, never skip it.
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The shared test image: busybox on an empty base, `PATH=/bin`, sleeping by default.
+pub const IMAGE: &str = "bai-test/busybox:1";
+
+/// The test image's Dockerfile; its context holds `busybox` next to it (see [`context`]).
+pub const DOCKERFILE: &str =
+    "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n";
+
+/// Runs the docker CLI; a missing CLI fails the test.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}); these tests need Docker installed and running"))
+}
+
+/// Runs the docker CLI and returns its trimmed stdout, failing the test with its stderr otherwise.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A build context: `dockerfile` as `Dockerfile`, and `/bin/busybox` as `busybox`.
+pub fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("the Dockerfile is written");
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("/bin/busybox exists (Debian's busybox-static; .ci/run installs it)");
+    dir
+}
+
+/// Builds [`IMAGE`] once per test run and returns its reference; concurrent callers wait for the one
+/// build. Fails the test when the engine is not reachable.
+pub fn test_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = docker(&["version", "--format", "{{.Server.Version}}"]);
+        assert!(
+            out.status.success(),
+            "the Docker engine is not reachable; these tests need it running: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ctx = context(DOCKERFILE);
+        docker_ok(&["build", "-q", "-t", IMAGE, &ctx.path().display().to_string()]);
+    });
+    IMAGE
+}

@@ -1,0 +1,356 @@
+//! Real OpenSSH servers for tests: each node is `/usr/sbin/sshd` on its own 127.0.0.1 port with a
+//! throwaway host key, all accepting one throwaway client key for the non-root user `bai-test`. Every node
+//! gets its own `$HOME` (sshd's `SetEnv HOME=…`) inside the harness's temporary directory, so tests never
+//! see each other's agent installs or files, and nothing is left behind in `/home/bai-test`.
+//!
+//! The user, sshd and `/run/sshd` come from `scripts/test`; the harness never creates them and panics
+//! with a pointer there when they are missing: a test that needs real parts fails, it is never skipped.
+
+// The harness serves several test files; not each of them uses every method.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bai::transport::ssh::SshTarget;
+
+/// The login user on every test node.
+pub const USER: &str = "bai-test";
+const SSHD: &str = "/usr/sbin/sshd";
+
+pub struct Sshd {
+    dir: tempfile::TempDir,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    port: u16,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sshd {
+    /// Starts `n` servers and waits until each accepts connections.
+    pub fn start(n: usize) -> Sshd {
+        let (uid, gid) = test_user();
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: run scripts/test (as root) once, it installs openssh-server"
+        );
+        // sshd's privilege-separation directory; nothing else creates it without systemd.
+        fs::create_dir_all("/run/sshd").expect("cannot create /run/sshd (run scripts/test as root once)");
+
+        let dir = tempfile::Builder::new().prefix("bai-sshd-").tempdir().expect("temporary directory for sshd");
+        // sshd reads AuthorizedKeysFile as the logged-in user: everything on the way must be readable to it.
+        set_mode(dir.path(), 0o755);
+        let client_key = dir.path().join("client_key");
+        keygen(&client_key);
+        let authorized_keys = dir.path().join("authorized_keys");
+        fs::copy(client_key.with_extension("pub"), &authorized_keys).expect("write authorized_keys");
+        set_mode(&authorized_keys, 0o644);
+
+        let mut sshd = Sshd { known_hosts: dir.path().join("known_hosts"), dir, client_key, nodes: Vec::new() };
+        for i in 0..n {
+            let node_dir = sshd.dir.path().join(format!("node{i}"));
+            fs::create_dir(&node_dir).expect("node directory");
+            set_mode(&node_dir, 0o755);
+            keygen(&node_dir.join("host_key"));
+            let home = node_dir.join("home");
+            fs::create_dir(&home).expect("home directory");
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).expect("chown the test user's home");
+            set_mode(&home, 0o700);
+            let mut node = Node {
+                port: 0,
+                config: node_dir.join("sshd_config"),
+                log: node_dir.join("sshd.log"),
+                dir: node_dir,
+                child: None,
+            };
+            node.launch_on_free_port(&authorized_keys);
+            sshd.nodes.push(node);
+        }
+        let all: Vec<usize> = (0..n).collect();
+        sshd.write_known_hosts(&sshd.known_hosts, &all);
+        sshd
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn port(&self, i: usize) -> u16 {
+        self.nodes[i].port
+    }
+
+    /// The node's name in targets built here: `node0`, `node1`, …
+    pub fn node_name(&self, i: usize) -> String {
+        format!("node{i}")
+    }
+
+    /// The host's public key as OpenSSH writes it: `ssh-ed25519 AAAA…` (no comment).
+    pub fn host_pubkey(&self, i: usize) -> String {
+        let text = fs::read_to_string(self.host_pubkey_path(i)).expect("read host public key");
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn host_pubkey_path(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("host_key.pub")
+    }
+
+    pub fn known_hosts_line(&self, i: usize) -> String {
+        format!("[127.0.0.1]:{} {}", self.port(i), self.host_pubkey(i))
+    }
+
+    /// Writes a known_hosts file trusting the nodes in `which`.
+    pub fn write_known_hosts(&self, path: &Path, which: &[usize]) {
+        let text: String = which.iter().map(|&i| self.known_hosts_line(i) + "\n").collect();
+        fs::write(path, text).expect("write known_hosts");
+    }
+
+    /// A known_hosts file that trusts every node of this harness.
+    pub fn known_hosts_path(&self) -> &Path {
+        &self.known_hosts
+    }
+
+    /// The private key every node accepts for `bai-test`.
+    pub fn client_key_path(&self) -> &Path {
+        &self.client_key
+    }
+
+    /// A scratch directory for the test, removed with the harness.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The node's `$HOME` as its sessions see it.
+    pub fn home(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("home")
+    }
+
+    /// How to reach node `i`: its port, the client key, and the harness's known_hosts that trusts every node.
+    pub fn target(&self, i: usize) -> SshTarget {
+        SshTarget {
+            node: self.node_name(i),
+            host: "127.0.0.1".to_owned(),
+            port: self.port(i),
+            user: USER.to_owned(),
+            identity: Some(self.client_key.clone()),
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: false,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// sshd's log for node `i`, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Stops node `i` gently (SIGTERM to the listener and its sessions).
+    pub fn stop(&mut self, i: usize) {
+        self.nodes[i].terminate(libc::SIGTERM);
+    }
+
+    /// Kills node `i` outright (SIGKILL), open sessions and their commands included: a node that dies.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].terminate(libc::SIGKILL);
+    }
+
+    /// Starts node `i` again on the same port with the same host key.
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.terminate(libc::SIGTERM);
+        node.launch();
+        if let Err(why) = node.wait_ready() {
+            panic!("sshd for node{i} did not come back on port {}: {why}\n{}", node.port, node.log_text());
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.terminate(libc::SIGKILL);
+        }
+    }
+}
+
+impl Node {
+    fn launch_on_free_port(&mut self, authorized_keys: &Path) {
+        // A port picked by binding port 0 can be taken by someone else before sshd binds it: retry then.
+        let mut last = String::new();
+        for _ in 0..5 {
+            self.port = free_port();
+            self.write_config(authorized_keys);
+            self.launch();
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(why) => {
+                    last = why;
+                    self.terminate(libc::SIGKILL);
+                }
+            }
+        }
+        panic!("sshd did not start: {last}\n{}", self.log_text());
+    }
+
+    fn write_config(&self, authorized_keys: &Path) {
+        // Absolute paths only: sshd re-executes itself per connection, from another directory.
+        let dir = &self.dir;
+        let config = format!(
+            "Port {port}\n\
+             ListenAddress 127.0.0.1\n\
+             HostKey {host_key}\n\
+             PidFile {pid}\n\
+             AuthorizedKeysFile {authorized_keys}\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             UseDNS no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             MaxStartups 500:30:1000\n\
+             MaxSessions 100\n\
+             AllowUsers {USER}\n\
+             PrintMotd no\n\
+             PrintLastLog no\n\
+             LogLevel VERBOSE\n\
+             SetEnv HOME={home}\n",
+            port = self.port,
+            host_key = dir.join("host_key").display(),
+            pid = dir.join("sshd.pid").display(),
+            authorized_keys = authorized_keys.display(),
+            home = dir.join("home").display(),
+        );
+        fs::write(&self.config, config).expect("write sshd_config");
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&self.config)
+            .arg("-E")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {SSHD}: {e} (run scripts/test as root once)"));
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let Some(child) = self.child.as_mut() else { return Err("not started".to_owned()) };
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("sshd exited ({status})"));
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // The port answered: make sure it is our sshd, not a process that took the port first.
+                return match child.try_wait() {
+                    Ok(None) => Ok(()),
+                    _ => Err("sshd exited".to_owned()),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err("port never accepted connections".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Signals the listener and every process under it (per-connection sshd processes and the commands
+    /// they run start sessions of their own, so a process group would miss them), then reaps the listener.
+    fn terminate(&mut self, signal: i32) {
+        let Some(mut child) = self.child.take() else { return };
+        let root = child.id() as i32;
+        let mut victims = descendants(root);
+        victims.push(root);
+        for pid in victims {
+            // SAFETY: kill(2) with a pid we found under our own child; a stale pid only yields ESRCH.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+        if signal == libc::SIGTERM {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Every process below `root`, read from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+            // The command name in parentheses may hold spaces: the parent pid is the second field after it.
+            let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else { continue };
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a free port").port()
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "bai-test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ssh-keygen (openssh-client; run scripts/test)");
+    assert!(status.success(), "ssh-keygen failed for {}", path.display());
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The uid and gid of `bai-test`; panics with the way to create it when it is missing.
+fn test_user() -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").arg(flag).arg(USER).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    match (id("-u"), id("-g")) {
+        (Some(uid), Some(gid)) => (uid, gid),
+        _ => panic!("the test user `{USER}` does not exist: run scripts/test as root once, it creates it"),
+    }
+}
