@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use bai::config::value::format_size;
+use bai::config::value::format_size_approx;
 use bai::state::ClusterState;
 use bai::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 
@@ -44,7 +44,8 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
                 }
             });
             let cpus = inv.and_then(|i| i.cpus).map_or(String::new(), |c| format!(", {c} CPUs"));
-            let mem = inv.and_then(|i| i.memory).map_or(String::new(), |m| format!(", {} memory", format_size(m)));
+            let mem =
+                inv.and_then(|i| i.memory).map_or(String::new(), |m| format!(", {} memory", format_size_approx(m)));
             let agent = n.agent.as_ref().map_or("not enrolled".to_string(), |a| format!("agent {}", a.version));
             let _ = writeln!(text, "  node {}: {agent}, {gpus}{cpus}{mem}", n.name);
             let mut names: Vec<&str> = desired

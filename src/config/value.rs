@@ -115,6 +115,21 @@ pub fn format_size(bytes: u64) -> String {
     best
 }
 
+/// A byte count for people to read at a glance: binary units, one decimal (`23.5GiB`).
+pub fn format_size_approx(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
 /// Renders a duration compactly (`2s`, `1m30s`, `500ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -156,6 +171,12 @@ mod tests {
         for bad in ["", "GiB", "12 parsecs", "-1GiB", "99999999999PiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn approximate_sizes() {
+        assert_eq!(format_size_approx(512), "512B");
+        assert_eq!(format_size_approx(25_276_502_016), "23.5GiB");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Build contexts packed for upload: a tar of the directory with sorted entries and zeroed times and
 //! owners, so the same files always give the same bytes and the same sha256 (the node then skips an
-//! upload it already has).
+//! upload it already has). Symbolic links are followed: a context may point at a file that lives
+//! elsewhere on the controller (the quickstart links the machine's busybox) without copying it.
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use crate::state::spec::hex_digest;
 pub fn pack(dir: &Path) -> std::io::Result<(Vec<u8>, String)> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
+    builder.follow_symlinks(true);
     add_dir(&mut builder, dir, Path::new(""))?;
     let bytes = builder.into_inner()?;
     let sha = hex_digest(&Sha256::digest(&bytes));
@@ -24,7 +25,8 @@ fn add_dir(builder: &mut tar::Builder<Vec<u8>>, base: &Path, rel: &Path) -> std:
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let rel_path = rel.join(entry.file_name());
-        let kind = entry.file_type()?;
+        // `metadata` follows links, so a link to a directory is packed as that directory.
+        let kind = std::fs::metadata(entry.path())?.file_type();
         if kind.is_dir() {
             builder.append_dir(&rel_path, entry.path())?;
             add_dir(builder, base, &rel_path)?;

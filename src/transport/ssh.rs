@@ -35,7 +35,7 @@ pub struct SshTarget {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// `None`: the keys of ssh-agent (`SSH_AUTH_SOCK`), then `~/.ssh/id_ed25519`, then `~/.ssh/id_rsa`.
+    /// `None`: the keys of ssh-agent, then `~/.ssh/id_ed25519`, then `~/.ssh/id_rsa` (see [`KeySources`]).
     pub identity: Option<PathBuf>,
     /// An OpenSSH `known_hosts` file (hashed entries and `[host]:port` forms understood).
     pub known_hosts: PathBuf,
@@ -285,8 +285,33 @@ fn client_config() -> client::Config {
     }
 }
 
-/// Opens and authenticates a connection; the whole of it bounded by `target.connect_timeout`.
+/// Where keys come from when a target names no identity file: what OpenSSH reads from its environment.
+#[derive(Clone, Debug, Default)]
+pub struct KeySources {
+    /// ssh-agent's socket (`SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
+    /// The home holding `.ssh/id_ed25519` and `.ssh/id_rsa`.
+    pub home: Option<PathBuf>,
+}
+
+impl KeySources {
+    /// `SSH_AUTH_SOCK` and `HOME`, as a command line tool finds them.
+    pub fn from_env() -> KeySources {
+        KeySources {
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
+            home: std::env::var_os("HOME").filter(|s| !s.is_empty()).map(PathBuf::from),
+        }
+    }
+}
+
+/// Opens and authenticates a connection; the whole of it bounded by `target.connect_timeout`. Without an
+/// identity file, keys come from [`KeySources::from_env`].
 pub async fn connect(target: &SshTarget) -> Result<SshSession, SshError> {
+    connect_with(target, &KeySources::from_env()).await
+}
+
+/// [`connect`] with the key sources given rather than read from the environment.
+pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSession, SshError> {
     // Read an explicit identity before touching the network: a typo in its path is the user's to fix.
     let explicit = match &target.identity {
         Some(path) => Some((path.as_path(), load_identity(target, path)?)),
@@ -312,7 +337,7 @@ pub async fn connect(target: &SshTarget) -> Result<SshSession, SshError> {
                     source: Box::new(source),
                 })
             })?;
-        authenticate(&mut handle, target, explicit).await?;
+        authenticate(&mut handle, target, explicit, keys).await?;
         Ok(handle)
     };
     let handle = match tokio::time::timeout(target.connect_timeout, attempt).await {
@@ -390,6 +415,7 @@ async fn authenticate(
     handle: &mut Handle<Client>,
     target: &SshTarget,
     explicit: Option<(&Path, PrivateKey)>,
+    keys: &KeySources,
 ) -> Result<(), SshError> {
     let session_error = |source: russh::Error| SshError::Session {
         node: target.node.clone(),
@@ -406,8 +432,8 @@ async fn authenticate(
         return Err(auth_failed(target, tried));
     }
 
-    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match AgentClient::connect_env().await {
+    if let Some(socket) = &keys.agent_socket {
+        match AgentClient::connect_uds(socket).await {
             Ok(mut agent) => match agent.request_identities().await {
                 Ok(identities) => {
                     for identity in identities {
@@ -431,9 +457,9 @@ async fn authenticate(
     }
 
     let mut encrypted = None;
-    if let Some(home) = std::env::var_os("HOME") {
+    if let Some(home) = &keys.home {
         for name in ["id_ed25519", "id_rsa"] {
-            let path = Path::new(&home).join(".ssh").join(name);
+            let path = home.join(".ssh").join(name);
             if !path.exists() {
                 continue;
             }
@@ -656,13 +682,29 @@ impl SshSession {
 
     /// [`exec_stream`](Self::exec_stream) plus the command's stderr and exit status.
     pub async fn spawn(&self, command: &str) -> Result<RemoteProcess, SshError> {
-        let (read, write) = self.open(command).await?.split();
+        let (mut read, write) = self.open(command).await?.split();
+        // sshd answers the exec request before the command's first output: a refusal is known here, and
+        // would otherwise leave a stream that never ends.
+        let first = match read.wait().await {
+            Some(ChannelMsg::Success) => None,
+            Some(ChannelMsg::Failure) | None => {
+                return Err(SshError::Remote {
+                    node: self.node.clone(),
+                    host: self.host.clone(),
+                    port: self.port,
+                    command: command.to_owned(),
+                    status: "the server refused to run it".to_owned(),
+                    stderr: String::new(),
+                });
+            }
+            Some(other) => Some(other),
+        };
         // Remote stdout is pumped into an in-process pipe so that stderr and the exit status, which arrive
         // on the same channel, are collected even while nobody reads stdout.
         let (stdout_in, stdout_out) = tokio::io::duplex(256 * 1024);
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (exit_tx, exit_rx) = watch::channel(None);
-        let pump = tokio::spawn(pump(read, stdout_in, Arc::clone(&stderr), exit_tx));
+        let pump = tokio::spawn(pump(read, first, stdout_in, Arc::clone(&stderr), exit_tx));
         let writer = write.make_writer();
         let keepalive = ExecChannel { write: Some(write), pump, _session: Arc::clone(&self.handle) };
         Ok(RemoteProcess {
@@ -839,7 +881,11 @@ async fn collect(read: &mut ChannelReadHalf) -> (Output, bool) {
             ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr.extend_from_slice(&data),
             ChannelMsg::ExitStatus { exit_status } => output.status = ExitStatus::Code(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => output.status = ExitStatus::Signal(signal_text(&signal_name)),
-            ChannelMsg::Failure => refused = true,
+            // A refused exec leaves the channel open with nothing to wait for.
+            ChannelMsg::Failure => {
+                refused = true;
+                break;
+            }
             ChannelMsg::Close => break,
             _ => {}
         }
@@ -851,13 +897,22 @@ async fn collect(read: &mut ChannelReadHalf) -> (Output, bool) {
 /// tail, and publishes its exit status once the channel closes.
 async fn pump(
     mut read: ChannelReadHalf,
+    first: Option<ChannelMsg>,
     stdout: DuplexStream,
     stderr: Arc<Mutex<Vec<u8>>>,
     exit: watch::Sender<Option<ExitStatus>>,
 ) {
     let mut stdout = Some(stdout);
     let mut status = ExitStatus::Unknown;
-    while let Some(message) = read.wait().await {
+    let mut pending = first;
+    loop {
+        let message = match pending.take() {
+            Some(message) => message,
+            None => match read.wait().await {
+                Some(message) => message,
+                None => break,
+            },
+        };
         match message {
             ChannelMsg::Data { data } => {
                 // A reader that went away only loses stdout; stderr and the status still matter.

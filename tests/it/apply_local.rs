@@ -285,3 +285,35 @@ fn a_held_lease_refuses_a_second_apply_until_its_holder_dies() {
     assert_code(&lab.run(&["apply", "--yes"]), 0);
     drop(stdin);
 }
+
+/// The README's first command, exactly: the quickstart lab applies on this machine, twice without change,
+/// and is destroyed again. Agent state and vfolders go to a throwaway home.
+#[test]
+fn the_quickstart_applies_on_this_machine() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        bai()
+            .env("HOME", home.path())
+            .env("BAI_HOME", home.path().join("bai"))
+            .args(args)
+            .arg("examples/quickstart/lab.kdl")
+            .output()
+            .expect("bai runs")
+    };
+    let out = run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    assert!(stdout_of(&out).contains("Plan: 6 to create"), "{}", stdout_of(&out));
+    let notes = home.path().join(".local/share/bai/vfolders/notes/started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !notes.is_file() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(notes.is_file(), "the note-taker session wrote into its vfolder");
+    let again = run(&["apply", "--yes"]);
+    assert_code(&again, 0);
+    assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
+    let status = run(&["status"]);
+    assert_code(&status, 0);
+    assert!(stdout_of(&status).contains("session web-server: running"), "{}", stdout_of(&status));
+    assert_code(&run(&["destroy", "--yes", "--allow-data-loss"]), 0);
+}

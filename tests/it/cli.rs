@@ -119,7 +119,11 @@ fn fmt_leaves_unparsable_files_alone() {
 
 #[test]
 fn examples_are_formatted() {
-    let mut files = vec!["examples/workstation.kdl".to_string(), "examples/local-build/cluster.kdl".to_string()];
+    let mut files = vec![
+        "examples/quickstart/lab.kdl".to_string(),
+        "examples/workstation.kdl".to_string(),
+        "examples/local-build/cluster.kdl".to_string(),
+    ];
     files.push("examples/gpu-lab/cluster.kdl".into());
     for entry in std::fs::read_dir(crate::support::root().join("examples/gpu-lab/nodes")).expect("dir") {
         files.push(format!("examples/gpu-lab/nodes/{}", entry.expect("entry").file_name().to_string_lossy()));

@@ -2,8 +2,12 @@
 
 use crate::support::{bai, check, root, stderr_of, stdout_of};
 
-const EXAMPLES: [&str; 3] =
-    ["examples/workstation.kdl", "examples/gpu-lab/cluster.kdl", "examples/local-build/cluster.kdl"];
+const EXAMPLES: [&str; 4] = [
+    "examples/quickstart/lab.kdl",
+    "examples/workstation.kdl",
+    "examples/gpu-lab/cluster.kdl",
+    "examples/local-build/cluster.kdl",
+];
 
 #[test]
 fn examples_validate_cleanly() {

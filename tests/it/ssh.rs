@@ -27,8 +27,12 @@ async fn connect_err(target: &SshTarget) -> SshError {
 }
 
 fn keygen(path: &Path, passphrase: &str) {
+    keygen_type(path, "ed25519", passphrase);
+}
+
+fn keygen_type(path: &Path, kind: &str, passphrase: &str) {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .args(["-q", "-t", kind, "-N", passphrase, "-f"])
         .arg(path)
         .status()
         .expect("run ssh-keygen");
@@ -343,4 +347,95 @@ async fn a_killed_node_ends_its_streams_and_comes_back_on_restart() {
     sshd.restart(0);
     let again = connect(&sshd.target(0)).await;
     assert!(again.run("true", None).await.expect("run after restart").success());
+}
+
+/// A private ssh-agent holding the harness's client key; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(sshd: &Sshd) -> Agent {
+        let socket = sshd.scratch().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run ssh-agent");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not create its socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let added = Command::new("ssh-add")
+            .arg(sshd.client_key_path())
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .expect("run ssh-add");
+        assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+        Agent { child, socket }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_identity_keys_come_from_ssh_agent_then_the_home() {
+    let sshd = Sshd::start(1);
+    let mut target = sshd.target(0);
+    target.identity = None;
+    let empty_home = sshd.scratch().join("empty-home");
+    std::fs::create_dir(&empty_home).expect("empty home");
+
+    let agent = Agent::start(&sshd);
+    let keys = ssh::KeySources { agent_socket: Some(agent.socket.clone()), home: Some(empty_home.clone()) };
+    let session = ssh::connect_with(&target, &keys).await.expect("log in with the agent's key");
+    assert!(session.run("true", None).await.expect("run").success());
+    drop(agent);
+
+    let home = sshd.scratch().join("home-with-key");
+    std::fs::create_dir_all(home.join(".ssh")).expect("home/.ssh");
+    std::fs::copy(sshd.client_key_path(), home.join(".ssh/id_ed25519")).expect("copy key");
+    let keys = ssh::KeySources { agent_socket: None, home: Some(home) };
+    ssh::connect_with(&target, &keys).await.expect("log in with ~/.ssh/id_ed25519").close().await;
+
+    let keys = ssh::KeySources { agent_socket: None, home: Some(empty_home) };
+    let error = match ssh::connect_with(&target, &keys).await {
+        Ok(_) => panic!("logged in without a key"),
+        Err(e) => e,
+    };
+    assert!(matches!(&error, SshError::AuthFailed { tried, .. } if tried.is_empty()), "{error:?}");
+    assert!(error.to_string().contains("no key to offer"), "{error}");
+
+    let locked_home = sshd.scratch().join("locked-home");
+    std::fs::create_dir_all(locked_home.join(".ssh")).expect("home/.ssh");
+    keygen(&locked_home.join(".ssh/id_ed25519"), "a passphrase");
+    let keys = ssh::KeySources { agent_socket: None, home: Some(locked_home) };
+    let error = match ssh::connect_with(&target, &keys).await {
+        Ok(_) => panic!("logged in with a locked key"),
+        Err(e) => e,
+    };
+    assert!(matches!(&error, SshError::EncryptedKey { .. }), "{error:?}");
+    assert!(miette::Diagnostic::help(&error).is_some_and(|h| h.to_string().contains("ssh-add")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_keys_sign_with_sha2() {
+    // OpenSSH 8.8+ refuses the legacy SHA-1 `ssh-rsa` signature: the key must sign with rsa-sha2-*.
+    let sshd = Sshd::start(1);
+    let rsa = sshd.scratch().join("rsa");
+    keygen_type(&rsa, "rsa", "");
+    sshd.authorize_key(&std::fs::read_to_string(rsa.with_extension("pub")).expect("rsa public key"));
+    let mut target = sshd.target(0);
+    target.identity = Some(rsa);
+    connect(&target).await.close().await;
+    assert!(sshd.log(0).contains("Accepted publickey for bai-test"), "{}", sshd.log(0));
 }

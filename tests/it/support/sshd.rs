@@ -125,6 +125,16 @@ impl Sshd {
         &self.client_key
     }
 
+    /// Lets one more public key (a `.pub` file's line) log in to every node.
+    pub fn authorize_key(&self, public_key: &str) {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .expect("open authorized_keys");
+        writeln!(file, "{}", public_key.trim()).expect("append to authorized_keys");
+    }
+
     /// A scratch directory for the test, removed with the harness.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
