@@ -130,9 +130,14 @@ impl Engine {
 
     /// Managed containers of `cluster`, running or not. A container with the cluster label but no
     /// session label is not a session and is left out.
-    pub async fn sessions(&self, cluster: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
+    pub async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
         let docker = self.api().await?;
-        let filters = HashMap::from([("label", vec![format!("{}={cluster}", labels::CLUSTER)])]);
+        // A node reports its own sessions only: nodes may share an engine (tests, nested labs), and a
+        // session placed for another node is that node's to report.
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{}={cluster}", labels::CLUSTER), format!("{}={node}", labels::NODE)],
+        )]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let listed = docker
             .list_containers(Some(options))

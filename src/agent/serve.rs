@@ -227,7 +227,7 @@ impl Agent {
         let record: Option<ClusterRecord> = records::load(&self.home.cluster_state(&cluster))?;
         let (vfolders, _) = vfolder::observe(&root, &cluster)?;
         let engine = self.engine()?;
-        let sessions = engine.sessions(&cluster).await.map_err(RpcError::from)?;
+        let sessions = engine.sessions(&cluster, &o.node).await.map_err(RpcError::from)?;
         let unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
         let version = engine.version().await.ok();
         let mut images = Vec::new();

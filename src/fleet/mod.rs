@@ -104,8 +104,9 @@ pub async fn open(
         let target = ssh_target(cluster, node, options.accept_new_host_keys);
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
         let path = session.install_agent(&options.agent_binary).await.map_err(|e| ssh_failure(name, &e))?;
-        // `path` is built from fixed text and a hex hash on our side: no user data reaches the shell.
-        let stream = session.exec_stream(&format!("{path} agent")).await.map_err(|e| ssh_failure(name, &e))?;
+        // `path` is the node's home plus fixed text and a hex hash: quoted, and no lab data reaches the shell.
+        let command = format!("{} agent", crate::transport::ssh::shell_word(&path));
+        let stream = session.exec_stream(&command).await.map_err(|e| ssh_failure(name, &e))?;
         crate::transport::AgentStream {
             reader: stream.reader,
             writer: stream.writer,

@@ -243,10 +243,23 @@ impl Client {
                 }
             }
             Ok(false) => HostKeyVerdict::Unknown { fingerprint },
-            Err(russh::keys::Error::KeyChanged { line }) => HostKeyVerdict::Changed { fingerprint, line },
+            Err(russh::keys::Error::KeyChanged { line }) => {
+                HostKeyVerdict::Changed { fingerprint, line: file_line(&self.known_hosts, line) }
+            }
             Err(e) => HostKeyVerdict::Unreadable { reason: e.to_string() },
         }
     }
+}
+
+/// The line of `path` that russh calls `line`: russh skips `#` comment lines when it counts, a person
+/// removing the line counts every line.
+fn file_line(path: &Path, line: usize) -> usize {
+    let Ok(text) = std::fs::read_to_string(path) else { return line };
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, content)| !content.starts_with('#'))
+        .nth(line.saturating_sub(1))
+        .map_or(line, |(index, _)| index + 1)
 }
 
 impl client::Handler for Client {
@@ -569,8 +582,9 @@ struct ExecChannel {
 impl Drop for ExecChannel {
     fn drop(&mut self) {
         self.pump.abort();
-        // Closing the channel makes sshd hang up on the remote process. It needs the runtime, which is
-        // gone only when the whole program is ending (and the connection with it).
+        // Closing the channel makes sshd close the remote command's stdin and stdout: the agent sees EOF
+        // and exits. Sending it needs the runtime, which is gone only when the whole program is ending
+        // (and the connection with it).
         if let (Some(write), Ok(runtime)) = (self.write.take(), tokio::runtime::Handle::try_current()) {
             runtime.spawn(async move {
                 let _ = write.close().await;
@@ -1013,6 +1027,16 @@ mod tests {
         shareable::<SshSession>();
         shareable::<RemoteStatus>();
         shareable::<SshError>();
+    }
+
+    #[test]
+    fn known_hosts_lines_count_comments() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, "# one\nhost-a ssh-ed25519 AAAA\n# three\n\nhost-e ssh-ed25519 AAAA\n").expect("write");
+        assert_eq!(file_line(&path, 1), 2);
+        assert_eq!(file_line(&path, 3), 5);
+        assert_eq!(file_line(&dir.path().join("absent"), 3), 3);
     }
 
     #[test]

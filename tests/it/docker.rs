@@ -172,13 +172,14 @@ async fn sessions_are_listed_replaced_and_removed() {
     let first = request(&cluster, "train", spec(&["/bin/busybox", "sleep", "300"], vec![]));
     engine.create_session(&first, &no_vfolders).await.expect("created");
 
-    let listed = engine.sessions(&cluster).await.expect("sessions");
+    let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].name, "train");
     assert_eq!(listed[0].spec_hash, first.spec_hash);
     assert_eq!(listed[0].spec.as_ref(), Some(&first.spec));
     assert_eq!((listed[0].state, listed[0].exit_code), (ContainerState::Running, None));
-    assert!(engine.sessions(&format!("{cluster}x")).await.expect("sessions").is_empty(), "clusters are apart");
+    assert!(engine.sessions(&format!("{cluster}x"), "n1").await.expect("sessions").is_empty(), "clusters are apart");
+    assert!(engine.sessions(&cluster, "n2").await.expect("sessions").is_empty(), "each node reports its own");
 
     // A new spec replaces the owned container.
     let old_id = inspect(&container_name(&cluster, "train"))["Id"].clone();
@@ -187,7 +188,7 @@ async fn sessions_are_listed_replaced_and_removed() {
     let c = inspect(&container_name(&cluster, "train"));
     assert_ne!(c["Id"], old_id);
     assert_eq!(strings(&c["Config"]["Cmd"]), ["/bin/busybox", "sleep", "200"]);
-    let listed = engine.sessions(&cluster).await.expect("sessions");
+    let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
     assert_eq!(listed.iter().map(|s| s.spec_hash.as_str()).collect::<Vec<_>>(), [second.spec_hash.as_str()]);
 
     // A session that ends reports its exit code.
@@ -195,7 +196,7 @@ async fn sessions_are_listed_replaced_and_removed() {
     engine.create_session(&failing, &no_vfolders).await.expect("created");
     let mut oops = None;
     for _ in 0..100 {
-        let listed = engine.sessions(&cluster).await.expect("sessions");
+        let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
         oops = listed.into_iter().find(|s| s.name == "oops");
         if oops.as_ref().is_some_and(|s| s.state == ContainerState::Exited) {
             break;
@@ -211,7 +212,7 @@ async fn sessions_are_listed_replaced_and_removed() {
     assert!(!engine.remove_session(&cluster, "train").await.expect("already gone"));
     assert!(!docker(&["inspect", &container_name(&cluster, "train")]).status.success());
     assert!(engine.remove_session(&cluster, "oops").await.expect("removed"));
-    assert!(engine.sessions(&cluster).await.expect("sessions").is_empty());
+    assert!(engine.sessions(&cluster, "n1").await.expect("sessions").is_empty());
     assert_eq!(engine.session_state(&cluster, "train").await.expect("state"), None);
 }
 
@@ -232,7 +233,7 @@ async fn containers_without_bais_labels_are_reported_and_never_touched() {
     let unowned = engine.unowned(&cluster).await.expect("unowned");
     let expected = [&bar, &foo].map(|n| Unowned { kind: UnownedKind::Container, name: n.clone() });
     assert_eq!(unowned, expected);
-    assert!(engine.sessions(&cluster).await.expect("sessions").is_empty());
+    assert!(engine.sessions(&cluster, "n1").await.expect("sessions").is_empty());
 
     let req = request(&cluster, "foo", spec(&["/bin/busybox", "sleep", "300"], vec![]));
     let refused = engine.create_session(&req, &no_vfolders).await.expect_err("create must refuse");

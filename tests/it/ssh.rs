@@ -152,12 +152,12 @@ async fn a_changed_host_key_is_refused_even_when_accepting_new_keys() {
     let SshError::HostKeyChanged { line, ref fingerprint, .. } = error else {
         panic!("expected HostKeyChanged, got {error:?}")
     };
-    // russh numbers lines without counting comments.
-    assert_eq!(line, 1);
+    // The line as an editor counts it, comment included.
+    assert_eq!(line, 2);
     assert!(fingerprint.starts_with("SHA256:"));
     assert!(error.to_string().contains("node0"), "{error}");
     let help = miette::Diagnostic::help(&error).map(|h| h.to_string()).unwrap_or_default();
-    assert!(help.contains("never accepted automatically") && help.contains("line 1"), "{help}");
+    assert!(help.contains("never accepted automatically") && help.contains("line 2"), "{help}");
     assert_eq!(std::fs::read_to_string(&known_hosts).expect("known_hosts"), contents, "never rewritten");
 }
 

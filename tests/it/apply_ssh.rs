@@ -1,0 +1,273 @@
+//! `bai apply`, `status` and `destroy` over SSH: three real OpenSSH servers on 127.0.0.1 (one port each,
+//! their own `$HOME` each), the real binary installing itself as the agent, the real Docker engine.
+
+use std::io::{BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::sshd::Sshd;
+use crate::support::{bai, json, stderr_of, stdout_of};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+struct SshLab {
+    sshd: Sshd,
+    dir: tempfile::TempDir,
+    cluster: String,
+    known_hosts: PathBuf,
+}
+
+impl SshLab {
+    fn new(nodes: usize) -> Self {
+        let sshd = Sshd::start(nodes);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = format!("ssh-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let img = dir.path().join("img");
+        std::fs::create_dir_all(&img).expect("mkdir");
+        std::fs::copy("/bin/busybox", img.join("busybox")).expect("busybox-static is installed");
+        std::fs::write(img.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\n")
+            .expect("write");
+        let known_hosts = sshd.known_hosts_path().to_path_buf();
+        let lab = SshLab { sshd, dir, cluster, known_hosts };
+        lab.write("1");
+        lab
+    }
+
+    /// The lab: one vfolder and one session per node; `version` goes into every session's env.
+    fn write(&self, version: &str) {
+        let mut text = format!(
+            "cluster \"{}\" {{\n    ssh user=\"bai-test\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n",
+            self.cluster,
+            self.sshd.client_key_path().display(),
+            self.known_hosts.display()
+        );
+        for i in 0..self.sshd.len() {
+            text.push_str(&format!(
+                "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n    session \"job-{i}\" image=\"box\" node=\"node{i}\" {{\n        env VERSION=\"{version}\"\n        mount \"data-{i}\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n",
+                self.sshd.port(i)
+            ));
+        }
+        text.push_str("}\n");
+        std::fs::write(self.path(), text).expect("write lab");
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("lab.kdl")
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        bai().args(args).arg(self.path()).output().expect("bai runs")
+    }
+
+    fn container(&self, i: usize) -> String {
+        format!("bai.{}.job-{i}", self.cluster)
+    }
+
+    fn inspect(&self, i: usize) -> Option<serde_json::Value> {
+        let out = Command::new("docker").args(["inspect", &self.container(i)]).output().ok()?;
+        out.status.success().then(|| json(&stdout_of(&out))[0].clone())
+    }
+
+    /// `bai apply` on a pseudo-terminal: it observes, takes the leases, prints the plan and waits at
+    /// the confirmation prompt until `confirm` is called.
+    fn apply_waiting_for_confirmation(&self) -> Interactive {
+        let command = format!("{} apply {}", env!("CARGO_BIN_EXE_bai"), self.path().display());
+        let mut child = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(crate::support::root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("script(1) from util-linux runs");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut seen = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen.contains("Only `yes` is accepted") {
+            assert!(Instant::now() < deadline, "apply never asked for confirmation:\n{seen}");
+            let mut buf = [0u8; 256];
+            let n = out.read(&mut buf).expect("read the terminal");
+            assert!(n > 0, "apply ended before asking:\n{seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        Interactive { child, out, seen }
+    }
+}
+
+impl Drop for SshLab {
+    fn drop(&mut self) {
+        let filter = format!("label=ai.bai.cluster={}", self.cluster);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+struct Interactive {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    seen: String,
+}
+
+impl Interactive {
+    fn confirm(mut self) -> (Option<i32>, String) {
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        writeln!(stdin, "yes").expect("answer");
+        let mut rest = String::new();
+        let _ = self.out.read_to_string(&mut rest);
+        let status = self.child.wait().expect("apply ends");
+        (status.code(), format!("{}{rest}", self.seen))
+    }
+
+    /// SIGKILL of the whole controller (script and bai): nothing of it gets to clean up.
+    fn kill(mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: a plain kill(2) of the process group we created for this child.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_code(out: &std::process::Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout_of(out), stderr_of(out));
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn apply_over_ssh_creates_reads_updates_and_deletes() {
+    let lab = SshLab::new(3);
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    assert!(stdout_of(&out).contains("Plan: 12 to create"), "{}", stdout_of(&out));
+    for i in 0..3 {
+        let c = lab.inspect(i).expect("the session container exists");
+        assert_eq!(c["Config"]["Labels"]["ai.bai.node"], format!("node{i}"));
+        assert_eq!(c["State"]["Running"], true);
+        // The vfolder is a directory in that node's home, bind-mounted where the session asked.
+        let dir = lab.sshd.home(i).join(".local/share/bai/vfolders").join(format!("data-{i}"));
+        assert!(dir.join(".bai-vfolder.json").is_file(), "{}", dir.display());
+        let bind = format!("{}:/home/work/data", dir.display());
+        assert!(c["HostConfig"]["Binds"].as_array().is_some_and(|b| b.iter().any(|v| v == &bind)), "{c}");
+        // The agent was installed content-addressed in the node's home.
+        let agents = std::fs::read_dir(lab.sshd.home(i).join(".local/share/bai/agent")).expect("agent dir").count();
+        assert_eq!(agents, 1);
+    }
+
+    // Read: status as a snapshot, and planning against it finds nothing to do.
+    let status = lab.run(&["status", "--format", "json"]);
+    assert_code(&status, 0);
+    let snapshot = json(&stdout_of(&status));
+    assert_eq!(snapshot["clusters"][0]["nodes"].as_array().map(Vec::len), Some(3));
+    let state = lab.dir.path().join("state.json");
+    std::fs::write(&state, stdout_of(&status)).expect("write");
+    assert_code(&lab.run(&["plan", "--detailed-exitcode", "--state", state.to_str().expect("utf-8")]), 0);
+    let again = lab.run(&["apply", "--yes"]);
+    assert_code(&again, 0);
+    assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
+
+    // Update: only the sessions change; only on the selected node with --on.
+    let before: Vec<_> = (0..3).map(|i| lab.inspect(i).expect("exists")["Id"].clone()).collect();
+    lab.write("2");
+    let out = lab.run(&["apply", "--yes", "--on", "node1"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout_of(&out).contains("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete."),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_ne!(lab.inspect(1).expect("exists")["Id"], before[1]);
+    assert_eq!(lab.inspect(0).expect("exists")["Id"], before[0]);
+    assert_eq!(lab.inspect(2).expect("exists")["Id"], before[2]);
+
+    // Delete: everything bai owns goes, in reverse order.
+    let out = lab.run(&["destroy", "--yes"]);
+    assert_code(&out, 0);
+    for i in 0..3 {
+        assert!(lab.inspect(i).is_none(), "job-{i} removed");
+        assert!(!lab.sshd.home(i).join(".local/share/bai/vfolders").join(format!("data-{i}")).exists());
+    }
+}
+
+#[test]
+fn host_keys_are_verified_through_the_binary() {
+    let mut lab = SshLab::new(2);
+    // A known_hosts that knows nothing.
+    lab.known_hosts = lab.dir.path().join("empty_known_hosts");
+    std::fs::write(&lab.known_hosts, "").expect("write");
+    lab.write("1");
+    let refused = lab.run(&["status"]);
+    assert_code(&refused, 1);
+    let err = stderr_of(&refused);
+    let fingerprint =
+        Command::new("ssh-keygen").arg("-lf").arg(lab.sshd.host_pubkey_path(0)).output().expect("ssh-keygen");
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).split_whitespace().nth(1).unwrap_or("?").to_string();
+    assert!(err.contains(&fingerprint) && err.contains("--accept-new-host-keys"), "{err}");
+
+    assert_code(&lab.run(&["status", "--accept-new-host-keys"]), 0);
+    let learned = std::fs::read_to_string(&lab.known_hosts).expect("read");
+    assert_eq!(learned.lines().filter(|l| !l.trim().is_empty()).count(), 2, "{learned}");
+    assert_code(&lab.run(&["status"]), 0);
+
+    // The key of node0's port changes (here: node1's key claims it): refused, even with the flag.
+    let port0 = lab.sshd.port(0);
+    let forged: String = learned
+        .lines()
+        .filter(|l| !l.contains(&format!("]:{port0} ")))
+        .map(|l| format!("{l}\n{}\n", l.replace(&format!("]:{} ", lab.sshd.port(1)), &format!("]:{port0} "))))
+        .collect();
+    std::fs::write(&lab.known_hosts, forged).expect("write");
+    let changed = lab.run(&["status", "--accept-new-host-keys"]);
+    assert_code(&changed, 1);
+    assert!(stderr_of(&changed).contains("node0"), "{}", stderr_of(&changed));
+    assert!(stderr_of(&changed).to_lowercase().contains("changed"), "{}", stderr_of(&changed));
+}
+
+#[test]
+fn a_second_apply_is_refused_until_the_first_is_killed() {
+    let lab = SshLab::new(1);
+    let first = lab.apply_waiting_for_confirmation();
+    let second = lab.run(&["apply", "--yes"]);
+    assert_code(&second, 1);
+    let err = stderr_of(&second);
+    assert!(err.contains("is being applied by") && err.contains(" since "), "{err}");
+    first.kill();
+    // The first controller's connection dies with it, and its agent (and lease) with the connection.
+    wait_for("the lease to be released", || lab.run(&["apply", "--yes"]).status.success());
+    assert!(lab.inspect(0).is_some());
+}
+
+#[test]
+fn a_node_lost_mid_apply_fails_alone_and_a_later_apply_converges() {
+    let mut lab = SshLab::new(3);
+    let apply = lab.apply_waiting_for_confirmation();
+    // Planned against all three; node1 dies before anything runs.
+    lab.sshd.kill(1);
+    let (code, output) = apply.confirm();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("1 failed (node1)"), "{output}");
+    assert!(output.contains("2 succeeded (node0, node2)"), "{output}");
+    assert!(lab.inspect(0).is_some() && lab.inspect(2).is_some());
+    assert!(lab.inspect(1).is_none());
+
+    lab.sshd.restart(1);
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    assert!(lab.inspect(1).is_some());
+    let status = lab.run(&["status", "--format", "json"]);
+    let state = lab.dir.path().join("state.json");
+    std::fs::write(&state, stdout_of(&status)).expect("write");
+    assert_code(&lab.run(&["plan", "--detailed-exitcode", "--state", state.to_str().expect("utf-8")]), 0);
+}
