@@ -78,30 +78,88 @@ fn converge(
         return Outcome::Failed;
     }
     let mut results: Vec<ChangeResult> = Vec::new();
+    let progress = Progress::new(&plan);
     for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let input = Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel };
-        let report = |result: &ChangeResult| {
-            let (mark, detail) = match &result.outcome {
-                ChangeOutcome::Done(d) => ("ok  ", d.as_str()),
-                ChangeOutcome::Failed(d) => ("FAIL", d.as_str()),
-                ChangeOutcome::Skipped(d) => ("skip", d.as_str()),
-            };
-            let node = result.change.node.as_deref().unwrap_or("-");
-            let line = format!(
-                "{mark} {node}: {} {} — {detail} ({:.1}s)\n",
-                result.change.action.sign(),
-                result.change.id,
-                result.elapsed.as_secs_f64()
-            );
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        };
+        let report = |result: &ChangeResult| progress.report(result);
         results.extend(runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report)));
     }
+    progress.finish();
     let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
     print_report(&plan, &results, &failures);
     let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
     if failed || !failures.is_empty() { Outcome::Failed } else { Outcome::Ok }
+}
+
+/// How a run shows its progress: a bar per node on a terminal, one plain line per change otherwise.
+struct Progress {
+    bars: Option<(indicatif::MultiProgress, BTreeMap<String, indicatif::ProgressBar>)>,
+}
+
+impl Progress {
+    fn new(plan: &Plan) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bars: None };
+        }
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:24}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for c in &plan.changes {
+            *counts.entry(c.node.clone().unwrap_or_default()).or_default() += 1;
+        }
+        let bars = counts
+            .into_iter()
+            .map(|(node, n)| {
+                let bar = multi.add(indicatif::ProgressBar::new(n).with_style(style.clone()).with_prefix(node.clone()));
+                (node, bar)
+            })
+            .collect();
+        Progress { bars: Some((multi, bars)) }
+    }
+
+    fn report(&self, result: &ChangeResult) {
+        let (mark, detail) = match &result.outcome {
+            ChangeOutcome::Done(d) => ("ok  ", d.as_str()),
+            ChangeOutcome::Failed(d) => ("FAIL", d.as_str()),
+            ChangeOutcome::Skipped(d) => ("skip", d.as_str()),
+        };
+        let node = result.change.node.as_deref().unwrap_or("-");
+        let line = format!(
+            "{mark} {node}: {} {} — {detail} ({:.1}s)",
+            result.change.action.sign(),
+            result.change.id,
+            result.elapsed.as_secs_f64()
+        );
+        match &self.bars {
+            Some((multi, bars)) => {
+                if let Some(bar) = bars.get(node) {
+                    // A move splits into two changes: let the bar grow rather than overflow.
+                    if bar.position() >= bar.length().unwrap_or(0) {
+                        bar.inc_length(1);
+                    }
+                    bar.inc(1);
+                    bar.set_message(format!("{} {}", result.change.action.sign(), result.change.id));
+                }
+                if !matches!(result.outcome, ChangeOutcome::Done(_)) {
+                    let _ = multi.println(&line);
+                }
+            }
+            None => {
+                let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars.values() {
+                bar.finish();
+            }
+        }
+    }
 }
 
 fn confirm(goal: Goal) -> bool {
