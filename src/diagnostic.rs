@@ -74,6 +74,7 @@ codes! {
     ReadonlyRequired => "bai::mount::readonly_required",
     OtherNode => "bai::mount::other_node",
     DuplicateEnv => "bai::session::duplicate_env",
+    ReservedEnv => "bai::session::reserved_env",
     MissingPath => "bai::image::missing_path",
     MultipleLocal => "bai::node::multiple_local",
     NoAddress => "bai::node::no_address",

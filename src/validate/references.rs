@@ -52,6 +52,13 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
                 problems.push(unknown(Code::UnknownSessionRef, "session", d.value.as_str(), d.loc, &index.sessions));
             }
         }
+        for var in s.env.iter().filter(|v| v.name.value == "PATH") {
+            problems.push(
+                Problem::error(Code::ReservedEnv, format!("session `{}` sets `PATH`, which bai composes itself", s.name.value))
+                    .primary(var.name.loc, "`PATH` is set by bai")
+                    .help("every session gets `/home/work/.local/bin` followed by its image's own PATH; put tools in `/home/work/.local/bin` or bake them into the image"),
+            );
+        }
         for (i, var) in s.env.iter().enumerate() {
             if let Some(first) = s.env[..i].iter().find(|e| e.name.value == var.name.value) {
                 problems.push(
