@@ -103,7 +103,15 @@ pub async fn open(
     } else {
         let target = ssh_target(cluster, node, options.accept_new_host_keys);
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
-        let path = session.install_agent(&options.agent_binary).await.map_err(|e| ssh_failure(name, &e))?;
+        let path = match session.install_agent(&options.agent_binary).await {
+            Ok(path) => path,
+            // A node of another architecture gets the build the lab names for it (`agent binary="…"`).
+            Err(crate::transport::ssh::SshError::ArchMismatch { .. }) if cluster.agent_binary.is_some() => {
+                let other = cluster.agent_binary.as_ref().map(|b| b.value.clone()).unwrap_or_default();
+                session.install_agent(&other).await.map_err(|e| ssh_failure(name, &e))?
+            }
+            Err(e) => return Err(ssh_failure(name, &e)),
+        };
         // `path` is the node's home plus fixed text and a hex hash: quoted, and no lab data reaches the shell.
         let command = format!("{} agent", crate::transport::ssh::shell_word(&path));
         let stream = session.exec_stream(&command).await.map_err(|e| ssh_failure(name, &e))?;

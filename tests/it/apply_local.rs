@@ -317,3 +317,64 @@ fn the_quickstart_applies_on_this_machine() {
     assert!(stdout_of(&status).contains("session web-server: running"), "{}", stdout_of(&status));
     assert_code(&run(&["destroy", "--yes", "--allow-data-loss"]), 0);
 }
+
+/// Updates in place and deletes of every kind, checked on the real node: node labels and a vfolder's
+/// quota change without touching the sessions; an image whose ref changes is replaced together with the
+/// session using it; a session, vfolder and image removed from the file are removed from the node.
+#[test]
+fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
+    let lab = LocalLab::new();
+    assert_code(&lab.run(&["apply", "--yes"]), 0);
+    let web = lab.inspect("web-1")["Id"].clone();
+
+    // In place: node labels and vfolder quota.
+    let text = std::fs::read_to_string(lab.path()).expect("read");
+    std::fs::write(
+        lab.path(),
+        text.replace("role=\"workstation\"", "role=\"lab\"").replace("quota=\"1GiB\"", "quota=\"2GiB\""),
+    )
+    .expect("write");
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    let plan = stdout_of(&out);
+    assert!(plan.contains("  ~ node:ws\n        ~ `labels.role`: \"workstation\" → \"lab\""), "{plan}");
+    assert!(plan.contains("  ~ vfolder:ckpt\n        ~ `quota`: 1GiB → 2GiB"), "{plan}");
+    assert!(plan.contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to delete."), "{plan}");
+    let marker = std::fs::read_to_string(lab.vfolders().join("ckpt/.bai-vfolder.json")).expect("marker");
+    assert!(marker.contains("2147483648"), "{marker}");
+    assert_eq!(lab.inspect("web-1")["Id"], web, "in-place updates leave sessions alone");
+    let status = json(&stdout_of(&lab.run(&["status", "--format", "json"])));
+    assert_eq!(status["clusters"][0]["nodes"][0]["labels"]["role"], "lab");
+
+    // Replace: the image's ref changes, so the image and both sessions using it are replaced.
+    let text = std::fs::read_to_string(lab.path()).expect("read");
+    std::fs::write(lab.path(), text.replace("bai-it/box:1", "bai-it/box:2")).expect("write");
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    let plan = stdout_of(&out);
+    assert!(plan.contains("-/+ image:ws/box") && plan.contains("`ref`: \"bai-it/box:1\" → \"bai-it/box:2\""), "{plan}");
+    assert!(plan.contains("-/+ session:web-1") && plan.contains("-/+ session:side-job"), "{plan}");
+    assert_eq!(lab.inspect("web-1")["Config"]["Image"], "bai-it/box:2");
+
+    // Delete: drop the side job and the ckpt vfolder it mounts (web-1 keeps only `data`).
+    let text = std::fs::read_to_string(lab.path()).expect("read");
+    let start = text.find("    session \"side-job\"").expect("side-job in the lab");
+    let end = start + text[start..].find("    }\n").expect("end of side-job") + 6;
+    let text = format!("{}{}", &text[..start], &text[end..])
+        .replace("    vfolder \"ckpt\" node=\"ws\" quota=\"2GiB\"\n", "")
+        .replace("        mount \"ckpt\" alias=\"checkpoints\"\n", "");
+    std::fs::write(lab.path(), text).expect("write");
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    let plan = stdout_of(&out);
+    assert!(plan.contains("  - session:side-job") && plan.contains("  - vfolder:ckpt"), "{plan}");
+    assert!(
+        Command::new("docker")
+            .args(["inspect", &lab.container("side-job")])
+            .output()
+            .is_ok_and(|o| !o.status.success())
+    );
+    assert!(!lab.vfolders().join("ckpt").exists());
+    let again = lab.run(&["apply", "--yes"]);
+    assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
+}
