@@ -57,9 +57,9 @@ pub enum Command {
     /// Nodes are reached over SSH (or run the agent locally for `local=#true`), observed, and the plan is
     /// printed; after confirmation the changes run in dependency order, nodes in parallel. A failing node
     /// does not stop the others; its dependants are skipped. Exits 1 if anything failed.
-    Apply(ApplyArgs),
+    Apply(ConvergeArgs),
     /// Remove everything bai owns for the cluster, in reverse dependency order
-    Destroy(DestroyArgs),
+    Destroy(ConvergeArgs),
     /// Show desired against observed state per node and session, and each node's inventory
     Status(StatusArgs),
     /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
@@ -84,25 +84,8 @@ pub struct ConnectArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// The lab file
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-
-    /// Do not ask for confirmation (needed without a terminal)
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-
-    /// Allow removing vfolders that hold data (they are moved aside to a tombstone, never erased)
-    #[arg(long)]
-    pub allow_data_loss: bool,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DestroyArgs {
+/// What `apply` and `destroy` take: both walk the nodes towards a goal.
+pub struct ConvergeArgs {
     /// The lab file
     #[arg(value_name = "FILE")]
     pub file: PathBuf,

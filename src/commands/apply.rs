@@ -9,7 +9,7 @@ use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
 use bai::state::ClusterState;
 
-use crate::cli::{ApplyArgs, ConnectArgs, DestroyArgs};
+use crate::cli::ConvergeArgs;
 use crate::commands::remote::{self, Reached};
 use crate::commands::{Outcome, Printer, check};
 
@@ -19,23 +19,16 @@ enum Goal {
     Destroy,
 }
 
-pub fn run(args: &ApplyArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
-    converge(&args.file, &args.connect, args.yes, args.allow_data_loss, Goal::Apply, cluster, printer)
+pub fn run(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    converge(args, Goal::Apply, cluster, printer)
 }
 
-pub fn run_destroy(args: &DestroyArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
-    converge(&args.file, &args.connect, args.yes, args.allow_data_loss, Goal::Destroy, cluster, printer)
+pub fn run_destroy(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    converge(args, Goal::Destroy, cluster, printer)
 }
 
-fn converge(
-    file: &std::path::Path,
-    connect: &ConnectArgs,
-    yes: bool,
-    allow_data_loss: bool,
-    goal: Goal,
-    cluster: Option<&str>,
-    printer: &Printer,
-) -> Outcome {
+fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    let (file, connect, yes, allow_data_loss) = (&args.file, &args.connect, args.yes, args.allow_data_loss);
     let lab = check(file, cluster);
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
     if lab.has_errors() {
