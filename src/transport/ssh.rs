@@ -732,8 +732,9 @@ impl SshSession {
     }
 
     /// Installs the agent Nix-style: the file at `local_binary` goes to
-    /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy that hashes right is already
-    /// there. An upload lands under a temporary name, is verified with `sha256sum` on the node, made
+    /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy of the right size is already
+    /// there (only a verified upload ever lands at that path). An upload lands under a temporary name, is
+    /// verified with `sha256sum` on the node, made
     /// executable and renamed into place: an installed agent is never rewritten in place. Returns the
     /// absolute remote path (it holds the node's `$HOME`: pass it through [`shell_word`] to build a
     /// command).
@@ -745,9 +746,9 @@ impl SshSession {
         // `hash` is 64 hex digits computed here: the only variable part of these commands.
         let dir = format!("\"$HOME\"/.local/share/bai/agent/{hash}");
         let probe = format!(
-            "sh -c 'uname -m; printf \"%s\\n\" \"$HOME\"; f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then sha256sum < \"$f\" || true; fi'"
+            "sh -c 'uname -m; printf \"%s\\n\" \"$HOME\"; f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then wc -c < \"$f\" || true; fi'"
         );
-        let output = self.run_checked("uname -m; sha256sum (agent probe)", &probe, None::<&[u8]>).await?;
+        let output = self.run_checked("uname -m; wc -c (agent probe)", &probe, None::<&[u8]>).await?;
         let text = output.stdout_text();
         let mut lines = text.lines();
         let (Some(remote_arch), Some(home)) = (lines.next(), lines.next()) else {
@@ -771,7 +772,12 @@ impl SshSession {
             });
         }
         let remote_path = format!("{home}/.local/share/bai/agent/{hash}/bai");
-        let present = lines.next().and_then(|line| line.split_whitespace().next()) == Some(hash.as_str());
+        // The content-addressed path is only ever written by a rename after the uploaded copy hashed
+        // right, so a copy of the right size is trusted: hashing it again on every connection cost the
+        // node a quarter of a second (most of a no-op apply). A truncated or rewritten copy is replaced.
+        let local_size = std::fs::metadata(local_binary).map(|m| m.len()).ok();
+        let remote_size = lines.next().and_then(|line| line.trim().parse::<u64>().ok());
+        let present = remote_size.is_some() && remote_size == local_size;
         if present {
             return Ok(remote_path);
         }
@@ -833,7 +839,10 @@ fn identify_binary(path: &Path) -> std::io::Result<BinaryId> {
     let cache = CACHE.get_or_init(Cache::default);
     let metadata = std::fs::metadata(path)?;
     let key = (path.to_owned(), metadata.len(), metadata.modified()?);
-    if let Some(id) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+    // Held while hashing: an apply reaches every node at once, and all but the first wait for its result
+    // rather than hashing the same file again.
+    let mut cached = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(id) = cached.get(&key) {
         return Ok(id.clone());
     }
 
@@ -852,7 +861,7 @@ fn identify_binary(path: &Path) -> std::io::Result<BinaryId> {
         sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         arch: elf_arch(&header).unwrap_or(std::env::consts::ARCH),
     };
-    cache.lock().unwrap_or_else(PoisonError::into_inner).insert(key, id.clone());
+    cached.insert(key, id.clone());
     Ok(id)
 }
 
