@@ -356,7 +356,9 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
     assert!(plan.contains("-/+ session:web-1") && plan.contains("-/+ session:side-job"), "{plan}");
     assert_eq!(lab.inspect("web-1")["Config"]["Image"], "bai-it/box:2");
 
-    // Delete: drop the side job and the ckpt vfolder it mounts (web-1 keeps only `data`).
+    // Delete: drop the side job and the ckpt vfolder it mounts (web-1 keeps only `data`). `ckpt` holds
+    // data, so the first apply refuses to remove it; with --allow-data-loss it is moved aside.
+    std::fs::write(lab.vfolders().join("ckpt/model.bin"), "weights").expect("write");
     let text = std::fs::read_to_string(lab.path()).expect("read");
     let start = text.find("    session \"side-job\"").expect("side-job in the lab");
     let end = start + text[start..].find("    }\n").expect("end of side-job") + 6;
@@ -364,17 +366,35 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
         .replace("    vfolder \"ckpt\" node=\"ws\" quota=\"2GiB\"\n", "")
         .replace("        mount \"ckpt\" alias=\"checkpoints\"\n", "");
     std::fs::write(lab.path(), text).expect("write");
-    let out = lab.run(&["apply", "--yes"]);
-    assert_code(&out, 0);
-    let plan = stdout_of(&out);
+    let refused = lab.run(&["apply", "--yes"]);
+    assert_code(&refused, 1);
+    let plan = stdout_of(&refused);
     assert!(plan.contains("  - session:side-job") && plan.contains("  - vfolder:ckpt"), "{plan}");
+    assert!(stderr_of(&refused).contains("vfolder `ckpt` holds data"), "{}", stderr_of(&refused));
     assert!(
         Command::new("docker")
             .args(["inspect", &lab.container("side-job")])
             .output()
             .is_ok_and(|o| !o.status.success())
     );
+    assert_eq!(std::fs::read_to_string(lab.vfolders().join("ckpt/model.bin")).expect("kept"), "weights");
+    assert_code(&lab.run(&["apply", "--yes", "--allow-data-loss"]), 0);
     assert!(!lab.vfolders().join("ckpt").exists());
+    let grave = std::fs::read_dir(lab.vfolders().join(".bai-tombstones")).expect("tombstones").flatten().next();
+    let grave = grave.expect("one tombstone");
+    assert_eq!(std::fs::read_to_string(grave.path().join("model.bin")).expect("kept"), "weights");
+
+    // The last session goes: so does the image it used (bai forgets it; Docker keeps its cache).
+    let text = std::fs::read_to_string(lab.path()).expect("read");
+    let start = text.find("    session \"web-1\"").expect("web-1 in the lab");
+    let end = start + text[start..].find("    }\n").expect("end of web-1") + 6;
+    std::fs::write(lab.path(), format!("{}{}", &text[..start], &text[end..])).expect("write");
+    let out = lab.run(&["apply", "--yes"]);
+    assert_code(&out, 0);
+    let plan = stdout_of(&out);
+    assert!(plan.contains("  - session:web-1") && plan.contains("  - image:ws/box"), "{plan}");
+    let status = json(&stdout_of(&lab.run(&["status", "--format", "json"])));
+    assert_eq!(status["clusters"][0]["nodes"][0]["images"], serde_json::json!([]));
     let again = lab.run(&["apply", "--yes"]);
     assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
 }
