@@ -398,3 +398,23 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
     let again = lab.run(&["apply", "--yes"]);
     assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
 }
+
+/// On a terminal, apply draws a progress bar per node; without one it prints a line per change.
+#[test]
+fn progress_shows_as_bars_on_a_terminal_and_lines_otherwise() {
+    let lab = LocalLab::new();
+    let command = format!("{} apply --yes {}", env!("CARGO_BIN_EXE_bai"), lab.path().display());
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("BAI_HOME", lab.dir.path().join("agent-home"))
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    let screen = stdout_of(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("ws [") && screen.contains("6/6"), "a bar for node ws: {screen}");
+    let plain = lab.run(&["destroy", "--yes"]);
+    assert_code(&plain, 0);
+    assert!(stderr_of(&plain).contains("ok   ws: - session:web-1"), "{}", stderr_of(&plain));
+}

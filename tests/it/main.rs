@@ -1,5 +1,6 @@
 //! bai's integration suite: one test binary, the real `bai` executable and the library's pipeline.
 
+mod agent;
 mod apply_local;
 mod apply_ssh;
 mod cli;
