@@ -211,7 +211,6 @@ impl From<ClientError> for ChangeError {
 async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> Result<String, ChangeError> {
     let cluster = input.cluster.name.value.to_string();
     let name = change.id.name.clone();
-    let value = |v: serde_json::Value| -> serde_json::Value { v };
     match (change.id.kind, change.action) {
         (Kind::Node, Action::Delete) => {
             let _: serde_json::Value = conn.client.call(Method::Leave(Leave { cluster })).await?;
@@ -243,7 +242,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
                     source,
                 }))
                 .await?;
-            Ok(format!("image {}", value(reply)["id"].as_str().unwrap_or("ready")))
+            Ok(format!("image {}", reply["id"].as_str().unwrap_or("ready")))
         }
         (Kind::Vfolder, Action::Delete) => {
             let reply: serde_json::Value = conn

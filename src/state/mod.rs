@@ -173,8 +173,10 @@ impl ClusterState {
 
 /// Converts a spec to the fields a plan compares and shows (`resources.gpus`, `env.A`, …).
 pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value> {
+    fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+    }
     let mut fields = BTreeMap::new();
-    let json = |v: &dyn erased::Ser| v.to_json();
     fields.insert("image".into(), json(&spec.image));
     fields.insert("image_ref".into(), json(&spec.image_ref));
     fields.insert("image_digest".into(), json(&spec.image_digest));
@@ -197,18 +199,6 @@ pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value>
     }
     fields.insert("restart".into(), json(&spec.restart));
     fields
-}
-
-mod erased {
-    /// Object-safe serialization to a JSON value, so field tables can mix types.
-    pub trait Ser {
-        fn to_json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
-    }
 }
 
 impl ClusterState {
