@@ -20,3 +20,4 @@ pub mod state;
 pub mod suggest;
 pub mod transport;
 pub mod validate;
+pub mod watch;

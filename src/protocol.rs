@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Permission;
-use crate::state::snapshot::{Inventory, NodeSnapshot};
+use crate::state::snapshot::{Inventory, NodeSnapshot, SessionSnapshot, Unowned};
 use crate::state::spec::{ImageSpec, SessionSpec};
 
 /// Bumped whenever a message changes shape.
@@ -43,6 +43,8 @@ pub enum Method {
     CreateSession(Box<CreateSession>),
     RemoveSession(RemoveSession),
     SessionHealth(SessionHealth),
+    /// The watcher's per-round look at a node's sessions: their containers, and the health checks due.
+    Probe(Probe),
     /// Forget the cluster on this node (after everything of it was removed).
     Leave(Leave),
 }
@@ -63,6 +65,7 @@ impl Method {
             Method::CreateSession(_) => "create_session",
             Method::RemoveSession(_) => "remove_session",
             Method::SessionHealth(_) => "session_health",
+            Method::Probe(_) => "probe",
             Method::Leave(_) => "leave",
         }
     }
@@ -250,6 +253,51 @@ pub struct RemoveSession {
 pub struct SessionHealth {
     pub cluster: String,
     pub name: String,
+}
+
+/// `probe`: no lease needed. The agent lists the cluster's containers on the node (as `observe` does, but
+/// nothing else) and runs the given health checks concurrently, each bounded by its own timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub cluster: String,
+    pub node: String,
+    pub checks: Vec<HealthProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthProbe {
+    pub session: String,
+    pub check: HealthCheckSpec,
+    pub timeout_ms: u64,
+}
+
+/// A session's `health` check as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HealthCheckSpec {
+    /// HTTP GET from the node to the container's own address; 2xx and 3xx are healthy.
+    Http { port: u16, path: String },
+    /// A command run in the container (no shell); exit 0 is healthy.
+    Exec { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReply {
+    /// The node's managed sessions of the cluster, as in `observe`.
+    pub sessions: Vec<SessionSnapshot>,
+    /// Containers holding one of the cluster's names without bai's labels.
+    pub unowned: Vec<Unowned>,
+    /// One per requested check, in request order.
+    pub health: Vec<HealthResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResult {
+    pub session: String,
+    pub healthy: bool,
+    /// What was seen, for people: `HTTP 200`, `HTTP 404`, `exit 1`, `timed out after 2s`,
+    /// `container not running`, `connection refused`.
+    pub detail: String,
 }
 
 /// The container name of a session: `bai.<cluster>.<session>`.

@@ -186,6 +186,7 @@ impl Agent {
                     }
                 })
             }
+            Method::Probe(_) => Err(RpcError::new(ErrorKind::Failed, "probe is not implemented yet")),
             Method::Leave(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
                 records::forget(&self.home.cluster_state(&cluster))?;

@@ -1,0 +1,1 @@
+//! The `--listen` HTTP endpoint (placeholder).

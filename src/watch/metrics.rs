@@ -1,0 +1,1 @@
+//! Prometheus text exposition of the watcher's status (placeholder).

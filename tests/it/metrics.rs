@@ -1,0 +1,1 @@
+//! `/metrics` text checked by Prometheus's own parser (placeholder).

@@ -1,0 +1,1 @@
+//! `bai watch` against real sshd nodes and the real Docker engine (placeholder).
