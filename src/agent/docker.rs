@@ -9,11 +9,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
+use bollard::exec::StartExecOptions;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, ExecConfig, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
@@ -479,6 +482,55 @@ impl Engine {
         others.sort_by(|a, b| a.0.cmp(b.0));
         let ip = networks.get("bridge").and_then(ip_of).or_else(|| others.into_iter().find_map(|(_, n)| ip_of(n)));
         Ok(Some((state, exit_code, ip)))
+    }
+
+    /// Runs `argv` in the session's running container (no shell, no TTY, output discarded) and returns
+    /// its exit code. Refuses ([`DockerError::NotOwned`]) a container that is not bai's for this cluster,
+    /// and a missing one ([`DockerError::Invalid`]); Docker itself refuses a stopped one.
+    ///
+    /// It waits for the command however long it runs: callers bound it with a timeout. Docker has no way
+    /// to stop an exec'd process, so a command that outlives its caller keeps running in the container.
+    pub async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError> {
+        let docker = self.api().await?;
+        let container = checked_name(cluster, name)?;
+        let invalid = |reason: &str| DockerError::Invalid { container: container.clone(), reason: reason.into() };
+        if argv.is_empty() {
+            return Err(invalid("an empty command cannot be run"));
+        }
+        let Some(existing) = self.inspect_container(&container).await? else {
+            return Err(invalid("there is no such container"));
+        };
+        if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
+        let Some(id) = existing.id else { return Err(invalid("Docker reported no id for it")) };
+        let config = ExecConfig {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let action = || format!("running {:?} in container {container}", argv.join(" "));
+        let created = docker.create_exec(&id, config).await.map_err(api(action()))?;
+        let start = StartExecOptions { detach: true, tty: false, output_capacity: None };
+        docker.start_exec(&created.id, Some(start)).await.map_err(api(action()))?;
+        // Detached, so the end is learnt by asking; start quick (most checks are instant), then back off.
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let inspect = docker.inspect_exec(&created.id).await.map_err(api(action()))?;
+            if inspect.running != Some(true) {
+                // Not running and no code: the engine has not started it yet, or it never will; the
+                // caller's timeout settles the second case.
+                if let Some(code) = inspect.exit_code {
+                    return Ok(code);
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 
     async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {

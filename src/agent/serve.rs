@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -15,7 +16,7 @@ use crate::agent::docker::Engine;
 use crate::agent::home::{Home, is_safe_component};
 use crate::agent::lease::{self, Lease};
 use crate::agent::records::{self, ClusterRecord, ImageRecord};
-use crate::agent::{inventory, vfolder};
+use crate::agent::{health, inventory, vfolder};
 use crate::protocol::*;
 use crate::state::snapshot::{AgentInfo, ImageSnapshot, NodeSnapshot};
 
@@ -186,7 +187,7 @@ impl Agent {
                     }
                 })
             }
-            Method::Probe(_) => Err(RpcError::new(ErrorKind::Failed, "probe is not implemented yet")),
+            Method::Probe(p) => self.probe(p).await,
             Method::Leave(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
                 records::forget(&self.home.cluster_state(&cluster))?;
@@ -255,6 +256,20 @@ impl Agent {
             unowned,
         };
         to_value(&snapshot)
+    }
+
+    /// The watcher's round on this node: the cluster's containers and the requested checks, all at once
+    /// so that a round costs the slowest of them, not their sum. A failing check is a result, not an
+    /// error; only a Docker the node cannot list fails the probe.
+    async fn probe(&mut self, p: Probe) -> Result<serde_json::Value, RpcError> {
+        let cluster = self.cluster(&p.cluster, false)?;
+        let engine = self.engine()?;
+        let checks = join_all(p.checks.iter().map(|c| health::check(engine, &cluster, c)));
+        let (sessions, unowned, health) =
+            tokio::join!(engine.sessions(&cluster, &p.node), engine.unowned(&cluster), checks);
+        let sessions = sessions.map_err(RpcError::from)?;
+        let unowned = unowned.map_err(RpcError::from)?;
+        to_value(&ProbeReply { sessions, unowned, health })
     }
 
     fn put_blob(&mut self, b: PutBlob) -> Result<serde_json::Value, RpcError> {

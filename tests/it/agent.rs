@@ -2,7 +2,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use bai::protocol::{
+    BAI_VERSION, HealthCheckSpec, HealthProbe, HealthResult, Hello, Method, PROTOCOL_VERSION, Probe, ProbeReply,
+    Request, container_name,
+};
+use bai::state::snapshot::ContainerState;
+
+use crate::docker::{Cleanup, unique};
+use crate::support::images::{IMAGE, docker, docker_ok, test_image};
 use crate::support::json;
 
 struct Agent {
@@ -84,4 +93,214 @@ fn requests_need_a_hello_and_changes_need_the_lease() {
     if gpus == Some(0) {
         assert!(inventory["result"]["gpu_error"].as_str().is_some_and(|r| !r.is_empty()), "{inventory}");
     }
+}
+
+// `probe`, through the real agent against the machine's real Docker engine.
+
+/// One request line, typed so that a test cannot send what the protocol does not define.
+fn line(id: u64, method: Method) -> String {
+    serde_json::to_string(&Request { id, method }).expect("a request encodes")
+}
+
+/// An agent for `cluster`, holding its lease so that it may create sessions.
+fn agent_for(cluster: &str) -> Agent {
+    test_image();
+    let mut agent = Agent::start();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        version: BAI_VERSION.into(),
+        cluster: cluster.into(),
+        node: "n1".into(),
+        lease: true,
+        holder: "test".into(),
+    };
+    let reply = agent.call(&line(1, Method::Hello(hello)));
+    assert_eq!(reply["result"]["lease"], true, "{reply}");
+    agent
+}
+
+fn create(agent: &mut Agent, cluster: &str, name: &str, command: &[&str]) {
+    let req = crate::docker::request(cluster, name, crate::docker::spec(command, vec![]));
+    let reply = agent.call(&line(2, Method::CreateSession(Box::new(req))));
+    assert!(reply["error"].is_null(), "creating {name}: {reply}");
+}
+
+fn http(session: &str, port: u16, path: &str, timeout_ms: u64) -> HealthProbe {
+    HealthProbe { session: session.into(), check: HealthCheckSpec::Http { port, path: path.into() }, timeout_ms }
+}
+
+fn exec(session: &str, argv: &[&str], timeout_ms: u64) -> HealthProbe {
+    let argv = argv.iter().map(|s| s.to_string()).collect();
+    HealthProbe { session: session.into(), check: HealthCheckSpec::Exec { argv }, timeout_ms }
+}
+
+fn probe(agent: &mut Agent, cluster: &str, checks: &[HealthProbe]) -> ProbeReply {
+    let method = Method::Probe(Probe { cluster: cluster.into(), node: "n1".into(), checks: checks.to_vec() });
+    let reply = agent.call(&line(3, method));
+    assert_eq!(reply["id"], 3, "{reply}");
+    serde_json::from_value(reply["result"].clone()).unwrap_or_else(|e| panic!("not a probe reply ({e}): {reply}"))
+}
+
+/// Probes until `done` holds for the reply (containers take a moment to start serving), at most 15 s;
+/// returns the last reply either way, for the test to judge.
+fn probe_until(
+    agent: &mut Agent,
+    cluster: &str,
+    checks: &[HealthProbe],
+    done: impl Fn(&ProbeReply) -> bool,
+) -> ProbeReply {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = probe(agent, cluster, checks);
+        if done(&reply) || Instant::now() > deadline {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn outcome(r: &HealthResult) -> (&str, bool, &str) {
+    (r.session.as_str(), r.healthy, r.detail.as_str())
+}
+
+#[test]
+fn probe_gets_http_checks_from_the_node() {
+    let cluster = unique("probe");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    let serve = "mkdir -p /www && echo ok > /www/ready.html && exec /bin/busybox httpd -f -p 8080 -h /www";
+    create(&mut agent, &cluster, "web", &["/bin/busybox", "sh", "-c", serve]);
+
+    let ready = [http("web", 8080, "/ready.html", 2000)];
+    let reply = probe_until(&mut agent, &cluster, &ready, |r| r.health[0].healthy);
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("web", true, "HTTP 200")]);
+    let web = reply.sessions.iter().find(|s| s.name == "web").expect("the session is listed");
+    assert_eq!(web.state, ContainerState::Running);
+    assert!(reply.unowned.is_empty(), "{:?}", reply.unowned);
+
+    docker_ok(&["exec", &container_name(&cluster, "web"), "/bin/busybox", "rm", "/www/ready.html"]);
+    let checks = [
+        http("web", 8080, "/ready.html", 2000),
+        http("web", 8081, "/", 2000),
+        http("web", 8080, "/ready.html HTTP/1.1\r\nHost: elsewhere\r\n\r\nGET /", 2000),
+        http("absent", 8080, "/", 2000),
+    ];
+    let reply = probe(&mut agent, &cluster, &checks);
+    let got: Vec<_> = reply.health.iter().map(outcome).collect();
+    assert_eq!(got[0], ("web", false, "HTTP 404"), "{got:?}");
+    assert_eq!(got[1], ("web", false, "connection refused"), "{got:?}");
+    assert!(!got[2].1 && got[2].2.starts_with("refusing health path"), "{got:?}");
+    assert_eq!(got[3], ("absent", false, "container missing"), "{got:?}");
+    assert_eq!(got.len(), 4, "one result per check, in request order: {got:?}");
+}
+
+#[test]
+fn probe_runs_exec_checks_in_owned_containers_only() {
+    let cluster = unique("probe");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    create(&mut agent, &cluster, "job", &["/bin/busybox", "sleep", "300"]);
+    let ready = [exec("job", &["/bin/busybox", "test", "-f", "/home/work/ready"], 5000)];
+    let reply = probe(&mut agent, &cluster, &ready);
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("job", false, "exit 1")]);
+
+    docker_ok(&["exec", &container_name(&cluster, "job"), "/bin/busybox", "touch", "/home/work/ready"]);
+    let reply = probe(&mut agent, &cluster, &ready);
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("job", true, "exit 0")]);
+
+    // argv is run as is: no shell splits or expands it.
+    let literal = [exec("job", &["/bin/busybox", "test", "-f", "/home/work/*"], 5000)];
+    let reply = probe(&mut agent, &cluster, &literal);
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("job", false, "exit 1")]);
+
+    // A program that is not there fails at once, not at the timeout.
+    let reply = probe(&mut agent, &cluster, &[exec("job", &["/no/such/program"], 5000)]);
+    let (_, healthy, detail) = outcome(&reply.health[0]);
+    assert!(!healthy && detail.contains("/no/such/program") && !detail.starts_with("timed out"), "{detail}");
+
+    // A container holding a managed name without bai's labels is reported, and nothing runs in it.
+    let foreign = container_name(&cluster, "foreign");
+    docker_ok(&["run", "-d", "--name", &foreign, IMAGE]);
+    let touch = ["/bin/busybox", "touch", "/touched"];
+    let reply = probe(&mut agent, &cluster, &[exec("foreign", &touch, 5000), exec("job", &touch, 5000)]);
+    assert!(!reply.health[0].healthy, "{:?}", reply.health);
+    assert!(reply.health[0].detail.contains("does not carry bai's labels"), "{:?}", reply.health);
+    assert_eq!(outcome(&reply.health[1]), ("job", true, "exit 0"), "the same command runs in an owned container");
+    assert_eq!(reply.unowned.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), [foreign.as_str()]);
+    assert!(
+        docker(&["exec", &container_name(&cluster, "job"), "/bin/busybox", "test", "-f", "/touched"]).status.success()
+    );
+    assert!(!docker(&["exec", &foreign, "/bin/busybox", "test", "-f", "/touched"]).status.success());
+}
+
+#[test]
+fn probe_reports_a_killed_container_as_not_running() {
+    let cluster = unique("probe");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    create(&mut agent, &cluster, "victim", &["/bin/busybox", "sleep", "300"]);
+    let check = [exec("victim", &["/bin/busybox", "true"], 5000)];
+    let reply = probe(&mut agent, &cluster, &check);
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("victim", true, "exit 0")]);
+
+    docker_ok(&["kill", &container_name(&cluster, "victim")]);
+    let reply = probe_until(&mut agent, &cluster, &check, |r| {
+        r.sessions.iter().any(|s| s.name == "victim" && s.state == ContainerState::Exited)
+    });
+    let victim = reply.sessions.iter().find(|s| s.name == "victim").expect("the killed session is still listed");
+    assert_eq!((victim.state, victim.exit_code), (ContainerState::Exited, Some(137)));
+    assert_eq!(
+        reply.health.iter().map(outcome).collect::<Vec<_>>(),
+        [("victim", false, "container not running (exited, code 137)")]
+    );
+}
+
+#[test]
+fn probe_checks_are_concurrent_and_each_bounded_by_its_timeout() {
+    let cluster = unique("probe");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    // Accepts every connection on 9000 and never answers: each is handed to a `sleep`.
+    let mute = ["/bin/busybox", "nc", "-ll", "-p", "9000", "-e", "/bin/busybox", "sleep", "3600"];
+    create(&mut agent, &cluster, "slow", &mute);
+    let listening = [http("slow", 9000, "/", 300)];
+    let reply = probe_until(&mut agent, &cluster, &listening, |r| r.health[0].detail != "connection refused");
+    assert_eq!(reply.health.iter().map(outcome).collect::<Vec<_>>(), [("slow", false, "timed out after 300ms")]);
+
+    let checks = [
+        exec("slow", &["/bin/busybox", "sleep", "30"], 1500),
+        http("slow", 9000, "/", 1000),
+        exec("slow", &["/bin/busybox", "true"], 5000),
+    ];
+    let started = Instant::now();
+    let reply = probe(&mut agent, &cluster, &checks);
+    let took = started.elapsed();
+    assert_eq!(
+        reply.health.iter().map(outcome).collect::<Vec<_>>(),
+        [("slow", false, "timed out after 1.5s"), ("slow", false, "timed out after 1s"), ("slow", true, "exit 0")]
+    );
+    // Run one after the other the timeouts alone would take 2.5 s.
+    assert!(took < Duration::from_millis(2400), "the checks did not run concurrently: {took:?}");
+}
+
+#[test]
+fn probe_fails_when_the_node_cannot_reach_docker() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bai"))
+        .arg("agent")
+        .env("BAI_HOME", home.path())
+        .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", home.path().display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut agent = Agent { child, reader, _home: home };
+    let ok = agent.call(&hello(BAI_VERSION, false));
+    assert_eq!(ok["result"]["lease"], false, "{ok}");
+    let method =
+        Method::Probe(Probe { cluster: "lab".into(), node: "n1".into(), checks: vec![http("x", 80, "/", 500)] });
+    let reply = agent.call(&line(4, method));
+    assert_eq!(reply["error"]["kind"], "failed", "{reply}");
+    assert!(reply["result"].is_null(), "{reply}");
 }

@@ -23,20 +23,20 @@ fn engine() -> Engine {
 }
 
 /// A cluster name no other test (or earlier run of this one) uses.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Removes, even when a test fails, every container holding the cluster's names or labels, and the
 /// image tags a test made.
-struct Cleanup {
+pub(crate) struct Cleanup {
     cluster: String,
     images: Vec<String>,
 }
 
 impl Cleanup {
-    fn new(cluster: &str) -> Self {
+    pub(crate) fn new(cluster: &str) -> Self {
         Cleanup { cluster: cluster.to_string(), images: Vec::new() }
     }
 }
@@ -57,7 +57,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn spec(command: &[&str], mounts: Vec<MountSpec>) -> SessionSpec {
+pub(crate) fn spec(command: &[&str], mounts: Vec<MountSpec>) -> SessionSpec {
     SessionSpec {
         image: "busybox".into(),
         image_ref: IMAGE.into(),
@@ -72,7 +72,7 @@ fn spec(command: &[&str], mounts: Vec<MountSpec>) -> SessionSpec {
     }
 }
 
-fn request(cluster: &str, name: &str, spec: SessionSpec) -> CreateSession {
+pub(crate) fn request(cluster: &str, name: &str, spec: SessionSpec) -> CreateSession {
     CreateSession {
         cluster: cluster.into(),
         node: "n1".into(),
