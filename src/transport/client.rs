@@ -22,6 +22,9 @@ pub struct AgentClient {
     lines: Lines<BufReader<Box<dyn tokio::io::AsyncRead + Send + Unpin>>>,
     writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
     next_id: u64,
+    /// Set while a request is being written: a call cancelled there (a timeout) leaves half a line on the
+    /// wire, after which the connection is useless.
+    writing: bool,
     _keepalive: Box<dyn std::any::Any + Send>,
 }
 
@@ -31,21 +34,35 @@ impl AgentClient {
             lines: BufReader::new(stream.reader).lines(),
             writer: stream.writer,
             next_id: 1,
+            writing: false,
             _keepalive: stream.keepalive,
         }
     }
 
-    /// One request, one response.
+    /// One request, one response. Cancel-safe between requests: the answers to calls abandoned while
+    /// waiting (a probe that timed out) are skipped when they arrive late.
     pub async fn call<T: DeserializeOwned>(&mut self, method: Method) -> Result<T, ClientError> {
+        if self.writing {
+            return Err(ClientError::Protocol("an earlier request was cut off mid-write".into()));
+        }
         let id = self.next_id;
         self.next_id += 1;
         let mut line = serde_json::to_vec(&Request { id, method }).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
+        self.writing = true;
         self.writer.write_all(&line).await?;
         self.writer.flush().await?;
-        let Some(reply) = self.lines.next_line().await? else { return Err(ClientError::Closed) };
-        let response: Response =
-            serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(format!("{e}: {reply}")))?;
+        self.writing = false;
+        let response = loop {
+            let Some(reply) = self.lines.next_line().await? else { return Err(ClientError::Closed) };
+            let response: Response =
+                serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(format!("{e}: {reply}")))?;
+            // Ids only grow: a smaller one answers a request this client gave up on.
+            if response.id < id {
+                continue;
+            }
+            break response;
+        };
         if response.id != id {
             return Err(ClientError::Protocol(format!("response {} to request {id}", response.id)));
         }
