@@ -62,6 +62,14 @@ pub enum Command {
     Destroy(ConvergeArgs),
     /// Show desired against observed state per node and session, and each node's inventory
     Status(StatusArgs),
+    /// Keep the fleet under a continuous health probe: nodes, sessions, drift; optionally heal
+    ///
+    /// One long-lived agent connection per node; a ping every `interval`, a node `down` after
+    /// `failure-threshold` misses and `up` after `success-threshold` answers (the lab's `probe` settings,
+    /// overridden by the flags below). Session containers and `health` checks every round; drift against
+    /// the file is reported and, with `--heal`, re-applied. On a terminal a live table; otherwise one line
+    /// per transition. The lab file is reloaded when it changes or on SIGHUP. SIGINT/SIGTERM stop it.
+    Watch(WatchArgs),
     /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
     #[command(hide = true)]
     Agent,
@@ -114,6 +122,62 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// One round over every node, then exit: 0 when everything is up, running, healthy and as the file
+    /// says, 1 otherwise (for cron and CI)
+    #[arg(long)]
+    pub once: bool,
+
+    /// Re-apply what drifted (missing, stopped or changed containers), under the apply lease
+    #[arg(long)]
+    pub heal: bool,
+
+    /// With --heal: at most this many heals of one session in any minute
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub heal_limit: usize,
+
+    /// Serve GET /ping, /status and /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// `text`: a live table on a terminal, else a line per transition; `json`: a JSON object per event
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    /// Ping every DURATION (overrides the lab's `probe interval`, for health checks too)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub interval: Option<std::time::Duration>,
+
+    /// A ping or check missing after DURATION is a miss (overrides the lab's `probe timeout`)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Misses in a row that make a node down or a session unhealthy
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub failure_threshold: Option<u32>,
+
+    /// Answers in a row that make a node up or a session healthy
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub success_threshold: Option<u32>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `5s`, `500ms`, `1m`: the lab's own duration syntax.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    match bai::config::value::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{}; {}", e.message, e.help)),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod remote;
 pub mod status;
 pub mod validate;
+pub mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;

@@ -1,7 +1,258 @@
 //! `bai watch`: the fleet under a continuous probe. One long-lived agent connection per node, a ping every
 //! `interval` under the Kubernetes threshold model, session containers and health checks, drift against the
-//! file and, with `--heal`, re-applying what drifted. Events go out on a channel; the CLI prints them.
+//! file and, with `--heal`, re-applying what drifted. Events go out on a channel and the status is shared
+//! behind a mutex; the CLI prints the one and serves the other.
+//!
+//! This module is the supervisor: one task per watched node, started, restarted (when how the node is
+//! reached changed) or stopped as the lab file changes, and one round for `--once`.
 
+pub mod backoff;
+pub mod drift;
+pub mod event;
+pub mod heal;
 pub mod http;
 pub mod metrics;
+pub mod node;
+pub mod rate;
+pub mod settings;
 pub mod status;
+pub mod table;
+pub mod threshold;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::fleet::{ConnectOptions, select};
+use crate::model::{Cluster, Config};
+use crate::state::ClusterState;
+use crate::watch::event::Event;
+use crate::watch::node::Shared;
+use crate::watch::settings::Overrides;
+use crate::watch::status::FleetStatus;
+
+/// How the watcher runs, from the command line.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub connect: ConnectOptions,
+    pub overrides: Overrides,
+    /// `--on`: the nodes to watch (all when empty).
+    pub selectors: Vec<String>,
+    pub heal: bool,
+    /// Heals per session in any sliding minute.
+    pub heal_limit: usize,
+}
+
+/// A cluster as the watcher needs it: the model, and each session's node and spec hash, computed once
+/// per version of the file rather than every round.
+#[derive(Debug)]
+pub struct Watched {
+    pub cluster: Cluster,
+    /// Session name → (node, spec hash).
+    pub sessions: BTreeMap<String, (String, String)>,
+}
+
+impl Watched {
+    pub fn new(cluster: Cluster) -> Self {
+        let desired = ClusterState::desired(&cluster);
+        let sessions =
+            desired.sessions.into_iter().map(|(name, s)| (name.to_string(), (s.node.to_string(), s.hash))).collect();
+        Watched { cluster, sessions }
+    }
+}
+
+/// A valid lab and the files it was read from (watched for changes).
+pub struct Lab {
+    pub config: Config,
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads the lab again; `Err` carries the rendered diagnostics.
+pub type Loader = Box<dyn Fn() -> Result<Lab, String> + Send + Sync>;
+
+/// How often the lab's files are checked for changes.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+struct NodeHandle {
+    spec: watch::Sender<Arc<Watched>>,
+    task: JoinHandle<()>,
+    /// How the node is reached; a change restarts its task (and so its connection).
+    reach: String,
+}
+
+/// Every watched node's task, by (cluster, node).
+struct Fleet {
+    shared: Shared,
+    nodes: BTreeMap<(String, String), NodeHandle>,
+}
+
+fn reach_key(cluster: &Cluster, node: &crate::model::Node) -> String {
+    if node.is_local() { "local".into() } else { format!("{:?}", crate::fleet::ssh_target(cluster, node, false)) }
+}
+
+impl Fleet {
+    /// Brings the tasks in line with `config`; returns (added, removed, changed) as `cluster/node`.
+    fn reconcile(&mut self, config: &Config) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut wanted: BTreeMap<(String, String), (Arc<Watched>, String, String)> = BTreeMap::new();
+        for cluster in &config.clusters {
+            let watched = Arc::new(Watched::new(cluster.clone()));
+            for node in cluster.nodes.iter().filter(|n| select::selected(n, &self.shared.options.selectors)) {
+                let key = (cluster.name.value.to_string(), node.name.value.to_string());
+                wanted.insert(key, (watched.clone(), reach_key(cluster, node), node::address(cluster, node)));
+            }
+        }
+        let gone: Vec<(String, String)> = self.nodes.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        for key in gone {
+            if let Some(handle) = self.nodes.remove(&key) {
+                handle.task.abort();
+            }
+            let mut status = self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(c) = status.clusters.get_mut(&key.0) {
+                c.nodes.remove(&key.1);
+                if c.nodes.is_empty() {
+                    status.clusters.remove(&key.0);
+                }
+            }
+            removed.push(format!("{}/{}", key.0, key.1));
+        }
+        for (key, (watched, reach, address)) in wanted {
+            match self.nodes.get_mut(&key) {
+                Some(handle) if handle.reach == reach => {
+                    let _ = handle.spec.send(watched);
+                }
+                existing => {
+                    if let Some(old) = existing {
+                        old.task.abort();
+                        changed.push(format!("{}/{}", key.0, key.1));
+                    } else {
+                        added.push(format!("{}/{}", key.0, key.1));
+                    }
+                    {
+                        let mut status = self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let entry =
+                            status.clusters.entry(key.0.clone()).or_default().nodes.entry(key.1.clone()).or_default();
+                        *entry = status::NodeStatus { address, ..status::NodeStatus::default() };
+                    }
+                    let (tx, rx) = watch::channel(watched);
+                    let task = tokio::spawn(node::run(rx, key.1.clone(), self.shared.clone()));
+                    self.nodes.insert(key, NodeHandle { spec: tx, task, reach });
+                }
+            }
+        }
+        (added, removed, changed)
+    }
+
+    /// Stops every node task and waits for them, which drops (closes) every connection.
+    async fn stop(self) {
+        for handle in self.nodes.values() {
+            handle.task.abort();
+        }
+        for (_, handle) in self.nodes {
+            let _ = handle.task.await;
+        }
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())))
+        .collect()
+}
+
+/// Watches until `shutdown` resolves: reloads the lab when one of its files changes or `reload` fires
+/// (SIGHUP), keeping the previous lab when the new one has errors.
+pub async fn run(
+    lab: Lab,
+    loader: Loader,
+    options: Arc<WatchOptions>,
+    status: Arc<Mutex<FleetStatus>>,
+    events: mpsc::UnboundedSender<Event>,
+    mut reload: mpsc::UnboundedReceiver<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let shared = Shared { status: status.clone(), events: events.clone(), options };
+    let mut fleet = Fleet { shared, nodes: BTreeMap::new() };
+    fleet.reconcile(&lab.config);
+    let mut files = lab.files;
+    let mut seen = stamps(&files);
+    let loader = Arc::new(loader);
+    tokio::pin!(shutdown);
+    let mut poll = tokio::time::interval(FILE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = poll.tick() => {
+                let now = stamps(&files);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+            signal = reload.recv() => {
+                if signal.is_none() {
+                    // Nobody can ask for a reload any more; file changes still count.
+                    reload = mpsc::unbounded_channel().1;
+                    continue;
+                }
+            }
+        }
+        let load = loader.clone();
+        let result =
+            tokio::task::spawn_blocking(move || load()).await.unwrap_or_else(|e| Err(format!("reload failed: {e}")));
+        match result {
+            Ok(new) => {
+                status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).config_error = None;
+                let (added, removed, changed) = fleet.reconcile(&new.config);
+                files = new.files;
+                seen = stamps(&files);
+                let _ = events.send(Event::Reloaded { added, removed, changed });
+            }
+            Err(diagnostics) => {
+                status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).config_error =
+                    Some(diagnostics.clone());
+                let _ = events.send(Event::ConfigRejected { diagnostics });
+            }
+        }
+    }
+    fleet.stop().await;
+}
+
+/// `--once`: one round over every selected node at once; whether everything was up, running, healthy
+/// and as the file says.
+pub async fn once(
+    config: &Config,
+    options: Arc<WatchOptions>,
+    status: Arc<Mutex<FleetStatus>>,
+    events: mpsc::UnboundedSender<Event>,
+) -> bool {
+    let shared = Shared { status: status.clone(), events, options };
+    let mut work = Vec::new();
+    for cluster in &config.clusters {
+        let watched = Arc::new(Watched::new(cluster.clone()));
+        for node in cluster.nodes.iter().filter(|n| select::selected(n, &shared.options.selectors)) {
+            {
+                let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let entry = s
+                    .clusters
+                    .entry(cluster.name.value.to_string())
+                    .or_default()
+                    .nodes
+                    .entry(node.name.value.to_string())
+                    .or_default();
+                entry.address = node::address(cluster, node);
+            }
+            work.push(tokio::spawn(node::once(watched.clone(), node.name.value.to_string(), shared.clone())));
+        }
+    }
+    for task in work {
+        let _ = task.await;
+    }
+    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).all_good()
+}

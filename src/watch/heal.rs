@@ -1,0 +1,215 @@
+//! `bai watch --heal`: re-applying what drifted on one node, and nothing else. It takes the node's apply
+//! lease on a connection of its own (so it waits for no one and no apply runs beside it), observes the
+//! node afresh, plans the file against it, and carries out only the drifted sessions' changes plus the
+//! creation of anything they need that went missing. It never deletes, and never touches what bai does
+//! not own: a squatted name is reported, not healed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::fleet::{self, execute};
+use crate::graph::{Kind, ResourceId, build_graph};
+use crate::model::NodeName;
+use crate::plan::{Action, Change, diff};
+use crate::state::ClusterState;
+use crate::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
+use crate::watch::Watched;
+use crate::watch::drift::Drift;
+use crate::watch::event::Event;
+use crate::watch::node::Shared;
+
+/// Heals `drifted` sessions of `node`, reporting each as an event and counting it in the status.
+pub async fn heal(watched: &Watched, node: &str, drifted: BTreeMap<String, Drift>, shared: &Shared) {
+    let cluster = watched.cluster.name.value.to_string();
+    let outcomes = match heal_node(watched, node, &drifted, shared).await {
+        Ok(outcomes) => outcomes,
+        Err(why) => drifted.keys().map(|s| (s.clone(), Err(why.clone()))).collect(),
+    };
+    for (session, outcome) in outcomes {
+        let healed = outcome.is_ok();
+        {
+            let mut status = shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = status.clusters.get_mut(&cluster).and_then(|c| c.nodes.get_mut(node)) {
+                if healed {
+                    n.heals_total += 1;
+                }
+                if let Some(s) = n.sessions.get_mut(&session).filter(|_| healed) {
+                    s.heals_total += 1;
+                }
+            }
+        }
+        let (outcome, detail) = match outcome {
+            Ok(detail) => ("healed", detail),
+            Err(detail) => ("failed", detail),
+        };
+        let reason = drifted.get(&session).map_or_else(String::new, |d| format!(" (was: {})", d.reason));
+        let _ = shared.events.send(Event::Heal {
+            cluster: cluster.clone(),
+            node: node.to_string(),
+            session,
+            outcome: outcome.into(),
+            detail: format!("{detail}{reason}"),
+        });
+    }
+}
+
+type Outcomes = Vec<(String, Result<String, String>)>;
+
+async fn heal_node(
+    watched: &Watched,
+    node: &str,
+    drifted: &BTreeMap<String, Drift>,
+    shared: &Shared,
+) -> Result<Outcomes, String> {
+    let cluster = &watched.cluster;
+    let Some(model) = cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else {
+        return Err(format!("node `{node}` is no longer in the file"));
+    };
+    let mut conn = fleet::open(cluster, model, &shared.options.connect, true).await.map_err(|f| f.message)?;
+    let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await.map_err(|f| f.message)?;
+    let observed = ClusterState::from_snapshot(&Snapshot {
+        format_version: FORMAT_VERSION,
+        clusters: vec![ClusterSnapshot { name: cluster.name.value.to_string(), nodes: vec![snapshot] }],
+    })
+    .remove(&cluster.name.value)
+    .unwrap_or_else(|| ClusterState::empty(cluster.name.value.clone()));
+    let only: BTreeSet<NodeName> = [NodeName(node.to_string())].into_iter().collect();
+    let desired = ClusterState::desired(cluster).restrict(&only);
+    let graph = build_graph(cluster);
+    let plan = diff(&[(&desired, &observed, &graph)]);
+    let changes = heal_changes(&plan.changes, drifted, node, &desired);
+    let mut conns = BTreeMap::from([(node.to_string(), conn)]);
+    let input = execute::Input {
+        cluster,
+        desired: &desired,
+        observed: &observed,
+        graph: &graph,
+        allow_data_loss: false,
+        parallel: 1,
+    };
+    let results = execute::execute(&input, &changes, &mut conns, &|_| {}).await;
+    let mut outcomes: Outcomes = Vec::new();
+    let mut prerequisite_failures = Vec::new();
+    for r in results {
+        let outcome = match r.outcome {
+            execute::Outcome::Done(d) => Ok(d),
+            execute::Outcome::Failed(d) | execute::Outcome::Skipped(d) => Err(d),
+        };
+        match r.change.id.kind {
+            Kind::Session => {
+                outcomes.push((r.change.id.name.clone(), outcome.map(|d| format!("{} ({d})", verb(r.change.action)))))
+            }
+            _ => {
+                if let Err(why) = outcome {
+                    prerequisite_failures.push(format!("{}: {why}", r.change.id));
+                }
+            }
+        }
+    }
+    for name in drifted.keys() {
+        if !outcomes.iter().any(|(n, _)| n == name) {
+            let why = if prerequisite_failures.is_empty() {
+                "nothing to do: the node already matches the file".to_string()
+            } else {
+                prerequisite_failures.join("; ")
+            };
+            outcomes.push((name.clone(), Err(why)));
+        }
+    }
+    Ok(outcomes)
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Create => "created",
+        Action::Replace => "recreated",
+        Action::Update => "updated",
+        Action::Delete => "removed",
+    }
+}
+
+/// The changes a heal carries out: the plan's creates and replaces of drifted sessions, a replace for a
+/// drifted session the plan has no change for (stopped, same spec), and creates of the node's agent
+/// record, images and vfolders that went missing. Never a delete.
+fn heal_changes(plan: &[Change], drifted: &BTreeMap<String, Drift>, node: &str, desired: &ClusterState) -> Vec<Change> {
+    let mut out: Vec<Change> = plan
+        .iter()
+        .filter(|c| match c.id.kind {
+            Kind::Session => drifted.contains_key(&c.id.name) && matches!(c.action, Action::Create | Action::Replace),
+            Kind::Node | Kind::Image | Kind::Vfolder => c.action == Action::Create && c.node.as_deref() == Some(node),
+        })
+        .cloned()
+        .collect();
+    for (name, d) in drifted {
+        let planned = out.iter().any(|c| c.id.kind == Kind::Session && &c.id.name == name);
+        if !planned && desired.sessions.contains_key(name.as_str()) {
+            out.push(Change {
+                cluster: desired.name.clone(),
+                id: ResourceId::session(name),
+                node: Some(node.to_string()),
+                action: Action::Replace,
+                reasons: vec![d.reason.clone()],
+                fields: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ClusterName;
+    use crate::watch::drift::DriftKind;
+
+    fn change(kind: Kind, name: &str, node: &str, action: Action) -> Change {
+        let id = match kind {
+            Kind::Node => ResourceId::node(name),
+            Kind::Image => ResourceId::image(node, name),
+            Kind::Vfolder => ResourceId::vfolder(name),
+            Kind::Session => ResourceId::session(name),
+        };
+        Change {
+            cluster: ClusterName("lab".into()),
+            id,
+            node: Some(node.into()),
+            action,
+            reasons: vec![],
+            fields: vec![],
+        }
+    }
+
+    #[test]
+    fn heals_only_drifted_sessions_and_missing_prerequisites_never_deletes() {
+        let drift = |kind| Drift { kind, reason: "r".into() };
+        let drifted = BTreeMap::from([
+            ("gone".to_string(), drift(DriftKind::Missing)),
+            ("stopped".to_string(), drift(DriftKind::Stopped)),
+        ]);
+        let plan = vec![
+            change(Kind::Image, "box", "n1", Action::Create),
+            change(Kind::Image, "box", "n2", Action::Create),
+            change(Kind::Vfolder, "old", "n1", Action::Delete),
+            change(Kind::Session, "gone", "n1", Action::Create),
+            change(Kind::Session, "other", "n1", Action::Replace),
+            change(Kind::Session, "extra", "n1", Action::Delete),
+        ];
+        let mut desired = ClusterState::empty(ClusterName("lab".into()));
+        for name in ["gone", "stopped", "other"] {
+            desired.sessions.insert(
+                crate::model::SessionName(name.into()),
+                crate::state::SessionState {
+                    node: NodeName("n1".into()),
+                    hash: "h".into(),
+                    spec: None,
+                    container: None,
+                },
+            );
+        }
+        let out = heal_changes(&plan, &drifted, "n1", &desired);
+        let got: Vec<String> = out.iter().map(|c| format!("{} {}", c.action.sign(), c.id)).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(out[0].id, ResourceId::image("n1", "box"));
+        assert_eq!(out[1].id, ResourceId::session("gone"));
+        assert_eq!((out[2].id.clone(), out[2].action), (ResourceId::session("stopped"), Action::Replace));
+    }
+}

@@ -1,0 +1,589 @@
+//! One node under watch: a long-lived agent connection, a ping every `interval` under the threshold
+//! model, reconnects with backoff, and each round a `probe` of the node's sessions (containers, due
+//! health checks, drift), healing what drifted when asked. Everything it learns goes into the shared
+//! [`FleetStatus`]; every transition goes out as an [`Event`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::fleet::{self, NodeConn, NodeFailure};
+use crate::model::{Cluster, HealthCheck, Node};
+use crate::protocol::{HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeReply};
+use crate::state::snapshot::ContainerState;
+use crate::transport::client::ClientError;
+use crate::watch::backoff::Backoff;
+use crate::watch::drift::{Drift, drift};
+use crate::watch::event::Event;
+use crate::watch::rate::HealLimit;
+use crate::watch::settings::{Timing, health_timing, node_timing};
+use crate::watch::status::{FleetStatus, HealthStatus, NodeState, NodeStatus, SessionStatus, Verdict};
+use crate::watch::threshold::Threshold;
+use crate::watch::{WatchOptions, Watched, heal};
+
+/// Nodes that host no session are checked for stray sessions every this many rounds, not every round:
+/// the ping alone is what keeps an idle node cheap.
+const IDLE_PROBE_EVERY: u64 = 12;
+
+/// What every node task shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub status: Arc<Mutex<FleetStatus>>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub options: Arc<WatchOptions>,
+}
+
+impl Shared {
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Changes this node's entry of the status (created on first use).
+    fn update<R>(&self, cluster: &str, node: &str, f: impl FnOnce(&mut NodeStatus) -> R) -> R {
+        let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = status.clusters.entry(cluster.to_string()).or_default().nodes.entry(node.to_string()).or_default();
+        f(entry)
+    }
+}
+
+/// Where a node is reached, shown in the status.
+pub fn address(cluster: &Cluster, node: &Node) -> String {
+    if node.is_local() {
+        "local".to_string()
+    } else {
+        let t = fleet::ssh_target(cluster, node, false);
+        format!("{}:{}", t.host, t.port)
+    }
+}
+
+struct SessionTrack {
+    threshold: Threshold,
+    next_check: Instant,
+    container: Option<String>,
+    drift: Option<Drift>,
+    limit: HealLimit,
+    held_back_reported: bool,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<NodeConn, NodeFailure>> + Send>>;
+
+/// A ping's outcome: the answer and its round trip, or why it missed.
+type PingResult = Result<(Pong, Duration), String>;
+
+struct NodeTask {
+    shared: Shared,
+    cluster: String,
+    node: String,
+    conn: Option<NodeConn>,
+    threshold: Threshold,
+    sessions: BTreeMap<String, SessionTrack>,
+    last_error: Option<String>,
+    rounds: u64,
+    heal: Option<JoinHandle<()>>,
+}
+
+/// Watches `node` of the cluster in `spec` until the task is aborted or the node leaves the file.
+pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: Shared) {
+    let cluster = spec.borrow().cluster.name.value.to_string();
+    let mut task = NodeTask {
+        shared,
+        cluster,
+        node,
+        conn: None,
+        threshold: Threshold::new(1, 1),
+        sessions: BTreeMap::new(),
+        last_error: None,
+        rounds: 0,
+        heal: None,
+    };
+    let mut connecting: Option<Connecting> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut retry_at = Instant::now();
+    let mut next_round = tokio::time::Instant::now();
+    loop {
+        let watched = spec.borrow().clone();
+        let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == task.node) else { return };
+        let timing = node_timing(&watched.cluster, model, &task.shared.options.overrides);
+        task.threshold.retune(timing.failure_threshold, timing.success_threshold);
+        if task.conn.is_none() && connecting.is_none() && Instant::now() >= retry_at {
+            connecting = Some(connect(&watched, &task.node, &task.shared));
+        }
+        tokio::select! {
+            result = async { connecting.as_mut().expect("guarded by the branch condition").await }, if connecting.is_some() => {
+                connecting = None;
+                match result {
+                    Ok(conn) => {
+                        task.conn = Some(conn);
+                        backoff.reset();
+                        // Spread the fleet's pings over the interval rather than sending them all at once.
+                        next_round = tokio::time::Instant::now() + timing.interval.mul_f64(fastrand::f64());
+                        if task.last_error.take().is_some() {
+                            task.shared.emit(Event::Connected { cluster: task.cluster.clone(), node: task.node.clone() });
+                        }
+                    }
+                    Err(failure) => {
+                        let delay = backoff.next_delay(fastrand::f64());
+                        retry_at = Instant::now() + delay;
+                        task.lost(failure.message, delay);
+                    }
+                }
+                continue;
+            }
+            changed = spec.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(next_round) => {}
+        }
+        if task.conn.is_none() && task.last_error.is_none() && task.rounds == 0 && connecting.is_some() {
+            // Still making the first connection: not a miss yet (the connect timeout bounds this).
+            next_round += timing.interval;
+            continue;
+        }
+        next_round += timing.interval;
+        if next_round < tokio::time::Instant::now() {
+            next_round = tokio::time::Instant::now() + timing.interval;
+        }
+        let ping = task.ping(timing.timeout).await;
+        if let Err(broken) = &ping
+            && task.conn.is_none()
+            && connecting.is_none()
+            && broken.starts_with("connection")
+        {
+            // The connection just broke: try again at once, backing off only if that fails too.
+            retry_at = Instant::now();
+        }
+        let answered = ping.is_ok();
+        task.record_ping(ping);
+        if answered {
+            task.probe_sessions(&watched, &timing).await;
+        }
+        task.rounds += 1;
+    }
+}
+
+/// `--once`: connect, one ping, one probe of every session and health check, then close.
+pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
+    let cluster = watched.cluster.name.value.to_string();
+    let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else { return };
+    let timing = node_timing(&watched.cluster, model, &shared.options.overrides);
+    let mut task = NodeTask {
+        shared: shared.clone(),
+        cluster,
+        node: node.clone(),
+        conn: None,
+        threshold: Threshold::new(1, 1),
+        sessions: BTreeMap::new(),
+        last_error: None,
+        rounds: 0,
+        heal: None,
+    };
+    let ping = match connect(&watched, &node, &shared).await {
+        Ok(conn) => {
+            task.conn = Some(conn);
+            task.ping(timing.timeout).await
+        }
+        Err(failure) => {
+            shared.update(&task.cluster, &node, |n| n.probe_errors_total += 1);
+            Err(failure.message)
+        }
+    };
+    let answered = ping.is_ok();
+    task.record_ping(ping);
+    if answered {
+        task.probe_sessions(&watched, &timing).await;
+    }
+    if let Some(heal) = task.heal.take() {
+        let _ = heal.await;
+    }
+}
+
+fn connect(watched: &Arc<Watched>, node: &str, shared: &Shared) -> Connecting {
+    let watched = watched.clone();
+    let node = node.to_string();
+    let options = shared.options.clone();
+    Box::pin(async move {
+        let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else {
+            return Err(NodeFailure {
+                node: node.clone(),
+                unreachable: true,
+                message: "not in the file".into(),
+                help: None,
+            });
+        };
+        // Connecting is bounded by the SSH connect timeout; installing and starting the agent gets as long again.
+        let limit = fleet::ssh_target(&watched.cluster, model, false).connect_timeout * 2;
+        match tokio::time::timeout(limit, fleet::open(&watched.cluster, model, &options.connect, false)).await {
+            Ok(result) => result,
+            Err(_) => Err(NodeFailure {
+                node: node.clone(),
+                unreachable: true,
+                message: format!("node `{node}`: no agent session within {}s", limit.as_secs()),
+                help: None,
+            }),
+        }
+    })
+}
+
+fn seconds(d: Duration) -> String {
+    crate::config::value::format_duration(d)
+}
+
+impl NodeTask {
+    fn lost(&mut self, error: String, retry_in: Duration) {
+        let first = self.last_error.as_deref() != Some(error.as_str());
+        self.last_error = Some(error.clone());
+        self.shared.update(&self.cluster, &self.node, |n| {
+            n.probe_errors_total += 1;
+            n.last_error = Some(error.clone());
+        });
+        // A node that stays unreachable says so once per distinct error, not every attempt.
+        if first {
+            self.shared.emit(Event::ConnectionLost {
+                cluster: self.cluster.clone(),
+                node: self.node.clone(),
+                error,
+                retry_in_ms: retry_in.as_millis() as u64,
+            });
+        }
+    }
+
+    async fn ping(&mut self, timeout: Duration) -> PingResult {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(match &self.last_error {
+                Some(e) => format!("not connected: {e}"),
+                None => "not connected yet".to_string(),
+            });
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, conn.client.call::<Pong>(Method::Ping)).await {
+            Ok(Ok(pong)) => Ok((pong, started.elapsed())),
+            Ok(Err(e @ ClientError::Rpc(_))) => Err(format!("agent error: {e}")),
+            Ok(Err(e)) => {
+                self.conn = None;
+                let message = format!("connection broke: {e}");
+                self.last_error = Some(message.clone());
+                Err(message)
+            }
+            Err(_) => Err(format!("timeout {}", seconds(timeout))),
+        }
+    }
+
+    fn record_ping(&mut self, ping: PingResult) {
+        let ok = ping.is_ok();
+        let flipped = self.threshold.record(ok);
+        let misses = self.threshold.misses();
+        let (cluster, node) = (self.cluster.clone(), self.node.clone());
+        let verdict = self.threshold.verdict();
+        let event = self.shared.update(&cluster, &node, |n| {
+            n.pings_total += 1;
+            n.state = match verdict {
+                Some(true) => NodeState::Up,
+                Some(false) => NodeState::Down,
+                None => NodeState::Unknown,
+            };
+            match &ping {
+                Ok((pong, rtt)) => {
+                    let secs = rtt.as_secs_f64();
+                    n.rtt.observe(secs);
+                    n.last_rtt_ms = Some(secs * 1000.0);
+                    n.last_error = None;
+                    n.uptime_s = Some(pong.uptime_s);
+                    n.load1 = pong.load1;
+                    n.gpus = Some(pong.gpus);
+                }
+                Err(why) => {
+                    n.ping_failures_total += 1;
+                    n.last_error = Some(why.clone());
+                }
+            }
+            match (flipped, &ping) {
+                (Some(true), Ok((pong, rtt))) => Some(Event::NodeUp {
+                    cluster: cluster.clone(),
+                    node: node.clone(),
+                    rtt_ms: rtt.as_secs_f64() * 1000.0,
+                    load1: pong.load1,
+                    gpus: pong.gpus,
+                }),
+                (Some(false), Err(why)) => {
+                    Some(Event::NodeDown { cluster: cluster.clone(), node: node.clone(), misses, last: why.clone() })
+                }
+                _ => None,
+            }
+        });
+        if let Some(event) = event {
+            self.shared.emit(event);
+        }
+        if flipped == Some(false) {
+            // A node that went down gets a fresh connection: the old one may be wedged.
+            self.conn = None;
+            self.mark_sessions_unknown();
+        }
+    }
+
+    fn mark_sessions_unknown(&mut self) {
+        self.shared.update(&self.cluster, &self.node, |n| {
+            for s in n.sessions.values_mut() {
+                s.container = "unknown".into();
+            }
+        });
+        for t in self.sessions.values_mut() {
+            t.container = None;
+        }
+    }
+
+    async fn probe_sessions(&mut self, watched: &Arc<Watched>, node_timing: &Timing) {
+        let cluster_model = &watched.cluster;
+        let desired: BTreeMap<String, String> = watched
+            .sessions
+            .iter()
+            .filter(|(_, (node, _))| *node == self.node)
+            .map(|(name, (_, hash))| (name.clone(), hash.clone()))
+            .collect();
+        if desired.is_empty() && self.sessions.is_empty() && !self.rounds.is_multiple_of(IDLE_PROBE_EVERY) {
+            return;
+        }
+        let now = Instant::now();
+        let overrides = self.shared.options.overrides;
+        let mut checks = Vec::new();
+        let mut longest = Duration::ZERO;
+        let here = self.node.clone();
+        for s in cluster_model.sessions.iter().filter(|s| s.node.value.as_str() == here) {
+            let Some(health) = &s.health else { continue };
+            let timing = health_timing(cluster_model, health, &overrides);
+            let track = self.track(s.name.value.as_str(), &timing);
+            track.threshold.retune(timing.failure_threshold, timing.success_threshold);
+            if track.next_check > now {
+                continue;
+            }
+            track.next_check = now + timing.interval;
+            longest = longest.max(timing.timeout);
+            checks.push(HealthProbe {
+                session: s.name.value.to_string(),
+                check: match &health.check {
+                    HealthCheck::Http { port, path } => HealthCheckSpec::Http { port: *port, path: path.clone() },
+                    HealthCheck::Exec(argv) => HealthCheckSpec::Exec { argv: argv.clone() },
+                },
+                timeout_ms: timing.timeout.as_millis() as u64,
+            });
+        }
+        let Some(conn) = self.conn.as_mut() else { return };
+        let request = Method::Probe(Probe { cluster: self.cluster.clone(), node: self.node.clone(), checks });
+        let node_timeout = node_timing.timeout;
+        let reply = match tokio::time::timeout(longest + node_timeout, conn.client.call::<ProbeReply>(request)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                if !matches!(e, ClientError::Rpc(_)) {
+                    self.conn = None;
+                }
+                self.probe_failed(e.to_string());
+                return;
+            }
+            Err(_) => {
+                self.probe_failed(format!("no answer within {}", seconds(longest + node_timeout)));
+                return;
+            }
+        };
+        self.absorb(watched, &desired, reply, node_timing);
+    }
+
+    fn track(&mut self, session: &str, timing: &Timing) -> &mut SessionTrack {
+        track(&mut self.sessions, self.shared.options.heal_limit, session, timing)
+    }
+
+    fn probe_failed(&mut self, error: String) {
+        self.shared.update(&self.cluster, &self.node, |n| n.probe_errors_total += 1);
+        self.shared.emit(Event::ProbeFailed { cluster: self.cluster.clone(), node: self.node.clone(), error });
+    }
+
+    /// Takes in one probe's reply: container states, health verdicts, drift; then heals if asked.
+    fn absorb(
+        &mut self,
+        watched: &Arc<Watched>,
+        desired: &BTreeMap<String, String>,
+        reply: ProbeReply,
+        timing: &Timing,
+    ) {
+        let drifts = drift(&self.cluster, desired, &reply.sessions, &reply.unowned);
+        let observed: BTreeMap<&str, _> = reply.sessions.iter().map(|s| (s.name.as_str(), s)).collect();
+        // The file's sessions on this node, then the ones only the node knows of.
+        let mut names: Vec<String> = desired.keys().cloned().collect();
+        names.extend(observed.keys().filter(|k| !desired.contains_key(**k)).map(|k| k.to_string()));
+        let mut events = Vec::new();
+        let mut statuses: BTreeMap<String, SessionStatus> = BTreeMap::new();
+        let (cluster, node) = (self.cluster.clone(), self.node.clone());
+        let heal_limit = self.shared.options.heal_limit;
+        for name in &names {
+            let (state, exit_code) = match observed.get(name.as_str()) {
+                Some(s) => (state_word(s.state).to_string(), s.exit_code),
+                None => ("missing".to_string(), None),
+            };
+            let track = track(&mut self.sessions, heal_limit, name, timing);
+            if track.container.as_deref() != Some(state.as_str()) {
+                let first = track.container.is_none();
+                if !(first && state == "running") {
+                    events.push(Event::Container {
+                        cluster: cluster.clone(),
+                        node: node.clone(),
+                        session: name.clone(),
+                        state: state.clone(),
+                        exit_code,
+                    });
+                }
+                track.container = Some(state.clone());
+            }
+            let new_drift = drifts.get(name).cloned();
+            if new_drift != track.drift {
+                match &new_drift {
+                    Some(d) => events.push(Event::Drift {
+                        cluster: cluster.clone(),
+                        node: node.clone(),
+                        session: name.clone(),
+                        kind: d.kind,
+                        reason: d.reason.clone(),
+                    }),
+                    None => events.push(Event::DriftResolved {
+                        cluster: cluster.clone(),
+                        node: node.clone(),
+                        session: name.clone(),
+                    }),
+                }
+                track.drift = new_drift.clone();
+            }
+            statuses.insert(
+                name.clone(),
+                SessionStatus {
+                    container: state,
+                    exit_code,
+                    health: None,
+                    drift: new_drift.map(|d| d.reason),
+                    heals_total: 0,
+                },
+            );
+        }
+        let mut verdicts: BTreeMap<String, HealthStatus> = BTreeMap::new();
+        for result in &reply.health {
+            let Some(track) = self.sessions.get_mut(&result.session) else { continue };
+            let flipped = track.threshold.record(result.healthy);
+            match flipped {
+                Some(true) => events.push(Event::Healthy {
+                    cluster: cluster.clone(),
+                    node: node.clone(),
+                    session: result.session.clone(),
+                    detail: result.detail.clone(),
+                }),
+                Some(false) => events.push(Event::Unhealthy {
+                    cluster: cluster.clone(),
+                    node: node.clone(),
+                    session: result.session.clone(),
+                    failures: track.threshold.misses(),
+                    last: result.detail.clone(),
+                }),
+                None => {}
+            }
+            let verdict = match track.threshold.verdict() {
+                Some(true) => Verdict::Healthy,
+                Some(false) => Verdict::Unhealthy,
+                None => Verdict::Unknown,
+            };
+            verdicts.insert(result.session.clone(), HealthStatus { verdict, detail: Some(result.detail.clone()) });
+        }
+        let has_health: BTreeMap<&str, bool> =
+            watched.cluster.sessions.iter().map(|s| (s.name.value.as_str(), s.health.is_some())).collect();
+        self.shared.update(&self.cluster, &self.node, |n| {
+            for (name, mut status) in statuses {
+                let old = n.sessions.get(&name);
+                status.heals_total = old.map_or(0, |o| o.heals_total);
+                status.health = match verdicts.remove(&name) {
+                    Some(v) => Some(v),
+                    None if has_health.get(name.as_str()).copied().unwrap_or(false) => {
+                        Some(old.and_then(|o| o.health.clone()).unwrap_or_default())
+                    }
+                    None => None,
+                };
+                n.sessions.insert(name, status);
+            }
+            n.sessions.retain(|name, _| names.contains(name));
+        });
+        self.sessions.retain(|name, _| names.contains(name));
+        for e in events {
+            self.shared.emit(e);
+        }
+        if self.shared.options.heal {
+            self.heal(watched);
+        }
+    }
+
+    /// Starts a heal of what drifted, unless one is under way or the heal limit holds it back.
+    fn heal(&mut self, watched: &Arc<Watched>) {
+        if self.heal.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let now = Instant::now();
+        let mut chosen: BTreeMap<String, Drift> = BTreeMap::new();
+        let mut events = Vec::new();
+        for (name, track) in &mut self.sessions {
+            let Some(d) = &track.drift else { continue };
+            if !d.healable() {
+                continue;
+            }
+            if track.limit.try_take(now) {
+                track.held_back_reported = false;
+                chosen.insert(name.clone(), d.clone());
+            } else if !track.held_back_reported {
+                track.held_back_reported = true;
+                let limit = self.shared.options.heal_limit;
+                let wait = track.limit.free_at().map_or(0, |t| t.saturating_duration_since(now).as_secs());
+                events.push(Event::Heal {
+                    cluster: self.cluster.clone(),
+                    node: self.node.clone(),
+                    session: name.clone(),
+                    outcome: "held_back".into(),
+                    detail: format!("{limit} heals in the last minute (the limit); next one possible in {wait}s"),
+                });
+            }
+        }
+        for e in events {
+            self.shared.emit(e);
+        }
+        if chosen.is_empty() {
+            return;
+        }
+        let (watched, node, shared) = (watched.clone(), self.node.clone(), self.shared.clone());
+        self.heal = Some(tokio::spawn(async move { heal::heal(&watched, &node, chosen, &shared).await }));
+    }
+}
+
+fn track<'a>(
+    sessions: &'a mut BTreeMap<String, SessionTrack>,
+    heal_limit: usize,
+    session: &str,
+    timing: &Timing,
+) -> &'a mut SessionTrack {
+    sessions.entry(session.to_string()).or_insert_with(|| SessionTrack {
+        threshold: Threshold::new(timing.failure_threshold, timing.success_threshold),
+        next_check: Instant::now(),
+        container: None,
+        drift: None,
+        limit: HealLimit::new(heal_limit),
+        held_back_reported: false,
+    })
+}
+
+fn state_word(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Restarting => "restarting",
+        ContainerState::Exited => "exited",
+        ContainerState::Paused => "paused",
+        ContainerState::Dead => "dead",
+    }
+}
