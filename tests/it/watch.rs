@@ -432,3 +432,53 @@ fn the_lab_is_reloaded_on_change_and_on_sighup_and_a_broken_file_keeps_the_old_o
     let (code, stderr) = w.stop();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn on_a_terminal_the_table_is_redrawn_in_place_and_sigint_stops_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lab.kdl");
+    let cluster = format!("watch-tty-{}", std::process::id());
+    std::fs::write(&path, format!("cluster \"{cluster}\" {{\n    node \"here\" local=#true\n}}\n")).expect("write");
+    let command = format!("exec {} watch {} --interval 200ms", env!("CARGO_BIN_EXE_bai"), path.display());
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("script(1) from util-linux runs");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Two frames at least, the second drawn over the first, and the node up in the table.
+    while !(seen.contains("\x1b[") && seen.matches("NODE").count() >= 2 && seen.contains("node here up")) {
+        assert!(Instant::now() < deadline, "no live table within 30s:\n{seen}");
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&chunk);
+        }
+    }
+    let last = seen.rsplit("NODE").next().unwrap_or_default();
+    assert!(last.lines().nth(1).is_some_and(|l| l.starts_with("here") && l.contains(" up ")), "{last}");
+    // SAFETY: kill(2) of the process group we created for this child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "bai watch did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{seen}");
+}
