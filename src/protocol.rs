@@ -144,6 +144,10 @@ pub struct Pong {
     pub uptime_s: u64,
     pub load1: Option<f64>,
     pub gpus: usize,
+    /// Mean utilisation of the node's GPUs in percent, where NVML reports it: the ping is also a cheap
+    /// GPU summary.
+    #[serde(default)]
+    pub gpu_utilization: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -104,7 +104,10 @@ impl Agent {
             Method::Hello(h) => self.hello(h),
             Method::Ping => {
                 let (uptime_s, load1) = inventory::uptime_and_load();
-                to_value(&Pong { uptime_s, load1, gpus: inventory::gpus().0.len() })
+                let (gpus, _) = inventory::gpus();
+                let rates: Vec<f64> = gpus.iter().filter_map(|g| g.utilization).map(f64::from).collect();
+                let gpu_utilization = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
+                to_value(&Pong { uptime_s, load1, gpus: gpus.len(), gpu_utilization })
             }
             Method::Inventory => {
                 let version = match self.engine() {

@@ -87,6 +87,26 @@ pub fn render_metrics(status: &FleetStatus) -> String {
     }
     f.write_to(&mut out);
 
+    let mut f = Family::new("bai_node_gpus", Kind::Gauge, "GPUs the node's agent reports (NVML), from the last ping.");
+    for (cluster, node, n) in nodes() {
+        if let Some(gpus) = n.gpus {
+            f.sample("", &[("cluster", cluster), ("node", node)], gpus);
+        }
+    }
+    f.write_to(&mut out);
+
+    let mut f = Family::new(
+        "bai_node_gpu_utilization_ratio",
+        Kind::Gauge,
+        "Mean utilisation of the node's GPUs (0 to 1), from the last ping, where NVML reports it.",
+    );
+    for (cluster, node, n) in nodes() {
+        if let Some(percent) = n.gpu_utilization {
+            f.sample("", &[("cluster", cluster), ("node", node)], go_float(percent / 100.0));
+        }
+    }
+    f.write_to(&mut out);
+
     let mut node_counter = |name, help, get: fn(&NodeStatus) -> u64| {
         let mut f = Family::new(name, Kind::Counter, help);
         for (cluster, node, n) in nodes() {
@@ -525,5 +545,27 @@ bai_drifted_sessions{cluster="lab"} 1
         for bound in RTT_BUCKETS {
             assert_eq!(go_float(bound).parse::<f64>().ok(), Some(bound));
         }
+    }
+
+    #[test]
+    fn the_ping_gpu_summary_is_exported_where_known() {
+        let mut status = FleetStatus::default();
+        let nodes = &mut status.clusters.entry("lab".into()).or_default().nodes;
+        nodes.insert(
+            "gpu1".into(),
+            NodeStatus { state: NodeState::Up, gpus: Some(8), gpu_utilization: Some(37.5), ..NodeStatus::default() },
+        );
+        nodes.insert("cpu1".into(), NodeStatus { state: NodeState::Up, gpus: Some(0), ..NodeStatus::default() });
+        nodes.insert("gone".into(), NodeStatus::default());
+        let text = render_metrics(&status);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("bai_node_gpu")).collect();
+        assert_eq!(
+            lines,
+            [
+                "bai_node_gpus{cluster=\"lab\",node=\"cpu1\"} 0",
+                "bai_node_gpus{cluster=\"lab\",node=\"gpu1\"} 8",
+                "bai_node_gpu_utilization_ratio{cluster=\"lab\",node=\"gpu1\"} 0.375",
+            ]
+        );
     }
 }

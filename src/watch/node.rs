@@ -298,6 +298,7 @@ impl NodeTask {
                     n.uptime_s = Some(pong.uptime_s);
                     n.load1 = pong.load1;
                     n.gpus = Some(pong.gpus);
+                    n.gpu_utilization = pong.gpu_utilization;
                 }
                 Err(why) => {
                     n.ping_failures_total += 1;

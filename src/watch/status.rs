@@ -59,6 +59,8 @@ pub struct NodeStatus {
     pub uptime_s: Option<u64>,
     pub load1: Option<f64>,
     pub gpus: Option<usize>,
+    /// Mean GPU utilisation in percent, where NVML reports it.
+    pub gpu_utilization: Option<f64>,
     pub pings_total: u64,
     pub ping_failures_total: u64,
     /// Failed connection attempts and failed session probes (not pings).

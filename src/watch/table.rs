@@ -50,7 +50,11 @@ pub fn render_table(status: &FleetStatus) -> String {
                     .filter(|_| n.state != NodeState::Down)
                     .map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms")),
                 n.load1.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
-                n.gpus.map_or_else(|| "-".into(), |g| g.to_string()),
+                match (n.gpus, n.gpu_utilization) {
+                    (Some(g), Some(u)) => format!("{g} ({u:.0}%)"),
+                    (Some(g), None) => g.to_string(),
+                    (None, _) => "-".into(),
+                },
                 n.last_error.clone().unwrap_or_else(|| n.address.clone()),
             ];
             let sessions = n.sessions.iter().map(|(name, s)| session_line(name, s)).collect();

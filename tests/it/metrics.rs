@@ -37,6 +37,8 @@ fn fleet() -> FleetStatus {
         pings_total: 120,
         ping_failures_total: 1,
         heals_total: 2,
+        gpus: Some(4),
+        gpu_utilization: Some(12.5),
         ..NodeStatus::default()
     };
     for i in 0..119u32 {
