@@ -18,7 +18,7 @@ use crate::protocol::{HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeRe
 use crate::state::snapshot::ContainerState;
 use crate::transport::client::ClientError;
 use crate::watch::backoff::Backoff;
-use crate::watch::drift::{Drift, drift};
+use crate::watch::drift::{Drift, DriftKind, drift};
 use crate::watch::event::Event;
 use crate::watch::rate::HealLimit;
 use crate::watch::settings::{Timing, health_timing, node_timing};
@@ -421,6 +421,7 @@ impl NodeTask {
         let mut statuses: BTreeMap<String, SessionStatus> = BTreeMap::new();
         let (cluster, node) = (self.cluster.clone(), self.node.clone());
         let heal_limit = self.shared.options.heal_limit;
+        let heal = self.shared.options.heal;
         for name in &names {
             let (state, exit_code) = match observed.get(name.as_str()) {
                 Some(s) => (state_word(s.state).to_string(), s.exit_code),
@@ -443,13 +444,27 @@ impl NodeTask {
             let new_drift = drifts.get(name).cloned();
             if new_drift != track.drift {
                 match &new_drift {
-                    Some(d) => events.push(Event::Drift {
-                        cluster: cluster.clone(),
-                        node: node.clone(),
-                        session: name.clone(),
-                        kind: d.kind,
-                        reason: d.reason.clone(),
-                    }),
+                    Some(d) => {
+                        events.push(Event::Drift {
+                            cluster: cluster.clone(),
+                            node: node.clone(),
+                            session: name.clone(),
+                            kind: d.kind,
+                            reason: d.reason.clone(),
+                        });
+                        if heal && !d.healable() {
+                            events.push(Event::Heal {
+                                cluster: cluster.clone(),
+                                node: node.clone(),
+                                session: name.clone(),
+                                outcome: "refused".into(),
+                                detail: match d.kind {
+                                    DriftKind::NotInFile => "--heal never removes anything; `bai apply` does".into(),
+                                    _ => format!("not bai's to heal: {}", d.reason),
+                                },
+                            });
+                        }
+                    }
                     None => events.push(Event::DriftResolved {
                         cluster: cluster.clone(),
                         node: node.clone(),

@@ -2,12 +2,12 @@
 
 use crate::support::{bai, json, root, stdout_of};
 
-fn schema(name: &str) -> jsonschema::Validator {
+pub(crate) fn schema(name: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(root().join("schema").join(name)).expect("schema file exists");
     jsonschema::validator_for(&json(&text)).unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
 }
 
-fn assert_valid(validator: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
+pub(crate) fn assert_valid(validator: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
     let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path)).collect();
     assert!(errors.is_empty(), "{what} does not match its schema:\n{}\n{doc}", errors.join("\n"));
 }

@@ -166,8 +166,12 @@ impl Watcher {
         }
     }
 
-    /// SIGTERM, then the exit status and stderr.
+    /// SIGTERM, then the exit status and stderr; every event seen must have matched its schema.
     fn stop(mut self) -> (Option<i32>, String) {
+        let validator = crate::schemas::schema("watch-event.schema.json");
+        for event in &self.seen {
+            crate::schemas::assert_valid(&validator, event, "a watch event");
+        }
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) of our own child process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -326,6 +330,7 @@ fn ping_status_and_metrics_answer_over_http() {
     let (code, _, body) = http_get(&addr, "/status");
     assert_eq!(code, 200);
     let status = json(&body);
+    crate::schemas::assert_valid(&crate::schemas::schema("watch-status.schema.json"), &status, "GET /status");
     let node = &status["clusters"][&lab.cluster]["nodes"]["node0"];
     assert_eq!(node["state"], "up", "{status}");
     assert_eq!(node["sessions"]["job-a"]["container"], "running", "{status}");
@@ -393,6 +398,7 @@ fn once_exits_zero_when_all_is_well_and_one_otherwise() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     let status = json(&text[text.find("{\n").unwrap_or(0)..]);
+    crate::schemas::assert_valid(&crate::schemas::schema("watch-status.schema.json"), &status, "--once --format json");
     assert_eq!(status["clusters"][&lab.cluster]["nodes"]["node1"]["state"], "up", "{status}");
 
     crate::support::images::docker_ok(&["kill", &lab.container("job-a")]);
@@ -421,7 +427,7 @@ fn the_lab_is_reloaded_on_change_and_on_sighup_and_a_broken_file_keeps_the_old_o
     let rejected = w.wait_for("rejection", Duration::from_secs(10), |e| e["event"] == "config_rejected");
     assert!(rejected["diagnostics"].as_str().is_some_and(|d| d.contains("adress")), "{rejected}");
 
-    // The old lab keeps running; a SIGHUP after fixing the file (same size and second) is what reloads.
+    // The old lab kept running meanwhile; fixing the file reloads it, and so does a SIGHUP.
     lab.write(1, "");
     let reloaded = w.wait_for("reload", Duration::from_secs(10), |e| e["event"] == "reloaded");
     assert_eq!(reloaded["removed"], serde_json::json!([format!("{}/node1", lab.cluster)]), "{reloaded}");
@@ -481,4 +487,33 @@ fn on_a_terminal_the_table_is_redrawn_in_place_and_sigint_stops_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{seen}");
+}
+
+#[test]
+fn a_container_squatting_a_managed_name_is_reported_and_never_touched() {
+    let lab = Lab::new(1);
+    lab.write(
+        1,
+        "    session \"squat\" image=\"box\" node=\"node0\" {\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }\n",
+    );
+    let name = lab.container("squat");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _guard = Remove(name.clone());
+    let image = crate::support::images::test_image();
+    let id = crate::support::images::docker_ok(&["run", "-d", "--name", &name, image]);
+    let mut w = lab.watch(&["--interval", "300ms", "--heal"]);
+    let drift = w.wait_for("drift", Duration::from_secs(30), |e| e["event"] == "drift");
+    assert_eq!(drift["kind"], "name_taken", "{drift}");
+    let refused = w.wait_for("refusal", Duration::from_secs(5), |e| e["event"] == "heal");
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = crate::support::images::docker_ok(&["inspect", "-f", "{{.State.Running}} {{.Id}}", &name]);
+    assert_eq!(after, format!("true {id}"), "the foreign container is left alone");
+    assert!(!w.seen.iter().any(|e| e["event"] == "heal" && e["outcome"] == "healed"), "{:?}", w.seen);
+    w.stop();
 }
