@@ -517,3 +517,27 @@ fn a_container_squatting_a_managed_name_is_reported_and_never_touched() {
     assert!(!w.seen.iter().any(|e| e["event"] == "heal" && e["outcome"] == "healed"), "{:?}", w.seen);
     w.stop();
 }
+
+#[test]
+fn an_edited_file_is_drift_and_heal_rolls_the_session_forward() {
+    let lab = Lab::new(1);
+    let session = |version: &str| {
+        format!(
+            "    session \"job-b\" image=\"box\" node=\"node0\" {{\n        env VERSION=\"{version}\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n"
+        )
+    };
+    lab.write(1, &session("1"));
+    lab.apply();
+    let mut w = lab.watch(&["--interval", "300ms", "--heal"]);
+    w.wait_for("node up", Duration::from_secs(30), |e| is(e, "node_up", "node0"));
+    lab.write(1, &session("2"));
+    w.wait_for("reload", Duration::from_secs(10), |e| e["event"] == "reloaded");
+    let drift = w.wait_for("drift", Duration::from_secs(10), |e| e["event"] == "drift");
+    assert_eq!(drift["kind"], "changed", "{drift}");
+    let heal = w.wait_for("heal", Duration::from_secs(60), |e| e["event"] == "heal");
+    assert_eq!(heal["outcome"], "healed", "{heal}");
+    w.wait_for("drift resolved", Duration::from_secs(15), |e| e["event"] == "drift_resolved");
+    let env = crate::support::images::docker_ok(&["inspect", "-f", "{{json .Config.Env}}", &lab.container("job-b")]);
+    assert!(env.contains("VERSION=2"), "{env}");
+    w.stop();
+}
