@@ -140,6 +140,7 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
                 }
                 continue;
             }
+            () = tokio::time::sleep_until(retry_at.into()), if task.conn.is_none() && connecting.is_none() => continue,
             () = tokio::time::sleep_until(next_round) => {}
         }
         if task.conn.is_none() && task.last_error.is_none() && task.rounds == 0 && connecting.is_some() {
