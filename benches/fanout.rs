@@ -20,7 +20,8 @@
 //! A known_hosts file holds every node's `[127.0.0.1]:PORT ssh-ed25519 …` line. The sshd processes and
 //! everything under them are killed when the bench ends, on an error or a panic too (a `Drop` guard),
 //! and die with the bench if it is killed (`PR_SET_PDEATHSIG`). Each node count gets fresh nodes, so
-//! that no node carries another lab's cluster (its vfolders, its records) into the measurement.
+//! that no node carries another lab's cluster (its vfolders, its records) into the measurement. The
+//! servers are `benches/common/sshfleet.rs`'s, shared with the `probe` bench.
 //!
 //! The lab is one cluster with N nodes `node0…` (`address="127.0.0.1"`, `ssh port=P`), the cluster's
 //! `ssh user="bai-test" identity=… known-hosts=… connect-timeout="10s"`, and one vfolder per node: no
@@ -71,26 +72,24 @@
 //! Every child must succeed: when one exits non-zero (or a no-op apply plans changes), its stderr is
 //! printed and the bench exits non-zero without reporting a number for that run.
 
+#[path = "common/sshfleet.rs"]
+mod sshfleet;
+
 use std::env;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Output, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use bai::protocol::Method;
 use bai::transport::client::AgentClient;
 use bai::transport::ssh::{SshTarget, connect, shell_word};
 use sha2::{Digest as _, Sha256};
+use sshfleet::{Fleet, SSHD, USER, machine, output};
 
 /// The `bai` binary under test, built by cargo (release, for `cargo bench`).
 const BAI: &str = env!("CARGO_BIN_EXE_bai");
-const SSHD: &str = "/usr/sbin/sshd";
-/// The login user on every node.
-const USER: &str = "bai-test";
 /// Node counts run when none is given.
 const DEFAULT_COUNTS: [usize; 2] = [10, 50];
 /// Pings timed per transport.
@@ -182,8 +181,8 @@ fn bench_main() -> Result<(), String> {
     let mut held = Vec::new();
     for &n in &options.counts {
         // Fresh nodes for every count: nothing of another lab (no other cluster's state) on them.
-        let fleet = Fleet::start(n)?;
-        let lab = fleet.write_lab(n)?;
+        let fleet = Fleet::start(n, "fanout")?;
+        let lab = write_lab(&fleet, n)?;
         eprintln!("fanout: {n} nodes: setup apply");
         let setup = run_checked(bai_apply(&lab, n), "setup `bai apply`")?;
         eprintln!("fanout: {n} nodes: setup apply took {:.2} s", setup.as_secs_f64());
@@ -436,26 +435,6 @@ impl Rpc {
 // Children
 // ---------------------------------------------------------------------------------------------
 
-/// Runs a command to the end; a non-zero exit is an error carrying its stderr.
-fn output(mut cmd: Command, what: &str) -> Result<Output, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{what} exited {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 fn run_checked(cmd: Command, what: &str) -> Result<Duration, String> {
     let started = Instant::now();
     output(cmd, what)?;
@@ -475,287 +454,23 @@ fn sha256_file(path: &Path) -> Result<String, String> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-// ---------------------------------------------------------------------------------------------
-// The fleet: one sshd per node
-// ---------------------------------------------------------------------------------------------
-
-struct Fleet {
-    dir: tempfile::TempDir,
-    client_key: PathBuf,
-    known_hosts: PathBuf,
-    nodes: Vec<SshNode>,
-}
-
-struct SshNode {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Fleet {
-    fn start(n: usize) -> Result<Fleet, String> {
-        eprintln!("fanout: starting {n} sshd");
-        let (uid, gid) = test_user()?;
-        if !Path::new(SSHD).exists() {
-            return Err(format!("{SSHD} is missing: run scripts/test (as root) once, it installs openssh-server"));
-        }
-        // sshd's privilege-separation directory; nothing else creates it without systemd.
-        fs::create_dir_all("/run/sshd").map_err(|e| format!("cannot create /run/sshd: {e}"))?;
-        let dir = tempfile::Builder::new()
-            .prefix("bai-fanout-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        // sshd reads AuthorizedKeysFile as the logged-in user: everything on the way must be readable to it.
-        set_mode(dir.path(), 0o755)?;
-        let client_key = dir.path().join("client_key");
-        keygen(&client_key)?;
-        let authorized_keys = dir.path().join("authorized_keys");
-        fs::copy(client_key.with_extension("pub"), &authorized_keys)
-            .map_err(|e| format!("cannot write authorized_keys: {e}"))?;
-        set_mode(&authorized_keys, 0o644)?;
-        let known_hosts = dir.path().join("known_hosts");
-        let mut fleet = Fleet { dir, client_key, known_hosts, nodes: Vec::with_capacity(n) };
-        let mut known = String::new();
-        for i in 0..n {
-            let node_dir = fleet.dir.path().join(format!("node{i}"));
-            fs::create_dir(&node_dir).map_err(|e| format!("cannot create {}: {e}", node_dir.display()))?;
-            set_mode(&node_dir, 0o755)?;
-            keygen(&node_dir.join("host_key"))?;
-            let home = node_dir.join("home");
-            fs::create_dir(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid))
-                .map_err(|e| format!("cannot chown {} to {USER}: {e}", home.display()))?;
-            set_mode(&home, 0o700)?;
-            // Pushed before it starts, so that the guard kills it whatever happens next.
-            fleet.nodes.push(SshNode { port: 0, dir: node_dir, child: None });
-            let node = fleet.nodes.last_mut().ok_or("no node")?;
-            node.launch_on_free_port(&authorized_keys)?;
-            let host_key = fs::read_to_string(node.dir.join("host_key.pub"))
-                .map_err(|e| format!("cannot read node{i}'s host key: {e}"))?;
-            let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-            known.push_str(&format!("[127.0.0.1]:{} {host_key}\n", node.port));
-        }
-        fs::write(&fleet.known_hosts, known).map_err(|e| format!("cannot write known_hosts: {e}"))?;
-        Ok(fleet)
+/// The lab for the first `n` nodes of the fleet: cluster `fanout-<n>`, one vfolder per node; returns its path.
+fn write_lab(fleet: &Fleet, n: usize) -> Result<PathBuf, String> {
+    let mut text = format!(
+        "cluster \"fanout-{n}\" {{\n    ssh user=\"{USER}\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"10s\"\n",
+        fleet.client_key().display(),
+        fleet.known_hosts().display()
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n",
+            fleet.port(i)
+        ));
     }
-
-    fn port(&self, i: usize) -> u16 {
-        self.nodes[i].port
-    }
-
-    fn home(&self, i: usize) -> PathBuf {
-        self.nodes[i].dir.join("home")
-    }
-
-    fn client_key(&self) -> &Path {
-        &self.client_key
-    }
-
-    fn known_hosts(&self) -> &Path {
-        &self.known_hosts
-    }
-
-    fn scratch(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The lab for the first `n` nodes: cluster `fanout-<n>`, one vfolder per node; returns its path.
-    fn write_lab(&self, n: usize) -> Result<PathBuf, String> {
-        let mut text = format!(
-            "cluster \"fanout-{n}\" {{\n    ssh user=\"{USER}\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"10s\"\n",
-            self.client_key.display(),
-            self.known_hosts.display()
-        );
-        for i in 0..n {
-            text.push_str(&format!(
-                "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n",
-                self.port(i)
-            ));
-        }
-        text.push_str("}\n");
-        let path = self.dir.path().join(format!("fanout-{n}.kdl"));
-        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(path)
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Per-connection sshd processes and the commands they run (agents) start sessions of their own, so
-        // a process group would miss them: kill every process below the listeners, then the listeners.
-        let roots: Vec<i32> = self.nodes.iter().filter_map(|n| n.child.as_ref()).map(|c| c.id() as i32).collect();
-        for pid in descendants(&roots) {
-            // SAFETY: kill(2) of a pid found under our own children; a stale pid only yields ESRCH.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-impl SshNode {
-    fn launch_on_free_port(&mut self, authorized_keys: &Path) -> Result<(), String> {
-        // A port picked by binding port 0 can be taken by someone else before sshd binds it: retry then.
-        let mut last = String::new();
-        for _ in 0..5 {
-            self.port = free_port()?;
-            self.write_config(authorized_keys)?;
-            self.launch()?;
-            match self.wait_ready() {
-                Ok(()) => return Ok(()),
-                Err(why) => {
-                    last = why;
-                    if let Some(mut child) = self.child.take() {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                    }
-                }
-            }
-        }
-        let log = fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default();
-        Err(format!("sshd did not start: {last}\n{log}"))
-    }
-
-    fn write_config(&self, authorized_keys: &Path) -> Result<(), String> {
-        // Absolute paths only: sshd re-executes itself per connection, from another directory.
-        let dir = &self.dir;
-        let config = format!(
-            "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             HostKey {host_key}\n\
-             PidFile {pid}\n\
-             AuthorizedKeysFile {authorized_keys}\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             UseDNS no\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             MaxStartups 500:30:1000\n\
-             MaxSessions 100\n\
-             AllowUsers {USER}\n\
-             PrintMotd no\n\
-             PrintLastLog no\n\
-             LogLevel VERBOSE\n\
-             SetEnv HOME={home}\n",
-            port = self.port,
-            host_key = dir.join("host_key").display(),
-            pid = dir.join("sshd.pid").display(),
-            authorized_keys = authorized_keys.display(),
-            home = dir.join("home").display(),
-        );
-        fs::write(dir.join("sshd_config"), config).map_err(|e| format!("cannot write sshd_config: {e}"))
-    }
-
-    fn launch(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new(SSHD);
-        cmd.arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(self.dir.join("sshd_config"))
-            .arg("-E")
-            .arg(self.dir.join("sshd.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl(2) is async-signal-safe; it only asks the kernel to kill the listener when the
-        // bench (the thread that spawned it, the main thread) dies without running the Drop guard.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let child = cmd.spawn().map_err(|e| format!("cannot run {SSHD}: {e} (run scripts/test as root once)"))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let Some(child) = self.child.as_mut() else { return Err("not started".to_owned()) };
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("sshd exited ({status})"));
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                // The port answered: make sure it is our sshd, not a process that took the port first.
-                return match child.try_wait() {
-                    Ok(None) => Ok(()),
-                    _ => Err("sshd exited".to_owned()),
-                };
-            }
-            if Instant::now() > deadline {
-                return Err("port never accepted connections".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// Every process below any of `roots`, read from /proc.
-fn descendants(roots: &[i32]) -> Vec<i32> {
-    let mut parents: Vec<(i32, i32)> = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
-            // The command name in parentheses may hold spaces: the parent pid is the second field after it.
-            let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else { continue };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = roots.to_vec();
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
-        i += 1;
-    }
-    found.split_off(roots.len())
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot bind a free port: {e}"))
-}
-
-fn keygen(path: &Path) -> Result<(), String> {
-    let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "bai-fanout", "-f"]).arg(path);
-    output(cmd, "ssh-keygen (openssh-client)").map(drop)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
-}
-
-/// The uid and gid of `bai-test`.
-fn test_user() -> Result<(u32, u32), String> {
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").arg(flag).arg(USER).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    };
-    match (id("-u"), id("-g")) {
-        (Some(uid), Some(gid)) => Ok((uid, gid)),
-        _ => Err(format!("the test user `{USER}` does not exist: run scripts/test as root once, it creates it")),
-    }
+    text.push_str("}\n");
+    let path = fleet.scratch().join(format!("fanout-{n}.kdl"));
+    fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,24 +562,4 @@ fn print_report(options: &Options, rows: &[Row], rpcs: &[Rpc], agent_hash: &str)
             if rpc.median_ms < MAX_RPC_MS { "PASS" } else { "MISS" },
         );
     }
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let mem_gib = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or_else(|| "?".to_owned(), |kib| format!("{:.1}", kib / 1024.0 / 1024.0));
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores (nproc), {model}, {mem_gib} GiB, Linux {}", kernel.trim())
 }

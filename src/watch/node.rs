@@ -26,9 +26,9 @@ use crate::watch::status::{FleetStatus, HealthStatus, NodeState, NodeStatus, Ses
 use crate::watch::threshold::Threshold;
 use crate::watch::{WatchOptions, Watched, heal};
 
-/// Nodes that host no session are checked for stray sessions every this many rounds, not every round:
-/// the ping alone is what keeps an idle node cheap.
-const IDLE_PROBE_EVERY: u64 = 12;
+/// Nodes that host no session are checked for stray sessions this often, not every round: the ping
+/// alone is what keeps an idle node cheap.
+const IDLE_PROBE_EVERY: Duration = Duration::from_secs(60);
 
 /// What every node task shares.
 #[derive(Clone)]
@@ -46,6 +46,10 @@ impl Shared {
     /// Changes this node's entry of the status (created on first use).
     fn update<R>(&self, cluster: &str, node: &str, f: impl FnOnce(&mut NodeStatus) -> R) -> R {
         let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Every ping lands here: look the entry up before allocating its key.
+        if let Some(entry) = status.clusters.get_mut(cluster).and_then(|c| c.nodes.get_mut(node)) {
+            return f(entry);
+        }
         let entry = status.clusters.entry(cluster.to_string()).or_default().nodes.entry(node.to_string()).or_default();
         f(entry)
     }
@@ -84,6 +88,7 @@ struct NodeTask {
     sessions: BTreeMap<String, SessionTrack>,
     last_error: Option<String>,
     rounds: u64,
+    idle_probe_at: Option<Instant>,
     heal: Option<JoinHandle<()>>,
 }
 
@@ -99,17 +104,25 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
         sessions: BTreeMap::new(),
         last_error: None,
         rounds: 0,
+        idle_probe_at: None,
         heal: None,
     };
     let mut connecting: Option<Connecting> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut retry_at = Instant::now();
     let mut next_round = tokio::time::Instant::now();
+    let mut current: Option<(Arc<Watched>, Timing)> = None;
     loop {
-        let watched = spec.borrow().clone();
-        let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == task.node) else { return };
-        let timing = node_timing(&watched.cluster, model, &task.shared.options.overrides);
-        task.threshold.retune(timing.failure_threshold, timing.success_threshold);
+        if current.is_none() {
+            let watched = spec.borrow_and_update().clone();
+            let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == task.node) else {
+                return;
+            };
+            let timing = node_timing(&watched.cluster, model, &task.shared.options.overrides);
+            task.threshold.retune(timing.failure_threshold, timing.success_threshold);
+            current = Some((watched, timing));
+        }
+        let Some((watched, timing)) = current.clone() else { return };
         if task.conn.is_none() && connecting.is_none() && Instant::now() >= retry_at {
             connecting = Some(connect(&watched, &task.node, &task.shared));
         }
@@ -120,8 +133,7 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
                     Ok(conn) => {
                         task.conn = Some(conn);
                         backoff.reset();
-                        // Spread the fleet's pings over the interval rather than sending them all at once.
-                        next_round = tokio::time::Instant::now() + timing.interval.mul_f64(fastrand::f64());
+                        next_round = first_round(timing.interval);
                         if task.last_error.take().is_some() {
                             task.shared.emit(Event::Connected { cluster: task.cluster.clone(), node: task.node.clone() });
                         }
@@ -138,6 +150,7 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
                 if changed.is_err() {
                     return;
                 }
+                current = None;
                 continue;
             }
             () = tokio::time::sleep_until(retry_at.into()), if task.conn.is_none() && connecting.is_none() => continue,
@@ -170,6 +183,22 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
     }
 }
 
+/// Pings are grouped on a fleet-wide grid of this step: the nodes of one slot wake the controller once
+/// together instead of once each, which halves its CPU per ping (BENCHMARKS.md), while the slots spread
+/// the fleet over the interval so that round trips stay short.
+const SLOT: Duration = Duration::from_millis(100);
+
+/// When a freshly connected node pings first: a random slot of the fleet-wide grid within one interval.
+fn first_round(interval: Duration) -> tokio::time::Instant {
+    static GRID: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let origin = *GRID.get_or_init(tokio::time::Instant::now);
+    let now = tokio::time::Instant::now();
+    let slot = SLOT.min(interval).as_nanos().max(1);
+    let target = (now - origin + interval.mul_f64(fastrand::f64())).as_nanos();
+    let aligned = target.div_ceil(slot) * slot;
+    origin + Duration::from_nanos(u64::try_from(aligned).unwrap_or(u64::MAX))
+}
+
 /// `--once`: connect, one ping, one probe of every session and health check, then close.
 pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
     let cluster = watched.cluster.name.value.to_string();
@@ -184,6 +213,7 @@ pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
         sessions: BTreeMap::new(),
         last_error: None,
         rounds: 0,
+        idle_probe_at: None,
         heal: None,
     };
     let ping = match connect(&watched, &node, &shared).await {
@@ -281,9 +311,9 @@ impl NodeTask {
         let ok = ping.is_ok();
         let flipped = self.threshold.record(ok);
         let misses = self.threshold.misses();
-        let (cluster, node) = (self.cluster.clone(), self.node.clone());
         let verdict = self.threshold.verdict();
-        let event = self.shared.update(&cluster, &node, |n| {
+        let (cluster, node) = (&self.cluster, &self.node);
+        let event = self.shared.update(cluster, node, |n| {
             n.pings_total += 1;
             n.state = match verdict {
                 Some(true) => NodeState::Up,
@@ -349,8 +379,12 @@ impl NodeTask {
             .filter(|(_, (node, _))| *node == self.node)
             .map(|(name, (_, hash))| (name.clone(), hash.clone()))
             .collect();
-        if desired.is_empty() && self.sessions.is_empty() && !self.rounds.is_multiple_of(IDLE_PROBE_EVERY) {
-            return;
+        if desired.is_empty() && self.sessions.is_empty() {
+            let due = self.idle_probe_at.is_none_or(|at| at <= Instant::now());
+            if !due {
+                return;
+            }
+            self.idle_probe_at = Some(Instant::now() + IDLE_PROBE_EVERY);
         }
         let now = Instant::now();
         let overrides = self.shared.options.overrides;
