@@ -21,14 +21,19 @@ use crate::commands::{Outcome, Printer, check, remote};
 /// How many recent events the live table keeps under it.
 const RECENT: usize = 8;
 
-fn load(path: &std::path::Path, cluster: Option<&str>) -> Result<(Lab, String), String> {
-    let lab = check(path, cluster);
-    let text = render_graphical(&lab.problems, &lab.loaded.sources, &plain_handler(100));
-    if lab.has_errors() {
-        return Err(text);
-    }
+/// The watcher's view of a checked lab: the model and the files to watch for changes.
+fn watched(lab: crate::commands::Lab) -> Lab {
     let files = lab.loaded.sources.files().map(|(_, f)| f.path.clone()).collect();
-    Ok((Lab { config: lab.loaded.config, files }, text))
+    Lab { config: lab.loaded.config, files }
+}
+
+/// A reload: the lab, or its errors rendered for the `config_rejected` event (warnings are not news).
+fn reload(path: &std::path::Path, cluster: Option<&str>) -> Result<Lab, String> {
+    let lab = check(path, cluster);
+    if lab.has_errors() {
+        return Err(render_graphical(&lab.problems, &lab.loaded.sources, &plain_handler(100)));
+    }
+    Ok(watched(lab))
 }
 
 pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
@@ -37,8 +42,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
     if first.has_errors() {
         return Outcome::Failed;
     }
-    let files = first.loaded.sources.files().map(|(_, f)| f.path.clone()).collect();
-    let lab = Lab { config: first.loaded.config, files };
+    let lab = watched(first);
     let (runtime, connect) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
         (Ok(r), Ok(o)) => (r, o),
         (Err(e), _) | (_, Err(e)) => {
@@ -117,7 +121,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         };
         let path = args.file.clone();
         let cluster = cluster.map(str::to_string);
-        let loader: watch::Loader = Box::new(move || load(&path, cluster.as_deref()).map(|(lab, _)| lab));
+        let loader: watch::Loader = Box::new(move || reload(&path, cluster.as_deref()));
         let shutdown = signals.run(reload_tx);
         watch::run(lab, loader, options, status.clone(), events_tx, reload_rx, shutdown).await;
         let _ = stop_tx.send(true);
