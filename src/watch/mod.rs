@@ -47,21 +47,39 @@ pub struct WatchOptions {
     pub heal_limit: usize,
 }
 
-/// A cluster as the watcher needs it: the model, and each session's node and spec hash, computed once
-/// per version of the file rather than every round.
+/// A cluster as the watcher needs it: the model, and each node's sessions with their spec hashes,
+/// computed once per version of the file rather than by every node every round.
 #[derive(Debug)]
 pub struct Watched {
     pub cluster: Cluster,
-    /// Session name → (node, spec hash).
-    pub sessions: BTreeMap<String, (String, String)>,
+    /// Node name → the sessions the file puts there.
+    pub nodes: BTreeMap<String, NodeSessions>,
+}
+
+#[derive(Debug, Default)]
+pub struct NodeSessions {
+    /// Session name → spec hash.
+    pub hashes: BTreeMap<String, String>,
+    /// Indices into `cluster.sessions` of this node's sessions that declare a `health` check.
+    pub checked: Vec<usize>,
 }
 
 impl Watched {
     pub fn new(cluster: Cluster) -> Self {
-        let desired = ClusterState::desired(&cluster);
-        let sessions =
-            desired.sessions.into_iter().map(|(name, s)| (name.to_string(), (s.node.to_string(), s.hash))).collect();
-        Watched { cluster, sessions }
+        let mut nodes: BTreeMap<String, NodeSessions> = BTreeMap::new();
+        for (name, s) in ClusterState::desired(&cluster).sessions {
+            nodes.entry(s.node.to_string()).or_default().hashes.insert(name.to_string(), s.hash);
+        }
+        for (i, s) in cluster.sessions.iter().enumerate().filter(|(_, s)| s.health.is_some()) {
+            nodes.entry(s.node.value.to_string()).or_default().checked.push(i);
+        }
+        Watched { cluster, nodes }
+    }
+
+    /// The sessions the file puts on `node` (none for a node without any).
+    pub fn on(&self, node: &str) -> &NodeSessions {
+        static NONE: std::sync::LazyLock<NodeSessions> = std::sync::LazyLock::new(NodeSessions::default);
+        self.nodes.get(node).unwrap_or(&NONE)
     }
 }
 

@@ -95,18 +95,7 @@ struct NodeTask {
 /// Watches `node` of the cluster in `spec` until the task is aborted or the node leaves the file.
 pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: Shared) {
     let cluster = spec.borrow().cluster.name.value.to_string();
-    let mut task = NodeTask {
-        shared,
-        cluster,
-        node,
-        conn: None,
-        threshold: Threshold::new(1, 1),
-        sessions: BTreeMap::new(),
-        last_error: None,
-        rounds: 0,
-        idle_probe_at: None,
-        heal: None,
-    };
+    let mut task = NodeTask::new(shared, cluster, node);
     let mut connecting: Option<Connecting> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut retry_at = Instant::now();
@@ -204,18 +193,7 @@ pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
     let cluster = watched.cluster.name.value.to_string();
     let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else { return };
     let timing = node_timing(&watched.cluster, model, &shared.options.overrides);
-    let mut task = NodeTask {
-        shared: shared.clone(),
-        cluster,
-        node: node.clone(),
-        conn: None,
-        threshold: Threshold::new(1, 1),
-        sessions: BTreeMap::new(),
-        last_error: None,
-        rounds: 0,
-        idle_probe_at: None,
-        heal: None,
-    };
+    let mut task = NodeTask::new(shared.clone(), cluster, node.clone());
     let ping = match connect(&watched, &node, &shared).await {
         Ok(conn) => {
             task.conn = Some(conn);
@@ -268,6 +246,22 @@ fn seconds(d: Duration) -> String {
 }
 
 impl NodeTask {
+    /// A node not yet connected; the threshold is tuned to the node's settings before the first round.
+    fn new(shared: Shared, cluster: String, node: String) -> Self {
+        NodeTask {
+            shared,
+            cluster,
+            node,
+            conn: None,
+            threshold: Threshold::new(1, 1),
+            sessions: BTreeMap::new(),
+            last_error: None,
+            rounds: 0,
+            idle_probe_at: None,
+            heal: None,
+        }
+    }
+
     fn lost(&mut self, error: String, retry_in: Duration) {
         let first = self.last_error.as_deref() != Some(error.as_str());
         self.last_error = Some(error.clone());
@@ -373,12 +367,8 @@ impl NodeTask {
 
     async fn probe_sessions(&mut self, watched: &Arc<Watched>, node_timing: &Timing) {
         let cluster_model = &watched.cluster;
-        let desired: BTreeMap<String, String> = watched
-            .sessions
-            .iter()
-            .filter(|(_, (node, _))| *node == self.node)
-            .map(|(name, (_, hash))| (name.clone(), hash.clone()))
-            .collect();
+        let here = watched.on(&self.node);
+        let desired = &here.hashes;
         if desired.is_empty() && self.sessions.is_empty() {
             let due = self.idle_probe_at.is_none_or(|at| at <= Instant::now());
             if !due {
@@ -390,8 +380,7 @@ impl NodeTask {
         let overrides = self.shared.options.overrides;
         let mut checks = Vec::new();
         let mut longest = Duration::ZERO;
-        let here = self.node.clone();
-        for s in cluster_model.sessions.iter().filter(|s| s.node.value.as_str() == here) {
+        for s in here.checked.iter().filter_map(|&i| cluster_model.sessions.get(i)) {
             let Some(health) = &s.health else { continue };
             let timing = health_timing(cluster_model, health, &overrides);
             let track = self.track(s.name.value.as_str(), &timing);
@@ -427,7 +416,7 @@ impl NodeTask {
                 return;
             }
         };
-        self.absorb(watched, &desired, reply, node_timing);
+        self.absorb(watched, desired, reply, node_timing);
     }
 
     fn track(&mut self, session: &str, timing: &Timing) -> &mut SessionTrack {
@@ -546,15 +535,20 @@ impl NodeTask {
             };
             verdicts.insert(result.session.clone(), HealthStatus { verdict, detail: Some(result.detail.clone()) });
         }
-        let has_health: BTreeMap<&str, bool> =
-            watched.cluster.sessions.iter().map(|s| (s.name.value.as_str(), s.health.is_some())).collect();
+        let has_health: Vec<&str> = watched
+            .on(&self.node)
+            .checked
+            .iter()
+            .filter_map(|&i| watched.cluster.sessions.get(i))
+            .map(|s| s.name.value.as_str())
+            .collect();
         self.shared.update(&self.cluster, &self.node, |n| {
             for (name, mut status) in statuses {
                 let old = n.sessions.get(&name);
                 status.heals_total = old.map_or(0, |o| o.heals_total);
                 status.health = match verdicts.remove(&name) {
                     Some(v) => Some(v),
-                    None if has_health.get(name.as_str()).copied().unwrap_or(false) => {
+                    None if has_health.contains(&name.as_str()) => {
                         Some(old.and_then(|o| o.health.clone()).unwrap_or_default())
                     }
                     None => None,
