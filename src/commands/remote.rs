@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bai::fleet::{self, ConnectOptions, NodeConn, NodeFailure, select};
 use bai::model::{Cluster, NodeName};
 use bai::state::ClusterState;
-use bai::state::snapshot::{ClusterSnapshot, NodeSnapshot, Snapshot};
+use bai::state::snapshot::NodeSnapshot;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
@@ -24,13 +24,7 @@ impl Reached {
     }
 
     pub fn observed(&self, cluster: &Cluster) -> ClusterState {
-        let snapshot = Snapshot {
-            format_version: bai::state::snapshot::FORMAT_VERSION,
-            clusters: vec![ClusterSnapshot { name: cluster.name.value.to_string(), nodes: self.snapshots.clone() }],
-        };
-        ClusterState::from_snapshot(&snapshot)
-            .remove(&cluster.name.value)
-            .unwrap_or_else(|| ClusterState::empty(cluster.name.value.clone()))
+        ClusterState::observed(&cluster.name.value, self.snapshots.clone())
     }
 }
 

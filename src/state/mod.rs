@@ -112,6 +112,15 @@ impl ClusterState {
         state
     }
 
+    /// Observed state of one cluster from what its nodes reported.
+    pub fn observed(name: &ClusterName, nodes: Vec<snapshot::NodeSnapshot>) -> ClusterState {
+        let snapshot = Snapshot {
+            format_version: snapshot::FORMAT_VERSION,
+            clusters: vec![snapshot::ClusterSnapshot { name: name.to_string(), nodes }],
+        };
+        ClusterState::from_snapshot(&snapshot).remove(name).unwrap_or_else(|| ClusterState::empty(name.clone()))
+    }
+
     /// Observed state of every cluster of a snapshot, by cluster name.
     pub fn from_snapshot(snapshot: &Snapshot) -> BTreeMap<ClusterName, ClusterState> {
         let mut out = BTreeMap::new();

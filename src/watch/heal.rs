@@ -11,7 +11,6 @@ use crate::graph::{Kind, ResourceId, build_graph};
 use crate::model::NodeName;
 use crate::plan::{Action, Change, diff};
 use crate::state::ClusterState;
-use crate::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 use crate::watch::Watched;
 use crate::watch::drift::Drift;
 use crate::watch::event::Event;
@@ -66,12 +65,7 @@ async fn heal_node(
     };
     let mut conn = fleet::open(cluster, model, &shared.options.connect, true).await.map_err(|f| f.message)?;
     let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await.map_err(|f| f.message)?;
-    let observed = ClusterState::from_snapshot(&Snapshot {
-        format_version: FORMAT_VERSION,
-        clusters: vec![ClusterSnapshot { name: cluster.name.value.to_string(), nodes: vec![snapshot] }],
-    })
-    .remove(&cluster.name.value)
-    .unwrap_or_else(|| ClusterState::empty(cluster.name.value.clone()));
+    let observed = ClusterState::observed(&cluster.name.value, vec![snapshot]);
     let only: BTreeSet<NodeName> = [NodeName(node.to_string())].into_iter().collect();
     let desired = ClusterState::desired(cluster).restrict(&only);
     let graph = build_graph(cluster);
