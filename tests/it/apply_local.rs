@@ -25,15 +25,7 @@ impl LocalLab {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let img = dir.path().join("img");
-        std::fs::create_dir_all(&img).expect("mkdir");
-        std::fs::copy("/bin/busybox", img.join("busybox"))
-            .expect("busybox-static is installed (scripts/test installs it)");
-        std::fs::write(
-            img.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n",
-        )
-        .expect("write");
+        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);
         let lab = LocalLab { dir, cluster };
         lab.write("GREETING=\"hi\"", "");
         lab

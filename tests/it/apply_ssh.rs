@@ -25,11 +25,7 @@ impl SshLab {
         let sshd = Sshd::start(nodes);
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("ssh-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let img = dir.path().join("img");
-        std::fs::create_dir_all(&img).expect("mkdir");
-        std::fs::copy("/bin/busybox", img.join("busybox")).expect("busybox-static is installed");
-        std::fs::write(img.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\n")
-            .expect("write");
+        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
         let known_hosts = sshd.known_hosts_path().to_path_buf();
         let lab = SshLab { sshd, dir, cluster, known_hosts };
         lab.write("1");

@@ -12,6 +12,9 @@ pub const IMAGE: &str = "bai-test/busybox:1";
 pub const DOCKERFILE: &str =
     "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n";
 
+/// A box with busybox and nothing to run by default: the labs' sessions say what to run.
+pub const BOX_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\n";
+
 /// Runs the docker CLI; a missing CLI fails the test.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -27,13 +30,19 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A build context: `dockerfile` as `Dockerfile`, and `/bin/busybox` as `busybox`.
+/// A build context in a fresh temporary directory (see [`write_context`]).
 pub fn context(dockerfile: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("the Dockerfile is written");
-    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-        .expect("/bin/busybox exists (Debian's busybox-static; .ci/run installs it)");
+    write_context(dir.path(), dockerfile);
     dir
+}
+
+/// A build context at `dir` (created): `dockerfile` as `Dockerfile`, and `/bin/busybox` as `busybox`.
+pub fn write_context(dir: &std::path::Path, dockerfile: &str) {
+    std::fs::create_dir_all(dir).expect("the context directory is created");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("the Dockerfile is written");
+    std::fs::copy("/bin/busybox", dir.join("busybox"))
+        .expect("/bin/busybox exists (Debian's busybox-static; .ci/run installs it)");
 }
 
 /// Builds [`IMAGE`] once per test run and returns its reference; concurrent callers wait for the one
