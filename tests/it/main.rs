@@ -6,6 +6,7 @@ mod apply_ssh;
 mod cli;
 mod docker;
 mod examples;
+mod flake;
 mod fuzz;
 mod labels;
 mod metrics;
