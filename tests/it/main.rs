@@ -3,6 +3,7 @@
 mod agent;
 mod apply_local;
 mod apply_ssh;
+mod ci_example;
 mod cli;
 mod docker;
 mod examples;
