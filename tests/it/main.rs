@@ -3,9 +3,11 @@
 mod agent;
 mod apply_local;
 mod apply_ssh;
+mod ci_example;
 mod cli;
 mod docker;
 mod examples;
+mod flake;
 mod fuzz;
 mod labels;
 mod metrics;
