@@ -122,6 +122,12 @@ fn node_sections(changes: &[&Change], out: &mut String) {
     }
 }
 
+/// A Mermaid label is quoted and may hold HTML or, between backticks, Markdown: write those characters
+/// as entities so that an odd name shows as itself.
+fn label_text(s: &str) -> String {
+    mermaid_text(s).replace('<', "#lt;").replace('>', "#gt;").replace('`', "#96;")
+}
+
 /// Escapes the few characters that would otherwise be read as HTML inside `<summary>`.
 fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -137,6 +143,11 @@ const CLASSES: [(&str, &str); 5] = [
     ("dependant", "fill:#f6f8fa,stroke:#8c959f,color:#1f2328"),
 ];
 
+/// GitHub's Mermaid refuses a graph of more than 500 edges, and a comment holds 65536 characters: beyond
+/// these the graph is left out rather than broken.
+const MAX_EDGES: usize = 400;
+const MAX_VERTICES: usize = 250;
+
 /// A `graph LR` of the cluster's changed resources and their dependants, edges dependency → dependant.
 fn mermaid(plan: &Plan, cluster: &ClusterName, changes: &[&Change], out: &mut String) {
     let changed: BTreeMap<&ResourceId, &Change> = changes.iter().map(|c| (&c.id, *c)).collect();
@@ -144,6 +155,16 @@ fn mermaid(plan: &Plan, cluster: &ClusterName, changes: &[&Change], out: &mut St
         plan.edges.iter().filter(|e| &e.cluster == cluster).map(|e| (&e.from, &e.to)).collect();
     let mut vertices: BTreeSet<&ResourceId> = changed.keys().copied().collect();
     vertices.extend(edges.iter().flat_map(|(a, b)| [*a, *b]));
+    if edges.len() > MAX_EDGES || vertices.len() > MAX_VERTICES {
+        let _ = writeln!(
+            out,
+            "The {} changed resources and their dependants ({} edges) are too many to draw here; \
+             `bai graph --format mermaid` draws the whole lab.\n",
+            vertices.len(),
+            edges.len()
+        );
+        return;
+    }
     let ids: BTreeMap<&ResourceId, String> = vertices.iter().enumerate().map(|(i, v)| (*v, format!("n{i}"))).collect();
 
     out.push_str(
@@ -160,7 +181,7 @@ fn mermaid(plan: &Plan, cluster: &ClusterName, changes: &[&Change], out: &mut St
             }
             None => (v.to_string(), "dependant"),
         };
-        let _ = writeln!(out, "    {id}[\"{}\"]", mermaid_text(&label));
+        let _ = writeln!(out, "    {id}[\"{}\"]", label_text(&label));
         classes.entry(class).or_default().push(id);
     }
     for (a, b) in &edges {
@@ -235,7 +256,7 @@ mod tests {
         );
         // Mermaid ids follow the sorted resources; quotes in labels become entities; dependency → dependant.
         for line in [
-            "    n0[\"⚠️ node:a<b (delete)\"]\n",
+            "    n0[\"⚠️ node:a#lt;b (delete)\"]\n",
             "    n1[\"vfolder:ckpt (update)\"]\n",
             "    n2[\"session:report\"]\n",
             "    n3[\"⚠️ session:tr#quot;ain (replace)\"]\n",
@@ -245,6 +266,23 @@ mod tests {
         ] {
             assert!(md.contains(line), "{line} missing:\n{md}");
         }
+    }
+
+    #[test]
+    fn a_graph_too_large_for_github_is_left_out() {
+        let lab = ClusterName("lab".into());
+        let mut p = plan();
+        p.changes.truncate(1);
+        p.edges = (0..=MAX_EDGES)
+            .map(|i| Edge {
+                cluster: lab.clone(),
+                from: ResourceId::vfolder("ckpt"),
+                to: ResourceId::session(&format!("job-{i:03}")),
+            })
+            .collect();
+        let md = render_markdown(&p);
+        assert!(!md.contains("```mermaid"), "{md}");
+        assert!(md.contains("The 402 changed resources and their dependants (401 edges) are too many"), "{md}");
     }
 
     #[test]
