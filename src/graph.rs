@@ -7,11 +7,11 @@ use std::fmt::{self, Write};
 
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Cluster, ClusterName};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Node,
@@ -61,6 +61,47 @@ impl fmt::Display for ResourceId {
             Some(node) => write!(f, "{}:{}/{}", self.kind.as_str(), node, self.name),
             None => write!(f, "{}:{}", self.kind.as_str(), self.name),
         }
+    }
+}
+
+/// A string that is not a resource id (`node:<name>`, `image:<node>/<name>`, `vfolder:<name>`,
+/// `session:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a resource id (`node:N`, `image:N/I`, `vfolder:V` or `session:S`)")]
+pub struct BadResourceId(pub String);
+
+impl std::str::FromStr for ResourceId {
+    type Err = BadResourceId;
+
+    /// The inverse of `Display`: kinds hold no `:` and node names no `/`, so the first of each splits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadResourceId(s.to_string());
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        let id = match (kind, rest.split_once('/')) {
+            (_, _) if rest.is_empty() => None,
+            ("node", _) => Some(ResourceId::node(rest)),
+            ("vfolder", _) => Some(ResourceId::vfolder(rest)),
+            ("session", _) => Some(ResourceId::session(rest)),
+            ("image", Some((node, name))) if !node.is_empty() && !name.is_empty() => {
+                Some(ResourceId::image(node, name))
+            }
+            _ => None,
+        };
+        id.ok_or_else(bad)
+    }
+}
+
+/// Saved plans write an id the way people read it, `session:train`, rather than as its parts.
+impl Serialize for ResourceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -242,6 +283,29 @@ pub fn render_mermaid(graphs: &[(ClusterName, ResourceGraph)]) -> String {
 }
 
 /// Mermaid labels are quoted; a quote inside one is written as an entity.
-fn mermaid_text(s: &str) -> String {
+pub(crate) fn mermaid_text(s: &str) -> String {
     s.replace('"', "#quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_parse_back_from_their_display() {
+        for id in [
+            ResourceId::node("gpu-01"),
+            ResourceId::image("gpu-01", "pytorch"),
+            ResourceId::vfolder("ckpt"),
+            ResourceId::session("train-resnet"),
+        ] {
+            assert_eq!(id.to_string().parse::<ResourceId>(), Ok(id.clone()));
+            let json = serde_json::to_string(&id).expect("serializes");
+            assert_eq!(serde_json::from_str::<ResourceId>(&json).expect("deserializes"), id);
+        }
+        assert_eq!(serde_json::to_string(&ResourceId::image("n", "i")).expect("serializes"), "\"image:n/i\"");
+        for bad in ["", "node", "node:", "pod:x", "image:x", "image:/x", "image:x/"] {
+            assert!(bad.parse::<ResourceId>().is_err(), "{bad}");
+        }
+    }
 }

@@ -6,11 +6,17 @@
 //! replaced; a vfolder that moves to another node is replaced, one whose quota or permission changes is
 //! updated; a node's labels and agent version are updated. Everything else about a node (address, SSH,
 //! probe, declared GPUs) is how bai reaches or checks it, not state on it, and plans nothing.
+//!
+//! Each change also carries its risks (rules in `risk.rs`: data a vfolder removal destroys, a running GPU
+//! session interrupted, a node added or removed), and the plan the dependency edges from every changed
+//! resource to what depends on it (`dependants.rs`), so that renderings need nothing but the plan.
 
 use std::collections::BTreeMap;
 
 use crate::config::value::format_size;
 use crate::graph::{Kind, ResourceGraph, ResourceId};
+use crate::plan::dependants::dependant_edges;
+use crate::plan::risk::risks_of;
 use crate::plan::{Action, Change, FieldChange, Plan, show_value};
 use crate::state::spec::SourceKind;
 use crate::state::{ClusterState, SessionState, session_fields};
@@ -22,7 +28,11 @@ pub fn diff(clusters: &[(&ClusterState, &ClusterState, &ResourceGraph)]) -> Plan
     for (desired, observed, graph) in clusters {
         plan.clusters.push(desired.name.clone());
         let mut changes = diff_cluster(desired, observed);
+        for c in &mut changes {
+            c.risks = risks_of(c, desired, observed);
+        }
         order(&mut changes, graph);
+        plan.edges.extend(dependant_edges(&desired.name, &changes, graph, observed));
         plan.changes.extend(changes);
     }
     plan
@@ -36,6 +46,7 @@ fn change(cluster: &ClusterState, id: ResourceId, node: Option<&str>, action: Ac
         action,
         reasons: Vec::new(),
         fields: Vec::new(),
+        risks: Vec::new(),
     }
 }
 

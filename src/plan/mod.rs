@@ -1,21 +1,24 @@
 //! Plans: the changes that turn observed state into desired state, in graph order, and their renderings.
 
+mod dependants;
 mod diff;
 mod render_json;
 mod render_markdown;
 mod render_text;
+mod risk;
 
 pub use diff::diff;
 pub use render_json::render_json;
 pub use render_markdown::render_markdown;
 pub use render_text::render_text;
+pub use risk::Risk;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::graph::ResourceId;
 use crate::model::ClusterName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -37,14 +40,24 @@ impl Action {
 }
 
 /// One field that differs, with its values before and after (`None`: absent on that side).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Serialized, an absent side is left out, so that a saved plan keeps "absent" apart from a JSON `null`
+/// value (`render_json` writes both as `null`, as its schema says).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub before: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub after: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A key that is there holds a value, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub cluster: ClusterName,
     pub id: ResourceId,
@@ -54,9 +67,20 @@ pub struct Change {
     /// Why, in words: one line each.
     pub reasons: Vec<String>,
     pub fields: Vec<FieldChange>,
+    /// What a reviewer must not miss about this change, sorted (see [`Risk`] for the rules).
+    #[serde(default)]
+    pub risks: Vec<Risk>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// `from` must exist before `to`: `to` depends on `from`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Edge {
+    pub cluster: ClusterName,
+    pub from: ResourceId,
+    pub to: ResourceId,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub create: usize,
     pub update: usize,
@@ -81,10 +105,14 @@ impl Summary {
 }
 
 /// Every change for every cluster planned, in execution order within each cluster.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub clusters: Vec<ClusterName>,
     pub changes: Vec<Change>,
+    /// The dependency edges among the changed resources and everything depending on them, per cluster
+    /// in the order of `clusters`, then sorted: what the review graph draws.
+    #[serde(default)]
+    pub edges: Vec<Edge>,
 }
 
 impl Plan {
@@ -100,6 +128,14 @@ impl Plan {
         }
         s
     }
+
+    /// Each risky change with one of its risks, by risk, then in plan order.
+    pub fn risks(&self) -> Vec<(Risk, &Change)> {
+        let mut out: Vec<(Risk, &Change)> =
+            self.changes.iter().flat_map(|c| c.risks.iter().map(move |r| (*r, c))).collect();
+        out.sort_by_key(|(r, _)| *r);
+        out
+    }
 }
 
 /// A JSON value as a reviewer reads it: strings quoted, sizes and lists compact.
@@ -107,5 +143,52 @@ pub fn show_value(value: Option<&serde_json::Value>) -> String {
     match value {
         None => "(none)".to_string(),
         Some(v) => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_survives_json_round_trips() {
+        let lab = ClusterName("lab".into());
+        let change = |id: ResourceId, action, fields, risks| Change {
+            cluster: lab.clone(),
+            node: Some("gpu-01".into()),
+            id,
+            action,
+            reasons: vec!["why".into()],
+            fields,
+            risks,
+        };
+        let plan = Plan {
+            clusters: vec![lab.clone(), ClusterName("empty".into())],
+            changes: vec![
+                change(ResourceId::node("gpu-01"), Action::Create, vec![], vec![Risk::AddsNode]),
+                change(ResourceId::image("gpu-01", "pytorch"), Action::Replace, vec![], vec![]),
+                change(
+                    ResourceId::session("train"),
+                    Action::Replace,
+                    vec![
+                        // An absent side, a JSON null and a value must stay three different things.
+                        FieldChange { path: "image_digest".into(), before: Some(serde_json::Value::Null), after: None },
+                        FieldChange { path: "resources.gpus".into(), before: None, after: Some(4.into()) },
+                    ],
+                    vec![Risk::InterruptsGpuSession],
+                ),
+                change(ResourceId::vfolder("scratch"), Action::Delete, vec![], vec![Risk::DestroysData]),
+            ],
+            edges: vec![Edge {
+                cluster: lab.clone(),
+                from: ResourceId::image("gpu-01", "pytorch"),
+                to: ResourceId::session("train"),
+            }],
+        };
+        let json = serde_json::to_string(&plan).expect("serializes");
+        let back: Plan = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, plan);
+        assert_eq!(serde_json::to_string(&back).expect("serializes"), json);
+        assert!(json.contains(r#""id":"image:gpu-01/pytorch""#) && json.contains(r#""risks":["destroys_data"]"#));
     }
 }

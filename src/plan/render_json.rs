@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::plan::{Action, FieldChange, Plan, Summary};
+use crate::plan::{Action, FieldChange, Plan, Risk, Summary};
 
 #[derive(Serialize)]
 struct JsonChange<'a> {
@@ -12,7 +12,23 @@ struct JsonChange<'a> {
     node: Option<&'a str>,
     action: Action,
     reasons: &'a [String],
-    fields: &'a [FieldChange],
+    fields: Vec<JsonField<'a>>,
+    risks: &'a [Risk],
+}
+
+/// A field change with both sides always written, `null` when absent (the plan's own serde leaves an
+/// absent side out).
+#[derive(Serialize)]
+struct JsonField<'a> {
+    path: &'a str,
+    before: Option<&'a serde_json::Value>,
+    after: Option<&'a serde_json::Value>,
+}
+
+impl<'a> From<&'a FieldChange> for JsonField<'a> {
+    fn from(f: &'a FieldChange) -> Self {
+        JsonField { path: &f.path, before: f.before.as_ref(), after: f.after.as_ref() }
+    }
 }
 
 #[derive(Serialize)]
@@ -37,7 +53,8 @@ pub fn render_json(plan: &Plan) -> String {
                 node: c.node.as_deref(),
                 action: c.action,
                 reasons: &c.reasons,
-                fields: &c.fields,
+                fields: c.fields.iter().map(JsonField::from).collect(),
+                risks: &c.risks,
             })
             .collect(),
         summary: plan.summary(),

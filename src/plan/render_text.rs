@@ -15,7 +15,12 @@ pub fn render_text(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "cluster `{cluster}`:\n");
         for c in changes {
-            let _ = writeln!(out, "  {:>3} {}", c.action.sign(), c.id);
+            let _ = write!(out, "  {:>3} {}", c.action.sign(), c.id);
+            if !c.risks.is_empty() {
+                let risks: Vec<&str> = c.risks.iter().map(|r| r.describe()).collect();
+                let _ = write!(out, "  (!) {}", risks.join(", "));
+            }
+            out.push('\n');
             for reason in &c.reasons {
                 let mark = match c.action {
                     Action::Update | Action::Replace if !c.fields.is_empty() => "~ ",

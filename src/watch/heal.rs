@@ -143,6 +143,7 @@ fn heal_changes(plan: &[Change], drifted: &BTreeMap<String, Drift>, node: &str, 
                 action: Action::Replace,
                 reasons: vec![d.reason.clone()],
                 fields: Vec::new(),
+                risks: Vec::new(),
             });
         }
     }
@@ -169,6 +170,7 @@ mod tests {
             action,
             reasons: vec![],
             fields: vec![],
+            risks: vec![],
         }
     }
 

@@ -182,3 +182,88 @@ fn the_documented_drift_example_plans_as_the_readme_says() {
     assert!(text.contains("  - session:train-resnet18-baseline"), "{text}");
     assert!(text.ends_with("Plan: 9 to create, 1 to update, 1 to replace, 1 to delete.\n"), "{text}");
 }
+
+const REVIEW_OLD: &str = "tests/fixtures/diff/review-old.kdl";
+const REVIEW_NEW: &str = "tests/fixtures/diff/review-new.kdl";
+
+#[test]
+fn review_comment_in_markdown() {
+    let (code, md, err) = run(&["diff", "--format", "markdown", REVIEW_OLD, REVIEW_NEW]);
+    assert_eq!(code, Some(0), "{err}");
+    insta::assert_snapshot!("diff_markdown_review", md);
+    // Every risk is named once in the warning, on its line of the diff and on its node's section.
+    assert!(md.contains("> - **destroys vfolder data**: `vfolder:scratch`\n"), "{md}");
+    assert!(md.contains("> - **interrupts a running GPU session**: `session:train`\n"), "{md}");
+    assert!(md.contains("> - **adds a node**: `node:gpu-02`\n> - **removes a node**: `node:cpu-01`\n"), "{md}");
+    assert!(md.contains("- vfolder:scratch (delete) (!) destroys vfolder data\n"), "{md}");
+    assert!(md.contains("<details open><summary>node <code>cpu-01</code>: 3 to delete ⚠️ removes a node</summary>"));
+    // `report` is unchanged but depends on the replaced `train`: it is drawn, grey.
+    assert!(md.contains("    n11[\"session:report\"]\n") && md.contains("    n12 --> n11\n"), "{md}");
+    assert_eq!(md.matches("```mermaid").count(), 1, "{md}");
+    // The same plan gives the same comment, byte for byte.
+    assert_eq!(run(&["diff", "--format", "markdown", REVIEW_OLD, REVIEW_NEW]).1, md);
+
+    let (_, text, _) = run(&["diff", REVIEW_OLD, REVIEW_NEW]);
+    assert!(text.contains("  -/+ session:train  (!) interrupts a running GPU session\n"), "{text}");
+    assert!(text.contains("    - node:cpu-01  (!) removes a node\n"), "{text}");
+    let (_, js, _) = run(&["diff", "--format", "json", REVIEW_OLD, REVIEW_NEW]);
+    let risks: Vec<(String, serde_json::Value)> = json(&js)["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["risks"] != serde_json::json!([]))
+        .map(|c| (c["id"].as_str().unwrap_or_default().to_string(), c["risks"].clone()))
+        .collect();
+    assert_eq!(
+        risks,
+        vec![
+            ("node:gpu-02".to_string(), serde_json::json!(["adds_node"])),
+            ("session:train".to_string(), serde_json::json!(["interrupts_gpu_session"])),
+            ("vfolder:scratch".to_string(), serde_json::json!(["destroys_data"])),
+            ("node:cpu-01".to_string(), serde_json::json!(["removes_node"])),
+        ]
+    );
+}
+
+#[test]
+fn review_comment_without_changes() {
+    let (code, md, err) = run(&["diff", "--format", "markdown", REVIEW_NEW, REVIEW_NEW]);
+    assert_eq!(code, Some(0), "{err}");
+    insta::assert_snapshot!("diff_markdown_no_changes", md);
+}
+
+#[test]
+fn risks_follow_what_the_nodes_report() {
+    // Against a snapshot the folder's contents and the container's state are known.
+    let mut snapshot = snapshot_of(REVIEW_OLD);
+    let gpu = snapshot.clusters[0].nodes.iter_mut().find(|n| n.name == "gpu-01").expect("gpu-01");
+    gpu.vfolders.iter_mut().filter(|v| v.name == "scratch").for_each(|v| v.empty = true);
+    let (_, text, err) = plan_with(&snapshot, REVIEW_NEW);
+    assert!(text.contains("    - vfolder:scratch\n"), "an empty folder loses nothing:\n{text}{err}");
+    assert!(text.contains("-/+ session:train  (!) interrupts a running GPU session\n"), "{text}");
+
+    let gpu = snapshot.clusters[0].nodes.iter_mut().find(|n| n.name == "gpu-01").expect("gpu-01");
+    gpu.vfolders.iter_mut().filter(|v| v.name == "scratch").for_each(|v| v.empty = false);
+    let train = gpu.sessions.iter_mut().find(|s| s.name == "train").expect("train");
+    train.state = bai::state::snapshot::ContainerState::Exited;
+    let (_, text, err) = plan_with(&snapshot, REVIEW_NEW);
+    assert!(text.contains("    - vfolder:scratch  (!) destroys vfolder data\n"), "{text}{err}");
+    assert!(text.contains("  -/+ session:train\n"), "an exited session holds no GPU:\n{text}");
+}
+
+#[test]
+fn a_saved_plan_reads_back_as_the_same_plan() {
+    let states = |path: &str| {
+        let (problems, _, config) = check(&root().join(path));
+        assert!(problems.iter().all(|p| !p.is_error()), "{problems:?}");
+        config.clusters.iter().map(|c| (ClusterState::desired(c), bai::graph::build_graph(c))).collect::<Vec<_>>()
+    };
+    let (old, new) = (states(REVIEW_OLD), states(REVIEW_NEW));
+    let triples: Vec<_> = new.iter().zip(&old).map(|((d, g), (o, _))| (d, o, g)).collect();
+    let plan = bai::plan::diff(&triples);
+    assert!(!plan.edges.is_empty() && plan.changes.iter().any(|c| !c.risks.is_empty()));
+    let saved = serde_json::to_string_pretty(&plan).expect("serializes");
+    let back: bai::plan::Plan = serde_json::from_str(&saved).expect("deserializes");
+    assert_eq!(back, plan);
+    assert_eq!(bai::plan::render_markdown(&back), bai::plan::render_markdown(&plan));
+}

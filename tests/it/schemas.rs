@@ -38,6 +38,8 @@ fn plans_match_their_schema() {
         vec!["plan", "--offline", "--format", "json", "examples/gpu-lab/cluster.kdl"],
         vec!["diff", "--format", "json", "tests/fixtures/diff/old.kdl", "tests/fixtures/diff/new.kdl"],
         vec!["diff", "--format", "json", "examples/workstation.kdl", "examples/workstation.kdl"],
+        // Every kind of risk.
+        vec!["diff", "--format", "json", "tests/fixtures/diff/review-old.kdl", "tests/fixtures/diff/review-new.kdl"],
     ] {
         let out = bai().args(&args).output().expect("runs");
         assert_valid(&validator, &json(&stdout_of(&out)), &args.join(" "));
