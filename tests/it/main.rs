@@ -7,6 +7,7 @@ mod cli;
 mod docker;
 mod examples;
 mod fuzz;
+mod generations;
 mod labels;
 mod metrics;
 mod plan;
