@@ -132,12 +132,19 @@ pub fn list_all(
     (out, errors)
 }
 
-/// One generation across the nodes that hold it.
+/// One generation across the nodes that hold it. The lock's text stays on the nodes (`get_generation`):
+/// a listing shows the config hash, which covers it.
 #[derive(serde::Serialize)]
 struct Row {
     number: u64,
-    #[serde(flatten)]
-    meta: Meta,
+    applied_at: String,
+    applied_by: String,
+    bai_version: String,
+    config_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<u64>,
     nodes: Vec<NodeMark>,
 }
 
@@ -162,7 +169,20 @@ fn rows(lists: &BTreeMap<String, ListGenerationsReply>) -> Vec<Row> {
             entry.1.push(NodeMark { node: node.clone(), current: Some(g.number) == newest });
         }
     }
-    by_number.into_iter().rev().map(|(number, (s, nodes))| Row { number, meta: s.meta, nodes }).collect()
+    by_number
+        .into_iter()
+        .rev()
+        .map(|(number, (s, nodes))| Row {
+            number,
+            applied_at: s.meta.applied_at,
+            applied_by: s.meta.applied_by,
+            bai_version: s.meta.bai_version,
+            config_hash: s.meta.config_hash,
+            plan_id: s.meta.plan_id,
+            rollback_of: s.meta.rollback_of,
+            nodes,
+        })
+        .collect()
 }
 
 pub fn run(args: &GenerationsArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
@@ -215,15 +235,15 @@ fn render_text(clusters: &[ClusterRows]) -> String {
                 .iter()
                 .map(|n| if n.current { format!("{} (current)", n.node) } else { n.node.clone() })
                 .collect();
-            let rollback = g.meta.rollback_of.map_or(String::new(), |n| format!(", rollback to {n}"));
+            let rollback = g.rollback_of.map_or(String::new(), |n| format!(", rollback to {n}"));
             let _ = writeln!(
                 out,
                 "  {:>4}  {}  {}  bai {}  config {}{rollback}  on {}",
                 g.number,
-                g.meta.applied_at,
-                g.meta.applied_by,
-                g.meta.bai_version,
-                g.meta.config_hash.get(..12).unwrap_or(&g.meta.config_hash),
+                g.applied_at,
+                g.applied_by,
+                g.bai_version,
+                g.config_hash.get(..12).unwrap_or(&g.config_hash),
                 nodes.join(", ")
             );
         }
