@@ -70,6 +70,18 @@ pub enum Command {
     /// the file is reported and, with `--heal`, re-applied. On a terminal a live table; otherwise one line
     /// per transition. The lab file is reloaded when it changes or on SIGHUP. SIGINT/SIGTERM stop it.
     Watch(WatchArgs),
+    /// List each cluster's generations: one per successful apply, numbered per cluster
+    ///
+    /// Every apply (and destroy, and rollback) that changed a node records a generation there: that node's
+    /// part of the desired state, the config hash, the lock, who applied it and when. This lists them per
+    /// cluster, newest first, with the nodes holding each and each node's current one. Takes no lease.
+    Generations(GenerationsArgs),
+    /// Bring the nodes back to the state of an earlier generation (by default the previous one)
+    ///
+    /// Plans from the recorded state, prints what cannot be restored (data written into vfolders stays as
+    /// it is; a vfolder removed since comes back empty), confirms, executes, and records the result as a
+    /// new generation. A node whose record for the target was pruned is refused.
+    Rollback(RollbackArgs),
     /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
     #[command(hide = true)]
     Agent,
@@ -108,6 +120,29 @@ pub struct ConvergeArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerationsArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The generation to go back to (default: the one before the current)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub to: Option<u64>,
+
+    #[command(flatten)]
+    pub converge: ConvergeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -126,6 +126,17 @@ impl ResourceGraph {
         self.graph.update_edge(from, to, ());
     }
 
+    /// Adds a resource (for graphs built from something else than a lab: `generation::graph_of`).
+    pub fn add(&mut self, id: ResourceId) {
+        self.vertex(id);
+    }
+
+    /// Adds `from` and `to` and the edge "`from` before `to`".
+    pub fn link(&mut self, from: ResourceId, to: ResourceId) {
+        let (a, b) = (self.vertex(from), self.vertex(to));
+        self.edge(a, b);
+    }
+
     pub fn get(&self, id: &ResourceId) -> Option<NodeIndex> {
         self.index.get(id).copied()
     }

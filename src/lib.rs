@@ -11,6 +11,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod fleet;
 pub mod fmt;
+pub mod generation;
 pub mod graph;
 pub mod model;
 pub mod plan;

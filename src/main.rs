@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Command::Destroy(args) => commands::apply::run_destroy(args, cluster, &printer),
         Command::Status(args) => commands::status::run(args, cluster, &printer),
         Command::Watch(args) => commands::watch::run(args, cluster, &printer),
+        Command::Generations(args) => commands::generations::run(args, cluster, &printer),
+        Command::Rollback(args) => commands::rollback::run(args, cluster, &printer),
         Command::Agent => commands::agent::run(),
     };
     match outcome {

@@ -80,6 +80,8 @@ pub struct Cluster {
     pub ssh: SshSettings,
     pub agent_binary: Option<Spanned<PathBuf>>,
     pub probe: ProbeSettings,
+    /// `generations keep=N`: how many generations each node keeps.
+    pub generations: GenerationSettings,
     pub nodes: Vec<Node>,
     pub images: Vec<Image>,
     pub vfolders: Vec<Vfolder>,
@@ -103,6 +105,21 @@ pub struct ProbeSettings {
     pub timeout: Option<Spanned<Duration>>,
     pub failure_threshold: Option<Spanned<u32>>,
     pub success_threshold: Option<Spanned<u32>>,
+}
+
+/// How many generations (records of successful applies) each node keeps; the newest is never pruned.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationSettings {
+    pub keep: Option<Spanned<u32>>,
+}
+
+impl GenerationSettings {
+    /// Kept when the lab says nothing.
+    pub const DEFAULT_KEEP: u32 = 10;
+
+    pub fn keep(&self) -> u32 {
+        self.keep.as_ref().map_or(Self::DEFAULT_KEEP, |k| k.value)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -47,6 +47,12 @@ pub enum Method {
     Probe(Probe),
     /// Forget the cluster on this node (after everything of it was removed).
     Leave(Leave),
+    /// Store a generation record and prune to the newest `keep` (lease needed).
+    RecordGeneration(Box<RecordGeneration>),
+    /// The node's generation summaries for a cluster (no lease: read-only).
+    ListGenerations(ListGenerations),
+    /// One generation record (no lease: read-only).
+    GetGeneration(GetGeneration),
 }
 
 impl Method {
@@ -67,6 +73,9 @@ impl Method {
             Method::SessionHealth(_) => "session_health",
             Method::Probe(_) => "probe",
             Method::Leave(_) => "leave",
+            Method::RecordGeneration(_) => "record_generation",
+            Method::ListGenerations(_) => "list_generations",
+            Method::GetGeneration(_) => "get_generation",
         }
     }
 }
@@ -302,6 +311,40 @@ pub struct HealthResult {
     /// What was seen, for people: `HTTP 200`, `HTTP 404`, `exit 1`, `timed out after 2s`,
     /// `container not running`, `connection refused`.
     pub detail: String,
+}
+
+/// `record_generation`: the record's number must be above every number the node holds for the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordGeneration {
+    pub cluster: String,
+    pub record: crate::generation::GenerationRecord,
+    /// How many records to keep, the new one included (at least 1).
+    pub keep: u64,
+}
+
+/// The reply to `record_generation`: the numbers pruned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordGenerationReply {
+    pub pruned: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListGenerations {
+    pub cluster: String,
+}
+
+/// The reply to `list_generations`: kept records oldest first, and the lowest number ever pruned (so that
+/// a rollback can tell "pruned" from "never recorded").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListGenerationsReply {
+    pub generations: Vec<crate::generation::Summary>,
+    pub lowest_pruned: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetGeneration {
+    pub cluster: String,
+    pub number: u64,
 }
 
 /// The container name of a session: `bai.<cluster>.<session>`.

@@ -1,7 +1,7 @@
 //! Where the agent keeps its files on a node: `$BAI_HOME`, else `~/.local/share/bai`.
 //!
 //! `agent/<sha256>/bai` holds installed agents, `blobs/` uploads (content-addressed), `leases/` one lock
-//! file per cluster, `state/<cluster>/` what the agent must remember between runs (node labels, the images
+//! file per cluster, `generations/<cluster>/` the numbered generation records, `state/<cluster>/` what the agent must remember between runs (node labels, the images
 //! it placed). Cluster names are validated plain names, so they are safe as path components.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +42,12 @@ impl Home {
 
     pub fn cluster_state(&self, cluster: &str) -> PathBuf {
         self.root.join("state").join(cluster)
+    }
+
+    /// The cluster's generation records: beside `state/<cluster>`, not in it, so that `leave` (the end of
+    /// a destroy) keeps the history a later rollback needs.
+    pub fn generations(&self, cluster: &str) -> PathBuf {
+        self.root.join("generations").join(cluster)
     }
 
     /// A configured path on the node: `~/x` is the agent user's home, a relative path lies under it too.

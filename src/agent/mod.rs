@@ -3,6 +3,7 @@
 //! inventory. It depends only on [`crate::protocol`] and the state types; it never reads a lab file.
 
 pub mod docker;
+pub mod generations;
 pub mod health;
 pub mod home;
 pub mod inventory;

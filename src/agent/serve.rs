@@ -16,7 +16,7 @@ use crate::agent::docker::Engine;
 use crate::agent::home::{Home, is_safe_component};
 use crate::agent::lease::{self, Lease};
 use crate::agent::records::{self, ClusterRecord, ImageRecord};
-use crate::agent::{health, inventory, vfolder};
+use crate::agent::{generations, health, inventory, vfolder};
 use crate::protocol::*;
 use crate::state::snapshot::{AgentInfo, ImageSnapshot, NodeSnapshot};
 
@@ -196,6 +196,19 @@ impl Agent {
                 records::forget(&self.home.cluster_state(&cluster))?;
                 Ok(serde_json::json!({}))
             }
+            Method::RecordGeneration(req) => {
+                let cluster = self.cluster(&req.cluster, true)?;
+                let pruned = generations::record(&self.home.generations(&cluster), &req.record, req.keep)?;
+                to_value(&RecordGenerationReply { pruned })
+            }
+            Method::ListGenerations(req) => {
+                let cluster = self.cluster(&req.cluster, false)?;
+                to_value(&generations::list(&self.home.generations(&cluster))?)
+            }
+            Method::GetGeneration(req) => {
+                let cluster = self.cluster(&req.cluster, false)?;
+                to_value(&generations::get(&self.home.generations(&cluster), req.number)?)
+            }
         }
     }
 
@@ -257,6 +270,7 @@ impl Agent {
             vfolders,
             sessions,
             unowned,
+            generation: generations::current(&self.home.generations(&cluster))?,
         };
         to_value(&snapshot)
     }

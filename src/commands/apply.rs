@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::generation::Extras;
 use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
 use bai::state::ClusterState;
 
 use crate::cli::ConvergeArgs;
+use crate::commands::generations;
 use crate::commands::remote::{self, Reached};
 use crate::commands::{Outcome, Printer, check};
 
@@ -72,26 +74,37 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     }
     let mut results: Vec<ChangeResult> = Vec::new();
     let progress = Progress::new(&plan);
+    // Generations: every node a run touched records this run's number (see `generations::record`).
+    let stamp = generations::Stamp::new(&lab, file);
+    let mut recorded = true;
     for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let input = Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel };
         let report = |result: &ChangeResult| progress.report(result);
-        results.extend(runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report)));
+        let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
+        // Destroy records an empty generation: a later rollback can bring the cluster back.
+        let extras = match goal {
+            Goal::Apply => Extras::from_cluster(c, &stamp.lab_dir),
+            Goal::Destroy => Extras::default(),
+        };
+        let number = generations::current(r).unwrap_or(0) + 1;
+        recorded &= generations::record(&runtime, c, desired, &extras, &mut r.conns, &done, number, &stamp.meta);
+        results.extend(done);
     }
     progress.finish();
     let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
     print_report(&plan, &results, &failures);
     let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
-    if failed || !failures.is_empty() { Outcome::Failed } else { Outcome::Ok }
+    if failed || !failures.is_empty() || !recorded { Outcome::Failed } else { Outcome::Ok }
 }
 
 /// How a run shows its progress: a bar per node on a terminal, one plain line per change otherwise.
-struct Progress {
+pub(crate) struct Progress {
     bars: Option<(indicatif::MultiProgress, BTreeMap<String, indicatif::ProgressBar>)>,
 }
 
 impl Progress {
-    fn new(plan: &Plan) -> Self {
+    pub(crate) fn new(plan: &Plan) -> Self {
         if !std::io::stderr().is_terminal() {
             return Progress { bars: None };
         }
@@ -113,7 +126,7 @@ impl Progress {
         Progress { bars: Some((multi, bars)) }
     }
 
-    fn report(&self, result: &ChangeResult) {
+    pub(crate) fn report(&self, result: &ChangeResult) {
         let (mark, detail) = match &result.outcome {
             ChangeOutcome::Done(d) => ("ok  ", d.as_str()),
             ChangeOutcome::Failed(d) => ("FAIL", d.as_str()),
@@ -146,7 +159,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some((_, bars)) = &self.bars {
             for bar in bars.values() {
                 bar.finish();
@@ -156,10 +169,14 @@ impl Progress {
 }
 
 fn confirm(goal: Goal) -> bool {
-    let verb = match goal {
+    confirm_verb(match goal {
         Goal::Apply => "apply",
         Goal::Destroy => "destroy",
-    };
+    })
+}
+
+/// Asks on the terminal whether to `verb` the plan shown; no terminal is a refusal.
+pub(crate) fn confirm_verb(verb: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         eprintln!(
             "error: refusing to {verb} without confirmation: there is no terminal to ask; pass --yes to go ahead"
@@ -177,7 +194,7 @@ fn confirm(goal: Goal) -> bool {
 }
 
 /// The end report: changes by outcome, then nodes as succeeded, failed, skipped or unreachable.
-fn print_report(plan: &Plan, results: &[ChangeResult], unreachable: &[bai::fleet::NodeFailure]) {
+pub(crate) fn print_report(plan: &Plan, results: &[ChangeResult], unreachable: &[bai::fleet::NodeFailure]) {
     let count = |f: fn(&ChangeOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
     let done = count(|o| matches!(o, ChangeOutcome::Done(_)));
     let failed = count(|o| matches!(o, ChangeOutcome::Failed(_)));

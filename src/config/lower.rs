@@ -12,8 +12,9 @@ use kdl::{KdlDocument, KdlNode};
 use crate::config::reader::{Args, Ctx, NodeSpec, Reader};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{
-    Cluster, ClusterName, EnvValue, EnvVar, Health, HealthCheck, Image, ImageName, ImageSource, Mount, Node, NodeName,
-    Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings, Vfolder, VfolderName,
+    Cluster, ClusterName, EnvValue, EnvVar, GenerationSettings, Health, HealthCheck, Image, ImageName, ImageSource,
+    Mount, Node, NodeName, Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings,
+    Vfolder, VfolderName,
 };
 use crate::source::{Loc, Spanned};
 use crate::suggest;
@@ -24,6 +25,7 @@ pub enum Item {
     Ssh(SshSettings, Loc),
     Agent(Option<Spanned<PathBuf>>, Loc),
     Probe(ProbeSettings, Loc),
+    Generations(GenerationSettings, Loc),
     Node(Node),
     Image(Image),
     Vfolder(Vfolder),
@@ -44,6 +46,7 @@ const SSH: NodeSpec = spec("ssh", &["user", "port", "identity", "known-hosts", "
 const AGENT: NodeSpec = spec("agent", &["binary"], Args::None, false);
 const PROBE: NodeSpec =
     spec("probe", &["interval", "timeout", "failure-threshold", "success-threshold"], Args::None, false);
+const GENERATIONS: NodeSpec = spec("generations", &["keep"], Args::None, false);
 const INCLUDE: NodeSpec = spec("include", &[], Args::One("a path or glob"), false);
 const NODE: NodeSpec = spec("node", &["address", "local"], Args::One("a node name"), true);
 const GPUS: NodeSpec = spec("gpus", &[], Args::One("a GPU count"), false);
@@ -75,7 +78,8 @@ const fn spec(kind: &'static str, props: &'static [&'static str], args: Args, ch
     NodeSpec { kind, props, args, free_props: false, children }
 }
 
-const CLUSTER_CHILDREN: &[&str] = &["ssh", "agent", "probe", "include", "node", "image", "vfolder", "session"];
+const CLUSTER_CHILDREN: &[&str] =
+    &["ssh", "agent", "probe", "generations", "include", "node", "image", "vfolder", "session"];
 const NODE_CHILDREN: &[&str] = &["ssh", "gpus", "labels", "vfolder-root", "probe"];
 const IMAGE_CHILDREN: &[&str] = &["digest", "min-gpus", "build", "archive"];
 const SESSION_CHILDREN: &[&str] = &["resources", "env", "mount", "command", "port", "health", "depends-on", "restart"];
@@ -164,6 +168,7 @@ fn lower_items(nodes: &[KdlNode], ctx: &mut Ctx, included: bool) -> Vec<Item> {
                 Some(Item::Agent(binary, ctx.loc(node.name().span())))
             }
             "probe" => Some(Item::Probe(lower_probe(ctx, node), ctx.loc(node.name().span()))),
+            "generations" => Some(Item::Generations(lower_generations(ctx, node), ctx.loc(node.name().span()))),
             "include" => {
                 let r = ctx.open(node, &INCLUDE);
                 r.arg(0).and_then(|e| ctx.string(e, "include path")).map(Item::Include)
@@ -219,6 +224,16 @@ fn probe_props(ctx: &mut Ctx, r: &Reader<'_>) -> ProbeSettings {
         }
     }
     probe
+}
+
+/// `generations keep=N`: N at least 1, since the current generation is never pruned.
+fn lower_generations(ctx: &mut Ctx, node: &KdlNode) -> GenerationSettings {
+    let r = ctx.open(node, &GENERATIONS);
+    let keep = r
+        .prop("keep")
+        .and_then(|e| ctx.int(e, "keep", 1, i128::from(u32::MAX)))
+        .map(|k| Spanned::new(k.value as u32, k.loc));
+    GenerationSettings { keep }
 }
 
 fn lower_node(ctx: &mut Ctx, node: &KdlNode) -> Option<Node> {
@@ -666,6 +681,7 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
         ssh: SshSettings::default(),
         agent_binary: None,
         probe: ProbeSettings::default(),
+        generations: GenerationSettings::default(),
         nodes: Vec::new(),
         images: Vec::new(),
         vfolders: Vec::new(),
@@ -703,6 +719,11 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
             Item::Probe(probe, here) => {
                 if single("probe", here, problems) {
                     cluster.probe = probe;
+                }
+            }
+            Item::Generations(settings, here) => {
+                if single("generations", here, problems) {
+                    cluster.generations = settings;
                 }
             }
             Item::Node(n) => cluster.nodes.push(n),

@@ -227,6 +227,7 @@ impl ClusterState {
                     vfolders: Vec::new(),
                     sessions: Vec::new(),
                     unowned: Vec::new(),
+                    generation: None,
                 };
                 (name, node)
             })

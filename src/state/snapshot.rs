@@ -42,6 +42,9 @@ pub struct NodeSnapshot {
     pub sessions: Vec<SessionSnapshot>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unowned: Vec<Unowned>,
+    /// The node's current generation for the cluster (its newest record); `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,15 @@ fn requests_need_a_hello_and_changes_need_the_lease() {
     assert!(ping["result"]["uptime_s"].as_u64().is_some(), "{ping}");
     let change = agent.call(r#"{"id":3,"method":"leave","params":{"cluster":"lab"}}"#);
     assert_eq!(change["error"]["kind"], "no_lease", "{change}");
+    // Recording a generation changes the node; listing and reading them do not.
+    let record = agent.call(
+        r#"{"id":7,"method":"record_generation","params":{"cluster":"lab","keep":10,"record":{"number":1,"cluster":"lab","node":"n1","applied_at":"2026-11-25T00:00:00Z","applied_by":"me","bai_version":"0","config_hash":"00","enrolled":true}}}"#,
+    );
+    assert_eq!(record["error"]["kind"], "no_lease", "{record}");
+    let listed = agent.call(r#"{"id":8,"method":"list_generations","params":{"cluster":"lab"}}"#);
+    assert_eq!(listed["result"]["generations"], serde_json::json!([]), "{listed}");
+    let missing = agent.call(r#"{"id":10,"method":"get_generation","params":{"cluster":"lab","number":1}}"#);
+    assert_eq!(missing["error"]["kind"], "refused", "{missing}");
     let other = agent.call(r#"{"id":4,"method":"leave","params":{"cluster":"other"}}"#);
     assert_eq!(other["error"]["kind"], "bad_request", "{other}");
     let garbage = agent.call(r#"{"id":9,"method":"format_disk"}"#);

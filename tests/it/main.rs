@@ -9,6 +9,7 @@ mod docker;
 mod examples;
 mod flake;
 mod fuzz;
+mod generations;
 mod labels;
 mod metrics;
 mod plan;

@@ -59,6 +59,14 @@ fn state_snapshots_match_their_schema() {
     };
     let doc = serde_json::to_value(&snapshot).expect("serializes");
     assert_valid(&validator, &doc, "a snapshot written by bai");
+    // A node that reports its current generation.
+    let mut with_generation = snapshot.clone();
+    with_generation.clusters[0].nodes[0].generation = Some(3);
+    let doc = serde_json::to_value(&with_generation).expect("serializes");
+    assert_eq!(doc["clusters"][0]["nodes"][0]["generation"], 3);
+    assert_valid(&validator, &doc, "a snapshot with a generation");
+    let back: bai::state::snapshot::Snapshot = serde_json::from_value(doc).expect("reads back");
+    assert_eq!(back, with_generation);
     // And the example is one bai reads.
     let parsed: Result<bai::state::snapshot::Snapshot, _> = serde_json::from_str(&example);
     assert!(parsed.is_ok(), "{parsed:?}");

@@ -1,0 +1,256 @@
+//! `bai rollback FILE [--to N]`: the nodes back to the state of an earlier generation.
+//!
+//! Each reachable node's desired state is its newest record numbered N or less (a node with none held
+//! nothing then; a node whose records up to N were pruned is refused). The plan is the ordinary diff of
+//! that state against what is observed, executed by the ordinary executor, and the result is recorded as
+//! a NEW generation (current + 1, `rollback_of: N`) — as Nix records switching back to an old profile
+//! generation — so history only grows and a rollback can itself be rolled back.
+//!
+//! A rollback restores what bai owns, not data: what sessions wrote into vfolders since N stays, and a
+//! vfolder removed since comes back empty. An image to rebuild from a build context or archive that
+//! changed on the controller since N is refused: it would not be the image N ran.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::generation::{
+    GenerationRecord, Meta, Pick, RecordedSource, archive_sha, cluster_with_sources, config_hash, context_sha,
+    graph_of, pick, resolve, state_of, target,
+};
+use bai::graph::{Kind, ResourceGraph};
+use bai::model::{Cluster, NodeName};
+use bai::plan::{Action, diff, render_text};
+use bai::protocol::{GetGeneration, Method};
+use bai::state::ClusterState;
+
+use crate::cli::RollbackArgs;
+use crate::commands::apply::{Progress, confirm_verb, print_report};
+use crate::commands::generations::{self, Stamp};
+use crate::commands::remote::{self, Reached};
+use crate::commands::{Outcome, Printer, check};
+
+/// One cluster ready to roll back.
+struct Prepared {
+    exec_cluster: Cluster,
+    desired: ClusterState,
+    observed: ClusterState,
+    graph: ResourceGraph,
+    extras: bai::generation::Extras,
+    target: u64,
+    number: u64,
+    meta: Meta,
+}
+
+pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    let converge = &args.converge;
+    let connect = &converge.connect;
+    let lab = check(&converge.file, cluster);
+    printer.diagnostics(&lab.problems, &lab.loaded.sources);
+    if lab.has_errors() {
+        return Outcome::Failed;
+    }
+    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let stamp = Stamp::new(&lab, &converge.file);
+    let mut failed = false;
+    let mut reached: Vec<Reached> = Vec::new();
+    let mut prepared: Vec<Option<Prepared>> = Vec::new();
+    for c in &lab.config().clusters {
+        let mut r = runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel));
+        remote::print_failures(&r.failures);
+        failed |= !r.failures.is_empty();
+        match prepare(&runtime, c, &mut r, args.to, &stamp) {
+            Ok(p) => prepared.push(Some(p)),
+            Err(why) => {
+                eprintln!("error: cluster `{}`: {why}", c.name.value);
+                failed = true;
+                prepared.push(None);
+            }
+        }
+        reached.push(r);
+    }
+    let triples: Vec<_> = prepared.iter().flatten().map(|p| (&p.desired, &p.observed, &p.graph)).collect();
+    let plan = diff(&triples);
+    printer.stdout(&render_text(&plan));
+    let mut blocked = false;
+    for p in prepared.iter().flatten() {
+        blocked |= !caveats(p, &plan.changes, &stamp);
+    }
+    if blocked {
+        eprintln!("error: rollback refused: see above");
+        return Outcome::Failed;
+    }
+    if plan.summary().is_empty() {
+        for p in prepared.iter().flatten() {
+            eprintln!("Cluster `{}` already matches generation {}: nothing to roll back.", p.desired.name, p.target);
+        }
+        return if failed { Outcome::Failed } else { Outcome::Ok };
+    }
+    if !converge.yes && !confirm_verb("roll back") {
+        return Outcome::Failed;
+    }
+    let mut results: Vec<ChangeResult> = Vec::new();
+    let progress = Progress::new(&plan);
+    let mut recorded = true;
+    for (r, p) in reached.iter_mut().zip(&prepared) {
+        let Some(p) = p else { continue };
+        let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
+        let input = Input {
+            cluster: &p.exec_cluster,
+            desired: &p.desired,
+            observed: &p.observed,
+            graph: &p.graph,
+            allow_data_loss: converge.allow_data_loss,
+            parallel: connect.parallel,
+        };
+        let report = |result: &ChangeResult| progress.report(result);
+        let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
+        recorded &= generations::record(
+            &runtime,
+            &p.exec_cluster,
+            &p.desired,
+            &p.extras,
+            &mut r.conns,
+            &done,
+            p.number,
+            &p.meta,
+        );
+        results.extend(done);
+    }
+    progress.finish();
+    let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
+    print_report(&plan, &results, &failures);
+    let bad = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
+    if bad || failed || !recorded { Outcome::Failed } else { Outcome::Ok }
+}
+
+/// The desired state of one cluster at the target generation, from its nodes' records.
+fn prepare(
+    runtime: &tokio::runtime::Runtime,
+    c: &Cluster,
+    r: &mut Reached,
+    to: Option<u64>,
+    stamp: &Stamp,
+) -> Result<Prepared, String> {
+    let (lists, errors) = generations::list_all(runtime, c, r);
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let known: BTreeSet<u64> = lists.values().flat_map(|l| l.generations.iter().map(|g| g.number)).collect();
+    let target = target(&known, to)?;
+    let current = known.iter().copied().chain(generations::current(r)).max().unwrap_or(0);
+    let mut records: Vec<GenerationRecord> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for (node, list) in &lists {
+        let kept: Vec<u64> = list.generations.iter().map(|g| g.number).collect();
+        match pick(&kept, list.lowest_pruned, target) {
+            Pick::Record(n) => {
+                let Some(conn) = r.conns.get_mut(node) else { continue };
+                let call = conn.client.call::<GenerationRecord>(Method::GetGeneration(GetGeneration {
+                    cluster: c.name.value.to_string(),
+                    number: n,
+                }));
+                records.push(
+                    runtime.block_on(call).map_err(|e| format!("node `{node}`: cannot read generation {n}: {e}"))?,
+                );
+            }
+            Pick::Empty => {}
+            Pick::Pruned { oldest } => {
+                let oldest = oldest.map_or(String::new(), |o| format!(" (its oldest kept generation is {o})"));
+                refused.push(format!(
+                    "node `{node}` cannot be restored to generation {target}: its record was pruned{oldest}; \
+                     raise `generations keep=` to keep more"
+                ));
+            }
+        }
+    }
+    // A node that cannot be restored is refused, and so is the rollback of its cluster: half a rollback
+    // would be a state no generation ever was.
+    if !refused.is_empty() {
+        return Err(refused.join("\n  "));
+    }
+    let selected: BTreeSet<NodeName> = lists.keys().map(|n| NodeName(n.clone())).collect();
+    let refs: Vec<&GenerationRecord> = records.iter().collect();
+    let (desired, extras) = state_of(&c.name.value, &refs);
+    let desired = desired.restrict(&selected);
+    let observed = r.observed(c).restrict(&selected);
+    let graph = graph_of(&desired, &extras.depends_on);
+    let exec_cluster = cluster_with_sources(c, &extras.sources, &desired, &stamp.lab_dir);
+    // The restored state is what the target's lab produced: its config hash and lock describe it.
+    let origin = records.iter().max_by_key(|r| r.number);
+    let meta = Meta {
+        applied_at: stamp.meta.applied_at.clone(),
+        applied_by: stamp.meta.applied_by.clone(),
+        bai_version: stamp.meta.bai_version.clone(),
+        config_hash: origin.map_or_else(|| config_hash(&[], None), |o| o.meta.config_hash.clone()),
+        lock: origin.and_then(|o| o.meta.lock.clone()),
+        plan_id: None,
+        rollback_of: Some(target),
+    };
+    Ok(Prepared { exec_cluster, desired, observed, graph, extras, target, number: current + 1, meta })
+}
+
+/// Prints what the rollback cannot restore; false when an image to rebuild has a changed source.
+fn caveats(p: &Prepared, changes: &[bai::plan::Change], stamp: &Stamp) -> bool {
+    let name = &p.desired.name;
+    let n = p.target;
+    eprintln!(
+        "note: cluster `{name}`: a rollback restores what bai owns, not data: what sessions wrote into vfolders \
+         since generation {n} stays as it is"
+    );
+    for (v, state) in &p.desired.vfolders {
+        if !p.observed.vfolders.contains_key(v) {
+            eprintln!(
+                "note: vfolder `{v}` on `{}` was removed since generation {n}: it comes back empty (a removed \
+                 vfolder that held data was moved to `.bai-tombstones/` under the vfolder root)",
+                state.node
+            );
+        }
+    }
+    let mut ok = true;
+    let mut rebuilt: BTreeMap<&str, ()> = BTreeMap::new();
+    for ch in changes.iter().filter(|ch| ch.cluster == *name && ch.id.kind == Kind::Image) {
+        if matches!(ch.action, Action::Delete) || rebuilt.insert(ch.id.name.as_str(), ()).is_some() {
+            continue;
+        }
+        let (what, path, recorded, now) = match p.extras.sources.get(ch.id.name.as_str()) {
+            Some(RecordedSource::Build { context, sha256, .. }) => {
+                let path = resolve(context, &stamp.lab_dir);
+                ("build context", path.clone(), sha256, context_sha(&path))
+            }
+            Some(RecordedSource::Archive { path, sha256 }) => {
+                let path = resolve(path, &stamp.lab_dir);
+                ("archive", path.clone(), sha256, archive_sha(&path))
+            }
+            _ => continue,
+        };
+        match (recorded, now) {
+            (_, None) => {
+                ok = false;
+                eprintln!(
+                    "error: image `{}` cannot be restored: its {what} `{}` is gone from this controller",
+                    ch.id.name,
+                    path.display()
+                );
+            }
+            (Some(then), Some(now)) if *then != now => {
+                ok = false;
+                eprintln!(
+                    "error: image `{}` cannot be restored: its {what} `{}` changed since generation {n} \
+                     (sha256 {} then, {} now); restore the files, or roll forward with `bai apply`",
+                    ch.id.name,
+                    path.display(),
+                    then.get(..12).unwrap_or(then),
+                    now.get(..12).unwrap_or(&now)
+                );
+            }
+            _ => {}
+        }
+    }
+    ok
+}

@@ -1,0 +1,617 @@
+//! Generations, the Nix way: every successful apply leaves a numbered record on each node it touched, and
+//! `bai rollback` turns an old record back into desired state.
+//!
+//! Numbering is per cluster: one apply takes ONE number, 1 + the highest current generation among the
+//! cluster's reachable nodes, and writes it on every node where at least one change succeeded, so that
+//! `--to N` names the same moment on every node. A node's state at generation N is its newest record
+//! numbered N or less; a node whose records up to N were pruned cannot be restored to N, and a node with
+//! no record up to N (and none pruned) held nothing of the cluster then.
+//!
+//! A record carries the node's part of the desired state (labels, images with spec and hash, vfolders,
+//! sessions with spec and hash) and what that state cannot carry but a rollback needs: each session's
+//! `depends-on`, each image's controller-side source. Everything here is pure; the agent stores records
+//! (`agent::generations`) and the commands move them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::graph::{ResourceGraph, ResourceId};
+use crate::model::{
+    Cluster, ClusterName, Image, ImageName, ImageSource, NodeName, Permission, SessionName, VfolderName,
+};
+use crate::source::{Loc, Spanned};
+use crate::state::spec::{ImageSpec, SessionSpec, SourceKind, hex_digest};
+use crate::state::{AGENT_VERSION, ClusterState, ImageState, NodeState, SessionState, VfolderState};
+
+/// One node's record of one generation: `state/…` on the node keeps it as `<number>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub number: u64,
+    pub cluster: String,
+    pub node: String,
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// Whether the node was part of the cluster (its agent enrolled); false for what `destroy` leaves.
+    pub enrolled: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub images: BTreeMap<String, RecordedImage>,
+    #[serde(default)]
+    pub vfolders: BTreeMap<String, RecordedVfolder>,
+    #[serde(default)]
+    pub sessions: BTreeMap<String, RecordedSession>,
+}
+
+/// What is the same for every node of one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+    /// `user@host pid N` of the controller that applied it.
+    pub applied_by: String,
+    pub bai_version: String,
+    /// SHA-256 over the lab's source files (sorted by path) and its `bai.lock`.
+    pub config_hash: String,
+    /// The text of `bai.lock` beside the lab, when there was one.
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// The saved plan this apply executed, when it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// The generation a rollback restored; `None` for a plain apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedImage {
+    pub spec: ImageSpec,
+    pub hash: String,
+    pub source: RecordedSource,
+}
+
+/// Where an image came from on the controller. Paths are relative to the lab file's directory where they
+/// lie under it, so that a rollback from another checkout of the lab finds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordedSource {
+    Pull,
+    Build {
+        context: String,
+        #[serde(default)]
+        dockerfile: Option<String>,
+        /// The packed context's sha256 when it was applied; `None` when it could not be read.
+        sha256: Option<String>,
+    },
+    Archive {
+        path: String,
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedVfolder {
+    pub permission: Permission,
+    pub quota: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedSession {
+    pub spec: SessionSpec,
+    pub hash: String,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+/// A record without its content: what `list_generations` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub number: u64,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+impl GenerationRecord {
+    pub fn summary(&self) -> Summary {
+        Summary { number: self.number, meta: self.meta.clone() }
+    }
+}
+
+/// What the desired state leaves out but a record keeps: session dependencies and image sources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    pub depends_on: BTreeMap<String, Vec<String>>,
+    pub sources: BTreeMap<String, RecordedSource>,
+}
+
+impl Extras {
+    /// From the lab as loaded: `lab_dir` is the lab file's directory. Contexts and archives are hashed
+    /// now; one that cannot be read gets no hash (the apply that used it would have failed on it).
+    pub fn from_cluster(cluster: &Cluster, lab_dir: &Path) -> Self {
+        let depends_on = cluster
+            .sessions
+            .iter()
+            .map(|s| (s.name.value.to_string(), s.depends_on.iter().map(|d| d.value.to_string()).collect()))
+            .collect();
+        let sources = cluster
+            .images
+            .iter()
+            .map(|i| {
+                let source = match &i.source {
+                    ImageSource::Pull => RecordedSource::Pull,
+                    ImageSource::Build { context, dockerfile } => RecordedSource::Build {
+                        context: relative(&context.value, lab_dir),
+                        dockerfile: dockerfile.as_ref().map(|d| d.value.clone()),
+                        sha256: context_sha(&context.value),
+                    },
+                    ImageSource::Archive { path } => RecordedSource::Archive {
+                        path: relative(&path.value, lab_dir),
+                        sha256: archive_sha(&path.value),
+                    },
+                };
+                (i.name.value.to_string(), source)
+            })
+            .collect();
+        Extras { depends_on, sources }
+    }
+}
+
+/// The sha256 of a packed build context as it is now, `None` when it cannot be read.
+pub fn context_sha(dir: &Path) -> Option<String> {
+    crate::fleet::context::pack(dir).ok().map(|(_, sha)| sha)
+}
+
+/// The sha256 of an archive as it is now, `None` when it cannot be read.
+pub fn archive_sha(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|bytes| hex_digest(&Sha256::digest(&bytes)))
+}
+
+fn relative(path: &Path, lab_dir: &Path) -> String {
+    path.strip_prefix(lab_dir).unwrap_or(path).display().to_string()
+}
+
+/// A recorded path on this controller: relative ones lie under the lab file's directory.
+pub fn resolve(recorded: &str, lab_dir: &Path) -> PathBuf {
+    lab_dir.join(recorded)
+}
+
+/// `node`'s part of `state` as generation `number`.
+pub fn record_of(state: &ClusterState, node: &NodeName, extras: &Extras, number: u64, meta: Meta) -> GenerationRecord {
+    let n = state.nodes.get(node);
+    GenerationRecord {
+        number,
+        cluster: state.name.to_string(),
+        node: node.to_string(),
+        meta,
+        enrolled: n.is_some(),
+        labels: n.map(|n| n.labels.clone()).unwrap_or_default(),
+        images: state
+            .images
+            .iter()
+            .filter(|((on, _), _)| on == node)
+            .map(|((_, name), i)| {
+                let source = extras.sources.get(name.as_str()).cloned().unwrap_or(match i.spec.source {
+                    // A pulled image needs nothing from the controller; the others lose their source.
+                    SourceKind::Pull => RecordedSource::Pull,
+                    SourceKind::Build => {
+                        RecordedSource::Build { context: String::new(), dockerfile: None, sha256: None }
+                    }
+                    SourceKind::Archive => RecordedSource::Archive { path: String::new(), sha256: None },
+                });
+                (name.to_string(), RecordedImage { spec: i.spec.clone(), hash: i.hash.clone(), source })
+            })
+            .collect(),
+        vfolders: state
+            .vfolders
+            .iter()
+            .filter(|(_, v)| &v.node == node)
+            .map(|(name, v)| (name.to_string(), RecordedVfolder { permission: v.permission, quota: v.quota }))
+            .collect(),
+        sessions: state
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.node == node)
+            .filter_map(|(name, s)| {
+                let spec = s.spec.clone()?;
+                let depends_on = extras.depends_on.get(name.as_str()).cloned().unwrap_or_default();
+                Some((name.to_string(), RecordedSession { spec, hash: s.hash.clone(), depends_on }))
+            })
+            .collect(),
+    }
+}
+
+/// The desired state the records describe (one record per node), and their extras.
+pub fn state_of(cluster: &ClusterName, records: &[&GenerationRecord]) -> (ClusterState, Extras) {
+    let mut state = ClusterState::empty(cluster.clone());
+    let mut extras = Extras::default();
+    for r in records {
+        let node = NodeName(r.node.clone());
+        if r.enrolled {
+            state.nodes.insert(
+                node.clone(),
+                NodeState { agent: Some(AGENT_VERSION.to_string()), labels: r.labels.clone(), inventory: None },
+            );
+        }
+        for (name, i) in &r.images {
+            state.images.insert(
+                (node.clone(), ImageName(name.clone())),
+                ImageState { spec: i.spec.clone(), hash: i.hash.clone() },
+            );
+            extras.sources.insert(name.clone(), i.source.clone());
+        }
+        for (name, v) in &r.vfolders {
+            state.vfolders.insert(
+                VfolderName(name.clone()),
+                VfolderState { node: node.clone(), permission: v.permission, quota: v.quota, empty: None },
+            );
+        }
+        for (name, s) in &r.sessions {
+            state.sessions.insert(
+                SessionName(name.clone()),
+                SessionState { node: node.clone(), hash: s.hash.clone(), spec: Some(s.spec.clone()), container: None },
+            );
+            extras.depends_on.insert(name.clone(), s.depends_on.clone());
+        }
+    }
+    (state, extras)
+}
+
+/// The resource DAG of a state, as [`crate::graph::build_graph`] builds it from a lab: node agents, the
+/// images and vfolders on them, the sessions using those, the sessions depending on them.
+pub fn graph_of(state: &ClusterState, depends_on: &BTreeMap<String, Vec<String>>) -> ResourceGraph {
+    let mut g = ResourceGraph::default();
+    for node in state.nodes.keys() {
+        g.add(ResourceId::node(node.as_str()));
+    }
+    for (node, image) in state.images.keys() {
+        g.link(ResourceId::node(node.as_str()), ResourceId::image(node.as_str(), image.as_str()));
+    }
+    for (name, v) in &state.vfolders {
+        g.link(ResourceId::node(v.node.as_str()), ResourceId::vfolder(name.as_str()));
+    }
+    for (name, s) in &state.sessions {
+        let me = ResourceId::session(name.as_str());
+        g.add(me.clone());
+        let node = s.node.as_str();
+        match s.spec.as_ref().map(|spec| ImageName(spec.image.clone())) {
+            Some(image) if state.images.contains_key(&(s.node.clone(), image.clone())) => {
+                g.link(ResourceId::image(node, image.as_str()), me.clone());
+            }
+            _ if state.nodes.contains_key(&s.node) => g.link(ResourceId::node(node), me.clone()),
+            _ => {}
+        }
+        for m in s.spec.iter().flat_map(|spec| &spec.mounts) {
+            if state.vfolders.contains_key(m.vfolder.as_str()) {
+                g.link(ResourceId::vfolder(&m.vfolder), me.clone());
+            }
+        }
+        for d in depends_on.get(name.as_str()).into_iter().flatten() {
+            if d != name.as_str() && state.sessions.contains_key(d.as_str()) {
+                g.link(ResourceId::session(d), me.clone());
+            }
+        }
+    }
+    g
+}
+
+/// `base` with its images replaced by the recorded ones, for the executor: it finds an image's source in
+/// the cluster, and a rollback's images may have left the lab since. Recorded relative paths resolve
+/// against `lab_dir`.
+pub fn cluster_with_sources(
+    base: &Cluster,
+    sources: &BTreeMap<String, RecordedSource>,
+    state: &ClusterState,
+    lab_dir: &Path,
+) -> Cluster {
+    let mut out = base.clone();
+    let mut images: BTreeMap<&str, &ImageSpec> = BTreeMap::new();
+    for ((_, name), i) in &state.images {
+        images.insert(name.as_str(), &i.spec);
+    }
+    fn here<T>(v: T) -> Spanned<T> {
+        Spanned::new(v, Loc::nowhere())
+    }
+    out.images = images
+        .into_iter()
+        .map(|(name, spec)| Image {
+            name: here(ImageName(name.to_string())),
+            loc: Loc::nowhere(),
+            reference: here(spec.reference.clone()),
+            digest: spec.digest.clone().map(here),
+            min_gpus: None,
+            source: match sources.get(name) {
+                Some(RecordedSource::Build { context, dockerfile, .. }) => ImageSource::Build {
+                    context: here(resolve(context, lab_dir)),
+                    dockerfile: dockerfile.clone().map(here),
+                },
+                Some(RecordedSource::Archive { path, .. }) => {
+                    ImageSource::Archive { path: here(resolve(path, lab_dir)) }
+                }
+                Some(RecordedSource::Pull) | None => ImageSource::Pull,
+            },
+        })
+        .collect();
+    out
+}
+
+/// Where a node stands for a rollback to generation N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Its state at N is this record.
+    Record(u64),
+    /// It held nothing of the cluster at N.
+    Empty,
+    /// Its record for N was pruned: it cannot be restored. `oldest` is its oldest kept record.
+    Pruned { oldest: Option<u64> },
+}
+
+/// A node's state at `target` from its kept record numbers and the lowest number it ever pruned.
+pub fn pick(kept: &[u64], lowest_pruned: Option<u64>, target: u64) -> Pick {
+    if let Some(&n) = kept.iter().filter(|&&n| n <= target).max() {
+        return Pick::Record(n);
+    }
+    // Pruning takes the oldest first: a pruned number at or below N was the node's state at N.
+    match lowest_pruned {
+        Some(p) if p <= target => Pick::Pruned { oldest: kept.iter().min().copied() },
+        _ => Pick::Empty,
+    }
+}
+
+/// The generation a rollback goes to: `--to N` (which must exist: at most the current), else the highest
+/// number below the current one that some node still holds.
+pub fn target(known: &BTreeSet<u64>, to: Option<u64>) -> Result<u64, String> {
+    let Some(&current) = known.iter().max() else {
+        return Err("no generation is recorded yet: `bai apply` records one".into());
+    };
+    match to {
+        Some(0) => Err("generations are numbered from 1".into()),
+        Some(n) if n > current => Err(format!("there is no generation {n}: the current one is {current}")),
+        Some(n) => Ok(n),
+        None => known
+            .range(..current)
+            .next_back()
+            .copied()
+            .ok_or_else(|| format!("generation {current} is the only one kept: there is nothing before it")),
+    }
+}
+
+/// The numbers to prune so that the newest `keep` remain; the newest is never pruned.
+pub fn to_prune(kept: &[u64], keep: u64) -> Vec<u64> {
+    let mut sorted: Vec<u64> = kept.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let keep = keep.max(1) as usize;
+    let cut = sorted.len().saturating_sub(keep);
+    sorted.truncate(cut);
+    sorted
+}
+
+/// SHA-256 over the lab's source files' text in sorted path order, then the lock file's text.
+pub fn config_hash(files: &[(String, &str)], lock: Option<&str>) -> String {
+    let mut sorted: Vec<&(String, &str)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (_, text) in sorted {
+        // Length-prefixed, so that moving text between files changes the hash.
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    match lock {
+        Some(lock) => {
+            hasher.update([1u8]);
+            hasher.update(lock.as_bytes());
+        }
+        None => hasher.update([0u8]),
+    }
+    hex_digest(&hasher.finalize())
+}
+
+/// `2026-11-25T01:50:28Z`.
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), as the lease file's time is written.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Now, as [`rfc3339`].
+pub fn now_rfc3339() -> String {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::spec::{EnvSpec, MountSpec, ResourceSpec};
+
+    fn meta() -> Meta {
+        Meta {
+            applied_at: "2026-11-25T00:00:00Z".into(),
+            applied_by: "me@host pid 1".into(),
+            bai_version: "0.1.0".into(),
+            config_hash: "ab".repeat(32),
+            lock: None,
+            plan_id: None,
+            rollback_of: None,
+        }
+    }
+
+    fn session(node: &str, image: &str, mounts: &[&str]) -> SessionSpec {
+        SessionSpec {
+            image: image.into(),
+            image_ref: "bai-it/box:1".into(),
+            image_digest: None,
+            node: node.into(),
+            command: vec!["sleep".into()],
+            env: BTreeMap::from([("V".into(), EnvSpec::Value("1".into())), ("S".into(), EnvSpec::FromEnv("X".into()))]),
+            mounts: mounts
+                .iter()
+                .map(|m| MountSpec { vfolder: m.to_string(), destination: format!("/home/work/{m}"), readonly: false })
+                .collect(),
+            resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+            ports: BTreeMap::new(),
+            restart: crate::model::Restart::No,
+        }
+    }
+
+    /// Two nodes: `a` with an image, a vfolder and two sessions (one depending on the other), `b` bare.
+    fn state() -> (ClusterState, Extras) {
+        let mut s = ClusterState::empty(ClusterName("lab".into()));
+        for n in ["a", "b"] {
+            s.nodes.insert(
+                NodeName(n.into()),
+                NodeState {
+                    agent: Some(AGENT_VERSION.into()),
+                    labels: BTreeMap::from([("rack".into(), n.into())]),
+                    inventory: None,
+                },
+            );
+        }
+        let spec = ImageSpec { reference: "bai-it/box:1".into(), source: SourceKind::Build, digest: None };
+        s.images.insert((NodeName("a".into()), ImageName("box".into())), ImageState { spec, hash: "h".into() });
+        s.vfolders.insert(
+            VfolderName("data".into()),
+            VfolderState { node: NodeName("a".into()), permission: Permission::Rw, quota: None, empty: None },
+        );
+        for (name, mounts) in [("job-a", vec!["data"]), ("job-b", vec![])] {
+            let spec = session("a", "box", &mounts);
+            s.sessions.insert(
+                SessionName(name.into()),
+                SessionState {
+                    node: NodeName("a".into()),
+                    hash: crate::state::spec::hash_of(&spec),
+                    spec: Some(spec),
+                    container: None,
+                },
+            );
+        }
+        let extras = Extras {
+            depends_on: BTreeMap::from([("job-a".into(), vec![]), ("job-b".into(), vec!["job-a".into()])]),
+            sources: BTreeMap::from([(
+                "box".into(),
+                RecordedSource::Build { context: "img".into(), dockerfile: None, sha256: Some("cd".repeat(32)) },
+            )]),
+        };
+        (s, extras)
+    }
+
+    #[test]
+    fn records_give_back_the_state_they_were_made_from() {
+        let (s, extras) = state();
+        let records: Vec<GenerationRecord> = s.nodes.keys().map(|n| record_of(&s, n, &extras, 3, meta())).collect();
+        // Through JSON, as the node stores them.
+        let stored: Vec<GenerationRecord> = records
+            .iter()
+            .map(|r| serde_json::from_str(&serde_json::to_string(r).expect("encodes")).expect("decodes"))
+            .collect();
+        assert_eq!(stored, records);
+        let refs: Vec<&GenerationRecord> = stored.iter().collect();
+        let (back, back_extras) = state_of(&s.name, &refs);
+        assert_eq!(back, s);
+        assert_eq!(back_extras.depends_on, extras.depends_on);
+        assert_eq!(back_extras.sources, extras.sources);
+        assert!(records[1].images.is_empty() && records[1].sessions.is_empty() && records[1].enrolled);
+    }
+
+    #[test]
+    fn an_empty_state_records_a_node_that_left() {
+        let empty = ClusterState::empty(ClusterName("lab".into()));
+        let r = record_of(&empty, &NodeName("a".into()), &Extras::default(), 4, meta());
+        assert!(!r.enrolled);
+        let (back, _) = state_of(&empty.name, &[&r]);
+        assert_eq!(back, empty);
+    }
+
+    #[test]
+    fn graph_from_state_orders_like_the_labs_graph() {
+        let (s, extras) = state();
+        let g = graph_of(&s, &extras.depends_on);
+        let levels = g.levels();
+        let at = |id: ResourceId| levels.get(&id).copied();
+        assert_eq!(at(ResourceId::node("a")), Some(0));
+        assert_eq!(at(ResourceId::node("b")), Some(0));
+        assert_eq!(at(ResourceId::image("a", "box")), Some(1));
+        assert_eq!(at(ResourceId::vfolder("data")), Some(1));
+        assert_eq!(at(ResourceId::session("job-a")), Some(2));
+        assert_eq!(at(ResourceId::session("job-b")), Some(3));
+    }
+
+    #[test]
+    fn rollback_targets() {
+        let known: BTreeSet<u64> = [1, 2, 4].into();
+        assert_eq!(target(&known, None), Ok(2));
+        assert_eq!(target(&known, Some(1)), Ok(1));
+        assert_eq!(target(&known, Some(4)), Ok(4));
+        assert!(target(&known, Some(5)).is_err());
+        assert!(target(&known, Some(0)).is_err());
+        assert!(target(&[7].into(), None).is_err());
+        assert!(target(&BTreeSet::new(), None).is_err());
+    }
+
+    #[test]
+    fn a_nodes_state_at_a_generation() {
+        assert_eq!(pick(&[1, 3], None, 2), Pick::Record(1));
+        assert_eq!(pick(&[1, 3], None, 3), Pick::Record(3));
+        assert_eq!(pick(&[3, 4], None, 2), Pick::Empty, "never touched before 3");
+        assert_eq!(pick(&[3, 4], Some(1), 2), Pick::Pruned { oldest: Some(3) });
+        assert_eq!(pick(&[3, 4], Some(1), 1), Pick::Pruned { oldest: Some(3) });
+        assert_eq!(pick(&[], None, 2), Pick::Empty);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest() {
+        assert_eq!(to_prune(&[4, 1, 3, 2], 2), vec![1, 2]);
+        assert_eq!(to_prune(&[1, 2], 10), Vec::<u64>::new());
+        assert_eq!(to_prune(&[1, 2, 3], 0), vec![1, 2], "the newest is never pruned");
+    }
+
+    #[test]
+    fn config_hash_is_order_free_and_sees_the_lock() {
+        let a = config_hash(&[("b.kdl".into(), "x"), ("a.kdl".into(), "y")], None);
+        assert_eq!(a, config_hash(&[("a.kdl".into(), "y"), ("b.kdl".into(), "x")], None));
+        assert_ne!(a, config_hash(&[("a.kdl".into(), "y"), ("b.kdl".into(), "x")], Some("")));
+        assert_ne!(a, config_hash(&[("a.kdl".into(), "yx"), ("b.kdl".into(), "")], None));
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_764_018_467), "2025-11-24T21:07:47Z");
+    }
+
+    #[test]
+    fn recorded_images_stand_in_for_the_labs() {
+        let (s, extras) = state();
+        let out = cluster_with_sources(&empty_cluster(), &extras.sources, &s, Path::new("/labs/x"));
+        assert_eq!(out.images.len(), 1);
+        match &out.images[0].source {
+            ImageSource::Build { context, .. } => assert_eq!(context.value, PathBuf::from("/labs/x/img")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn empty_cluster() -> Cluster {
+        let items = Vec::new();
+        let mut problems = Vec::new();
+        crate::config::lower::assemble(
+            Spanned::new(ClusterName("lab".into()), Loc::nowhere()),
+            Loc::nowhere(),
+            items,
+            &mut problems,
+        )
+    }
+}
