@@ -41,7 +41,7 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the changes that `apply` would make
     ///
-    /// Text lists each change with its sign (+ create, ~ update, -/+ replace, - delete), its resource id and
+    /// Observes the nodes over SSH (no lease) unless `--offline` or `--state` is given. Text lists each change with its sign (+ create, ~ update, -/+ replace, - delete), its resource id and
     /// the field-level reasons, and ends with a summary line.
     Plan(PlanArgs),
     /// Show the plan that turns the lab of OLD into the lab of NEW, with no node at all
@@ -106,7 +106,7 @@ pub struct ConnectArgs {
 #[derive(Debug, Args)]
 /// What `apply` and `destroy` take: both walk the nodes towards a goal.
 pub struct ConvergeArgs {
-    /// The lab file
+    /// The lab file; for `apply`, also a plan saved by `bai plan -o PLAN` (carried out as saved)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
@@ -272,8 +272,16 @@ pub struct PlanArgs {
     #[arg(long, value_name = "SNAPSHOT.json")]
     pub state: Option<PathBuf>,
 
+    /// Also save the plan to PLAN, with a fingerprint of the lab and of the nodes it changes, for
+    /// `bai apply PLAN` (which refuses it once either has changed)
+    #[arg(long = "out", short = 'o', value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+
     #[command(flatten)]
     pub output: PlanOutput,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use bai::state::ClusterState;
 use crate::cli::ConvergeArgs;
 use crate::commands::generations;
 use crate::commands::remote::{self, Reached};
+use crate::commands::saved_plan;
 use crate::commands::{Outcome, Printer, check};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,11 +31,36 @@ pub fn run_destroy(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer
 }
 
 fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Printer) -> Outcome {
-    let (file, connect, yes, allow_data_loss) = (&args.file, &args.connect, args.yes, args.allow_data_loss);
-    let lab = check(file, cluster);
+    let (connect, allow_data_loss) = (&args.connect, args.allow_data_loss);
+    // `bai apply PLAN`: the lab comes from the plan, which was reviewed already (no prompt, like
+    // `terraform apply PLANFILE`), and must still be what the plan was made against.
+    let saved = match goal {
+        Goal::Apply => match saved_plan::read(&args.file) {
+            Ok(saved) => saved,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::Failed;
+            }
+        },
+        Goal::Destroy => None,
+    };
+    if saved.is_some() && (!connect.on.is_empty() || cluster.is_some()) {
+        eprintln!("error: a saved plan names its clusters and nodes itself: drop --on and --cluster");
+        return Outcome::Failed;
+    }
+    let lab_path = saved.as_ref().map_or_else(|| args.file.clone(), |s| std::path::PathBuf::from(&s.lab));
+    let (file, yes) = (&lab_path, args.yes || saved.is_some());
+    let lab = check(file, saved.as_ref().map_or(cluster, |s| s.cluster.as_deref()));
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
     if lab.has_errors() {
         return Outcome::Failed;
+    }
+    if let Some(saved) = &saved {
+        let why = saved_plan::check_config(saved, &saved_plan::config_of(&lab, file));
+        if !why.is_empty() {
+            saved_plan::refuse(&args.file, &why);
+            return Outcome::Failed;
+        }
     }
     let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
         (Ok(r), Ok(o)) => (r, o),
@@ -47,9 +73,24 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
     let mut reached: Vec<Reached> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
+    let mut stale = Vec::new();
     for c in clusters {
-        let r = runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel));
+        let mut r = match &saved {
+            // Only the nodes the plan changes: the others may change, or be down, without harm.
+            Some(s) => {
+                let touched = saved_plan::touched(s, c.name.value.as_str());
+                if touched.is_empty() {
+                    Reached::default()
+                } else {
+                    runtime.block_on(remote::reach(c, &touched, &options, true, connect.parallel))
+                }
+            }
+            None => runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel)),
+        };
         remote::print_failures(&r.failures);
+        if let Some(s) = &saved {
+            stale.extend(saved_plan::check_nodes(&runtime, s, c.name.value.as_str(), &mut r));
+        }
         let observed = r.observed(c);
         let desired = match goal {
             Goal::Apply => ClusterState::desired(c).restrict(&r.reachable()),
@@ -64,7 +105,17 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     }
     let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
     let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
-    let plan = diff(&triples);
+    let mut plan = diff(&triples);
+    if let Some(s) = &saved {
+        if stale.is_empty() && !bai::plan::saved::same_changes(&s.plan, &plan) {
+            stale.extend(bai::plan::saved::plan_differences(&s.plan, &plan));
+        }
+        if !stale.is_empty() {
+            saved_plan::refuse(&args.file, &stale);
+            return Outcome::Failed;
+        }
+        plan = s.plan.clone();
+    }
     printer.stdout(&render_text(&plan));
     if plan.summary().is_empty() {
         return if unreachable > 0 { Outcome::Failed } else { Outcome::Ok };
@@ -75,7 +126,8 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let mut results: Vec<ChangeResult> = Vec::new();
     let progress = Progress::new(&plan);
     // Generations: every node a run touched records this run's number (see `generations::record`).
-    let stamp = generations::Stamp::new(&lab, file);
+    let mut stamp = generations::Stamp::new(&lab, file);
+    stamp.meta.plan_id = saved.as_ref().map(|s| s.id.clone());
     let mut recorded = true;
     for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod plan;
 pub mod remote;
 pub mod rollback;
+pub mod saved_plan;
 pub mod status;
 pub mod validate;
 pub mod watch;

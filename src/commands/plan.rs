@@ -1,18 +1,22 @@
-//! `bai plan FILE`: the changes `apply` would make, against empty nodes (`--offline`) or a snapshot.
+//! `bai plan FILE`: the changes `apply` would make, against the nodes as they are (observed over SSH,
+//! no lease), nodes that hold nothing (`--offline`) or a snapshot (`--state`); `-o PLAN` saves it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use bai::diagnostic::{Code, Problem, sort_problems};
 use bai::graph::build_graph;
-use bai::model::{ClusterName, Config};
+use bai::model::{ClusterName, Config, NodeName};
 use bai::plan::{Plan, diff, render_json, render_markdown, render_text};
 use bai::state::ClusterState;
 use bai::state::snapshot::{FORMAT_VERSION, Snapshot};
 use bai::validate::check_inventory;
 
-use crate::cli::{PlanArgs, PlanFormat, PlanOutput};
-use crate::commands::{Outcome, Printer, check};
+use bai::plan::saved::Against;
+use bai::state::snapshot::NodeSnapshot;
+
+use crate::cli::{ConnectArgs, PlanArgs, PlanFormat, PlanOutput};
+use crate::commands::{Outcome, Printer, check, remote, saved_plan};
 
 pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
     let mut lab = check(&args.file, cluster);
@@ -20,21 +24,31 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
         printer.diagnostics(&lab.problems, &lab.loaded.sources);
         return Outcome::Failed;
     }
-    let observed = if let Some(path) = &args.state {
+    // Per cluster, the nodes' own reports: what a saved plan fingerprints.
+    let mut reports: BTreeMap<String, Vec<NodeSnapshot>> = BTreeMap::new();
+    let (observed, against) = if let Some(path) = &args.state {
         match read_snapshot(path) {
-            Ok(snapshot) => ClusterState::from_snapshot(&snapshot),
+            Ok(snapshot) => {
+                for c in &snapshot.clusters {
+                    reports.insert(c.name.clone(), c.nodes.clone());
+                }
+                (ClusterState::from_snapshot(&snapshot), Against::Snapshot)
+            }
             Err(problem) => {
                 printer.diagnostics(&[problem], &lab.loaded.sources);
                 return Outcome::Failed;
             }
         }
     } else if args.offline {
-        BTreeMap::new()
+        (BTreeMap::new(), Against::Offline)
     } else {
-        let problem = Problem::error(Code::InvalidState, "`bai plan` needs `--offline` or `--state SNAPSHOT.json`")
-            .help("`--offline` plans against nodes that hold nothing; `--state` against a snapshot written by `bai status --format json`");
-        printer.diagnostics(&[problem], &lab.loaded.sources);
-        return Outcome::Failed;
+        match observe_live(&lab, &args.connect) {
+            Some((observed, snapshots)) => {
+                reports = snapshots;
+                (observed, Against::Live)
+            }
+            None => return Outcome::Failed,
+        }
     };
     for c in &lab.loaded.config.clusters {
         if let Some(state) = observed.get(&c.name.value) {
@@ -43,19 +57,84 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     }
     sort_problems(&mut lab.problems);
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
-    let plan = plan_against(lab.config(), &observed);
+    // A live plan narrowed with --on plans the selected nodes only, as `apply --on` would.
+    let only = (against == Against::Live && !args.connect.on.is_empty()).then(|| reached_nodes(&reports));
+    let plan = plan_against(lab.config(), &observed, only.as_ref());
+    if let Some(out) = &args.out {
+        let saved = saved_plan::build(&lab, &args.file, cluster, against, &observed, &reports, &plan);
+        if let Err(e) = saved_plan::write(out, &saved) {
+            eprintln!("error: {e}");
+            return Outcome::Failed;
+        }
+        eprintln!(
+            "Saved the plan to `{}`; `bai apply {}` carries out exactly this plan.",
+            out.display(),
+            out.display()
+        );
+    }
     emit(&plan, &args.output, printer)
 }
 
-/// Plans every cluster of `config` against what `observed` holds for it (nothing, when absent).
-pub fn plan_against(config: &Config, observed: &BTreeMap<ClusterName, ClusterState>) -> Plan {
+/// Observed state per cluster.
+type Observed = BTreeMap<ClusterName, ClusterState>;
+/// The nodes' own reports per cluster name: what a saved plan fingerprints.
+type Reports = BTreeMap<String, Vec<NodeSnapshot>>;
+
+/// Observes every selected node of every cluster (no lease: planning never waits for an apply).
+/// `None` when a node could not be reached: a plan that misses a node would be wrong about it.
+fn observe_live(
+    lab: &crate::commands::Lab,
+    connect: &ConnectArgs,
+) -> Option<(Observed, Reports)> {
+    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let mut observed = BTreeMap::new();
+    let mut reports = BTreeMap::new();
+    let mut failed = false;
+    for c in &lab.config().clusters {
+        let r = runtime.block_on(remote::reach(c, &connect.on, &options, false, connect.parallel));
+        remote::print_failures(&r.failures);
+        failed |= !r.failures.is_empty();
+        observed.insert(c.name.value.clone(), r.observed(c));
+        reports.insert(c.name.value.to_string(), r.snapshots);
+    }
+    if failed {
+        eprintln!(
+            "error: cannot plan without every node's state; fix the nodes above, narrow the run with --on, or plan with --offline"
+        );
+        return None;
+    }
+    Some((observed, reports))
+}
+
+/// The nodes that reported, per cluster.
+fn reached_nodes(reports: &BTreeMap<String, Vec<NodeSnapshot>>) -> BTreeMap<String, BTreeSet<NodeName>> {
+    reports.iter().map(|(c, nodes)| (c.clone(), nodes.iter().map(|n| NodeName(n.name.clone())).collect())).collect()
+}
+
+/// Plans every cluster of `config` against what `observed` holds for it (nothing, when absent); with
+/// `only`, for those nodes of each cluster alone.
+pub fn plan_against(
+    config: &Config,
+    observed: &BTreeMap<ClusterName, ClusterState>,
+    only: Option<&BTreeMap<String, BTreeSet<NodeName>>>,
+) -> Plan {
     let prepared: Vec<_> = config
         .clusters
         .iter()
         .map(|c| {
             let have =
                 observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
-            (ClusterState::desired(c), have, build_graph(c))
+            let mut desired = ClusterState::desired(c);
+            if let Some(only) = only {
+                desired = desired.restrict(&only.get(c.name.value.as_str()).cloned().unwrap_or_default());
+            }
+            (desired, have, build_graph(c))
         })
         .collect();
     let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();

@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
 /// The reachable nodes of one cluster, their observed state, and the ones that failed.
+#[derive(Default)]
 pub struct Reached {
     pub conns: BTreeMap<String, NodeConn>,
     pub snapshots: Vec<NodeSnapshot>,

@@ -6,6 +6,7 @@ mod render_json;
 mod render_markdown;
 mod render_text;
 mod risk;
+pub mod saved;
 
 pub use diff::diff;
 pub use render_json::render_json;

@@ -14,6 +14,7 @@ mod labels;
 mod metrics;
 mod plan;
 mod rules;
+mod saved_plan;
 mod schemas;
 mod ssh;
 mod support;

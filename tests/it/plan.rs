@@ -31,10 +31,19 @@ fn detailed_exitcode() {
 }
 
 #[test]
-fn plan_without_a_source_of_state_explains_itself() {
-    let (code, _, err) = run(&["plan", "examples/workstation.kdl"]);
+fn a_live_plan_that_cannot_reach_a_node_explains_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = dir.path().join("lab.kdl");
+    // Port 1 on loopback refuses at once: a node that is down.
+    std::fs::write(
+        &lab,
+        "cluster \"down\" {\n    node \"gpu-01\" address=\"127.0.0.1\" {\n        ssh port=1\n    }\n}\n",
+    )
+    .expect("write lab");
+    let (code, _, err) = run(&["plan", lab.to_str().expect("utf-8 path")]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("--offline") && err.contains("--state"), "{err}");
+    assert!(err.contains("node `gpu-01` unreachable"), "{err}");
+    assert!(err.contains("cannot plan without every node's state") && err.contains("--offline"), "{err}");
 }
 
 #[test]

@@ -51,3 +51,4 @@ pub fn json(text: &str) -> serde_json::Value {
 
 pub mod images;
 pub mod sshd;
+pub mod sshlab;

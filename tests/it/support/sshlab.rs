@@ -1,0 +1,97 @@
+//! A lab on real OpenSSH nodes for the tests that apply, plan and roll back over SSH: N sshd servers on
+//! 127.0.0.1, a busybox image built from a local context, and per node one vfolder and one session whose
+//! env carries a version string, so that a test changes one node's session by changing its version.
+//! Dropping the lab removes every container of its cluster, so a failed test leaves nothing running.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::sshd::Sshd;
+use crate::support::{bai, json, stderr_of, stdout_of};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct SshLab {
+    pub sshd: Sshd,
+    pub dir: tempfile::TempDir,
+    pub cluster: String,
+}
+
+impl SshLab {
+    /// `nodes` servers; the cluster name starts with `prefix` and is unique per test run.
+    pub fn new(prefix: &str, nodes: usize) -> Self {
+        let sshd = Sshd::start(nodes);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
+        SshLab { sshd, dir, cluster }
+    }
+
+    /// Writes the lab: node i's session `job-i` has `env VERSION=versions[i]`.
+    pub fn write(&self, versions: &[&str]) {
+        let mut text = format!(
+            "cluster \"{}\" {{\n    ssh user=\"bai-test\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n",
+            self.cluster,
+            self.sshd.client_key_path().display(),
+            self.sshd.known_hosts_path().display()
+        );
+        for (i, version) in versions.iter().enumerate() {
+            text.push_str(&format!(
+                "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n    session \"job-{i}\" image=\"box\" node=\"node{i}\" {{\n        env VERSION=\"{version}\"\n        mount \"data-{i}\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n",
+                self.sshd.port(i)
+            ));
+        }
+        text.push_str("}\n");
+        std::fs::write(self.path(), text).expect("write lab");
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("lab.kdl")
+    }
+
+    /// A file next to the lab.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `bai ARGS… LAB`.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        bai().args(args).arg(self.path()).output().expect("bai runs")
+    }
+
+    /// `bai ARGS…` exactly as given.
+    pub fn bai(&self, args: &[&str]) -> std::process::Output {
+        bai().args(args).output().expect("bai runs")
+    }
+
+    /// Node i's session container: its VERSION and its spec hash label; `None` when there is none.
+    pub fn container(&self, i: usize) -> Option<(String, String)> {
+        let name = format!("bai.{}.job-{i}", self.cluster);
+        let out = Command::new("docker").args(["inspect", &name]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let c = json(&stdout_of(&out))[0].clone();
+        let env = c["Config"]["Env"].as_array().cloned().unwrap_or_default();
+        let version = env.iter().filter_map(|e| e.as_str()?.strip_prefix("VERSION=")).next().unwrap_or("").to_string();
+        let hash = c["Config"]["Labels"]["ai.bai.spec-hash"].as_str().unwrap_or("").to_string();
+        Some((version, hash))
+    }
+}
+
+/// Asserts an exit code, showing both streams when it is another.
+pub fn assert_code(out: &std::process::Output, code: i32, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}\nstdout:\n{}\nstderr:\n{}", stdout_of(out), stderr_of(out));
+}
+
+impl Drop for SshLab {
+    fn drop(&mut self) {
+        let filter = format!("label=ai.bai.cluster={}", self.cluster);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
