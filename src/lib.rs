@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod fleet;
 pub mod fmt;
 pub mod graph;
+pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod protocol;

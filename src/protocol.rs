@@ -198,6 +198,29 @@ pub struct EnsureImage {
     pub spec: ImageSpec,
     pub spec_hash: String,
     pub source: ImageSource,
+    /// What `bai.lock` says of the image, enforced by the agent; absent without a lock entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<LockedFacts>,
+}
+
+/// The lock file's facts about one image, as the agent enforces them: a pull is made at `digest` and
+/// verified after; a loaded archive must be `image_id`; a build whose ref already is `image_id` is not
+/// built again (builds are not reproducible, so a new build's id is not checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+/// The reply to `ensure_image`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureImageReply {
+    pub id: String,
+    /// The repository digest (`sha256:…`) of the image, for pulled images.
+    #[serde(default)]
+    pub repo_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod diff;
 pub mod fmt;
 pub mod graph;
+pub mod lock;
 pub mod plan;
 pub mod remote;
 pub mod status;
