@@ -8,6 +8,7 @@ mod docker;
 mod examples;
 mod fuzz;
 mod labels;
+mod lock;
 mod metrics;
 mod plan;
 mod rules;
