@@ -101,7 +101,7 @@ fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, String> {
 pub struct Prepared {
     pub path: PathBuf,
     pub update: Update,
-    /// Whether the file exists and reads as `update.lock` would be written before anything is recorded.
+    /// Whether there was a lock file before the run (a new one is announced when written).
     pub existed: bool,
 }
 

@@ -117,7 +117,9 @@ impl std::fmt::Display for Mismatch {
 }
 
 /// Differences between the lock and what the lab would get (`wanted`, from local facts: recorded fields
-/// such as image ids are `None` there and never compared). Entries only one side has are not mismatches.
+/// such as image ids are `None` there and never compared): another agent, or the content of a context or
+/// archive changed under an unchanged ref. Entries only one side has, and entries whose ref, source,
+/// Dockerfile or pinned digest the lab file changed, are not mismatches: [`merge`] moves them.
 pub fn compare(lock: &Lock, wanted: &Lock) -> Vec<Mismatch> {
     let mut out = Vec::new();
     if let (Some(locked), Some(w)) = (&lock.agent, &wanted.agent)
@@ -129,8 +131,17 @@ pub fn compare(lock: &Lock, wanted: &Lock) -> Vec<Mismatch> {
         let Some(locked_images) = lock.clusters.get(cluster) else { continue };
         for (name, want) in images {
             let Some(have) = locked_images.get(name) else { continue };
-            for (field, locked, wanted) in image_differences(have, want) {
-                out.push(Mismatch::Image { cluster: cluster.clone(), image: name.clone(), field, locked, wanted });
+            // What the lab file itself says (ref, source, Dockerfile, a pinned digest) is the user's
+            // explicit edit: the entry follows it, as Cargo follows an edited manifest. What the file does
+            // not say (the content behind a context or archive path) is held to the lock.
+            let differences = image_differences(have, want);
+            if differences.iter().any(|(field, _, _)| matches!(*field, "ref" | "source")) {
+                continue;
+            }
+            for (field, locked, wanted) in differences {
+                if matches!(field, "context-sha256" | "sha256") {
+                    out.push(Mismatch::Image { cluster: cluster.clone(), image: name.clone(), field, locked, wanted });
+                }
             }
         }
     }
@@ -436,14 +447,22 @@ mod tests {
     }
 
     #[test]
-    fn pinned_digests_differing_are_a_mismatch() {
-        let mut w = sample();
-        if let Some(LockedSource::Pull { digest }) =
-            w.clusters.get_mut("lab").and_then(|c| c.get_mut("pytorch")).map(|i| &mut i.source)
-        {
+    fn edits_of_the_lab_file_itself_move_entries_without_a_mismatch() {
+        let mut w = wanted();
+        let images = w.clusters.get_mut("lab").expect("cluster");
+        if let Some(LockedSource::Pull { digest }) = images.get_mut("pytorch").map(|i| &mut i.source) {
             *digest = Some("sha256:cccc".into());
         }
-        assert_eq!(compare(&sample(), &w).len(), 1);
+        if let Some(tools) = images.get_mut("tools") {
+            tools.reference = "lab/tools:2".into();
+            if let LockedSource::Build { context_sha256, .. } = &mut tools.source {
+                *context_sha256 = "d00d".into();
+            }
+        }
+        assert_eq!(compare(&sample(), &w), vec![]);
+        let update = merge(Some(&sample()), &w, true);
+        assert_eq!(update.moved.len(), 3, "{update:?}");
+        assert_eq!(update.lock.clusters["lab"]["tools"].source.image_id(), None);
     }
 
     #[test]

@@ -187,6 +187,12 @@ fn lock_is_stable_and_refuses_another_agent() {
     assert!(err.contains(&"0".repeat(64)) && err.contains("bai apply --update-lock"), "{err}");
     assert_ok(&lab.run(&["apply", "--yes", "--update-lock"]));
     assert_eq!(lab.lock(), applied, "--update-lock moved the agent back to this bai");
+
+    // A lock that does not read is a diagnostic at its span, like a lab's.
+    std::fs::write(lab.lock_path(), applied.replace("version 1", "version 1 colour=\"red\"")).expect("edit lock");
+    let err = assert_fails(&lab.run(&["apply", "--yes"]));
+    assert!(err.contains("bai::lock::invalid") && err.contains("unknown property `colour`"), "{err}");
+    assert!(err.contains("bai.lock:4:"), "the report names the file, line and column: {err}");
 }
 
 #[test]
