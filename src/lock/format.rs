@@ -80,15 +80,23 @@ mod tests {
     fn the_text_is_canonical_and_reads_back() {
         let lock = crate::lock::tests::sample();
         let text = format(&lock);
+        let (h, d) = (crate::lock::tests::h, crate::lock::tests::d);
         assert_eq!(
             text.lines().skip(3).collect::<Vec<_>>().join("\n"),
-            "version 1\n\
-             agent sha256=\"a9e7\"\n\
-             cluster \"lab\" {\n    \
-             image \"offline\" archive ref=\"lab/offline:1\" sha256=\"beef\"\n    \
-             image \"pytorch\" pull ref=\"cr.backend.ai/stable/python-pytorch:2.3\" digest=\"sha256:aaaa\"\n    \
-             image \"tools\" build ref=\"lab/tools:1\" context-sha256=\"c0ffee\" dockerfile=\"Dockerfile\" image-id=\"sha256:bbbb\"\n\
-             }"
+            format!(
+                "version 1\n\
+                 agent sha256=\"{}\"\n\
+                 cluster \"lab\" {{\n    \
+                 image \"offline\" archive ref=\"lab/offline:1\" sha256=\"{}\"\n    \
+                 image \"pytorch\" pull ref=\"cr.backend.ai/stable/python-pytorch:2.3\" digest=\"{}\"\n    \
+                 image \"tools\" build ref=\"lab/tools:1\" context-sha256=\"{}\" dockerfile=\"Dockerfile\" image-id=\"{}\"\n\
+                 }}",
+                h('9'),
+                h('e'),
+                d('a'),
+                h('c'),
+                d('b')
+            )
         );
         let back = parse(&text, FileId(0)).expect("reads back");
         assert_eq!(back, lock);

@@ -343,13 +343,22 @@ mod tests {
     use super::*;
     use crate::state::spec::SourceKind;
 
+    /// A well-formed hash or digest made of one repeated hex digit, so that tests read which is which.
+    pub(super) fn h(digit: char) -> String {
+        std::iter::repeat_n(digit, 64).collect()
+    }
+
+    pub(super) fn d(digit: char) -> String {
+        format!("sha256:{}", h(digit))
+    }
+
     pub(super) fn sample() -> Lock {
         let mut images = ClusterLock::new();
         images.insert(
             "pytorch".into(),
             LockedImage {
                 reference: "cr.backend.ai/stable/python-pytorch:2.3".into(),
-                source: LockedSource::Pull { digest: Some("sha256:aaaa".into()) },
+                source: LockedSource::Pull { digest: Some(d('a')) },
             },
         );
         images.insert(
@@ -357,9 +366,9 @@ mod tests {
             LockedImage {
                 reference: "lab/tools:1".into(),
                 source: LockedSource::Build {
-                    context_sha256: "c0ffee".into(),
+                    context_sha256: h('c'),
                     dockerfile: "Dockerfile".into(),
-                    image_id: Some("sha256:bbbb".into()),
+                    image_id: Some(d('b')),
                 },
             },
         );
@@ -367,10 +376,10 @@ mod tests {
             "offline".into(),
             LockedImage {
                 reference: "lab/offline:1".into(),
-                source: LockedSource::Archive { sha256: "beef".into(), image_id: None },
+                source: LockedSource::Archive { sha256: h('e'), image_id: None },
             },
         );
-        Lock { agent: Some("a9e7".into()), clusters: BTreeMap::from([("lab".to_string(), images)]) }
+        Lock { agent: Some(h('9')), clusters: BTreeMap::from([("lab".to_string(), images)]) }
     }
 
     /// What local facts give: no recorded fields.
@@ -411,18 +420,24 @@ mod tests {
         let mut w = wanted();
         let images = w.clusters.get_mut("lab").expect("cluster");
         if let Some(LockedSource::Build { context_sha256, .. }) = images.get_mut("tools").map(|i| &mut i.source) {
-            *context_sha256 = "d00d".into();
+            *context_sha256 = h('d');
         }
         if let Some(LockedSource::Archive { sha256, .. }) = images.get_mut("offline").map(|i| &mut i.source) {
-            *sha256 = "f00d".into();
+            *sha256 = h('f');
         }
-        w.agent = Some("b0b0".into());
+        w.agent = Some(h('0'));
         let found = compare(&sample(), &w);
         assert_eq!(found.len(), 3, "{found:?}");
         let text: Vec<String> = found.iter().map(ToString::to_string).collect();
         assert!(text[0].contains("bai apply --update-lock"), "{}", text[0]);
-        assert_eq!(text[1], "cluster `lab`: image `offline`: sha256 is `beef` in bai.lock, but `f00d` now");
-        assert_eq!(text[2], "cluster `lab`: image `tools`: context-sha256 is `c0ffee` in bai.lock, but `d00d` now");
+        assert_eq!(
+            text[1],
+            format!("cluster `lab`: image `offline`: sha256 is `{}` in bai.lock, but `{}` now", h('e'), h('f'))
+        );
+        assert_eq!(
+            text[2],
+            format!("cluster `lab`: image `tools`: context-sha256 is `{}` in bai.lock, but `{}` now", h('c'), h('d'))
+        );
         let update = merge(Some(&sample()), &w, true);
         assert_eq!(update.moved.len(), 3, "{update:?}");
         let tools = &update.lock.clusters["lab"]["tools"];
@@ -451,12 +466,12 @@ mod tests {
         let mut w = wanted();
         let images = w.clusters.get_mut("lab").expect("cluster");
         if let Some(LockedSource::Pull { digest }) = images.get_mut("pytorch").map(|i| &mut i.source) {
-            *digest = Some("sha256:cccc".into());
+            *digest = Some(d('c'));
         }
         if let Some(tools) = images.get_mut("tools") {
             tools.reference = "lab/tools:2".into();
             if let LockedSource::Build { context_sha256, .. } = &mut tools.source {
-                *context_sha256 = "d00d".into();
+                *context_sha256 = h('d');
             }
         }
         assert_eq!(compare(&sample(), &w), vec![]);
@@ -469,12 +484,12 @@ mod tests {
     fn nodes_fill_in_ids_from_matching_images_only() {
         let mut lock = merge(None, &wanted(), true).lock;
         let nodes = vec![
-            ("n2".to_string(), vec![snapshot("tools", "lab/tools:1", Some("c0ffee"), "sha256:from-n2")]),
+            ("n2".to_string(), vec![snapshot("tools", "lab/tools:1", Some(&h('c')), "sha256:from-n2")]),
             (
                 "n1".to_string(),
                 vec![
                     snapshot("tools", "lab/tools:1", Some("old"), "sha256:stale"),
-                    snapshot("offline", "lab/offline:1", Some("beef"), "sha256:loaded"),
+                    snapshot("offline", "lab/offline:1", Some(&h('e')), "sha256:loaded"),
                 ],
             ),
         ];

@@ -187,7 +187,13 @@ impl Parser {
     fn string_prop(&mut self, node: &KdlNode, key: &str, required: bool) -> Option<String> {
         match node.entry(key) {
             Some(e) => match e.value().as_string() {
-                Some(s) => Some(s.to_string()),
+                Some(s) => match well_formed(key, s) {
+                    Ok(()) => Some(s.to_string()),
+                    Err(expected) => {
+                        self.error(e.span(), format!("`{key}` must be {expected}"), "malformed");
+                        None
+                    }
+                },
                 None => {
                     self.error(e.span(), format!("`{key}` must be a string"), "not a string");
                     None
@@ -200,6 +206,18 @@ impl Parser {
                 None
             }
         }
+    }
+}
+
+/// Hashes and digests reach the agent and Docker's API: only their exact shapes are let through.
+fn well_formed(key: &str, value: &str) -> Result<(), &'static str> {
+    let hex64 = |v: &str| v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match key {
+        "sha256" | "context-sha256" if !hex64(value) => Err("64 lowercase hexadecimal digits"),
+        "digest" | "image-id" if !value.strip_prefix("sha256:").is_some_and(hex64) => {
+            Err("`sha256:` and 64 lowercase hexadecimal digits")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -216,9 +234,11 @@ mod tests {
 
     #[test]
     fn problems_carry_spans_and_codes() {
-        let text =
-            "version 1\ncluster \"lab\" {\n    image \"t\" build ref=\"a:1\" context-sha256=\"x\" colour=\"red\"\n}\n";
-        let problems = parse(text, FileId(0)).expect_err("invalid");
+        let text = format!(
+            "version 1\ncluster \"lab\" {{\n    image \"t\" build ref=\"a:1\" context-sha256=\"{}\" colour=\"red\"\n}}\n",
+            "0".repeat(64)
+        );
+        let problems = parse(&text, FileId(0)).expect_err("invalid");
         let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(messages, vec!["unknown property `colour`", "`image` needs `dockerfile=…`"]);
         let span = problems[0].labels[0].loc.span;
@@ -229,11 +249,15 @@ mod tests {
     #[test]
     fn versions_sources_and_syntax_are_checked() {
         assert_eq!(errors("version 2\n"), vec!["bai::lock::invalid: this bai reads lock files of version 1"]);
-        assert_eq!(errors("agent sha256=\"a\"\n"), vec!["bai::lock::invalid: the lock file has no `version` line"]);
+        assert_eq!(errors("cluster \"c\"\n"), vec!["bai::lock::invalid: the lock file has no `version` line"]);
         assert_eq!(
             errors("version 1\ncluster \"c\" {\n image \"i\" fetch ref=\"r\"\n}\n"),
             vec!["bai::lock::invalid: `fetch` is not an image source"]
         );
         assert!(errors("version 1\ncluster \"c\" {\n")[0].starts_with("bai::kdl::syntax"));
+        assert_eq!(
+            errors("version 1\nagent sha256=\"abc\"\n"),
+            vec!["bai::lock::invalid: `sha256` must be 64 lowercase hexadecimal digits"]
+        );
     }
 }
