@@ -369,6 +369,14 @@ mod tests {
     }
 
     #[test]
+    fn ensure_image_without_lock_facts_keeps_its_old_shape() {
+        let old = r#"{"cluster":"lab","name":"box","spec":{"ref":"b:1","source":"build","digest":null},"spec_hash":"h","source":{"kind":"build","context_sha256":"c","dockerfile":"Dockerfile"}}"#;
+        let req: EnsureImage = serde_json::from_str(old).expect("the shape before bai.lock parses");
+        assert_eq!(req.locked, None);
+        assert_eq!(serde_json::to_string(&req).ok().as_deref(), Some(old), "and is written the same way");
+    }
+
+    #[test]
     fn responses_carry_a_result_or_an_error() {
         let ok = Response { id: 1, result: Some(serde_json::json!({"x": 1})), error: None };
         assert_eq!(serde_json::to_string(&ok).unwrap_or_default(), r#"{"id":1,"result":{"x":1}}"#);
