@@ -60,6 +60,12 @@ pub enum Command {
     Apply(ConvergeArgs),
     /// Remove everything bai owns for the cluster, in reverse dependency order
     Destroy(ConvergeArgs),
+    /// Write `bai.lock` beside the lab: image digests, context and archive hashes, the agent's hash
+    ///
+    /// From the local files and what the nodes hold now (observed without the apply lease). Values the
+    /// lock already records for an unchanged entry are kept, so locking twice gives the same bytes.
+    /// Entries no node holds yet are written without their image id or digest.
+    Lock(LockArgs),
     /// Show desired against observed state per node and session, and each node's inventory
     Status(StatusArgs),
     /// Keep the fleet under a continuous health probe: nodes, sessions, drift; optionally heal
@@ -117,6 +123,21 @@ pub struct ConvergeArgs {
     /// Allow removing vfolders that hold data (they are moved aside to a tombstone, never erased)
     #[arg(long)]
     pub allow_data_loss: bool,
+
+    /// Apply: move `bai.lock` forward where the lab changed (an edited context, a new archive, another
+    /// bai) instead of refusing to run
+    #[arg(long)]
+    pub update_lock: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lab file; the lock is `bai.lock` in its directory
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 
     #[command(flatten)]
     pub connect: ConnectArgs,

@@ -83,6 +83,7 @@ codes! {
     InventoryMismatch => "bai::capacity::inventory_mismatch",
     UnknownCluster => "bai::cluster::unknown",
     InvalidState => "bai::state::invalid",
+    LockInvalid => "bai::lock::invalid",
 }
 
 impl fmt::Display for Code {

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod fmt;
 pub mod generation;
 pub mod graph;
+pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod protocol;

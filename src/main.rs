@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Fmt(args) => commands::fmt::run(args, &printer),
         Command::Apply(args) => commands::apply::run(args, cluster, &printer),
         Command::Destroy(args) => commands::apply::run_destroy(args, cluster, &printer),
+        Command::Lock(args) => commands::lock::run(args, cluster, &printer),
         Command::Status(args) => commands::status::run(args, cluster, &printer),
         Command::Watch(args) => commands::watch::run(args, cluster, &printer),
         Command::Generations(args) => commands::generations::run(args, cluster, &printer),

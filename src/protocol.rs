@@ -207,6 +207,29 @@ pub struct EnsureImage {
     pub spec: ImageSpec,
     pub spec_hash: String,
     pub source: ImageSource,
+    /// What `bai.lock` says of the image, enforced by the agent; absent without a lock entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<LockedFacts>,
+}
+
+/// The lock file's facts about one image, as the agent enforces them: a pull is made at `digest` and
+/// verified after; a loaded archive must be `image_id`; a build whose ref already is `image_id` is not
+/// built again (builds are not reproducible, so a new build's id is not checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+/// The reply to `ensure_image`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureImageReply {
+    pub id: String,
+    /// The repository digest (`sha256:…`) of the image, for pulled images.
+    #[serde(default)]
+    pub repo_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +409,14 @@ mod tests {
         let text = serde_json::to_string(&hello).unwrap_or_default();
         assert!(text.starts_with(r#"{"id":1,"method":"hello","params":{"protocol":1"#), "{text}");
         assert_eq!(serde_json::from_str::<Request>(&text).ok(), Some(hello));
+    }
+
+    #[test]
+    fn ensure_image_without_lock_facts_keeps_its_old_shape() {
+        let old = r#"{"cluster":"lab","name":"box","spec":{"ref":"b:1","source":"build","digest":null},"spec_hash":"h","source":{"kind":"build","context_sha256":"c","dockerfile":"Dockerfile"}}"#;
+        let req: EnsureImage = serde_json::from_str(old).expect("the shape before bai.lock parses");
+        assert_eq!(req.locked, None);
+        assert_eq!(serde_json::to_string(&req).ok().as_deref(), Some(old), "and is written the same way");
     }
 
     #[test]

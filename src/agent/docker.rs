@@ -71,6 +71,8 @@ pub enum DockerError {
     NotInArchive { reference: String },
     #[error("cannot read blob {sha256} for image {reference} at {}: {source}", .path.display())]
     Blob { reference: String, sha256: String, path: PathBuf, source: std::io::Error },
+    #[error("image `{image}` ({reference}) is not what bai.lock says: {message}")]
+    Locked { image: String, reference: String, message: String },
     #[error("container {container}: {reason}")]
     Invalid { container: String, reason: String },
 }
@@ -209,6 +211,16 @@ impl Engine {
         }
     }
 
+    /// The id and repository digests (`repo@sha256:…`) of the image `reference` names, or `None` when
+    /// there is no such image.
+    pub async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
+        match self.api().await?.inspect_image(reference).await {
+            Ok(image) => Ok(Some((image.id.unwrap_or_default(), image.repo_digests.unwrap_or_default()))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
+        }
+    }
+
     /// Makes the image present under `spec.reference` and returns its id. A pull is skipped when the
     /// reference (at the pinned digest, if any) is already there; a build or an archive load always runs,
     /// because the reference may name older content and Docker's cache makes the repeat cheap.
@@ -218,12 +230,49 @@ impl Engine {
         blob_path: &dyn Fn(&str) -> PathBuf,
     ) -> Result<String, DockerError> {
         let spec = &req.spec;
+        let locked = req.locked.clone().unwrap_or_default();
         match &req.source {
-            ImageSource::Pull => self.pull(spec).await?,
-            ImageSource::Build { context_sha256, dockerfile } => {
-                self.build(spec, context_sha256, dockerfile, &blob_path(context_sha256)).await?
+            ImageSource::Pull => {
+                // The lock's digest pins the pull as the config's own `digest` would; the config's wins
+                // (the controller refuses a lock that disagrees with it before getting here).
+                let mut pinned = spec.clone();
+                pinned.digest = spec.digest.clone().or_else(|| locked.digest.clone());
+                self.pull(&pinned).await?;
+                if let Some(digest) = &pinned.digest {
+                    let digests = self.image_facts(&spec.reference).await?.map(|f| f.1).unwrap_or_default();
+                    if !digests.iter().any(|d| d.ends_with(&format!("@{digest}"))) {
+                        return Err(DockerError::Locked {
+                            image: req.name.clone(),
+                            reference: spec.reference.clone(),
+                            message: format!("bai.lock pins digest {digest}, but the node's copy has {digests:?}"),
+                        });
+                    }
+                }
             }
-            ImageSource::Archive { sha256 } => self.load(spec, sha256, &blob_path(sha256)).await?,
+            ImageSource::Build { context_sha256, dockerfile } => {
+                // A node whose ref already is the locked image has exactly it: building again could only
+                // give another id (builds are not reproducible).
+                let current = self.image_facts(&spec.reference).await?.map(|f| f.0);
+                if locked.image_id.is_none() || current != locked.image_id {
+                    self.build(spec, context_sha256, dockerfile, &blob_path(context_sha256)).await?
+                }
+            }
+            ImageSource::Archive { sha256 } => {
+                self.load(spec, sha256, &blob_path(sha256)).await?;
+                if let Some(want) = &locked.image_id {
+                    let got = self.image_facts(&spec.reference).await?.map(|f| f.0);
+                    if got.as_deref() != Some(want.as_str()) {
+                        return Err(DockerError::Locked {
+                            image: req.name.clone(),
+                            reference: spec.reference.clone(),
+                            message: format!(
+                                "the archive loaded as {}, but bai.lock records {want}",
+                                got.as_deref().unwrap_or("nothing")
+                            ),
+                        });
+                    }
+                }
+            }
         }
         let docker = self.api().await?;
         match docker.inspect_image(&spec.reference).await {
@@ -618,6 +667,18 @@ fn split_reference(reference: &str) -> (&str, &str) {
         Some(i) => (&reference[..name_start + i], &reference[name_start + i + 1..]),
         None => (reference, "latest"),
     }
+}
+
+/// The digest part (`sha256:…`) of the repository digest matching `reference`'s repository, else of the
+/// first one.
+pub fn repo_digest(reference: &str, repo_digests: &[String]) -> Option<String> {
+    let (repo, _) = split_reference(reference);
+    let digest_of = |d: &String| d.split_once('@').map(|(_, digest)| digest.to_string());
+    repo_digests
+        .iter()
+        .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
+        .or(repo_digests.first())
+        .and_then(digest_of)
 }
 
 /// The engine's own words for a failure, without bollard's wrapping.

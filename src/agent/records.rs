@@ -17,6 +17,9 @@ pub struct ImageRecord {
     pub digest: Option<String>,
     pub spec_hash: String,
     pub id: String,
+    /// The sha256 of the build context or archive the image was made from (for the lock file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

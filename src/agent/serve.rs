@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::agent::docker::Engine;
+use crate::agent::docker::{self, Engine};
 use crate::agent::home::{Home, is_safe_component};
 use crate::agent::lease::{self, Lease};
 use crate::agent::records::{self, ClusterRecord, ImageRecord};
@@ -133,10 +133,17 @@ impl Agent {
                         digest: req.spec.digest.clone(),
                         spec_hash: req.spec_hash.clone(),
                         id: id.clone(),
+                        content: match &req.source {
+                            ImageSource::Pull => None,
+                            ImageSource::Build { context_sha256, .. } => Some(context_sha256.clone()),
+                            ImageSource::Archive { sha256 } => Some(sha256.clone()),
+                        },
                     },
                 );
                 records::save(&dir, &record)?;
-                Ok(serde_json::json!({ "id": id }))
+                let digests = self.engine()?.image_facts(&req.spec.reference).await.map_err(RpcError::from)?;
+                let repo_digest = digests.and_then(|(_, d)| docker::repo_digest(&req.spec.reference, &d));
+                to_value(&EnsureImageReply { id, repo_digest })
             }
             Method::RemoveImage(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
@@ -251,13 +258,17 @@ impl Agent {
         let mut images = Vec::new();
         for (name, rec) in record.iter().flat_map(|r| &r.images) {
             // An image removed behind bai's back is not there any more, whatever the record says.
-            if engine.image_exists(&rec.reference).await.map_err(RpcError::from)? {
+            if let Some((id, digests)) = engine.image_facts(&rec.reference).await.map_err(RpcError::from)? {
                 images.push(ImageSnapshot {
                     name: name.clone(),
                     reference: rec.reference.clone(),
                     source: rec.source,
                     digest: rec.digest.clone(),
                     spec_hash: rec.spec_hash.clone(),
+                    repo_digest: docker::repo_digest(&rec.reference, &digests),
+                    // A ref rebuilt or retagged since bai made it is no longer made from the recorded content.
+                    content: rec.content.clone().filter(|_| id == rec.id),
+                    id: Some(id),
                 });
             }
         }

@@ -12,6 +12,7 @@ use bai::state::ClusterState;
 
 use crate::cli::ConvergeArgs;
 use crate::commands::generations;
+use crate::commands::lock as lockfile;
 use crate::commands::remote::{self, Reached};
 use crate::commands::saved_plan;
 use crate::commands::{Outcome, Printer, check};
@@ -69,7 +70,24 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             return Outcome::Failed;
         }
     };
+    // The lock is checked before any node is reached: a mismatch changes nothing anywhere.
+    let mut lock = match goal {
+        Goal::Apply => match lockfile::prepare(
+            file,
+            lab.config(),
+            &options.agent_binary,
+            cluster.is_none() && saved.as_ref().is_none_or(|s| s.cluster.is_none()),
+            args.update_lock,
+            printer,
+        ) {
+            Ok(prepared) => Some(prepared),
+            Err(()) => return Outcome::Failed,
+        },
+        Goal::Destroy => None,
+    };
     let clusters = &lab.config().clusters;
+    // Node images the lock says were made from other content: the plan replaces them.
+    let mut lock_stale = Vec::new();
     // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
     let mut reached: Vec<Reached> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
@@ -91,7 +109,10 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         if let Some(s) = &saved {
             stale.extend(saved_plan::check_nodes(&runtime, s, c.name.value.as_str(), &mut r));
         }
-        let observed = r.observed(c);
+        let mut observed = r.observed(c);
+        if let Some(entries) = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str())) {
+            lock_stale.extend(lockfile::mark_stale(&mut observed, entries, &r.snapshots));
+        }
         let desired = match goal {
             Goal::Apply => ClusterState::desired(c).restrict(&r.reachable()),
             Goal::Destroy => ClusterState::empty(c.name.value.clone()),
@@ -106,6 +127,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
     let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
     let mut plan = diff(&triples);
+    lockfile::explain_stale(&mut plan, &lock_stale);
     if let Some(s) = &saved {
         if stale.is_empty() && !bai::plan::saved::same_changes(&s.plan, &plan) {
             stale.extend(bai::plan::saved::plan_differences(&s.plan, &plan));
@@ -118,7 +140,13 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     }
     printer.stdout(&render_text(&plan));
     if plan.summary().is_empty() {
-        return if unreachable > 0 { Outcome::Failed } else { Outcome::Ok };
+        if unreachable > 0 {
+            return Outcome::Failed;
+        }
+        return match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, false)) {
+            Some(Err(())) => Outcome::Failed,
+            _ => Outcome::Ok,
+        };
     }
     if !yes && !confirm(goal) {
         return Outcome::Failed;
@@ -131,7 +159,9 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let mut recorded = true;
     for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
-        let input = Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel };
+        let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
+        let input =
+            Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel, lock: entries };
         let report = |result: &ChangeResult| progress.report(result);
         let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
         // Destroy records an empty generation: a later rollback can bring the cluster back.
@@ -147,7 +177,13 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
     print_report(&plan, &results, &failures);
     let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
-    if failed || !failures.is_empty() || !recorded { Outcome::Failed } else { Outcome::Ok }
+    if failed || !failures.is_empty() || !recorded {
+        return Outcome::Failed;
+    }
+    match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, true)) {
+        Some(Err(())) => Outcome::Failed,
+        _ => Outcome::Ok,
+    }
 }
 
 /// How a run shows its progress: a bar per node on a terminal, one plain line per change otherwise.

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod fmt;
 pub mod generations;
 pub mod graph;
+pub mod lock;
 pub mod plan;
 pub mod remote;
 pub mod rollback;

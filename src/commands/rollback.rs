@@ -107,6 +107,8 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
             graph: &p.graph,
             allow_data_loss: converge.allow_data_loss,
             parallel: connect.parallel,
+            // A rollback restores recorded images; their sources are checked against the records.
+            lock: None,
         };
         let report = |result: &ChangeResult| progress.report(result);
         let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));

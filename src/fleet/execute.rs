@@ -48,6 +48,8 @@ pub struct Input<'a> {
     pub graph: &'a ResourceGraph,
     pub allow_data_loss: bool,
     pub parallel: usize,
+    /// The cluster's entries of `bai.lock`, enforced on every image made; `None` without a lock.
+    pub lock: Option<&'a crate::lock::ClusterLock>,
 }
 
 /// A move to another node is a delete on the old node and a create on the new one.
@@ -231,7 +233,9 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let Some(state) = input.desired.images.get(&key) else {
                 return Err(ChangeError::Change(format!("image `{name}` is not in the configuration")));
             };
+            let entry = input.lock.and_then(|l| l.get(name.as_str()));
             let source = upload_source(input, conn, &name).await?;
+            let locked = entry.map(|e| locked_facts(&name, e, &source)).transpose().map_err(ChangeError::Change)?;
             let reply: serde_json::Value = conn
                 .client
                 .call(Method::EnsureImage(EnsureImage {
@@ -240,6 +244,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
                     spec: state.spec.clone(),
                     spec_hash: state.hash.clone(),
                     source,
+                    locked,
                 }))
                 .await?;
             Ok(format!("image {}", reply["id"].as_str().unwrap_or("ready")))
@@ -328,6 +333,29 @@ fn resolve_secrets(session: &str, env: &BTreeMap<String, EnvSpec>) -> Result<BTr
         out.insert(name.clone(), value);
     }
     Ok(out)
+}
+
+/// What the agent is to enforce for an image with a lock entry. The context or archive about to be sent
+/// must be the locked one: it was checked before the run, but the file may have changed since.
+fn locked_facts(image: &str, entry: &crate::lock::LockedImage, source: &ImageSource) -> Result<LockedFacts, String> {
+    use crate::lock::LockedSource;
+    let sent = match source {
+        ImageSource::Pull => None,
+        ImageSource::Build { context_sha256, .. } => Some(context_sha256.as_str()),
+        ImageSource::Archive { sha256 } => Some(sha256.as_str()),
+    };
+    if sent != entry.source.content() {
+        return Err(format!(
+            "image `{image}`: bai.lock pins sha256 `{}`, but the {} now hashes to `{}`",
+            entry.source.content().unwrap_or("-"),
+            if matches!(source, ImageSource::Archive { .. }) { "archive" } else { "build context" },
+            sent.unwrap_or("-")
+        ));
+    }
+    Ok(match &entry.source {
+        LockedSource::Pull { digest } => LockedFacts { digest: digest.clone(), image_id: None },
+        other => LockedFacts { digest: None, image_id: other.image_id().map(str::to_string) },
+    })
 }
 
 const CHUNK: usize = 1 << 20;

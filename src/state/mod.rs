@@ -240,6 +240,9 @@ impl ClusterState {
                     source: image.spec.source,
                     digest: image.spec.digest.clone(),
                     spec_hash: image.hash.clone(),
+                    id: None,
+                    repo_digest: None,
+                    content: None,
                 });
             }
         }

@@ -82,6 +82,15 @@ pub struct ImageSnapshot {
     pub source: SourceKind,
     pub digest: Option<String>,
     pub spec_hash: String,
+    /// Docker's id of the image the ref names on the node (`sha256:…`), when it is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The repository digest (`sha256:…`) of a pulled image, for the lock file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_digest: Option<String>,
+    /// The sha256 of the build context or archive the node made the image from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -823,6 +823,12 @@ impl SshSession {
     }
 }
 
+/// The sha256 (hex) under which [`SshSession::install_agent`] installs `path` on nodes: what `bai.lock`
+/// records as the agent.
+pub fn agent_sha256(path: &Path) -> std::io::Result<String> {
+    identify_binary(path).map(|id| id.sha256)
+}
+
 /// What [`SshSession::install_agent`] needs to know of a local binary.
 #[derive(Clone)]
 struct BinaryId {

@@ -79,6 +79,7 @@ async fn heal_node(
         graph: &graph,
         allow_data_loss: false,
         parallel: 1,
+        lock: None,
     };
     let results = execute::execute(&input, &changes, &mut conns, &|_| {}).await;
     let mut outcomes: Outcomes = Vec::new();

@@ -282,6 +282,15 @@ fn a_held_lease_refuses_a_second_apply_until_its_holder_dies() {
 /// and is destroyed again. Agent state and vfolders go to a throwaway home.
 #[test]
 fn the_quickstart_applies_on_this_machine() {
+    // Apply writes the lock beside the example; it names this build's agent, so it never outlives the test.
+    struct Unlock;
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(crate::support::root().join("examples/quickstart/bai.lock"));
+        }
+    }
+    let _unlock = Unlock;
+    drop(Unlock);
     let home = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str]| {
         bai()

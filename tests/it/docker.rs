@@ -283,7 +283,7 @@ fn image_request(reference: &str, source: ImageSource) -> EnsureImage {
         ImageSource::Archive { .. } => SourceKind::Archive,
     };
     let spec = ImageSpec { reference: reference.into(), source: kind, digest: None };
-    EnsureImage { cluster: "lab".into(), name: "img".into(), spec_hash: hash_of(&spec), spec, source }
+    EnsureImage { cluster: "lab".into(), name: "img".into(), spec_hash: hash_of(&spec), spec, source, locked: None }
 }
 
 /// `tar -cf` of a directory's contents, the shape of an uploaded build context.

@@ -11,6 +11,7 @@ mod flake;
 mod fuzz;
 mod generations;
 mod labels;
+mod lock;
 mod metrics;
 mod plan;
 mod rules;

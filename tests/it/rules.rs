@@ -29,7 +29,7 @@ fn each_rule_fires_on_its_fixture_and_renders_stably() {
 #[test]
 fn every_code_has_a_fixture() {
     // These need command-line input rather than a lab file; tests in cli.rs and plan.rs cover them.
-    let elsewhere = [Code::InventoryMismatch, Code::UnknownCluster, Code::InvalidState];
+    let elsewhere = [Code::InventoryMismatch, Code::UnknownCluster, Code::InvalidState, Code::LockInvalid];
     let dir = root().join("tests/fixtures/rules");
     let missing: Vec<&str> = Code::ALL
         .iter()

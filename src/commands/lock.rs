@@ -1,0 +1,288 @@
+//! `bai lock FILE`, and the lock file's part in `bai apply`: reading and writing `bai.lock` beside the lab,
+//! the local facts it is checked against (packed contexts, archives, the agent binary), and what nodes
+//! report for it.
+//!
+//! Cargo's rules: `apply` without a lock writes one after it succeeds; a lock lacking an image gains it;
+//! an entry that would change (context edited, archive replaced, another digest pinned, another bai) stops
+//! `apply` before any node is touched, unless `--update-lock`. `bai lock` writes the lock again from the
+//! local facts and what the nodes hold now (no lease); values already recorded for an entry whose content
+//! did not change are kept, so locking twice gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bai::fleet::context;
+use bai::lock::{self, ClusterLock, Lock, LockedImage, LockedSource, Update};
+use bai::model::{Cluster, Config, ImageSource};
+use bai::source::SourceMap;
+use bai::state::ClusterState;
+use bai::state::snapshot::{ImageSnapshot, NodeSnapshot};
+
+use crate::cli::LockArgs;
+use crate::commands::remote;
+use crate::commands::{Outcome, Printer, check};
+
+/// `bai.lock` in the directory of the lab file.
+pub fn path_for(file: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new("")).join(lock::FILE_NAME)
+}
+
+/// The lock at `path`; `Ok(None)` when there is none. Problems are printed.
+pub fn read(path: &Path, printer: &Printer) -> Result<Option<Lock>, ()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return Err(());
+        }
+    };
+    let mut sources = SourceMap::default();
+    let id = sources.add(path.display().to_string(), path.to_path_buf(), Arc::from(text.as_str()));
+    lock::parse::parse(&text, id).map(Some).map_err(|problems| printer.diagnostics(&problems, &sources))
+}
+
+/// Writes the lock when its text changed; says so.
+pub fn write(path: &Path, lock: &Lock) -> Result<(), ()> {
+    let text = lock::format::format(lock);
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("lock.tmp");
+    std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
+        eprintln!("error: cannot write `{}`: {e}", path.display());
+    })?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// What the lab would lock now from local facts alone: the agent binary's hash and, for every image a
+/// session uses, its ref and the hash of its context or archive (pulled images: the config's pin).
+pub fn wanted(config: &Config, agent_binary: &Path) -> Result<Lock, String> {
+    let agent = bai::transport::ssh::agent_sha256(agent_binary)
+        .map_err(|e| format!("cannot hash the agent binary `{}`: {e}", agent_binary.display()))?;
+    let mut lock = Lock { agent: Some(agent), clusters: BTreeMap::new() };
+    for cluster in &config.clusters {
+        lock.clusters.insert(cluster.name.value.to_string(), wanted_images(cluster)?);
+    }
+    Ok(lock)
+}
+
+fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, String> {
+    let used: std::collections::BTreeSet<String> =
+        ClusterState::desired(cluster).images.keys().map(|(_, image)| image.to_string()).collect();
+    let mut images = ClusterLock::new();
+    for image in cluster.images.iter().filter(|i| used.contains(i.name.value.as_str())) {
+        let name = image.name.value.to_string();
+        let source = match &image.source {
+            ImageSource::Pull => LockedSource::Pull { digest: image.digest.as_ref().map(|d| d.value.clone()) },
+            ImageSource::Build { context: dir, dockerfile } => {
+                let (_, sha) = context::pack(&dir.value)
+                    .map_err(|e| format!("image `{name}`: cannot pack build context `{}`: {e}", dir.value.display()))?;
+                LockedSource::Build {
+                    context_sha256: sha,
+                    dockerfile: dockerfile.as_ref().map_or_else(|| "Dockerfile".into(), |d| d.value.clone()),
+                    image_id: None,
+                }
+            }
+            ImageSource::Archive { path } => LockedSource::Archive {
+                sha256: context::file_sha256(&path.value)
+                    .map_err(|e| format!("image `{name}`: cannot read archive `{}`: {e}", path.value.display()))?,
+                image_id: None,
+            },
+        };
+        images.insert(name, LockedImage { reference: image.reference.value.clone(), source });
+    }
+    Ok(images)
+}
+
+/// The lock an apply works with, decided before any node is reached.
+pub struct Prepared {
+    pub path: PathBuf,
+    pub update: Update,
+    /// Whether there was a lock file before the run (a new one is announced when written).
+    pub existed: bool,
+}
+
+/// Reads the lock and checks it against the local facts. A mismatch without `update_lock` is printed and
+/// stops the run (`Err`); with it, or for entries the lock lacks, the new values are taken and printed.
+pub fn prepare(
+    file: &Path,
+    config: &Config,
+    agent_binary: &Path,
+    prune: bool,
+    update_lock: bool,
+    printer: &Printer,
+) -> Result<Prepared, ()> {
+    let path = path_for(file);
+    let old = read(&path, printer)?;
+    let wanted = wanted(config, agent_binary).map_err(|e| eprintln!("error: {e}"))?;
+    if let Some(old) = &old {
+        let mismatches = lock::compare(old, &wanted);
+        if !mismatches.is_empty() && !update_lock {
+            for m in &mismatches {
+                eprintln!("error: {m}");
+            }
+            eprintln!(
+                "  help: nothing was changed on any node; `bai apply --update-lock` moves {} to what the lab has now",
+                path.display()
+            );
+            return Err(());
+        }
+    }
+    let mut update = lock::merge(old.as_ref(), &wanted, prune);
+    if update_lock {
+        // `--update-lock` lets a pulled tag resolve again (unless the config pins a digest).
+        for (cluster, images) in &mut update.lock.clusters {
+            for (name, image) in images.iter_mut() {
+                let pinned = wanted
+                    .clusters
+                    .get(cluster)
+                    .and_then(|c| c.get(name))
+                    .is_some_and(|w| matches!(&w.source, LockedSource::Pull { digest: Some(_) }));
+                if let LockedSource::Pull { digest } = &mut image.source
+                    && !pinned
+                {
+                    *digest = None;
+                }
+            }
+        }
+    }
+    if old.is_some() {
+        for line in &update.added {
+            eprintln!("{}: added {line}", lock::FILE_NAME);
+        }
+        for line in &update.moved {
+            eprintln!("{}: moved {line}", lock::FILE_NAME);
+        }
+        for line in &update.removed {
+            eprintln!("{}: removed {line}", lock::FILE_NAME);
+        }
+    }
+    Ok(Prepared { path, update, existed: old.is_some() })
+}
+
+/// The images of each node, as [`lock::record`] and [`lock::stale`] take them.
+pub fn node_images(snapshots: &[NodeSnapshot]) -> Vec<(String, Vec<ImageSnapshot>)> {
+    snapshots.iter().map(|s| (s.name.clone(), s.images.clone())).collect()
+}
+
+/// Records what the nodes report and says which entries are still unresolved.
+pub fn record(lock: &mut Lock, cluster: &str, snapshots: &[NodeSnapshot]) {
+    let unresolved = lock::record(lock, cluster, &node_images(snapshots));
+    for image in unresolved {
+        eprintln!(
+            "{}: cluster `{cluster}`: image `{image}` is on no node yet: its image id or digest is not recorded",
+            lock::FILE_NAME
+        );
+    }
+}
+
+pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    let lab = check(&args.file, cluster);
+    printer.diagnostics(&lab.problems, &lab.loaded.sources);
+    if lab.has_errors() {
+        return Outcome::Failed;
+    }
+    let (runtime, options) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let path = path_for(&args.file);
+    let Ok(old) = read(&path, printer) else { return Outcome::Failed };
+    let wanted = match wanted(lab.config(), &options.agent_binary) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let update = lock::merge(old.as_ref(), &wanted, cluster.is_none());
+    for line in &update.added {
+        eprintln!("{}: added {line}", lock::FILE_NAME);
+    }
+    for line in &update.moved {
+        eprintln!("{}: moved {line}", lock::FILE_NAME);
+    }
+    for line in &update.removed {
+        eprintln!("{}: removed {line}", lock::FILE_NAME);
+    }
+    let mut lock = update.lock;
+    let mut failed = false;
+    for c in &lab.config().clusters {
+        let reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
+        remote::print_failures(&reached.failures);
+        failed |= !reached.failures.is_empty();
+        record(&mut lock, c.name.value.as_str(), &reached.snapshots);
+    }
+    if write(&path, &lock).is_err() || failed { Outcome::Failed } else { Outcome::Ok }
+}
+
+/// Makes the plan replace the images on nodes that differ from the lock (built from another context,
+/// loaded from another archive, pulled at another digest): their observed hash is set apart so that the
+/// diff sees a change. Returns (resource id, why) for [`explain_stale`].
+pub fn mark_stale(
+    observed: &mut ClusterState,
+    entries: &ClusterLock,
+    snapshots: &[NodeSnapshot],
+) -> Vec<(String, String, String)> {
+    let stale = lock::stale(entries, &node_images(snapshots));
+    let mut out = Vec::new();
+    for (node, image, why) in stale {
+        let key = (bai::model::NodeName(node.clone()), bai::model::ImageName(image.clone()));
+        if let Some(state) = observed.images.get_mut(&key) {
+            state.hash = format!("stale:{}", state.hash);
+            out.push((observed.name.to_string(), bai::graph::ResourceId::image(&node, &image).to_string(), why));
+        }
+    }
+    out
+}
+
+/// Puts the lock's reason on the changes [`mark_stale`] caused, in place of a hash difference.
+pub fn explain_stale(plan: &mut bai::plan::Plan, stale: &[(String, String, String)]) {
+    for change in &mut plan.changes {
+        let id = change.id.to_string();
+        if let Some((_, _, why)) = stale.iter().find(|(c, i, _)| *c == change.cluster.to_string() && *i == id) {
+            change.reasons = vec![why.clone()];
+        }
+    }
+}
+
+/// After a successful apply: records what the nodes now hold (observed again when something ran) and
+/// writes the lock.
+pub fn finish(
+    prepared: &mut Prepared,
+    clusters: &[Cluster],
+    reached: &mut [remote::Reached],
+    runtime: &tokio::runtime::Runtime,
+    observe_again: bool,
+) -> Result<(), ()> {
+    for (c, r) in clusters.iter().zip(reached.iter_mut()) {
+        let name = c.name.value.as_str();
+        let snapshots = if observe_again {
+            runtime.block_on(async {
+                let mut out = Vec::new();
+                for conn in r.conns.values_mut() {
+                    match bai::fleet::observe(conn, name).await {
+                        Ok(s) => out.push(s),
+                        Err(f) => {
+                            eprintln!("warning: node `{}` not observed for {}: {}", f.node, lock::FILE_NAME, f.message)
+                        }
+                    }
+                }
+                out
+            })
+        } else {
+            r.snapshots.clone()
+        };
+        record(&mut prepared.update.lock, name, &snapshots);
+    }
+    if !prepared.existed {
+        eprintln!("{}: created beside the lab; commit it with the lab", lock::FILE_NAME);
+    }
+    write(&prepared.path, &prepared.update.lock)
+}
