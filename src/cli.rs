@@ -129,6 +129,11 @@ pub struct ConvergeArgs {
     #[arg(long)]
     pub update_lock: bool,
 
+    /// Apply: watch the sessions it created or replaced for up to DURATION (`30s`, `2m`); when one is not
+    /// healthy by then, roll its nodes back to their previous generation and exit 1
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub confirm_healthy: Option<std::time::Duration>,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -11,6 +11,7 @@ use bai::plan::{Plan, diff, render_text};
 use bai::state::ClusterState;
 
 use crate::cli::ConvergeArgs;
+use crate::commands::confirm;
 use crate::commands::generations;
 use crate::commands::lock as lockfile;
 use crate::commands::remote::{self, Reached};
@@ -45,6 +46,10 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         },
         Goal::Destroy => None,
     };
+    if goal == Goal::Destroy && args.confirm_healthy.is_some() {
+        eprintln!("error: --confirm-healthy is for `bai apply`: a destroy leaves no session to watch");
+        return Outcome::Failed;
+    }
     if saved.is_some() && (!connect.on.is_empty() || cluster.is_some()) {
         eprintln!("error: a saved plan names its clusters and nodes itself: drop --on and --cluster");
         return Outcome::Failed;
@@ -157,6 +162,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let mut stamp = generations::Stamp::new(&lab, file);
     stamp.meta.plan_id = saved.as_ref().map(|s| s.id.clone());
     let mut recorded = true;
+    let mut applied: Vec<confirm::Applied> = Vec::new();
     for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
@@ -171,6 +177,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         };
         let number = generations::current(r).unwrap_or(0) + 1;
         recorded &= generations::record(&runtime, c, desired, &extras, &mut r.conns, &done, number, &stamp.meta);
+        applied.push(confirm::Applied { sessions: bai::watch::confirm::sessions_to_confirm(c, &done), number });
         results.extend(done);
     }
     progress.finish();
@@ -179,6 +186,12 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
     if failed || !failures.is_empty() || !recorded {
         return Outcome::Failed;
+    }
+    if let (Goal::Apply, Some(window)) = (goal, args.confirm_healthy) {
+        let how = confirm::How { window, stamp: &stamp, allow_data_loss, parallel: connect.parallel };
+        if !confirm::confirm_or_roll_back(&runtime, clusters, &mut reached, &applied, &how, printer) {
+            return Outcome::Failed;
+        }
     }
     match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, true)) {
         Some(Err(())) => Outcome::Failed,

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod confirm;
 pub mod diff;
 pub mod fmt;
 pub mod generations;

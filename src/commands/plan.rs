@@ -82,10 +82,7 @@ type Reports = BTreeMap<String, Vec<NodeSnapshot>>;
 
 /// Observes every selected node of every cluster (no lease: planning never waits for an apply).
 /// `None` when a node could not be reached: a plan that misses a node would be wrong about it.
-fn observe_live(
-    lab: &crate::commands::Lab,
-    connect: &ConnectArgs,
-) -> Option<(Observed, Reports)> {
+fn observe_live(lab: &crate::commands::Lab, connect: &ConnectArgs) -> Option<(Observed, Reports)> {
     let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
         (Ok(r), Ok(o)) => (r, o),
         (Err(e), _) | (_, Err(e)) => {

@@ -99,29 +99,8 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     let mut recorded = true;
     for (r, p) in reached.iter_mut().zip(&prepared) {
         let Some(p) = p else { continue };
-        let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
-        let input = Input {
-            cluster: &p.exec_cluster,
-            desired: &p.desired,
-            observed: &p.observed,
-            graph: &p.graph,
-            allow_data_loss: converge.allow_data_loss,
-            parallel: connect.parallel,
-            // A rollback restores recorded images; their sources are checked against the records.
-            lock: None,
-        };
-        let report = |result: &ChangeResult| progress.report(result);
-        let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
-        recorded &= generations::record(
-            &runtime,
-            &p.exec_cluster,
-            &p.desired,
-            &p.extras,
-            &mut r.conns,
-            &done,
-            p.number,
-            &p.meta,
-        );
+        let (done, ok) = execute_prepared(&runtime, p, &plan, r, converge.allow_data_loss, connect.parallel, &progress);
+        recorded &= ok;
         results.extend(done);
     }
     progress.finish();
@@ -129,6 +108,68 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     print_report(&plan, &results, &failures);
     let bad = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
     if bad || failed || !recorded { Outcome::Failed } else { Outcome::Ok }
+}
+
+/// Runs one prepared cluster's share of `plan` and records the new generation; false when recording
+/// failed somewhere.
+fn execute_prepared(
+    runtime: &tokio::runtime::Runtime,
+    p: &Prepared,
+    plan: &bai::plan::Plan,
+    r: &mut Reached,
+    allow_data_loss: bool,
+    parallel: usize,
+    progress: &Progress,
+) -> (Vec<ChangeResult>, bool) {
+    let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
+    let input = Input {
+        cluster: &p.exec_cluster,
+        desired: &p.desired,
+        observed: &p.observed,
+        graph: &p.graph,
+        allow_data_loss,
+        parallel,
+        // A rollback restores recorded images; their sources are checked against the records.
+        lock: None,
+    };
+    let report = |result: &ChangeResult| progress.report(result);
+    let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
+    let recorded =
+        generations::record(runtime, &p.exec_cluster, &p.desired, &p.extras, &mut r.conns, &done, p.number, &p.meta);
+    (done, recorded)
+}
+
+/// `apply --confirm-healthy`: the nodes of `r` (observed again after the apply) back to generation
+/// `target` at once, with no prompt: the operator asked for it in advance. Prints the plan, what cannot
+/// be restored and the report; true when the rollback went through.
+pub(crate) fn roll_back_now(
+    runtime: &tokio::runtime::Runtime,
+    c: &Cluster,
+    r: &mut Reached,
+    target: u64,
+    how: &crate::commands::confirm::How<'_>,
+    printer: &Printer,
+) -> bool {
+    let (lists, errors) = generations::list_all(runtime, c, r);
+    let prepared =
+        if errors.is_empty() { prepare_at(runtime, c, r, lists, target, how.stamp) } else { Err(errors.join("; ")) };
+    let p = match prepared {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("error: cluster `{}`: cannot roll back: {why}", c.name.value);
+            return false;
+        }
+    };
+    let plan = diff(&[(&p.desired, &p.observed, &p.graph)]);
+    printer.stdout(&render_text(&plan));
+    if !caveats(&p, &plan.changes, how.stamp) {
+        return false;
+    }
+    let progress = Progress::new(&plan);
+    let (results, recorded) = execute_prepared(runtime, &p, &plan, r, how.allow_data_loss, how.parallel, &progress);
+    progress.finish();
+    print_report(&plan, &results, &r.failures);
+    recorded && results.iter().all(|r| matches!(r.outcome, ChangeOutcome::Done(_)))
 }
 
 /// The desired state of one cluster at the target generation, from its nodes' records.
@@ -145,7 +186,21 @@ fn prepare(
     }
     let known: BTreeSet<u64> = lists.values().flat_map(|l| l.generations.iter().map(|g| g.number)).collect();
     let target = target(&known, to)?;
-    let current = known.iter().copied().chain(generations::current(r)).max().unwrap_or(0);
+    prepare_at(runtime, c, r, lists, target, stamp)
+}
+
+/// The desired state of the nodes of `r` at generation `target` (0: before the first, when they held
+/// nothing), from the records in `lists`.
+fn prepare_at(
+    runtime: &tokio::runtime::Runtime,
+    c: &Cluster,
+    r: &mut Reached,
+    lists: BTreeMap<String, bai::protocol::ListGenerationsReply>,
+    target: u64,
+    stamp: &Stamp,
+) -> Result<Prepared, String> {
+    let known = lists.values().flat_map(|l| l.generations.iter().map(|g| g.number));
+    let current = known.chain(generations::current(r)).max().unwrap_or(0);
     let mut records: Vec<GenerationRecord> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     for (node, list) in &lists {

@@ -121,7 +121,8 @@ impl AgentClient {
 /// What one answer line means for the call waiting on request `id`: `None` for a late answer to an
 /// earlier, abandoned request.
 fn answer_of<T: DeserializeOwned>(line: &[u8], id: u64) -> Option<Result<T, ClientError>> {
-    let protocol = |e: serde_json::Error| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(line).trim_end()));
+    let protocol =
+        |e: serde_json::Error| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(line).trim_end()));
     let response: RawResponse<'_> = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return Some(Err(protocol(e))),

@@ -7,6 +7,7 @@
 //! reached changed) or stopped as the lab file changes, and one round for `--once`.
 
 pub mod backoff;
+pub mod confirm;
 pub mod drift;
 pub mod event;
 pub mod heal;

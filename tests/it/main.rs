@@ -5,6 +5,7 @@ mod apply_local;
 mod apply_ssh;
 mod ci_example;
 mod cli;
+mod confirm_healthy;
 mod docker;
 mod examples;
 mod flake;

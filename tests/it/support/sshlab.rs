@@ -30,19 +30,32 @@ impl SshLab {
 
     /// Writes the lab: node i's session `job-i` has `env VERSION=versions[i]`.
     pub fn write(&self, versions: &[&str]) {
-        let mut text = format!(
+        let mut text = self.header();
+        for (i, version) in versions.iter().enumerate() {
+            text.push_str(&self.node(i));
+            text.push_str(&format!(
+                "    vfolder \"data-{i}\" node=\"node{i}\"\n    session \"job-{i}\" image=\"box\" node=\"node{i}\" {{\n        env VERSION=\"{version}\"\n        mount \"data-{i}\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n"
+            ));
+        }
+        self.write_text(&(text + "}\n"));
+    }
+
+    /// The cluster's opening: SSH settings and the `box` image; close it with `}`.
+    pub fn header(&self) -> String {
+        format!(
             "cluster \"{}\" {{\n    ssh user=\"bai-test\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n",
             self.cluster,
             self.sshd.client_key_path().display(),
             self.sshd.known_hosts_path().display()
-        );
-        for (i, version) in versions.iter().enumerate() {
-            text.push_str(&format!(
-                "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n    session \"job-{i}\" image=\"box\" node=\"node{i}\" {{\n        env VERSION=\"{version}\"\n        mount \"data-{i}\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n",
-                self.sshd.port(i)
-            ));
-        }
-        text.push_str("}\n");
+        )
+    }
+
+    /// Node i, `node{i}`, on its sshd.
+    pub fn node(&self, i: usize) -> String {
+        format!("    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n", self.sshd.port(i))
+    }
+
+    pub fn write_text(&self, text: &str) {
         std::fs::write(self.path(), text).expect("write lab");
     }
 
