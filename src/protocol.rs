@@ -53,6 +53,9 @@ pub enum Method {
     ListGenerations(ListGenerations),
     /// One generation record (no lease: read-only).
     GetGeneration(GetGeneration),
+    /// The node's key for digesting the cluster's secret values (see [`crate::secret`]); no lease needed
+    /// to read it, the lease needed to create it.
+    SecretKey(SecretKey),
 }
 
 impl Method {
@@ -76,6 +79,7 @@ impl Method {
             Method::RecordGeneration(_) => "record_generation",
             Method::ListGenerations(_) => "list_generations",
             Method::GetGeneration(_) => "get_generation",
+            Method::SecretKey(_) => "secret_key",
         }
     }
 }
@@ -267,7 +271,7 @@ pub struct SetLabels {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateSession {
     pub cluster: String,
     pub node: String,
@@ -277,6 +281,22 @@ pub struct CreateSession {
     pub vfolder_root: String,
     /// Values of `from-env`/`from-file` variables, resolved on the controller. Never logged.
     pub secrets: BTreeMap<String, String>,
+}
+
+/// Shows the secrets' names, never their values.
+impl std::fmt::Debug for CreateSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets: BTreeMap<&str, &str> = self.secrets.keys().map(|k| (k.as_str(), "(sensitive)")).collect();
+        f.debug_struct("CreateSession")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .field("spec_hash", &self.spec_hash)
+            .field("vfolder_root", &self.vfolder_root)
+            .field("secrets", &secrets)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,6 +388,26 @@ pub struct ListGenerationsReply {
 pub struct GetGeneration {
     pub cluster: String,
     pub number: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretKey {
+    pub cluster: String,
+    /// Make the key when the node has none (needs the apply lease); otherwise the reply holds none.
+    pub create: bool,
+}
+
+/// The reply to `secret_key`: the key in hex, `None` when the node has none and none was to be made.
+/// Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretKeyReply {
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretKeyReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKeyReply").field("key", &self.key.as_ref().map(|_| "(sensitive)")).finish()
+    }
 }
 
 /// The container name of a session: `bai.<cluster>.<session>`.

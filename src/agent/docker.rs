@@ -645,7 +645,7 @@ fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<Stri
         }
         let value = match value {
             EnvSpec::Value(v) => v,
-            EnvSpec::FromEnv(_) | EnvSpec::FromFile(_) => req
+            EnvSpec::FromEnv { .. } | EnvSpec::FromFile { .. } => req
                 .secrets
                 .get(name)
                 .ok_or_else(|| format!("the value of secret variable {name} was not sent with the request"))?,
@@ -749,10 +749,8 @@ mod tests {
 
     #[test]
     fn env_holds_values_secrets_and_a_path_led_by_local_bin() {
-        let env = BTreeMap::from([
-            ("A".into(), EnvSpec::Value("1".into())),
-            ("TOKEN".into(), EnvSpec::FromEnv("HF_TOKEN".into())),
-        ]);
+        let env =
+            BTreeMap::from([("A".into(), EnvSpec::Value("1".into())), ("TOKEN".into(), EnvSpec::from_env("HF_TOKEN"))]);
         let req = request(env, BTreeMap::from([("TOKEN".into(), "s3cret".into())]));
         assert_eq!(
             session_env(&req, Some("/opt/conda/bin:/bin")).as_deref(),
@@ -768,7 +766,7 @@ mod tests {
 
     #[test]
     fn env_errors_name_variables_never_values() {
-        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::FromFile("/secret".into()))]);
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::from_file("/secret"))]);
         let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
         assert!(err.contains("TOKEN"), "{err}");
         let env = BTreeMap::from([("PATH".into(), EnvSpec::Value("/evil".into()))]);

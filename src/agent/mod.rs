@@ -9,5 +9,6 @@ pub mod home;
 pub mod inventory;
 pub mod lease;
 pub mod records;
+pub mod secret_key;
 pub mod serve;
 pub mod vfolder;

@@ -176,10 +176,13 @@ impl Agent {
             Method::CreateSession(req) => {
                 self.cluster(&req.cluster, true)?;
                 let root = self.home.expand(&req.vfolder_root);
-                self.engine()?
-                    .create_session(&req, &|name: &str| vfolder::path_of(&root, name))
-                    .await
-                    .map_err(RpcError::from)?;
+                // An engine refusing the container may echo its environment: no secret leaves in an error.
+                self.engine()?.create_session(&req, &|name: &str| vfolder::path_of(&root, name)).await.map_err(
+                    |e| {
+                        let e = RpcError::from(e);
+                        RpcError::new(e.kind, crate::secret::redact(&e.message, req.secrets.values()))
+                    },
+                )?;
                 Ok(serde_json::json!({}))
             }
             Method::RemoveSession(req) => {
@@ -198,6 +201,11 @@ impl Agent {
                 })
             }
             Method::Probe(p) => self.probe(p).await,
+            Method::SecretKey(req) => {
+                let cluster = self.cluster(&req.cluster, req.create)?;
+                let key = crate::agent::secret_key::key(&self.home, &cluster, req.create)?;
+                to_value(&SecretKeyReply { key })
+            }
             Method::Leave(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
                 records::forget(&self.home.cluster_state(&cluster))?;

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::fleet::secrets;
 use bai::generation::Extras;
 use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
+use bai::secret::settle_unknown;
 use bai::state::ClusterState;
 
 use crate::cli::ConvergeArgs;
@@ -97,6 +99,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let mut reached: Vec<Reached> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
     let mut stale = Vec::new();
+    let mut unresolved_secrets = false;
     for c in clusters {
         let mut r = match &saved {
             // Only the nodes the plan changes: the others may change, or be down, without harm.
@@ -119,7 +122,19 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             lock_stale.extend(lockfile::mark_stale(&mut observed, entries, &r.snapshots));
         }
         let desired = match goal {
-            Goal::Apply => ClusterState::desired(c).restrict(&r.reachable()),
+            Goal::Apply => {
+                // Secrets are digested under each node's key (made now if the node has none) before the
+                // diff, so that a changed value plans a replace; one that cannot be read stops the run
+                // before anything changes.
+                let desired = ClusterState::desired(c).restrict(&r.reachable());
+                let (mut desired, unresolved) = runtime.block_on(secrets::keyed(desired, &mut r.conns, true));
+                for message in unresolved.messages() {
+                    eprintln!("error: {message}");
+                }
+                unresolved_secrets |= !unresolved.is_empty();
+                settle_unknown(&mut desired, &observed);
+                desired
+            }
             Goal::Destroy => ClusterState::empty(c.name.value.clone()),
         };
         let graph = match goal {
@@ -128,6 +143,10 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         };
         prepared.push((desired, observed, graph));
         reached.push(r);
+    }
+    if unresolved_secrets {
+        eprintln!("error: nothing was changed: every secret must be readable on the controller to apply");
+        return Outcome::Failed;
     }
     let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
     let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();

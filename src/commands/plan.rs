@@ -131,6 +131,8 @@ pub fn plan_against(
             if let Some(only) = only {
                 desired = desired.restrict(&only.get(c.name.value.as_str()).cloned().unwrap_or_default());
             }
+            // Without the nodes' keys secrets cannot be digested: unknown digests read as unchanged.
+            bai::secret::settle_unknown(&mut desired, &have);
             (desired, have, build_graph(c))
         })
         .collect();

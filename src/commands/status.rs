@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use bai::config::value::format_size_approx;
+use bai::fleet::secrets;
+use bai::secret::{settle_unknown, without_digests};
 use bai::state::ClusterState;
 use bai::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 
@@ -27,10 +29,17 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     let mut text = String::new();
     let mut failed = false;
     for c in &lab.config().clusters {
-        let reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
+        let mut reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
         remote::print_failures(&reached.failures);
         failed |= !reached.failures.is_empty();
-        let desired = ClusterState::desired(c);
+        // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
+        // changed value reads as drift; one that cannot be read here is taken as unchanged.
+        let (mut desired, unresolved) =
+            runtime.block_on(secrets::keyed(ClusterState::desired(c), &mut reached.conns, false));
+        for message in unresolved.messages() {
+            eprintln!("warning: {message} (its value is taken as unchanged)");
+        }
+        settle_unknown(&mut desired, &reached.observed(c));
         let _ = writeln!(text, "cluster `{}`", c.name.value);
         let mut nodes = reached.snapshots.clone();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -91,6 +100,13 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
         }
         for f in &reached.failures {
             let _ = writeln!(text, "  node {}: unreachable", f.node);
+        }
+        // The snapshot shows secrets by reference only: no digest (`bai plan --state` reads an unknown
+        // digest as unchanged).
+        for session in nodes.iter_mut().flat_map(|n| n.sessions.iter_mut()) {
+            if let Some(spec) = session.spec.as_mut() {
+                *spec = without_digests(spec);
+            }
         }
         snapshot.clusters.push(ClusterSnapshot { name: c.name.value.to_string(), nodes });
     }

@@ -22,7 +22,6 @@ use crate::model::{Cluster, ImageSource as ConfigSource};
 use crate::plan::{Action, Change};
 use crate::protocol::*;
 use crate::state::ClusterState;
-use crate::state::spec::EnvSpec;
 use crate::transport::client::ClientError;
 
 /// What happened to one change.
@@ -292,7 +291,8 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let Some(spec) = s.spec.clone() else {
                 return Err(ChangeError::Change(format!("session `{name}` has no spec")));
             };
-            let secrets = resolve_secrets(&name, &spec.env).map_err(ChangeError::Change)?;
+            let secrets =
+                crate::fleet::secrets::values_of(&name, &spec.env).map_err(|e| ChangeError::Change(e.to_string()))?;
             if action == Action::Replace {
                 let _: serde_json::Value = conn
                     .client
@@ -314,25 +314,6 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             Ok("running".into())
         }
     }
-}
-
-/// Values of `from-env` and `from-file` variables, read on the controller. Errors name the variable or
-/// file, never a value.
-fn resolve_secrets(session: &str, env: &BTreeMap<String, EnvSpec>) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for (name, source) in env {
-        let value = match source {
-            EnvSpec::Value(_) => continue,
-            EnvSpec::FromEnv(var) => std::env::var(var).map_err(|_| {
-                format!("session `{session}`: env `{name}` reads `{var}` from the controller's environment, which is not set")
-            })?,
-            EnvSpec::FromFile(path) => std::fs::read_to_string(path)
-                .map(|v| v.strip_suffix('\n').map(str::to_string).unwrap_or(v))
-                .map_err(|e| format!("session `{session}`: env `{name}` reads `{path}`: {e}"))?,
-        };
-        out.insert(name.clone(), value);
-    }
-    Ok(out)
 }
 
 /// What the agent is to enforce for an image with a lock entry. The context or archive about to be sent

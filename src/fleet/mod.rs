@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod execute;
+pub mod secrets;
 pub mod select;
 
 use std::path::PathBuf;

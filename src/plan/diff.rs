@@ -55,6 +55,9 @@ fn field(path: &str, before: Option<serde_json::Value>, after: Option<serde_json
 }
 
 fn reason_of(f: &FieldChange) -> String {
+    if crate::secret::is_secret_change(f) {
+        return crate::secret::reason(f);
+    }
     // Sizes read better in the units a lab is written in; the JSON `fields` keep exact bytes.
     let show = |v: Option<&serde_json::Value>| match (f.path.as_str(), v.and_then(serde_json::Value::as_u64)) {
         ("quota" | "resources.memory", Some(bytes)) => format_size(bytes),
@@ -223,7 +226,12 @@ fn diff_cluster(desired: &ClusterState, observed: &ClusterState) -> Vec<Change> 
             }
             Some(have) if have.hash != want.hash => {
                 let fields = match (&have.spec, &want.spec) {
-                    (Some(a), Some(b)) => changed_fields(&session_fields(a), &session_fields(b)),
+                    (Some(a), Some(b)) => {
+                        let mut fields = changed_fields(&session_fields(a), &session_fields(b));
+                        fields.extend(crate::secret::secret_changes(a, b));
+                        fields.sort_by(|x, y| x.path.cmp(&y.path));
+                        fields
+                    }
                     _ => Vec::new(),
                 };
                 let mut c = with_fields(change(d, id, Some(want.node.as_str()), Action::Replace), fields);

@@ -192,7 +192,8 @@ pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value>
     fields.insert("node".into(), json(&spec.node));
     fields.insert("command".into(), json(&spec.command));
     for (k, v) in &spec.env {
-        fields.insert(format!("env.{k}"), json(v));
+        // A secret shows its reference and `(sensitive)`, never its value or digest.
+        fields.insert(format!("env.{k}"), crate::secret::env_field(v));
     }
     for m in &spec.mounts {
         fields.insert(

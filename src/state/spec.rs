@@ -28,13 +28,108 @@ pub struct SessionSpec {
     pub restart: Restart,
 }
 
-/// An environment variable's source. Secrets appear by reference only, never by value.
+/// An environment variable's source. Secrets appear by reference only, never by value: with the keyed
+/// digest of their value ([`crate::secret`]) once the controller resolved it under the node's key, so that
+/// a changed value changes the spec hash (and replaces the container) without the value being in the spec.
+///
+/// `digest` is `None` where the value cannot be known (`bai diff` of two files, `plan --offline`, a
+/// snapshot written by `bai status`): see [`crate::secret`] for how an unknown digest is compared.
+///
+/// On the wire and in the canonical JSON a variable is one small object: `{"value":"1"}`,
+/// `{"from_env":"VAR"}` or `{"from_file":"/p"}`, a secret with `"digest":"<hex>"` beside its reference
+/// once known. The shape without a digest is the one bai always wrote, so specs recorded by earlier
+/// versions still read, and sessions without secrets keep their hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "EnvWire", from = "EnvWire")]
 pub enum EnvSpec {
     Value(String),
-    FromEnv(String),
-    FromFile(String),
+    FromEnv { var: String, digest: Option<String> },
+    FromFile { path: String, digest: Option<String> },
+}
+
+impl EnvSpec {
+    /// A secret read from the controller's environment, its digest not yet known.
+    pub fn from_env(var: impl Into<String>) -> Self {
+        EnvSpec::FromEnv { var: var.into(), digest: None }
+    }
+
+    /// A secret read from a file on the controller, its digest not yet known.
+    pub fn from_file(path: impl Into<String>) -> Self {
+        EnvSpec::FromFile { path: path.into(), digest: None }
+    }
+
+    /// Whether the value is a secret (resolved on the controller, never shown).
+    pub fn is_secret(&self) -> bool {
+        !matches!(self, EnvSpec::Value(_))
+    }
+
+    /// The keyed digest of a secret's value, when known.
+    pub fn digest(&self) -> Option<&str> {
+        match self {
+            EnvSpec::Value(_) => None,
+            EnvSpec::FromEnv { digest, .. } | EnvSpec::FromFile { digest, .. } => digest.as_deref(),
+        }
+    }
+
+    /// The same source with its digest set (a literal value is left as it is).
+    pub fn with_digest(&self, new: Option<String>) -> Self {
+        match self {
+            EnvSpec::Value(v) => EnvSpec::Value(v.clone()),
+            EnvSpec::FromEnv { var, .. } => EnvSpec::FromEnv { var: var.clone(), digest: new },
+            EnvSpec::FromFile { path, .. } => EnvSpec::FromFile { path: path.clone(), digest: new },
+        }
+    }
+}
+
+/// [`EnvSpec`] as JSON: one object per kind, told apart by its reference key.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum EnvWire {
+    Value(WireValue),
+    FromEnv(WireFromEnv),
+    FromFile(WireFromFile),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireValue {
+    value: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFromEnv {
+    from_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFromFile {
+    from_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+}
+
+impl From<EnvSpec> for EnvWire {
+    fn from(e: EnvSpec) -> Self {
+        match e {
+            EnvSpec::Value(value) => EnvWire::Value(WireValue { value }),
+            EnvSpec::FromEnv { var, digest } => EnvWire::FromEnv(WireFromEnv { from_env: var, digest }),
+            EnvSpec::FromFile { path, digest } => EnvWire::FromFile(WireFromFile { from_file: path, digest }),
+        }
+    }
+}
+
+impl From<EnvWire> for EnvSpec {
+    fn from(w: EnvWire) -> Self {
+        match w {
+            EnvWire::Value(v) => EnvSpec::Value(v.value),
+            EnvWire::FromEnv(v) => EnvSpec::FromEnv { var: v.from_env, digest: v.digest },
+            EnvWire::FromFile(v) => EnvSpec::FromFile { path: v.from_file, digest: v.digest },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -142,8 +237,8 @@ pub fn session_spec(session: &Session, image: Option<&Image>) -> SessionSpec {
             .map(|e| {
                 let value = match &e.value {
                     EnvValue::Literal(v) => EnvSpec::Value(v.clone()),
-                    EnvValue::FromEnv(v) => EnvSpec::FromEnv(v.clone()),
-                    EnvValue::FromFile(p) => EnvSpec::FromFile(p.display().to_string()),
+                    EnvValue::FromEnv(v) => EnvSpec::from_env(v.clone()),
+                    EnvValue::FromFile(p) => EnvSpec::from_file(p.display().to_string()),
                 };
                 (e.name.value.clone(), value)
             })
@@ -197,6 +292,23 @@ mod tests {
         let mut other = spec();
         other.resources.gpus = 1;
         assert_ne!(h, hash_of(&other));
+    }
+
+    #[test]
+    fn secrets_keep_their_old_shape_until_a_digest_is_known() {
+        let mut s = spec();
+        s.env.insert("T".into(), EnvSpec::from_env("TOKEN"));
+        s.env.insert("F".into(), EnvSpec::from_file("/run/f"));
+        let json = serde_json::to_string(&s.env).unwrap_or_default();
+        assert_eq!(json, r#"{"A":{"value":"1"},"F":{"from_file":"/run/f"},"T":{"from_env":"TOKEN"}}"#);
+        let before = hash_of(&s);
+        s.env.insert("T".into(), EnvSpec::FromEnv { var: "TOKEN".into(), digest: Some("ab".into()) });
+        let json = serde_json::to_string(&s.env).unwrap_or_default();
+        assert!(json.contains(r#""T":{"from_env":"TOKEN","digest":"ab"}"#), "{json}");
+        assert_ne!(hash_of(&s), before);
+        let back: SessionSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap_or_default()).expect("reads");
+        assert_eq!(back, s);
+        assert!(serde_json::from_str::<EnvSpec>(r#"{"value":"1","from_env":"X"}"#).is_err());
     }
 
     #[test]

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::fleet::{self, execute};
+use crate::fleet::{self, execute, secrets};
 use crate::graph::{Kind, ResourceId, build_graph};
 use crate::model::NodeName;
 use crate::plan::{Action, Change, diff};
+use crate::secret::settle_unknown;
 use crate::state::ClusterState;
 use crate::watch::Watched;
 use crate::watch::drift::Drift;
@@ -67,11 +68,14 @@ async fn heal_node(
     let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await.map_err(|f| f.message)?;
     let observed = ClusterState::observed(&cluster.name.value, vec![snapshot]);
     let only: BTreeSet<NodeName> = [NodeName(node.to_string())].into_iter().collect();
-    let desired = ClusterState::desired(cluster).restrict(&only);
+    let mut conns = BTreeMap::from([(node.to_string(), conn)]);
+    // As `apply` does: secrets digested under the node's key; one that cannot be read is taken as
+    // unchanged here, and fails its session's creation with a message naming it.
+    let (mut desired, _) = secrets::keyed(ClusterState::desired(cluster).restrict(&only), &mut conns, true).await;
+    settle_unknown(&mut desired, &observed);
     let graph = build_graph(cluster);
     let plan = diff(&[(&desired, &observed, &graph)]);
     let changes = heal_changes(&plan.changes, drifted, node, &desired);
-    let mut conns = BTreeMap::from([(node.to_string(), conn)]);
     let input = execute::Input {
         cluster,
         desired: &desired,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod rate;
+pub mod secrets;
 pub mod settings;
 pub mod status;
 pub mod table;
@@ -63,13 +64,20 @@ pub struct NodeSessions {
     pub hashes: BTreeMap<String, String>,
     /// Indices into `cluster.sessions` of this node's sessions that declare a `health` check.
     pub checked: Vec<usize>,
+    /// Specs (digests unknown) of this node's sessions that hold secrets: their hashes in `hashes` are
+    /// without digests, and the node's task computes the real ones under the node's key.
+    pub secret: BTreeMap<String, crate::state::spec::SessionSpec>,
 }
 
 impl Watched {
     pub fn new(cluster: Cluster) -> Self {
         let mut nodes: BTreeMap<String, NodeSessions> = BTreeMap::new();
         for (name, s) in ClusterState::desired(&cluster).sessions {
-            nodes.entry(s.node.to_string()).or_default().hashes.insert(name.to_string(), s.hash);
+            let entry = nodes.entry(s.node.to_string()).or_default();
+            if let Some(spec) = s.spec.filter(|sp| sp.env.values().any(crate::state::spec::EnvSpec::is_secret)) {
+                entry.secret.insert(name.to_string(), spec);
+            }
+            entry.hashes.insert(name.to_string(), s.hash);
         }
         for (i, s) in cluster.sessions.iter().enumerate().filter(|(_, s)| s.health.is_some()) {
             nodes.entry(s.node.value.to_string()).or_default().checked.push(i);

@@ -21,6 +21,7 @@ use crate::watch::backoff::Backoff;
 use crate::watch::drift::{Drift, DriftKind, drift};
 use crate::watch::event::Event;
 use crate::watch::rate::HealLimit;
+use crate::watch::secrets::KeyedHashes;
 use crate::watch::settings::{Timing, health_timing, node_timing};
 use crate::watch::status::{FleetStatus, HealthStatus, NodeState, NodeStatus, SessionStatus, Verdict};
 use crate::watch::threshold::Threshold;
@@ -90,6 +91,9 @@ struct NodeTask {
     rounds: u64,
     idle_probe_at: Option<Instant>,
     heal: Option<JoinHandle<()>>,
+    /// Hashes of this node's sessions with secrets, for the file version they were computed for; made
+    /// again for a new connection (the node's key may have changed) or a new file version.
+    keyed: Option<(Arc<Watched>, KeyedHashes)>,
 }
 
 /// Watches `node` of the cluster in `spec` until the task is aborted or the node leaves the file.
@@ -121,6 +125,7 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
                 match result {
                     Ok(conn) => {
                         task.conn = Some(conn);
+                        task.keyed = None;
                         backoff.reset();
                         next_round = first_round(timing.interval);
                         if task.last_error.take().is_some() {
@@ -259,6 +264,7 @@ impl NodeTask {
             rounds: 0,
             idle_probe_at: None,
             heal: None,
+            keyed: None,
         }
     }
 
@@ -399,6 +405,7 @@ impl NodeTask {
                 timeout_ms: timing.timeout.as_millis() as u64,
             });
         }
+        let mut keyed = if here.secret.is_empty() { None } else { self.keyed_hashes(watched).await };
         let Some(conn) = self.conn.as_mut() else { return };
         let request = Method::Probe(Probe { cluster: self.cluster.clone(), node: self.node.clone(), checks });
         let node_timeout = node_timing.timeout;
@@ -416,7 +423,25 @@ impl NodeTask {
                 return;
             }
         };
+        if let Some(k) = keyed.as_mut() {
+            k.settle(&reply.sessions);
+        }
+        let desired = keyed.as_ref().map_or(desired, |k| &k.hashes);
         self.absorb(watched, desired, reply, node_timing);
+    }
+
+    /// This node's hashes with its secrets digested, from the cache when it is for this connection
+    /// and file version; `None` when not connected.
+    async fn keyed_hashes(&mut self, watched: &Arc<Watched>) -> Option<KeyedHashes> {
+        if let Some((version, hashes)) = &self.keyed
+            && Arc::ptr_eq(version, watched)
+        {
+            return Some(hashes.clone());
+        }
+        let conn = self.conn.as_mut()?;
+        let hashes = KeyedHashes::fetch(watched, &self.node, conn).await;
+        self.keyed = Some((watched.clone(), hashes.clone()));
+        Some(hashes)
     }
 
     fn track(&mut self, session: &str, timing: &Timing) -> &mut SessionTrack {

@@ -110,7 +110,7 @@ async fn create_session_builds_the_container_bai_promises() {
         MountSpec { vfolder: "data".into(), destination: "/home/work/data".into(), readonly: true },
     ];
     let mut spec = spec(&["/bin/busybox", "sleep", "300"], mounts);
-    spec.env.insert("S".into(), EnvSpec::FromEnv("S_ON_CONTROLLER".into()));
+    spec.env.insert("S".into(), EnvSpec::from_env("S_ON_CONTROLLER"));
     spec.restart = Restart::OnFailure;
     spec.resources = ResourceSpec { cpus: Some(0.5), memory: Some(64 << 20), gpus: 0 };
     spec.ports.insert("http".into(), 8080);
@@ -260,7 +260,7 @@ async fn session_refusals_name_what_is_missing_but_never_a_secret() {
     let cluster = unique("t");
     let _cleanup = Cleanup::new(&cluster);
     let mut with_secret = spec(&[], vec![]);
-    with_secret.env.insert("TOKEN".into(), EnvSpec::FromFile("/run/secret".into()));
+    with_secret.env.insert("TOKEN".into(), EnvSpec::from_file("/run/secret"));
     with_secret.env.insert("A".into(), EnvSpec::Value("visible".into()));
     let mut req = request(&cluster, "train", with_secret);
     let err = engine.create_session(&req, &no_vfolders).await.expect_err("a missing secret is refused");

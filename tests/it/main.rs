@@ -18,6 +18,7 @@ mod plan;
 mod rules;
 mod saved_plan;
 mod schemas;
+mod secrets;
 mod ssh;
 mod support;
 mod watch;

@@ -1,0 +1,213 @@
+//! Secrets at the controller's edge: reading `from-env` and `from-file` values, and digesting them under
+//! each node's key so that the pure core can compare desired with observed state ([`crate::secret`]).
+//!
+//! Values are read where they are needed and dropped after: for the digests when a command compares
+//! (apply, status, watch), and again by the executor when it creates a container (they travel to the
+//! agent in `CreateSession::secrets` for the container's environment). Errors name the session, the
+//! variable and the environment variable or file; never a value. [`Value`] hides itself from `Debug`.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
+
+use crate::fleet::NodeConn;
+use crate::protocol::{Method, SecretKey, SecretKeyReply};
+use crate::secret::{Digests, digest};
+use crate::state::ClusterState;
+use crate::state::spec::EnvSpec;
+
+/// A secret's value. Its `Debug` shows `(sensitive)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Value(String);
+
+impl Value {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::secret::SENSITIVE)
+    }
+}
+
+/// Why a secret could not be read on the controller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+pub enum SecretError {
+    #[error("session `{session}`: env `{name}` reads `{var}` from the controller's environment, which is not set")]
+    #[diagnostic(code(bai::secret::unset), help("set `{var}` in the environment that runs bai"))]
+    Unset { session: String, name: String, var: String },
+    #[error("session `{session}`: env `{name}` reads `{var}` from the controller's environment, which is not UTF-8")]
+    #[diagnostic(code(bai::secret::not_unicode))]
+    NotUnicode { session: String, name: String, var: String },
+    #[error("session `{session}`: env `{name}` reads file `{path}`: {reason}")]
+    #[diagnostic(code(bai::secret::file))]
+    File { session: String, name: String, path: String, reason: String },
+}
+
+/// Reads one secret. A file's one trailing newline is not part of the value (`echo token > file`).
+pub fn read(session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
+    let who = || (session.to_string(), name.to_string());
+    match source {
+        EnvSpec::Value(_) => Ok(None),
+        EnvSpec::FromEnv { var, .. } => match std::env::var(var) {
+            Ok(v) => Ok(Some(Value(v))),
+            Err(std::env::VarError::NotPresent) => {
+                let (session, name) = who();
+                Err(SecretError::Unset { session, name, var: var.clone() })
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                let (session, name) = who();
+                Err(SecretError::NotUnicode { session, name, var: var.clone() })
+            }
+        },
+        EnvSpec::FromFile { path, .. } => match std::fs::read_to_string(path) {
+            Ok(v) => Ok(Some(Value(v.strip_suffix('\n').map(str::to_string).unwrap_or(v)))),
+            Err(e) => {
+                let (session, name) = who();
+                // The I/O error's text names the failure (not found, permission denied), never content.
+                Err(SecretError::File { session, name, path: path.clone(), reason: e.to_string() })
+            }
+        },
+    }
+}
+
+/// The values of one session's secrets by variable name, for the container's environment.
+pub fn values_of(session: &str, env: &BTreeMap<String, EnvSpec>) -> Result<BTreeMap<String, String>, SecretError> {
+    let mut out = BTreeMap::new();
+    for (name, source) in env {
+        if let Some(v) = read(session, name, source)? {
+            out.insert(name.clone(), v.0);
+        }
+    }
+    Ok(out)
+}
+
+/// Every secret of the sessions of `desired`, by (session, variable), and the ones that could not be
+/// read. Callers decide: `apply` stops at any error, `status` and `watch` leave those digests unknown.
+pub fn resolve(desired: &ClusterState) -> (BTreeMap<(String, String), Value>, Vec<SecretError>) {
+    let mut values = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (session, s) in &desired.sessions {
+        for (name, source) in s.spec.iter().flat_map(|spec| &spec.env) {
+            match read(session.as_str(), name, source) {
+                Ok(Some(v)) => {
+                    values.insert((session.to_string(), name.clone()), v);
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    (values, errors)
+}
+
+/// The node's key for the cluster, decoded; `Ok(None)` when the node has none and `create` is off.
+/// With `create` the connection must hold the apply lease.
+pub async fn node_key(conn: &mut NodeConn, cluster: &str, create: bool) -> Result<Option<Vec<u8>>, String> {
+    let node = conn.node.clone();
+    let reply: SecretKeyReply = conn
+        .client
+        .call(Method::SecretKey(SecretKey { cluster: cluster.to_string(), create }))
+        .await
+        .map_err(|e| format!("node `{node}`: cannot get its secret key: {e}"))?;
+    match reply.key {
+        None => Ok(None),
+        Some(hex) => decode_hex(&hex).map(Some).ok_or_else(|| format!("node `{node}`: its secret key is not hex")),
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
+/// The digests of `values` for the sessions `desired` puts on `node`, under that node's `key`.
+pub fn digests_on(
+    desired: &ClusterState,
+    node: &str,
+    key: &[u8],
+    values: &BTreeMap<(String, String), Value>,
+) -> Digests {
+    values
+        .iter()
+        .filter(|((session, _), _)| desired.sessions.get(session.as_str()).is_some_and(|s| s.node.as_str() == node))
+        .map(|(k, v)| (k.clone(), digest(key, v.0.as_bytes())))
+        .collect()
+}
+
+fn has_secrets_on(desired: &ClusterState, node: &str) -> bool {
+    desired
+        .sessions
+        .values()
+        .any(|s| s.node.as_str() == node && s.spec.as_ref().is_some_and(|sp| sp.env.values().any(EnvSpec::is_secret)))
+}
+
+/// What [`keyed`] could not do: secrets not read and nodes whose key could not be had, each a message
+/// that names no value.
+#[derive(Debug, Default)]
+pub struct Unresolved {
+    pub secrets: Vec<SecretError>,
+    pub nodes: Vec<String>,
+}
+
+impl Unresolved {
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.nodes.is_empty()
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.secrets.iter().map(ToString::to_string).chain(self.nodes.iter().cloned()).collect()
+    }
+}
+
+/// `desired` with the digest of every secret it can resolve, each under the key of the node of its
+/// session, fetched over `conns` (made with `create`, which needs the apply lease). Only nodes that host
+/// a session with a secret are asked. What cannot be resolved keeps an unknown digest and is returned.
+pub async fn keyed(
+    desired: ClusterState,
+    conns: &mut BTreeMap<String, NodeConn>,
+    create: bool,
+) -> (ClusterState, Unresolved) {
+    let (values, secrets) = resolve(&desired);
+    let cluster = desired.name.to_string();
+    let asks = conns.iter_mut().filter(|(node, _)| has_secrets_on(&desired, node)).map(|(node, conn)| {
+        let cluster = cluster.clone();
+        async move { (node.clone(), node_key(conn, &cluster, create).await) }
+    });
+    let mut digests = Digests::new();
+    let mut nodes = Vec::new();
+    for (node, key) in join_all(asks).await {
+        match key {
+            Ok(Some(key)) => digests.extend(digests_on(&desired, &node, &key, &values)),
+            Ok(None) => {}
+            Err(e) => nodes.push(e),
+        }
+    }
+    (desired.with_digests(&digests), Unresolved { secrets, nodes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_source_never_the_value_and_debug_hides_values() {
+        let err = read("job-a", "TOKEN", &EnvSpec::from_env("BAI_TEST_SURELY_UNSET_VAR")).expect_err("unset");
+        assert_eq!(
+            err.to_string(),
+            "session `job-a`: env `TOKEN` reads `BAI_TEST_SURELY_UNSET_VAR` from the controller's environment, which is not set"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret-value\n").expect("write");
+        let v = read("job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect("read").expect("secret");
+        assert_eq!(v.expose(), "s3cret-value");
+        assert_eq!(format!("{v:?}"), "(sensitive)");
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0g"), None);
+    }
+}

@@ -1,0 +1,300 @@
+//! Secrets in the pure core: the keyed digest that stands for a secret's value in a session's spec, how
+//! an unknown digest is compared, and how a secret is shown (`(sensitive)`, never its value or digest).
+//!
+//! Why a digest at all: a session's spec hash decides whether its container is replaced, and a secret
+//! whose value changed must replace the container that holds the old value. The value itself must never
+//! enter the spec (the spec is recorded on the container, and its hash is shown in plans, status, labels
+//! and CI logs), so the spec carries HMAC-SHA256(key, value) instead.
+//!
+//! Why keyed, and why the key lives on the node: a plain SHA-256 of a short token can be brute-forced by
+//! anyone who reads a CI log. The key is 32 random bytes kept by each node's agent per cluster (mode
+//! 0600, see `agent::secret_key`), handed only to a controller that speaks to the agent, and held in the
+//! controller's memory only while it works. Readers of plans, status or labels never see it. And because
+//! the key is the node's, every controller (an operator's laptop, CI) computes the same digest, which a
+//! key of each controller's own could not give.
+//!
+//! An unknown digest: where the value cannot be known (`bai diff` of two files, `plan --offline` or
+//! `--state`, a variable missing on the machine that runs `bai status` or `bai watch`), the desired spec
+//! has `digest: None`. Such a session must not be planned for replacement on that account alone, so
+//! [`settle_unknown`] treats an unknown desired digest as equal to the observed one: when the desired
+//! spec and the observed spec are the same apart from digests, the desired session takes the observed
+//! spec and hash.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::plan::FieldChange;
+use crate::state::spec::{EnvSpec, SessionSpec, hash_of, hex_digest};
+use crate::state::{ClusterState, SessionState};
+
+/// How a secret's value (and its digest) is shown everywhere bai prints.
+pub const SENSITIVE: &str = "(sensitive)";
+
+/// Digests of secret values by (session, variable name).
+pub type Digests = BTreeMap<(String, String), String>;
+
+/// Lowercase hex HMAC-SHA256 of a secret's value under a node's key.
+pub fn digest(key: &[u8], value: &[u8]) -> String {
+    // HMAC takes a key of any length; the error case cannot happen.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(value);
+    hex_digest(&mac.finalize().into_bytes())
+}
+
+/// Sets the digests of `spec`'s secrets from `digests` (by `session`); returns whether any changed.
+pub fn fill(spec: &mut SessionSpec, session: &str, digests: &Digests) -> bool {
+    let mut changed = false;
+    for (name, env) in spec.env.iter_mut() {
+        if !env.is_secret() {
+            continue;
+        }
+        if let Some(d) = digests.get(&(session.to_string(), name.clone()))
+            && env.digest() != Some(d.as_str())
+        {
+            *env = env.with_digest(Some(d.clone()));
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Whether a spec has a secret whose digest is not known.
+pub fn has_unknown(spec: &SessionSpec) -> bool {
+    spec.env.values().any(|e| e.is_secret() && e.digest().is_none())
+}
+
+/// The spec with every digest forgotten: what two specs are compared by when one side cannot know them.
+pub fn without_digests(spec: &SessionSpec) -> SessionSpec {
+    let mut out = spec.clone();
+    for env in out.env.values_mut() {
+        *env = env.with_digest(None);
+    }
+    out
+}
+
+/// Whether `desired`, its unknown digests taken as the observed ones, is `observed`: a known digest
+/// must still match, and a node that reported no digest (a status snapshot) matches an unknown one.
+pub fn same_but_unknown(desired: &SessionSpec, observed: &SessionSpec) -> bool {
+    if !has_unknown(desired) {
+        return false;
+    }
+    let mut filled = desired.clone();
+    for (name, env) in filled.env.iter_mut() {
+        if let (true, None, Some(seen)) = (env.is_secret(), env.digest(), observed.env.get(name))
+            && env.with_digest(None) == seen.with_digest(None)
+        {
+            *env = seen.clone();
+        }
+    }
+    filled == *observed
+}
+
+impl ClusterState {
+    /// Desired state with each secret's digest filled in (the hashes recomputed): the digests come from
+    /// the controller, which resolved the values and asked each node for its key.
+    pub fn with_digests(mut self, digests: &Digests) -> Self {
+        for (name, s) in self.sessions.iter_mut() {
+            if let Some(spec) = s.spec.as_mut()
+                && fill(spec, name.as_str(), digests)
+            {
+                s.hash = hash_of(spec);
+            }
+        }
+        self
+    }
+}
+
+/// Applies the unknown-digest rule (see the module doc) to every desired session with an unknown digest.
+pub fn settle_unknown(desired: &mut ClusterState, observed: &ClusterState) {
+    for (name, want) in desired.sessions.iter_mut() {
+        let Some(have) = observed.sessions.get(name) else { continue };
+        settle_session(want, have.spec.as_ref(), &have.hash);
+    }
+}
+
+/// The unknown-digest rule for one session, against the spec and hash a node reported.
+pub fn settle_session(want: &mut SessionState, observed: Option<&SessionSpec>, observed_hash: &str) {
+    if let (Some(spec), Some(seen)) = (want.spec.as_ref(), observed)
+        && same_but_unknown(spec, seen)
+    {
+        want.spec = Some(seen.clone());
+        want.hash = observed_hash.to_string();
+    }
+}
+
+/// An env variable as a plan shows it: a literal's value, a secret's reference with `(sensitive)` in
+/// place of its value. The digest is left out: it changes when the value does, which
+/// [`secret_changes`] reports without showing it.
+pub fn env_field(env: &EnvSpec) -> serde_json::Value {
+    match env {
+        EnvSpec::Value(v) => serde_json::json!({ "value": v }),
+        EnvSpec::FromEnv { var, .. } => serde_json::json!({ "from_env": var, "value": SENSITIVE }),
+        EnvSpec::FromFile { path, .. } => serde_json::json!({ "from_file": path, "value": SENSITIVE }),
+    }
+}
+
+/// The secrets whose value changed while their reference stayed: both digests known and different.
+/// Shown as `(sensitive)` on both sides; [`reason`] words it.
+pub fn secret_changes(before: &SessionSpec, after: &SessionSpec) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    for (name, b) in &before.env {
+        let Some(a) = after.env.get(name) else { continue };
+        let same_reference = b.with_digest(None) == a.with_digest(None);
+        if let (true, Some(old), Some(new)) = (same_reference && b.is_secret(), b.digest(), a.digest())
+            && old != new
+        {
+            out.push(FieldChange {
+                path: format!("env.{name}"),
+                before: Some(SENSITIVE.into()),
+                after: Some(SENSITIVE.into()),
+            });
+        }
+    }
+    out
+}
+
+/// Whether a field change is a secret's value change (as made by [`secret_changes`]).
+pub fn is_secret_change(f: &FieldChange) -> bool {
+    let sensitive = Some(serde_json::Value::from(SENSITIVE));
+    f.path.starts_with("env.") && f.before == sensitive && f.after == sensitive
+}
+
+/// The plan's reason for a secret's value change.
+pub fn reason(f: &FieldChange) -> String {
+    format!("`{}`: {SENSITIVE} → {SENSITIVE} (the secret's value changed)", f.path)
+}
+
+/// `message` with every secret value in `values` replaced by `(sensitive)`: for error text that may echo
+/// what it was given (an engine refusing a container's environment). Every non-empty value is replaced,
+/// even a short one that mangles other words: a garbled message is better than a leaked secret.
+pub fn redact<'a>(message: &str, values: impl IntoIterator<Item = &'a String>) -> String {
+    let mut values: Vec<&String> = values.into_iter().filter(|v| !v.is_empty()).collect();
+    // Longest first, so that a value holding another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = message.to_string();
+    for v in values {
+        out = out.replace(v.as_str(), SENSITIVE);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClusterName, NodeName, Restart, SessionName};
+    use crate::state::spec::ResourceSpec;
+
+    fn spec(env: &[(&str, EnvSpec)]) -> SessionSpec {
+        SessionSpec {
+            image: "box".into(),
+            image_ref: "lab/box:1".into(),
+            image_digest: None,
+            node: "n1".into(),
+            command: vec![],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            mounts: vec![],
+            resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+            ports: BTreeMap::new(),
+            restart: Restart::No,
+        }
+    }
+
+    fn state(spec: SessionSpec) -> ClusterState {
+        let mut s = ClusterState::empty(ClusterName("lab".into()));
+        s.sessions.insert(
+            SessionName("job-a".into()),
+            SessionState { node: NodeName("n1".into()), hash: hash_of(&spec), spec: Some(spec), container: None },
+        );
+        s
+    }
+
+    fn known(d: &str) -> EnvSpec {
+        EnvSpec::FromEnv { var: "TOKEN".into(), digest: Some(d.into()) }
+    }
+
+    #[test]
+    fn digest_is_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            digest(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_ne!(digest(&[1; 32], b"s3cret"), digest(&[2; 32], b"s3cret"), "the key matters");
+        assert_ne!(digest(&[1; 32], b"s3cret"), digest(&[1; 32], b"s3cret2"));
+    }
+
+    #[test]
+    fn digests_fill_the_spec_and_change_the_hash() {
+        let desired = state(spec(&[("T", EnvSpec::from_env("TOKEN")), ("A", EnvSpec::Value("1".into()))]));
+        let before = desired.sessions.values().next().map(|s| s.hash.clone());
+        let digests = Digests::from([(("job-a".into(), "T".into()), "d1".into())]);
+        let filled = desired.with_digests(&digests);
+        let s = filled.sessions.values().next().expect("one session");
+        assert_eq!(s.spec.as_ref().and_then(|sp| sp.env["T"].digest()), Some("d1"));
+        assert_eq!(s.spec.as_ref().map(|sp| sp.env["A"].clone()), Some(EnvSpec::Value("1".into())));
+        assert_ne!(Some(s.hash.clone()), before);
+        assert_eq!(s.hash, hash_of(s.spec.as_ref().expect("spec")));
+    }
+
+    #[test]
+    fn an_unknown_digest_reads_as_the_observed_one() {
+        let observed = state(spec(&[("T", known("d1"))]));
+        let mut desired = state(spec(&[("T", EnvSpec::from_env("TOKEN"))]));
+        settle_unknown(&mut desired, &observed);
+        assert_eq!(desired, observed, "same spec apart from the digest: no change planned");
+
+        // A node that reported no digest (a status snapshot) settles the same way.
+        let redacted = state(spec(&[("T", EnvSpec::from_env("TOKEN"))]));
+        let mut desired = state(spec(&[("T", EnvSpec::from_env("TOKEN"))]));
+        settle_unknown(&mut desired, &redacted);
+        assert_eq!(desired, redacted);
+
+        // Anything else that differs still shows, and a known digest is never overridden.
+        let mut other = state(spec(&[("T", EnvSpec::from_env("OTHER"))]));
+        settle_unknown(&mut other, &observed);
+        assert_ne!(other.sessions.values().next().map(|s| &s.hash), observed.sessions.values().next().map(|s| &s.hash));
+        let mut changed = state(spec(&[("T", known("d2"))]));
+        settle_unknown(&mut changed, &observed);
+        assert_ne!(changed, observed);
+
+        // With two secrets, one unknown and one known to have changed: the change still shows.
+        let observed = state(spec(&[
+            ("T", known("d1")),
+            ("U", EnvSpec::FromFile { path: "/u".into(), digest: Some("e1".into()) }),
+        ]));
+        let mut desired = state(spec(&[("T", known("d2")), ("U", EnvSpec::from_file("/u"))]));
+        settle_unknown(&mut desired, &observed);
+        assert_ne!(desired, observed);
+        let mut desired = state(spec(&[("T", known("d1")), ("U", EnvSpec::from_file("/u"))]));
+        settle_unknown(&mut desired, &observed);
+        assert_eq!(desired, observed);
+    }
+
+    #[test]
+    fn secrets_show_as_sensitive_and_a_value_change_says_so() {
+        let field = env_field(&known("d1"));
+        assert_eq!(field, serde_json::json!({"from_env": "TOKEN", "value": "(sensitive)"}));
+        assert!(!field.to_string().contains("d1"));
+        assert_eq!(env_field(&EnvSpec::Value("1".into())), serde_json::json!({"value": "1"}));
+
+        let changes = secret_changes(&spec(&[("T", known("d1"))]), &spec(&[("T", known("d2"))]));
+        assert_eq!(changes.len(), 1);
+        assert!(is_secret_change(&changes[0]));
+        assert_eq!(reason(&changes[0]), "`env.T`: (sensitive) → (sensitive) (the secret's value changed)");
+        assert!(secret_changes(&spec(&[("T", known("d1"))]), &spec(&[("T", known("d1"))])).is_empty());
+        assert!(secret_changes(&spec(&[("T", known("d1"))]), &spec(&[("T", EnvSpec::from_env("TOKEN"))])).is_empty());
+    }
+
+    #[test]
+    fn redaction_replaces_every_value() {
+        let values = ["hunter22".to_string(), "hunter2".to_string(), String::new()];
+        assert_eq!(
+            redact("env X=hunter22 and Y=hunter2 refused", &values),
+            "env X=(sensitive) and Y=(sensitive) refused"
+        );
+    }
+}
