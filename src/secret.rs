@@ -290,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_shows_a_changed_secret_as_sensitive_and_never_its_digest() {
+        let observed = state(spec(&[("T", known("d1digest")), ("A", EnvSpec::Value("1".into()))]));
+        let desired = state(spec(&[("T", known("d2digest")), ("A", EnvSpec::Value("2".into()))]));
+        let graph = crate::graph::ResourceGraph::default();
+        let plan = crate::plan::diff(&[(&desired, &observed, &graph)]);
+        let text = crate::plan::render_text(&plan);
+        assert!(text.contains("-/+ session:job-a"), "{text}");
+        assert!(text.contains("`env.T`: (sensitive) → (sensitive) (the secret's value changed)"), "{text}");
+        assert!(text.contains("`env.A`"), "{text}");
+        for rendered in [text, crate::plan::render_json(&plan), crate::plan::render_markdown(&plan)] {
+            assert!(!rendered.contains("d1digest") && !rendered.contains("d2digest"), "{rendered}");
+        }
+    }
+
+    #[test]
     fn redaction_replaces_every_value() {
         let values = ["hunter22".to_string(), "hunter2".to_string(), String::new()];
         assert_eq!(

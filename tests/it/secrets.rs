@@ -234,6 +234,13 @@ fn secrets_reach_the_container_and_nothing_else_and_a_changed_value_replaces_its
     assert!(lab.env_of("from-file").contains(&format!("FILE_TOKEN={f2}")));
     assert_code(&lab.run(Some(&v2), &["watch", "--once"]), 0);
 
-    lab.assert_nowhere(&[&v1, &v2, &v3, &f1, &f2]);
-    assert_code(&lab.run(Some(&v2), &["destroy", "--yes"]), 0);
+    // The watcher heals a changed value as apply does, and then sees nothing amiss.
+    let v4 = planted("env-four");
+    let healed = lab.run(Some(&v4), &["watch", "--once", "--heal"]);
+    assert!(stdout_of(&healed).contains("from-env"), "{}\n{}", stdout_of(&healed), stderr_of(&healed));
+    assert!(lab.env_of("from-env").contains(&format!("TOKEN={v4}")), "healed with the new value");
+    assert_code(&lab.run(Some(&v4), &["watch", "--once"]), 0);
+
+    lab.assert_nowhere(&[&v1, &v2, &v3, &v4, &f1, &f2]);
+    assert_code(&lab.run(Some(&v4), &["destroy", "--yes"]), 0);
 }
