@@ -137,35 +137,45 @@ pub fn env_field(env: &EnvSpec) -> serde_json::Value {
     }
 }
 
-/// The secrets whose value changed while their reference stayed: both digests known and different.
-/// Shown as `(sensitive)` on both sides; [`reason`] words it.
+/// How the before side of a secret reads when the node recorded no digest of it (a container made by a
+/// bai from before digests): replaced once, and the plan says why.
+const UNRECORDED: &str = "(sensitive, no digest recorded)";
+
+/// The secrets whose value changed while their reference stayed: both digests known and different, or
+/// one about to be recorded where the node has none. Shown as `(sensitive)`; [`reason`] words it.
 pub fn secret_changes(before: &SessionSpec, after: &SessionSpec) -> Vec<FieldChange> {
     let mut out = Vec::new();
     for (name, b) in &before.env {
         let Some(a) = after.env.get(name) else { continue };
-        let same_reference = b.with_digest(None) == a.with_digest(None);
-        if let (true, Some(old), Some(new)) = (same_reference && b.is_secret(), b.digest(), a.digest())
-            && old != new
-        {
-            out.push(FieldChange {
-                path: format!("env.{name}"),
-                before: Some(SENSITIVE.into()),
-                after: Some(SENSITIVE.into()),
-            });
+        if !b.is_secret() || b.with_digest(None) != a.with_digest(None) {
+            continue;
         }
+        let was = match (b.digest(), a.digest()) {
+            (Some(old), Some(new)) if old != new => SENSITIVE,
+            (None, Some(_)) => UNRECORDED,
+            _ => continue,
+        };
+        out.push(FieldChange { path: format!("env.{name}"), before: Some(was.into()), after: Some(SENSITIVE.into()) });
     }
     out
 }
 
-/// Whether a field change is a secret's value change (as made by [`secret_changes`]).
+/// Whether a field change is a secret's (as made by [`secret_changes`]).
 pub fn is_secret_change(f: &FieldChange) -> bool {
-    let sensitive = Some(serde_json::Value::from(SENSITIVE));
-    f.path.starts_with("env.") && f.before == sensitive && f.after == sensitive
+    let is = |v: &Option<serde_json::Value>, what: &str| v.as_ref().and_then(serde_json::Value::as_str) == Some(what);
+    f.path.starts_with("env.") && (is(&f.before, SENSITIVE) || is(&f.before, UNRECORDED)) && is(&f.after, SENSITIVE)
 }
 
-/// The plan's reason for a secret's value change.
+/// The plan's reason for a secret's change.
 pub fn reason(f: &FieldChange) -> String {
-    format!("`{}`: {SENSITIVE} → {SENSITIVE} (the secret's value changed)", f.path)
+    if f.before == f.after {
+        format!("`{}`: {SENSITIVE} → {SENSITIVE} (the secret's value changed)", f.path)
+    } else {
+        format!(
+            "`{}`: {SENSITIVE} → {SENSITIVE} (its container was made by an earlier bai that recorded no digest)",
+            f.path
+        )
+    }
 }
 
 /// `message` with every secret value in `values` replaced by `(sensitive)`: for error text that may echo
@@ -287,6 +297,10 @@ mod tests {
         assert_eq!(reason(&changes[0]), "`env.T`: (sensitive) → (sensitive) (the secret's value changed)");
         assert!(secret_changes(&spec(&[("T", known("d1"))]), &spec(&[("T", known("d1"))])).is_empty());
         assert!(secret_changes(&spec(&[("T", known("d1"))]), &spec(&[("T", EnvSpec::from_env("TOKEN"))])).is_empty());
+        let upgrade = secret_changes(&spec(&[("T", EnvSpec::from_env("TOKEN"))]), &spec(&[("T", known("d1"))]));
+        assert_eq!(upgrade.len(), 1);
+        assert!(is_secret_change(&upgrade[0]));
+        assert!(reason(&upgrade[0]).contains("recorded no digest"), "{}", reason(&upgrade[0]));
     }
 
     #[test]
