@@ -457,7 +457,7 @@ mod tests {
             image_digest: None,
             node: node.into(),
             command: vec!["sleep".into()],
-            env: BTreeMap::from([("V".into(), EnvSpec::Value("1".into())), ("S".into(), EnvSpec::FromEnv("X".into()))]),
+            env: BTreeMap::from([("V".into(), EnvSpec::Value("1".into())), ("S".into(), EnvSpec::from_env("X"))]),
             mounts: mounts
                 .iter()
                 .map(|m| MountSpec { vfolder: m.to_string(), destination: format!("/home/work/{m}"), readonly: false })

@@ -236,6 +236,13 @@ fn prepare_at(
     let (desired, extras) = state_of(&c.name.value, &refs);
     let desired = desired.restrict(&selected);
     let observed = r.observed(c).restrict(&selected);
+    // Secret values are read again now: their digests are made afresh under each node's key, so that the
+    // labels match the values the containers get; one that cannot be read refuses the rollback.
+    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(desired, &mut r.conns, true));
+    if !unresolved.is_empty() {
+        return Err(unresolved.messages().join("\n  "));
+    }
+    bai::secret::settle_unknown(&mut desired, &observed);
     let graph = graph_of(&desired, &extras.depends_on);
     let exec_cluster = cluster_with_sources(c, &extras.sources, &desired, &stamp.lab_dir);
     // The restored state is what the target's lab produced: its config hash and lock describe it.
