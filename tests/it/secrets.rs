@@ -241,6 +241,13 @@ fn secrets_reach_the_container_and_nothing_else_and_a_changed_value_replaces_its
     assert!(lab.env_of("from-env").contains(&format!("TOKEN={v4}")), "healed with the new value");
     assert_code(&lab.run(Some(&v4), &["watch", "--once"]), 0);
 
+    // A rollback reads the values again: with them unchanged since, it replaces nothing.
+    let ids = (lab.inspect("from-env")["Id"].clone(), lab.inspect("from-file")["Id"].clone());
+    let back = lab.run(Some(&v4), &["rollback", "--yes"]);
+    assert_code(&back, 0);
+    assert!(!stdout_of(&back).contains("session:"), "{}", stdout_of(&back));
+    assert_eq!((lab.inspect("from-env")["Id"].clone(), lab.inspect("from-file")["Id"].clone()), ids);
+
     lab.assert_nowhere(&[&v1, &v2, &v3, &v4, &f1, &f2]);
     assert_code(&lab.run(Some(&v4), &["destroy", "--yes"]), 0);
 }
