@@ -62,6 +62,19 @@ pub fn fill(spec: &mut SessionSpec, session: &str, digests: &Digests) -> bool {
     changed
 }
 
+/// The digests a state holds, by (session, variable): what [`ClusterState::with_digests`] puts back.
+pub fn digests_of(state: &ClusterState) -> Digests {
+    let mut out = Digests::new();
+    for (session, s) in &state.sessions {
+        for (name, env) in s.spec.iter().flat_map(|spec| &spec.env) {
+            if let Some(d) = env.digest() {
+                out.insert((session.to_string(), name.clone()), d.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Whether a spec has a secret whose digest is not known.
 pub fn has_unknown(spec: &SessionSpec) -> bool {
     spec.env.values().any(|e| e.is_secret() && e.digest().is_none())
@@ -248,6 +261,7 @@ mod tests {
         assert_eq!(s.spec.as_ref().map(|sp| sp.env["A"].clone()), Some(EnvSpec::Value("1".into())));
         assert_ne!(Some(s.hash.clone()), before);
         assert_eq!(s.hash, hash_of(s.spec.as_ref().expect("spec")));
+        assert_eq!(digests_of(&filled), digests);
     }
 
     #[test]

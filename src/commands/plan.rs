@@ -8,6 +8,7 @@ use bai::diagnostic::{Code, Problem, sort_problems};
 use bai::graph::build_graph;
 use bai::model::{ClusterName, Config, NodeName};
 use bai::plan::{Plan, diff, render_json, render_markdown, render_text};
+use bai::secret::Digests;
 use bai::state::ClusterState;
 use bai::state::snapshot::{FORMAT_VERSION, Snapshot};
 use bai::validate::check_inventory;
@@ -26,6 +27,8 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     }
     // Per cluster, the nodes' own reports: what a saved plan fingerprints.
     let mut reports: BTreeMap<String, Vec<NodeSnapshot>> = BTreeMap::new();
+    // Per cluster, the secrets' digests under the nodes' keys: known only for a live plan.
+    let mut digests: BTreeMap<ClusterName, Digests> = BTreeMap::new();
     let (observed, against) = if let Some(path) = &args.state {
         match read_snapshot(path) {
             Ok(snapshot) => {
@@ -42,7 +45,7 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     } else if args.offline {
         (BTreeMap::new(), Against::Offline)
     } else {
-        match observe_live(&lab, &args.connect) {
+        match observe_live(&lab, &args.connect, &mut digests) {
             Some((observed, snapshots)) => {
                 reports = snapshots;
                 (observed, Against::Live)
@@ -59,7 +62,7 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
     // A live plan narrowed with --on plans the selected nodes only, as `apply --on` would.
     let only = (against == Against::Live && !args.connect.on.is_empty()).then(|| reached_nodes(&reports));
-    let plan = plan_against(lab.config(), &observed, only.as_ref());
+    let plan = plan_against(lab.config(), &observed, only.as_ref(), &digests);
     if let Some(out) = &args.out {
         let saved = saved_plan::build(&lab, &args.file, cluster, against, &observed, &reports, &plan);
         if let Err(e) = saved_plan::write(out, &saved) {
@@ -82,7 +85,11 @@ type Reports = BTreeMap<String, Vec<NodeSnapshot>>;
 
 /// Observes every selected node of every cluster (no lease: planning never waits for an apply).
 /// `None` when a node could not be reached: a plan that misses a node would be wrong about it.
-fn observe_live(lab: &crate::commands::Lab, connect: &ConnectArgs) -> Option<(Observed, Reports)> {
+fn observe_live(
+    lab: &crate::commands::Lab,
+    connect: &ConnectArgs,
+    digests: &mut BTreeMap<ClusterName, Digests>,
+) -> Option<(Observed, Reports)> {
     let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
         (Ok(r), Ok(o)) => (r, o),
         (Err(e), _) | (_, Err(e)) => {
@@ -94,9 +101,17 @@ fn observe_live(lab: &crate::commands::Lab, connect: &ConnectArgs) -> Option<(Ob
     let mut reports = BTreeMap::new();
     let mut failed = false;
     for c in &lab.config().clusters {
-        let r = runtime.block_on(remote::reach(c, &connect.on, &options, false, connect.parallel));
+        let mut r = runtime.block_on(remote::reach(c, &connect.on, &options, false, connect.parallel));
         remote::print_failures(&r.failures);
         failed |= !r.failures.is_empty();
+        // Secrets digested under the nodes' keys (never made here), so that a changed value plans the
+        // replace `apply` will make; one that cannot be read here is taken as unchanged.
+        let (keyed, unresolved) =
+            runtime.block_on(bai::fleet::secrets::keyed(ClusterState::desired(c), &mut r.conns, false));
+        for message in unresolved.messages() {
+            eprintln!("warning: {message} (its value is taken as unchanged)");
+        }
+        digests.insert(c.name.value.clone(), bai::secret::digests_of(&keyed));
         observed.insert(c.name.value.clone(), r.observed(c));
         reports.insert(c.name.value.to_string(), r.snapshots);
     }
@@ -120,6 +135,7 @@ pub fn plan_against(
     config: &Config,
     observed: &BTreeMap<ClusterName, ClusterState>,
     only: Option<&BTreeMap<String, BTreeSet<NodeName>>>,
+    digests: &BTreeMap<ClusterName, Digests>,
 ) -> Plan {
     let prepared: Vec<_> = config
         .clusters
@@ -127,11 +143,14 @@ pub fn plan_against(
         .map(|c| {
             let have =
                 observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
-            let mut desired = ClusterState::desired(c);
+            let mut desired = match digests.get(&c.name.value) {
+                Some(d) => ClusterState::desired(c).with_digests(d),
+                None => ClusterState::desired(c),
+            };
             if let Some(only) = only {
                 desired = desired.restrict(&only.get(c.name.value.as_str()).cloned().unwrap_or_default());
             }
-            // Without the nodes' keys secrets cannot be digested: unknown digests read as unchanged.
+            // A digest not known (offline, a snapshot, a value not readable here) reads as unchanged.
             bai::secret::settle_unknown(&mut desired, &have);
             (desired, have, build_graph(c))
         })

@@ -215,7 +215,19 @@ fn secrets_reach_the_container_and_nothing_else_and_a_changed_value_replaces_its
     assert_code(&watched, 1);
     assert_code(&lab.run(None, &["watch", "--once"]), 0);
     let file_id = lab.inspect("from-file")["Id"].clone();
-    let replace = lab.run(Some(&v2), &["apply", "--yes"]);
+    // A live plan sees the change too; saved, it applies as planned (apply re-plans the same replace).
+    assert_code(&lab.run(Some(&v1), &["plan", "--detailed-exitcode"]), 0);
+    let live = lab.run(Some(&v2), &["plan", "--detailed-exitcode", "--format", "json"]);
+    assert_code(&live, 2);
+    assert!(stdout_of(&live).contains("(sensitive)"), "{}", stdout_of(&live));
+    let saved = lab.dir.path().join("token.plan");
+    let saved = saved.to_str().expect("utf-8").to_string();
+    assert_code(&lab.run(Some(&v2), &["plan", "-o", &saved]), 0);
+    let plan_file = std::fs::read_to_string(&saved).expect("the plan is saved");
+    lab.seen.push(plan_file);
+    let replace = bai().env("BAI_HOME", lab.home()).env(VAR, &v2).args(["apply", &saved]).output().expect("runs");
+    lab.seen.push(stdout_of(&replace));
+    lab.seen.push(stderr_of(&replace));
     assert_code(&replace, 0);
     let plan = stdout_of(&replace);
     assert!(plan.contains("-/+ session:from-env"), "{plan}");
