@@ -29,11 +29,13 @@ impl SecretLab {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("sec-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        // A tag of its own: other tests build `bai-it/box:1` from other Dockerfiles on the same engine, and
+        // a tag moved under a lab's feet reads as a changed image.
         crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);
         let text = format!(
             r#"cluster "{cluster}" {{
     node "ws" local=#true
-    image "box" ref="bai-it/box:1" {{
+    image "box" ref="bai-it/secret-box:1" {{
         build context="./img"
     }}
     session "from-env" image="box" node="ws" {{
