@@ -63,13 +63,12 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    if let Some(saved) = &saved {
-        let why = saved_plan::check_config(saved, &saved_plan::config_of(&lab, file));
-        if !why.is_empty() {
-            saved_plan::refuse(&args.file, &why);
-            return Outcome::Failed;
-        }
-    }
+    // Why a saved plan is stale: the configuration first; the touched nodes are still looked at, so
+    // that the refusal names everything that moved.
+    let mut stale = match &saved {
+        Some(saved) => saved_plan::check_config(saved, &saved_plan::config_of(&lab, file)),
+        None => Vec::new(),
+    };
     let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
         (Ok(r), Ok(o)) => (r, o),
         (Err(e), _) | (_, Err(e)) => {
@@ -98,7 +97,6 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
     let mut reached: Vec<Reached> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
-    let mut stale = Vec::new();
     let mut unresolved_secrets = false;
     for c in clusters {
         let mut r = match &saved {
