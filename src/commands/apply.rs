@@ -69,13 +69,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         Some(saved) => saved_plan::check_config(saved, &saved_plan::config_of(&lab, file)),
         None => Vec::new(),
     };
-    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys) else { return Outcome::Failed };
     // The lock is checked before any node is reached: a mismatch changes nothing anywhere.
     let mut lock = match goal {
         Goal::Apply => match lockfile::prepare(

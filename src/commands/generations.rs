@@ -191,13 +191,7 @@ pub fn run(args: &GenerationsArgs, cluster: Option<&str>, printer: &Printer) -> 
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let (runtime, options) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
     let mut failed = false;
     let mut all = Vec::new();
     for c in &lab.config().clusters {

@@ -150,17 +150,18 @@ pub fn prepare(
         }
     }
     if old.is_some() {
-        for line in &update.added {
-            eprintln!("{}: added {line}", lock::FILE_NAME);
-        }
-        for line in &update.moved {
-            eprintln!("{}: moved {line}", lock::FILE_NAME);
-        }
-        for line in &update.removed {
-            eprintln!("{}: removed {line}", lock::FILE_NAME);
-        }
+        print_update(&update);
     }
     Ok(Prepared { path, update, existed: old.is_some() })
+}
+
+/// What merging moved in the lock, a line each.
+fn print_update(update: &lock::Update) {
+    for (verb, lines) in [("added", &update.added), ("moved", &update.moved), ("removed", &update.removed)] {
+        for line in lines {
+            eprintln!("{}: {verb} {line}", lock::FILE_NAME);
+        }
+    }
 }
 
 /// The images of each node, as [`lock::record`] and [`lock::stale`] take them.
@@ -185,13 +186,7 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let (runtime, options) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
     let path = path_for(&args.file);
     let Ok(old) = read(&path, printer) else { return Outcome::Failed };
     let wanted = match wanted(lab.config(), &options.agent_binary) {
@@ -202,15 +197,7 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
         }
     };
     let update = lock::merge(old.as_ref(), &wanted, cluster.is_none());
-    for line in &update.added {
-        eprintln!("{}: added {line}", lock::FILE_NAME);
-    }
-    for line in &update.moved {
-        eprintln!("{}: moved {line}", lock::FILE_NAME);
-    }
-    for line in &update.removed {
-        eprintln!("{}: removed {line}", lock::FILE_NAME);
-    }
+    print_update(&update);
     let mut lock = update.lock;
     let mut failed = false;
     for c in &lab.config().clusters {

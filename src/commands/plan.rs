@@ -90,13 +90,7 @@ fn observe_live(
     connect: &ConnectArgs,
     digests: &mut BTreeMap<ClusterName, Digests>,
 ) -> Option<(Observed, Reports)> {
-    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return None;
-        }
-    };
+    let (runtime, options) = remote::start(connect.accept_new_host_keys)?;
     let mut observed = BTreeMap::new();
     let mut reports = BTreeMap::new();
     let mut failed = false;

@@ -77,6 +77,18 @@ pub fn options(accept_new_host_keys: bool) -> Result<ConnectOptions, String> {
     Ok(ConnectOptions { accept_new_host_keys, agent_binary, holder: fleet::holder() })
 }
 
+/// The runtime and connection options of a command that talks to nodes; `None` (the reason printed)
+/// when either cannot be had.
+pub fn start(accept_new_host_keys: bool) -> Option<(tokio::runtime::Runtime, ConnectOptions)> {
+    match (runtime(), options(accept_new_host_keys)) {
+        (Ok(r), Ok(o)) => Some((r, o)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 /// A runtime for the commands that talk to nodes.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

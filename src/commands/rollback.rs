@@ -49,13 +49,7 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let (runtime, options) = match (remote::runtime(), remote::options(connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys) else { return Outcome::Failed };
     let stamp = Stamp::new(&lab, &converge.file);
     let mut failed = false;
     let mut reached: Vec<Reached> = Vec::new();

@@ -18,13 +18,7 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let (runtime, options) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
     let mut snapshot = Snapshot { format_version: FORMAT_VERSION, clusters: Vec::new() };
     let mut text = String::new();
     let mut failed = false;

@@ -43,13 +43,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         return Outcome::Failed;
     }
     let lab = watched(first);
-    let (runtime, connect) = match (remote::runtime(), remote::options(args.connect.accept_new_host_keys)) {
-        (Ok(r), Ok(o)) => (r, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Outcome::Failed;
-        }
-    };
+    let Some((runtime, connect)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
     let mut overrides = Overrides {
         interval: args.interval,
         timeout: args.timeout,
