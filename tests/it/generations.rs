@@ -2,76 +2,42 @@
 //! lists them, `bai rollback` restores an earlier one (recorded as a new generation), and pruning keeps
 //! the newest few. A real OpenSSH server on 127.0.0.1, the real binary as the agent, the real Docker.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::support::sshd::Sshd;
+use crate::support::sshlab::{SshLab, assert_code};
 use crate::support::{bai, json, stderr_of, stdout_of};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// One node with one vfolder and one session whose env carries the lab's version.
+/// One node with one vfolder and one session whose env carries the lab's version (the shared
+/// [`SshLab`]), plus `generations keep=…` when asked.
 struct GenLab {
-    sshd: Sshd,
-    dir: tempfile::TempDir,
+    lab: SshLab,
     cluster: String,
 }
 
 impl GenLab {
     fn new() -> Self {
-        let sshd = Sshd::start(1);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("gen-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
-        GenLab { sshd, dir, cluster }
+        let lab = SshLab::new("gen", 1);
+        let cluster = lab.cluster.clone();
+        GenLab { lab, cluster }
     }
 
     /// The lab at `version`; `keep` writes `generations keep=…`.
     fn write(&self, version: &str, keep: Option<u32>) {
         let keep = keep.map_or(String::new(), |k| format!("    generations keep={k}\n"));
-        let text = format!(
-            "cluster \"{cluster}\" {{\n    ssh user=\"bai-test\" identity=\"{identity}\" known-hosts=\"{known}\" connect-timeout=\"5s\"\n{keep}    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n    node \"node0\" address=\"127.0.0.1\" {{\n        ssh port={port}\n    }}\n    vfolder \"data-0\" node=\"node0\"\n    session \"job-0\" image=\"box\" node=\"node0\" {{\n        env VERSION=\"{version}\"\n        mount \"data-0\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n}}\n",
-            cluster = self.cluster,
-            identity = self.sshd.client_key_path().display(),
-            known = self.sshd.known_hosts_path().display(),
-            port = self.sshd.port(0),
-        );
-        std::fs::write(self.path(), text).expect("write lab");
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
+        self.lab.write_with(&[version], &keep);
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        bai().args(args).arg(self.path()).output().expect("bai runs")
+        self.lab.run(args)
     }
 
     fn ok(&self, args: &[&str]) -> std::process::Output {
         let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "bai {args:?}\nstdout:\n{}\nstderr:\n{}",
-            stdout_of(&out),
-            stderr_of(&out)
-        );
+        assert_code(&out, 0, &format!("bai {args:?}"));
         out
     }
 
     /// The session's container: its VERSION and its spec hash label.
     fn container(&self) -> Option<(String, String)> {
-        let name = format!("bai.{}.job-0", self.cluster);
-        let out = Command::new("docker").args(["inspect", &name]).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let c = json(&stdout_of(&out))[0].clone();
-        let env = c["Config"]["Env"].as_array().cloned().unwrap_or_default();
-        let version = env.iter().filter_map(|e| e.as_str()?.strip_prefix("VERSION=")).next().unwrap_or("").to_string();
-        let hash = c["Config"]["Labels"]["ai.bai.spec-hash"].as_str().unwrap_or("").to_string();
-        Some((version, hash))
+        self.lab.container(0)
     }
 
     /// `bai generations --format json`: this cluster's (number, current on node0) newest first.
@@ -85,17 +51,6 @@ impl GenLab {
             .into_iter()
             .map(|g| (g["number"].as_u64().unwrap_or(0), g["nodes"][0]["current"] == true, g))
             .collect()
-    }
-}
-
-impl Drop for GenLab {
-    fn drop(&mut self) {
-        let filter = format!("label=ai.bai.cluster={}", self.cluster);
-        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
     }
 }
 

@@ -30,7 +30,12 @@ impl SshLab {
 
     /// Writes the lab: node i's session `job-i` has `env VERSION=versions[i]`.
     pub fn write(&self, versions: &[&str]) {
-        let mut text = self.header();
+        self.write_with(versions, "");
+    }
+
+    /// [`write`](Self::write) with `extra` (whole lines) inside the cluster, after its header.
+    pub fn write_with(&self, versions: &[&str], extra: &str) {
+        let mut text = self.header() + extra;
         for (i, version) in versions.iter().enumerate() {
             text.push_str(&self.node(i));
             text.push_str(&format!(
