@@ -22,5 +22,6 @@ pub mod source;
 pub mod state;
 pub mod suggest;
 pub mod transport;
+pub mod utc;
 pub mod validate;
 pub mod watch;

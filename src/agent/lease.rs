@@ -54,20 +54,9 @@ pub fn acquire(dir: &Path, cluster: &str, node: &str, holder: &str, now_unix: u6
     Ok(Lease { _file: file })
 }
 
-/// `2026-11-24 21:07:47 UTC`, without a date crate.
+/// `2026-11-24 21:07:47 UTC`.
 pub fn format_utc(unix: u64) -> String {
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
+    crate::utc::Utc::from_unix(unix).human()
 }
 
 #[cfg(test)]
