@@ -80,14 +80,7 @@ async fn run(engine: &Engine, cluster: &str, probe: &HealthProbe) -> (bool, Stri
 }
 
 fn not_running(state: ContainerState, exit_code: Option<i64>) -> String {
-    let word = match state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Restarting => "restarting",
-        ContainerState::Exited => "exited",
-        ContainerState::Paused => "paused",
-        ContainerState::Dead => "dead",
-    };
+    let word = state.as_str();
     match exit_code {
         Some(code) => format!("container not running ({word}, code {code})"),
         None => format!("container not running ({word})"),

@@ -113,6 +113,20 @@ pub enum ContainerState {
     Dead,
 }
 
+impl ContainerState {
+    /// Docker's word for the state, as the JSON holds it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Exited => "exited",
+            ContainerState::Paused => "paused",
+            ContainerState::Dead => "dead",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSnapshot {

@@ -198,11 +198,7 @@ fn judge(watched: &[Watched], indices: &[usize], reply: Result<ProbeReply, Strin
             };
             if container.state != ContainerState::Running {
                 let code = container.exit_code.map_or(String::new(), |c| format!(" (code {c})"));
-                let state = serde_json::to_value(container.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| "not running".into());
-                return (i, false, format!("container {state}{code}"));
+                return (i, false, format!("container {}{code}", container.state.as_str()));
             }
             if w.check.is_none() {
                 return (i, true, "container running".to_string());

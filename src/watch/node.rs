@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 use crate::fleet::{self, NodeConn, NodeFailure};
 use crate::model::{Cluster, HealthCheck, Node};
 use crate::protocol::{HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeReply};
-use crate::state::snapshot::ContainerState;
 use crate::transport::client::ClientError;
 use crate::watch::backoff::Backoff;
 use crate::watch::drift::{Drift, DriftKind, drift};
@@ -473,7 +472,7 @@ impl NodeTask {
         let heal = self.shared.options.heal;
         for name in &names {
             let (state, exit_code) = match observed.get(name.as_str()) {
-                Some(s) => (state_word(s.state).to_string(), s.exit_code),
+                Some(s) => (s.state.as_str().to_string(), s.exit_code),
                 None => ("missing".to_string(), None),
             };
             let track = track(&mut self.sessions, heal_limit, name, timing);
@@ -645,15 +644,4 @@ fn track<'a>(
         limit: HealLimit::new(heal_limit),
         held_back_reported: false,
     })
-}
-
-fn state_word(state: ContainerState) -> &'static str {
-    match state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Restarting => "restarting",
-        ContainerState::Exited => "exited",
-        ContainerState::Paused => "paused",
-        ContainerState::Dead => "dead",
-    }
 }
