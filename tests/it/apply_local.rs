@@ -18,11 +18,7 @@ struct LocalLab {
 
 impl LocalLab {
     fn new() -> Self {
-        let output = Command::new("docker").arg("info").output();
-        assert!(
-            output.as_ref().is_ok_and(|o| o.status.success()),
-            "these tests need the Docker engine: `docker info` failed ({output:?})"
-        );
+        crate::support::images::require_docker();
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);

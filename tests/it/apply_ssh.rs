@@ -3,59 +3,38 @@
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::sshd::Sshd;
-use crate::support::{bai, json, stderr_of, stdout_of};
+use crate::support::{json, stderr_of, stdout_of};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// The shared [`crate::support::sshlab::SshLab`] with every session at one version, the way these tests
+/// change the whole lab at once.
+struct SshLab(crate::support::sshlab::SshLab);
 
-struct SshLab {
-    sshd: Sshd,
-    dir: tempfile::TempDir,
-    cluster: String,
-    known_hosts: PathBuf,
+impl std::ops::Deref for SshLab {
+    type Target = crate::support::sshlab::SshLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SshLab {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl SshLab {
     fn new(nodes: usize) -> Self {
-        let sshd = Sshd::start(nodes);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("ssh-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
-        let known_hosts = sshd.known_hosts_path().to_path_buf();
-        let lab = SshLab { sshd, dir, cluster, known_hosts };
+        let lab = SshLab(crate::support::sshlab::SshLab::new("ssh", nodes));
         lab.write("1");
         lab
     }
 
     /// The lab: one vfolder and one session per node; `version` goes into every session's env.
     fn write(&self, version: &str) {
-        let mut text = format!(
-            "cluster \"{}\" {{\n    ssh user=\"bai-test\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n",
-            self.cluster,
-            self.sshd.client_key_path().display(),
-            self.known_hosts.display()
-        );
-        for i in 0..self.sshd.len() {
-            text.push_str(&format!(
-                "    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={}\n    }}\n    vfolder \"data-{i}\" node=\"node{i}\"\n    session \"job-{i}\" image=\"box\" node=\"node{i}\" {{\n        env VERSION=\"{version}\"\n        mount \"data-{i}\" alias=\"data\"\n        command \"/bin/busybox\" \"sleep\" \"3600\"\n    }}\n",
-                self.sshd.port(i)
-            ));
-        }
-        text.push_str("}\n");
-        std::fs::write(self.path(), text).expect("write lab");
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        bai().args(args).arg(self.path()).output().expect("bai runs")
+        self.0.write(&vec![version; self.sshd.len()]);
     }
 
     fn container(&self, i: usize) -> String {
@@ -91,17 +70,6 @@ impl SshLab {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
         Interactive { child, out, seen }
-    }
-}
-
-impl Drop for SshLab {
-    fn drop(&mut self) {
-        let filter = format!("label=ai.bai.cluster={}", self.cluster);
-        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
     }
 }
 

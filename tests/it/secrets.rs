@@ -22,11 +22,7 @@ struct SecretLab {
 
 impl SecretLab {
     fn new() -> Self {
-        let output = Command::new("docker").arg("info").output();
-        assert!(
-            output.as_ref().is_ok_and(|o| o.status.success()),
-            "these tests need the Docker engine: `docker info` failed ({output:?})"
-        );
+        crate::support::images::require_docker();
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("sec-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         // A tag of its own: other tests build `bai-it/box:1` from other Dockerfiles on the same engine, and

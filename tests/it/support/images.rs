@@ -15,6 +15,15 @@ pub const DOCKERFILE: &str =
 /// A box with busybox and nothing to run by default: the labs' sessions say what to run.
 pub const BOX_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\n";
 
+/// Fails the test loudly when the Docker engine does not answer: never a silent skip.
+pub fn require_docker() {
+    let output = Command::new("docker").arg("info").output();
+    assert!(
+        output.as_ref().is_ok_and(|o| o.status.success()),
+        "these tests need the Docker engine: `docker info` failed ({output:?})"
+    );
+}
+
 /// Runs the docker CLI; a missing CLI fails the test.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")

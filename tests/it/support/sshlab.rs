@@ -16,6 +16,8 @@ pub struct SshLab {
     pub sshd: Sshd,
     pub dir: tempfile::TempDir,
     pub cluster: String,
+    /// The `known-hosts` file the lab names: the servers' own, until a test swaps it.
+    pub known_hosts: PathBuf,
 }
 
 impl SshLab {
@@ -25,7 +27,8 @@ impl SshLab {
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
-        SshLab { sshd, dir, cluster }
+        let known_hosts = sshd.known_hosts_path().to_path_buf();
+        SshLab { sshd, dir, cluster, known_hosts }
     }
 
     /// Writes the lab: node i's session `job-i` has `env VERSION=versions[i]`.
@@ -51,7 +54,7 @@ impl SshLab {
             "cluster \"{}\" {{\n    ssh user=\"bai-test\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n    image \"box\" ref=\"bai-it/box:1\" {{\n        build context=\"./img\"\n    }}\n",
             self.cluster,
             self.sshd.client_key_path().display(),
-            self.sshd.known_hosts_path().display()
+            self.known_hosts.display()
         )
     }
 
