@@ -5,38 +5,35 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::images::docker;
-use crate::support::sshd::Sshd;
 use crate::support::{bai, json, stderr_of, stdout_of};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// A lab of real sshd nodes, written to a file the test can rewrite: the shared
+/// [`crate::support::sshlab::SshLab`] (servers, directory, cluster name, clean-up) with its own text.
+struct Lab(crate::support::sshlab::SshLab);
 
-/// A lab of real sshd nodes, written to a file the test can rewrite.
-struct Lab {
-    sshd: Sshd,
-    dir: tempfile::TempDir,
-    cluster: String,
+impl std::ops::Deref for Lab {
+    type Target = crate::support::sshlab::SshLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Lab {
     fn new(nodes: usize) -> Lab {
-        let sshd = Sshd::start(nodes);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("watch-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
-        Lab { sshd, dir, cluster }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
+        Lab(crate::support::sshlab::SshLab::new("watch", nodes))
     }
 
     /// Writes the lab: the nodes `0..nodes` (plus `extra` KDL inside the cluster).
@@ -74,16 +71,6 @@ impl Lab {
 
     fn watch(&self, args: &[&str]) -> Watcher {
         Watcher::start(&self.path(), args)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let filter = format!("label=ai.bai.cluster={}", self.cluster);
-        let out = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
-        }
     }
 }
 
