@@ -167,7 +167,7 @@ pub fn context_sha(dir: &Path) -> Option<String> {
 
 /// The sha256 of an archive as it is now, `None` when it cannot be read.
 pub fn archive_sha(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|bytes| hex_digest(&Sha256::digest(&bytes)))
+    crate::fleet::context::file_sha256(path).ok()
 }
 
 fn relative(path: &Path, lab_dir: &Path) -> String {

@@ -181,10 +181,11 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel, lock: entries };
         let report = |result: &ChangeResult| progress.report(result);
         let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
-        // Destroy records an empty generation: a later rollback can bring the cluster back.
+        // Destroy records an empty generation: a later rollback can bring the cluster back. The sources
+        // are hashed only when some node of the cluster records a generation.
         let extras = match goal {
-            Goal::Apply => Extras::from_cluster(c, &stamp.lab_dir),
-            Goal::Destroy => Extras::default(),
+            Goal::Apply if !generations::touched(&done).is_empty() => Extras::from_cluster(c, &stamp.lab_dir),
+            Goal::Apply | Goal::Destroy => Extras::default(),
         };
         let number = generations::current(r).unwrap_or(0) + 1;
         recorded &= generations::record(&runtime, c, desired, &extras, &mut r.conns, &done, number, &stamp.meta);
