@@ -11,4 +11,5 @@ pub mod lease;
 pub mod records;
 pub mod secret_key;
 pub mod serve;
+pub mod stdio;
 pub mod vfolder;

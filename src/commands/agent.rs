@@ -2,6 +2,7 @@
 
 use bai::agent::home::Home;
 use bai::agent::serve::serve;
+use bai::agent::stdio;
 
 use crate::commands::Outcome;
 
@@ -13,7 +14,11 @@ pub fn run() -> Outcome {
             return Outcome::Failed;
         }
     };
-    match runtime.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), Home::from_env())) {
+    let served = runtime.block_on(async {
+        let (input, output, _restore) = stdio::standard();
+        serve(input, output, Home::from_env()).await
+    });
+    match served {
         Ok(()) => Outcome::Ok,
         Err(e) => {
             eprintln!("bai agent: {e}");
