@@ -3,6 +3,7 @@
 //! knows which one it has.
 
 pub mod client;
+pub mod exec_stdout;
 pub mod local;
 pub mod ssh;
 

@@ -19,13 +19,13 @@ use russh::client::{self, AuthResult, Handle, Msg};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::AgentStream;
+use super::exec_stdout::{ExecStdout, signal_text};
 
 /// Where and how to reach one node.
 #[derive(Clone, Debug)]
@@ -541,10 +541,6 @@ async fn try_key(handle: &mut Handle<Client>, user: &str, key: PrivateKey) -> Re
 /// How much of a command's stdin is read and queued at once.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
-/// The most remote stderr kept for a long-running command: its tail is what explains a crash, and an
-/// agent that logs forever must not grow the controller's memory.
-const STDERR_LIMIT: usize = 64 * 1024;
-
 /// A long-running remote command: its stdio as an [`AgentStream`] and a view of how it is doing.
 pub struct RemoteProcess {
     pub stream: AgentStream,
@@ -584,17 +580,15 @@ impl RemoteStatus {
     }
 }
 
-/// Kept in [`AgentStream::keepalive`]: the channel's write half, the task pumping its read half, and the
-/// connection itself, so the stream outlives a dropped [`SshSession`].
+/// Kept in [`AgentStream::keepalive`]: the channel's write half and the connection itself, so the
+/// stream outlives a dropped [`SshSession`].
 struct ExecChannel {
     write: Option<ChannelWriteHalf<Msg>>,
-    pump: JoinHandle<()>,
     _session: Arc<Handle<Client>>,
 }
 
 impl Drop for ExecChannel {
     fn drop(&mut self) {
-        self.pump.abort();
         // Closing the channel makes sshd close the remote command's stdin and stdout: the agent sees EOF
         // and exits. Sending it needs the runtime, which is gone only when the whole program is ending
         // (and the connection with it).
@@ -726,20 +720,13 @@ impl SshSession {
             }
             Some(other) => Some(other),
         };
-        // Remote stdout is pumped into an in-process pipe so that stderr and the exit status, which arrive
-        // on the same channel, are collected even while nobody reads stdout.
-        let (stdout_in, stdout_out) = tokio::io::duplex(256 * 1024);
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (exit_tx, exit_rx) = watch::channel(None);
-        let pump = tokio::spawn(pump(read, first, stdout_in, Arc::clone(&stderr), exit_tx));
+        let stdout = ExecStdout::new(read, first, Arc::clone(&stderr), exit_tx);
         let writer = write.make_writer();
-        let keepalive = ExecChannel { write: Some(write), pump, _session: Arc::clone(&self.handle) };
+        let keepalive = ExecChannel { write: Some(write), _session: Arc::clone(&self.handle) };
         Ok(RemoteProcess {
-            stream: AgentStream {
-                reader: Box::new(stdout_out),
-                writer: Box::new(writer),
-                keepalive: Box::new(keepalive),
-            },
+            stream: AgentStream { reader: Box::new(stdout), writer: Box::new(writer), keepalive: Box::new(keepalive) },
             status: RemoteStatus { stderr, exit: exit_rx },
         })
     }
@@ -933,62 +920,6 @@ async fn collect(read: &mut ChannelReadHalf) -> (Output, bool) {
         }
     }
     (output, refused)
-}
-
-/// Feeds a long-running command's stdout into the reader half of an [`AgentStream`], keeps its stderr
-/// tail, and publishes its exit status once the channel closes.
-async fn pump(
-    mut read: ChannelReadHalf,
-    first: Option<ChannelMsg>,
-    stdout: DuplexStream,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    exit: watch::Sender<Option<ExitStatus>>,
-) {
-    let mut stdout = Some(stdout);
-    let mut status = ExitStatus::Unknown;
-    let mut pending = first;
-    loop {
-        let message = match pending.take() {
-            Some(message) => message,
-            None => match read.wait().await {
-                Some(message) => message,
-                None => break,
-            },
-        };
-        match message {
-            ChannelMsg::Data { data } => {
-                // A reader that went away only loses stdout; stderr and the status still matter.
-                if let Some(pipe) = stdout.as_mut()
-                    && pipe.write_all(&data).await.is_err()
-                {
-                    stdout = None;
-                }
-            }
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                let mut buffer = stderr.lock().unwrap_or_else(PoisonError::into_inner);
-                buffer.extend_from_slice(&data);
-                if buffer.len() > STDERR_LIMIT {
-                    let excess = buffer.len() - STDERR_LIMIT;
-                    buffer.drain(..excess);
-                }
-            }
-            // Dropping the pipe's writer is what the reader sees as end of file.
-            ChannelMsg::Eof => stdout = None,
-            ChannelMsg::ExitStatus { exit_status } => status = ExitStatus::Code(exit_status),
-            ChannelMsg::ExitSignal { signal_name, .. } => status = ExitStatus::Signal(signal_text(&signal_name)),
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
-    drop(stdout);
-    exit.send_replace(Some(status));
-}
-
-fn signal_text(signal: &Sig) -> String {
-    match signal {
-        Sig::Custom(name) => name.clone(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// `word` as one literal word for a POSIX login shell: as is when it holds only safe characters, else
