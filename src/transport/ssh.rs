@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use std::time::SystemTime;
 
+use futures_util::TryFutureExt;
 use russh::client::{self, AuthResult, Handle, Msg};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::AgentStream;
@@ -296,8 +298,7 @@ const CIPHERS: &[russh::cipher::Name] = &[
 
 fn client_config() -> client::Config {
     client::Config {
-        // Without TCP_NODELAY every request/response on a warm connection waits ~40 ms for delayed ACKs.
-        nodelay: true,
+        // TCP_NODELAY is set by `open_stream` (russh's `nodelay` applies only when russh connects itself).
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
         // AES-GCM first: with AES-NI it seals a small packet (a ping, its answer) for less than ring's
@@ -352,7 +353,8 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
         verdict: Arc::clone(&verdict),
     };
     let attempt = async {
-        let mut handle = client::connect(Arc::new(client_config()), (target.host.as_str(), target.port), handler)
+        let mut handle = open_stream(target)
+            .and_then(|stream| client::connect_stream(Arc::new(client_config()), stream, handler))
             .await
             .map_err(|source| {
                 let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -378,6 +380,18 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
         }
     };
     Ok(SshSession { handle: Arc::new(handle), node: target.node.clone(), host: target.host.clone(), port: target.port })
+}
+
+/// How much of the server's output one read takes in: a whole packet or several, where russh alone reads
+/// a packet's length and its body separately and then once more to learn there is nothing left.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The TCP connection under an SSH session, reads through [`READ_BUFFER`], and TCP_NODELAY: without it
+/// every request/response on a warm connection waits ~40 ms for delayed ACKs.
+async fn open_stream(target: &SshTarget) -> Result<BufReader<TcpStream>, russh::Error> {
+    let socket = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    socket.set_nodelay(true)?;
+    Ok(BufReader::with_capacity(READ_BUFFER, socket))
 }
 
 /// The precise error for a refused host key, or `None` when the handshake failed for another reason.
