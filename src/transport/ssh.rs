@@ -584,7 +584,8 @@ impl RemoteStatus {
         self.exit.borrow().clone()
     }
 
-    /// Waits until the channel closes.
+    /// Waits until the channel closes: stderr and the status are filed as the stream's reader reads, so
+    /// this resolves once the reader has read to its end (or was dropped: then `Unknown`).
     pub async fn wait(&self) -> ExitStatus {
         let mut exit = self.exit.clone();
         match exit.wait_for(Option::is_some).await {
