@@ -126,11 +126,7 @@ impl LockLab {
 impl Drop for LockLab {
     fn drop(&mut self) {
         let _ = self.run(&["destroy", "--yes"]);
-        let filter = format!("label=ai.bai.cluster={}", self.cluster);
-        let listed = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
-        }
+        crate::support::images::remove_cluster_containers(&self.cluster);
     }
 }
 

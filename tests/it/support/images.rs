@@ -24,6 +24,17 @@ pub fn require_docker() {
     );
 }
 
+/// Removes every container of `cluster`, found by bai's ownership label: a test lab's clean-up, run from
+/// `Drop` and so also after a failed test; it never panics.
+pub fn remove_cluster_containers(cluster: &str) {
+    let filter = format!("label=ai.bai.cluster={cluster}");
+    if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
 /// Runs the docker CLI; a missing CLI fails the test.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")

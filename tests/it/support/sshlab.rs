@@ -108,11 +108,6 @@ pub fn assert_code(out: &std::process::Output, code: i32, what: &str) {
 
 impl Drop for SshLab {
     fn drop(&mut self) {
-        let filter = format!("label=ai.bai.cluster={}", self.cluster);
-        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
+        crate::support::images::remove_cluster_containers(&self.cluster);
     }
 }
