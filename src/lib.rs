@@ -22,6 +22,7 @@ pub mod source;
 pub mod state;
 pub mod suggest;
 pub mod transport;
+pub mod untrusted;
 pub mod utc;
 pub mod validate;
 pub mod watch;

@@ -80,6 +80,7 @@ pub struct Cluster {
     pub ssh: SshSettings,
     pub agent_binary: Option<Spanned<PathBuf>>,
     pub probe: ProbeSettings,
+    pub timeouts: Timeouts,
     /// `generations keep=N`: how many generations each node keeps.
     pub generations: GenerationSettings,
     pub nodes: Vec<Node>,
@@ -105,6 +106,16 @@ pub struct ProbeSettings {
     pub timeout: Option<Spanned<Duration>>,
     pub failure_threshold: Option<Spanned<u32>>,
     pub success_threshold: Option<Spanned<u32>>,
+}
+
+/// `timeouts observe= change= image=`: how long the controller waits for a node's agent to answer each
+/// kind of call before it gives that node up; unset fields fall back to the cluster's, then to
+/// [`crate::transport::client::Deadlines::default`].
+#[derive(Debug, Clone, Default)]
+pub struct Timeouts {
+    pub observe: Option<Spanned<Duration>>,
+    pub change: Option<Spanned<Duration>>,
+    pub image: Option<Spanned<Duration>>,
 }
 
 /// How many generations (records of successful applies) each node keeps; the newest is never pruned.
@@ -135,6 +146,7 @@ pub struct Node {
     pub labels: BTreeMap<String, Spanned<String>>,
     pub vfolder_root: Option<Spanned<String>>,
     pub probe: ProbeSettings,
+    pub timeouts: Timeouts,
 }
 
 impl Node {

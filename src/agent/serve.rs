@@ -4,6 +4,7 @@
 //! `hello` with `lease: true`; `observe`, `inventory` and `ping` do not, so `bai status` and `bai watch`
 //! never wait for an apply.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,22 +40,55 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Failed, format!("cannot encode the reply: {e}")))
 }
 
+/// Lines the controller may send ahead while a call runs; the controller sends one request at a time, so
+/// this only bounds what a misbehaving one can make the agent hold.
+const AHEAD: usize = 64;
+
 /// Serves requests until the controller closes the connection.
+///
+/// While a call runs, the connection is still read: when it closes (the controller exited, was killed,
+/// or gave the call up at its deadline), the call is abandoned and the agent ends, which frees the
+/// apply lease at once rather than when a stuck image pull or a wedged Docker engine returns.
 pub async fn serve<R, W>(reader: R, mut writer: W, home: Home) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut lines = BufReader::new(reader).lines();
+    let mut ahead: VecDeque<String> = VecDeque::new();
     let mut agent = Agent { home, engine: None, hello: None, lease: None };
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let line = match ahead.pop_front() {
+            Some(line) => line,
+            None => match lines.next_line().await? {
+                Some(line) => line,
+                None => break,
+            },
+        };
         if line.trim().is_empty() {
             continue;
         }
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let id = request.id;
-                match agent.handle(request.method).await {
+                let call = agent.handle(request.method);
+                tokio::pin!(call);
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut call => break Some(outcome),
+                        // `next_line` is cancel-safe: a line half read when the call ends is kept.
+                        next = lines.next_line(), if ahead.len() < AHEAD => match next {
+                            Ok(Some(line)) => ahead.push_back(line),
+                            Ok(None) | Err(_) => break None,
+                        },
+                    }
+                };
+                let Some(outcome) = outcome else {
+                    // The controller is gone: nobody waits for this answer. Dropping the call stops it
+                    // (an image build or pull whose stream is dropped is cancelled by Docker).
+                    return Ok(());
+                };
+                match outcome {
                     Ok(result) => Response { id, result: Some(result), error: None },
                     Err(error) => Response { id, result: None, error: Some(error) },
                 }
@@ -74,6 +108,24 @@ where
         writer.flush().await?;
     }
     Ok(())
+}
+
+/// What a call that changes the node is doing, for the lease file; `None` for calls that only read.
+fn change_of(method: &Method) -> Option<String> {
+    let target = match method {
+        Method::EnsureImage(r) => Some(&r.name),
+        Method::RemoveImage(r) => Some(&r.name),
+        Method::EnsureVfolder(r) => Some(&r.name),
+        Method::RemoveVfolder(r) => Some(&r.name),
+        Method::CreateSession(r) => Some(&r.name),
+        Method::RemoveSession(r) => Some(&r.name),
+        Method::PutBlob(_) | Method::SetLabels(_) | Method::Leave(_) | Method::RecordGeneration(_) => None,
+        _ => return None,
+    };
+    Some(match target {
+        Some(name) => format!("`{}` `{name}`", method.name()),
+        None => format!("`{}`", method.name()),
+    })
 }
 
 impl Agent {
@@ -100,6 +152,9 @@ impl Agent {
     }
 
     async fn handle(&mut self, method: Method) -> Result<serde_json::Value, RpcError> {
+        if let (Some(lease), Some(what)) = (self.lease.as_mut(), change_of(&method)) {
+            lease.doing(&what, now_unix());
+        }
         match method {
             Method::Hello(h) => self.hello(h),
             Method::Ping => {

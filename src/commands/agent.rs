@@ -18,6 +18,9 @@ pub fn run() -> Outcome {
         let (input, output, _restore) = stdio::standard();
         serve(input, output, Home::from_env()).await
     });
+    // A call abandoned when the controller hung up may have left blocking work behind (a file read on
+    // the blocking pool): the agent ends now rather than waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match served {
         Ok(()) => Outcome::Ok,
         Err(e) => {

@@ -122,7 +122,11 @@ pub fn list_all(
         let call = conn.client.call::<ListGenerationsReply>(Method::ListGenerations(ListGenerations {
             cluster: cluster.name.value.to_string(),
         }));
-        match runtime.block_on(call) {
+        match runtime.block_on(call).map_err(|e| e.to_string()).and_then(|mut reply| {
+            bai::untrusted::check_generations(&mut reply)
+                .map(|()| reply)
+                .map_err(|why| format!("its answer is not believable: {why}"))
+        }) {
             Ok(reply) => {
                 out.insert(node.clone(), reply);
             }

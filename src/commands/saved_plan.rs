@@ -171,7 +171,8 @@ fn applied_by_this_plan(
     let call = conn
         .client
         .call::<ListGenerationsReply>(Method::ListGenerations(ListGenerations { cluster: cluster.to_string() }));
-    let reply = runtime.block_on(call).ok()?;
+    let mut reply = runtime.block_on(call).ok()?;
+    bai::untrusted::check_generations(&mut reply).ok()?;
     reply
         .generations
         .iter()

@@ -14,7 +14,7 @@ use crate::diagnostic::{Code, Problem};
 use crate::model::{
     Cluster, ClusterName, EnvValue, EnvVar, GenerationSettings, Health, HealthCheck, Image, ImageName, ImageSource,
     Mount, Node, NodeName, Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings,
-    Vfolder, VfolderName,
+    Timeouts, Vfolder, VfolderName,
 };
 use crate::source::{Loc, Spanned};
 use crate::suggest;
@@ -25,6 +25,7 @@ pub enum Item {
     Ssh(SshSettings, Loc),
     Agent(Option<Spanned<PathBuf>>, Loc),
     Probe(ProbeSettings, Loc),
+    Timeouts(Timeouts, Loc),
     Generations(GenerationSettings, Loc),
     Node(Node),
     Image(Image),
@@ -47,6 +48,7 @@ const AGENT: NodeSpec = spec("agent", &["binary"], Args::None, false);
 const PROBE: NodeSpec =
     spec("probe", &["interval", "timeout", "failure-threshold", "success-threshold"], Args::None, false);
 const GENERATIONS: NodeSpec = spec("generations", &["keep"], Args::None, false);
+const TIMEOUTS: NodeSpec = spec("timeouts", &["observe", "change", "image"], Args::None, false);
 const INCLUDE: NodeSpec = spec("include", &[], Args::One("a path or glob"), false);
 const NODE: NodeSpec = spec("node", &["address", "local"], Args::One("a node name"), true);
 const GPUS: NodeSpec = spec("gpus", &[], Args::One("a GPU count"), false);
@@ -79,8 +81,8 @@ const fn spec(kind: &'static str, props: &'static [&'static str], args: Args, ch
 }
 
 const CLUSTER_CHILDREN: &[&str] =
-    &["ssh", "agent", "probe", "generations", "include", "node", "image", "vfolder", "session"];
-const NODE_CHILDREN: &[&str] = &["ssh", "gpus", "labels", "vfolder-root", "probe"];
+    &["ssh", "agent", "probe", "timeouts", "generations", "include", "node", "image", "vfolder", "session"];
+const NODE_CHILDREN: &[&str] = &["ssh", "gpus", "labels", "vfolder-root", "probe", "timeouts"];
 const IMAGE_CHILDREN: &[&str] = &["digest", "min-gpus", "build", "archive"];
 const SESSION_CHILDREN: &[&str] = &["resources", "env", "mount", "command", "port", "health", "depends-on", "restart"];
 
@@ -168,6 +170,7 @@ fn lower_items(nodes: &[KdlNode], ctx: &mut Ctx, included: bool) -> Vec<Item> {
                 Some(Item::Agent(binary, ctx.loc(node.name().span())))
             }
             "probe" => Some(Item::Probe(lower_probe(ctx, node), ctx.loc(node.name().span()))),
+            "timeouts" => Some(Item::Timeouts(lower_timeouts(ctx, node), ctx.loc(node.name().span()))),
             "generations" => Some(Item::Generations(lower_generations(ctx, node), ctx.loc(node.name().span()))),
             "include" => {
                 let r = ctx.open(node, &INCLUDE);
@@ -226,6 +229,34 @@ fn probe_props(ctx: &mut Ctx, r: &Reader<'_>) -> ProbeSettings {
     probe
 }
 
+fn lower_timeouts(ctx: &mut Ctx, node: &KdlNode) -> Timeouts {
+    let r = ctx.open(node, &TIMEOUTS);
+    let mut timeouts = Timeouts::default();
+    for entry in r.props() {
+        let name = entry.name().map(|n| n.value()).unwrap_or_default();
+        // A deadline of nothing would give every node up at once.
+        let deadline = |ctx: &mut Ctx, what: &str| {
+            let d = ctx.duration(entry, what)?;
+            if d.value.is_zero() {
+                ctx.push(
+                    Problem::error(Code::Duration, format!("`{what}` must be longer than 0s"))
+                        .primary(d.loc, "no time at all")
+                        .help("leave it out for the default"),
+                );
+                return None;
+            }
+            Some(d)
+        };
+        match name {
+            "observe" => timeouts.observe = deadline(ctx, "observe"),
+            "change" => timeouts.change = deadline(ctx, "change"),
+            "image" => timeouts.image = deadline(ctx, "image"),
+            _ => {}
+        }
+    }
+    timeouts
+}
+
 /// `generations keep=N`: N at least 1, since the current generation is never pruned.
 fn lower_generations(ctx: &mut Ctx, node: &KdlNode) -> GenerationSettings {
     let r = ctx.open(node, &GENERATIONS);
@@ -252,6 +283,7 @@ fn lower_node(ctx: &mut Ctx, node: &KdlNode) -> Option<Node> {
         labels: BTreeMap::new(),
         vfolder_root: None,
         probe: ProbeSettings::default(),
+        timeouts: Timeouts::default(),
     };
     let mut seen = Vec::new();
     for child in r.children() {
@@ -291,6 +323,7 @@ fn lower_node(ctx: &mut Ctx, node: &KdlNode) -> Option<Node> {
                 out.vfolder_root = r.arg(0).and_then(|e| ctx.string(e, "vfolder-root"));
             }
             "probe" => out.probe = lower_probe(ctx, child),
+            "timeouts" => out.timeouts = lower_timeouts(ctx, child),
             _ => unknown_child(ctx, child, "node", NODE_CHILDREN),
         }
     }
@@ -681,6 +714,7 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
         ssh: SshSettings::default(),
         agent_binary: None,
         probe: ProbeSettings::default(),
+        timeouts: Timeouts::default(),
         generations: GenerationSettings::default(),
         nodes: Vec::new(),
         images: Vec::new(),
@@ -719,6 +753,11 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
             Item::Probe(probe, here) => {
                 if single("probe", here, problems) {
                     cluster.probe = probe;
+                }
+            }
+            Item::Timeouts(timeouts, here) => {
+                if single("timeouts", here, problems) {
+                    cluster.timeouts = timeouts;
                 }
             }
             Item::Generations(settings, here) => {

@@ -130,12 +130,15 @@ pub async fn execute(
                         Outcome::Failed(reason.clone())
                     } else if let Some(blocker) = blocked_by(input, &change, &node_failed) {
                         Outcome::Skipped(format!("`{blocker}` failed or was skipped"))
-                    } else if let Some(conn) = conn.as_mut() {
-                        match run_change(input, conn, &change).await {
+                    } else if let Some(live) = conn.as_mut() {
+                        match run_change(input, live, &change).await {
                             Ok(detail) => Outcome::Done(detail),
                             Err(ChangeError::Node(message)) => {
                                 let reason = format!("node `{node}` stopped answering: {message}");
                                 broken_reason = Some(reason.clone());
+                                // Dropping the connection makes the agent stop whatever it was still
+                                // doing and free the lease; nothing more is sent to this node.
+                                conn = None;
                                 Outcome::Failed(reason)
                             }
                             Err(ChangeError::Change(message)) => Outcome::Failed(message),
@@ -204,6 +207,9 @@ impl From<ClientError> for ChangeError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Rpc(e) => ChangeError::Change(e.message),
+            e @ ClientError::Timeout { .. } => ChangeError::Node(format!(
+                "{e}; the change may be half made there: `bai plan` shows where the node stands"
+            )),
             other => ChangeError::Node(other.to_string()),
         }
     }

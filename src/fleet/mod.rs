@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Observe};
 use crate::state::snapshot::NodeSnapshot;
-use crate::transport::client::{AgentClient, ClientError};
+use crate::transport::client::{AgentClient, ClientError, Deadlines};
 use crate::transport::ssh::{SshTarget, connect};
 
 /// The vfolder root of a node without `vfolder-root`.
@@ -89,7 +89,23 @@ pub fn ssh_target(cluster: &Cluster, node: &Node, accept_new_host_keys: bool) ->
     }
 }
 
-/// Reaches the node's agent and shakes hands; with `lease`, takes the cluster's apply lease.
+/// How long the controller waits for the node's agent: the node's `timeouts` over the cluster's over
+/// the defaults.
+pub fn deadlines(cluster: &Cluster, node: &Node) -> Deadlines {
+    let pick = |n: &Option<crate::source::Spanned<Duration>>, c: &Option<crate::source::Spanned<Duration>>, d| {
+        n.as_ref().or(c.as_ref()).map_or(d, |t| t.value)
+    };
+    let default = Deadlines::default();
+    Deadlines {
+        observe: pick(&node.timeouts.observe, &cluster.timeouts.observe, default.observe),
+        change: pick(&node.timeouts.change, &cluster.timeouts.change, default.change),
+        image: pick(&node.timeouts.image, &cluster.timeouts.image, default.image),
+    }
+}
+
+/// Reaches the node's agent and shakes hands; with `lease`, takes the cluster's apply lease. Connecting
+/// is bounded by the SSH connect timeout, installing and starting the agent by the `change` deadline,
+/// the handshake by the `observe` one.
 pub async fn open(
     cluster: &Cluster,
     node: &Node,
@@ -97,7 +113,41 @@ pub async fn open(
     lease: bool,
 ) -> Result<NodeConn, NodeFailure> {
     let name = node.name.value.as_str();
-    let stream = if node.is_local() {
+    let deadlines = deadlines(cluster, node);
+    let stream = match tokio::time::timeout(deadlines.change, start_agent(cluster, node, options)).await {
+        Ok(stream) => stream?,
+        Err(_) => {
+            return Err(NodeFailure::unreachable(
+                name,
+                format!(
+                    "node `{name}`: installing and starting the agent took longer than {}",
+                    crate::config::value::format_duration(deadlines.change)
+                ),
+                Some("the node accepted SSH but its commands do not finish; log in and look, or raise `timeouts change=`".into()),
+            ));
+        }
+    };
+    let mut client = AgentClient::new(stream).with_deadlines(deadlines);
+    match client.hello(cluster.name.value.as_str(), name, lease, &options.holder).await {
+        Ok(_) => Ok(NodeConn { node: name.to_string(), client, vfolder_root: vfolder_root(node) }),
+        Err(ClientError::Rpc(e)) if e.kind == ErrorKind::LeaseHeld => Err(NodeFailure {
+            node: name.to_string(),
+            unreachable: false,
+            message: e.message,
+            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
+        }),
+        Err(e) => Err(NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None)),
+    }
+}
+
+/// The agent's stdio on the node: a local child process, or over SSH after installing the agent.
+async fn start_agent(
+    cluster: &Cluster,
+    node: &Node,
+    options: &ConnectOptions,
+) -> Result<crate::transport::AgentStream, NodeFailure> {
+    let name = node.name.value.as_str();
+    Ok(if node.is_local() {
         crate::transport::local::spawn(&options.agent_binary).map_err(|e| {
             NodeFailure::unreachable(name, format!("node `{name}`: cannot start the local agent: {e}"), None)
         })?
@@ -121,18 +171,7 @@ pub async fn open(
             writer: stream.writer,
             keepalive: Box::new((stream.keepalive, session)),
         }
-    };
-    let mut client = AgentClient::new(stream);
-    match client.hello(cluster.name.value.as_str(), name, lease, &options.holder).await {
-        Ok(_) => Ok(NodeConn { node: name.to_string(), client, vfolder_root: vfolder_root(node) }),
-        Err(ClientError::Rpc(e)) if e.kind == ErrorKind::LeaseHeld => Err(NodeFailure {
-            node: name.to_string(),
-            unreachable: false,
-            message: e.message,
-            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
-        }),
-        Err(e) => Err(NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None)),
-    }
+    })
 }
 
 fn ssh_failure(node: &str, e: &crate::transport::ssh::SshError) -> NodeFailure {
@@ -140,17 +179,32 @@ fn ssh_failure(node: &str, e: &crate::transport::ssh::SshError) -> NodeFailure {
     NodeFailure::unreachable(node, e.to_string(), e.help().map(|h| h.to_string()))
 }
 
-/// What one node holds for the cluster.
+/// What one node holds for the cluster, checked as what a node says must be ([`crate::untrusted`]).
 pub async fn observe(conn: &mut NodeConn, cluster: &str) -> Result<NodeSnapshot, NodeFailure> {
     let node = conn.node.clone();
-    conn.client
+    let mut snapshot: NodeSnapshot = conn
+        .client
         .call(Method::Observe(Observe {
             cluster: cluster.to_string(),
             node: node.clone(),
             vfolder_root: conn.vfolder_root.clone(),
         }))
         .await
-        .map_err(|e| NodeFailure::unreachable(&node, format!("node `{node}`: observing failed: {e}"), None))
+        .map_err(|e| {
+            let help = matches!(e, ClientError::Timeout { .. }).then(|| {
+                "the agent answers but its work does not finish (a wedged Docker engine looks like this): \
+                 check `docker info` on the node, or raise `timeouts observe=`"
+                    .to_string()
+            });
+            NodeFailure::unreachable(&node, format!("node `{node}`: observing failed: {e}"), help)
+        })?;
+    crate::untrusted::check_snapshot(&node, &mut snapshot).map_err(|why| NodeFailure {
+        node: node.clone(),
+        unreachable: false,
+        message: format!("node `{node}`: its answer to `observe` is not believable: {why}"),
+        help: Some("the node's agent may be compromised or broken; nothing on it was changed".into()),
+    })?;
+    Ok(snapshot)
 }
 
 /// `user@host pid N` of this controller.

@@ -36,6 +36,7 @@ mod tests {
             labels: [("rack".to_string(), Spanned::new(rack.to_string(), Loc::nowhere()))].into(),
             vfolder_root: None,
             probe: Default::default(),
+            timeouts: Default::default(),
         }
     }
 

@@ -143,7 +143,9 @@ impl Plan {
 pub fn show_value(value: Option<&serde_json::Value>) -> String {
     match value {
         None => "(none)".to_string(),
-        Some(v) => v.to_string(),
+        // JSON escapes C0 controls but not C1 ones or bidirectional marks; an observed value came
+        // from a node.
+        Some(v) => crate::untrusted::escape(&v.to_string()).into_owned(),
     }
 }
 

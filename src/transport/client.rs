@@ -1,12 +1,23 @@
 //! The controller's side of the agent RPC: requests out, responses in, ids checked.
+//!
+//! The agent is on the far side of a trust boundary: every call has a deadline ([`Deadlines`]), an
+//! answer line may not grow past [`MAX_REPLY`] bytes, and the text of an error the node sends is
+//! escaped and cut before anyone prints it ([`crate::untrusted`]).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::protocol::{BAI_VERSION, Hello, HelloReply, Method, PROTOCOL_VERSION, Request, RpcError};
 use crate::transport::AgentStream;
+use crate::untrusted;
+
+/// The longest answer line taken from an agent. The largest real answers (an `observe` of a node with
+/// thousands of sessions, a generation record with its lock file) are a few megabytes.
+pub const MAX_REPLY: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -18,6 +29,78 @@ pub enum ClientError {
     Closed,
     #[error("the agent answered something else: {0}")]
     Protocol(String),
+    #[error("the agent's answer to `{method}` grew past {} MiB without ending: the node's reply is not used", MAX_REPLY >> 20)]
+    TooLong { method: &'static str },
+    #[error("no answer to `{method}` within {}", crate::config::value::format_duration(*after))]
+    Timeout { method: &'static str, after: Duration },
+    #[error("the connection is not usable after an earlier call ({0})")]
+    Unusable(String),
+}
+
+/// How long the controller waits for each kind of call before it gives the node up: short for
+/// reading, longer for changing, longest for making an image (a pull of tens of gigabytes). The lab
+/// sets them with `timeouts` (schema/README.md); these are the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// `hello`, `observe`, `inventory`, `probe`, reading generations and keys.
+    pub observe: Duration,
+    /// Every change but an image: sessions, vfolders, labels, records, each upload chunk.
+    pub change: Duration,
+    /// `ensure_image`: a pull, a build or a load.
+    pub image: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            observe: Duration::from_secs(30),
+            change: Duration::from_secs(5 * 60),
+            image: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl Deadlines {
+    /// The deadline of one call.
+    pub fn of(&self, method: &Method) -> Duration {
+        match method {
+            Method::Hello(_)
+            | Method::Ping
+            | Method::Inventory
+            | Method::Observe(_)
+            | Method::SessionHealth(_)
+            | Method::Probe(_)
+            | Method::ListGenerations(_)
+            | Method::GetGeneration(_)
+            | Method::SecretKey(_) => self.observe,
+            Method::EnsureImage(_) => self.image,
+            Method::PutBlob(_)
+            | Method::RemoveImage(_)
+            | Method::EnsureVfolder(_)
+            | Method::RemoveVfolder(_)
+            | Method::SetLabels(_)
+            | Method::CreateSession(_)
+            | Method::RemoveSession(_)
+            | Method::Leave(_)
+            | Method::RecordGeneration(_) => self.change,
+        }
+    }
+}
+
+/// Whether a call changes the node: one that timed out leaves the node in a state nobody knows, and the
+/// connection is not used again (dropping it makes the agent stop the call and free the lease).
+fn changes_the_node(method: &Method) -> bool {
+    !matches!(
+        method,
+        Method::Hello(_)
+            | Method::Ping
+            | Method::Inventory
+            | Method::Observe(_)
+            | Method::SessionHealth(_)
+            | Method::Probe(_)
+            | Method::ListGenerations(_)
+            | Method::GetGeneration(_)
+    )
 }
 
 pub struct AgentClient {
@@ -32,6 +115,9 @@ pub struct AgentClient {
     /// Set while a request is being written: a call cancelled there (a timeout) leaves half a line on the
     /// wire, after which the connection is useless.
     writing: bool,
+    /// Why the connection may not be used again (an answer that was too long, a change that timed out).
+    unusable: Option<String>,
+    deadlines: Deadlines,
     _keepalive: Box<dyn std::any::Any + Send>,
 }
 
@@ -55,16 +141,61 @@ impl AgentClient {
             out: Vec::with_capacity(256),
             line: Vec::with_capacity(256),
             writing: false,
+            unusable: None,
+            deadlines: Deadlines::default(),
             _keepalive: stream.keepalive,
         }
     }
 
-    /// One request, one response. Cancel-safe between requests: the answers to calls abandoned while
-    /// waiting (a probe that timed out) are skipped when they arrive late.
+    /// The deadlines of this connection's calls.
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    /// One request, one response, within the method's deadline. Cancel-safe between requests: the
+    /// answers to calls abandoned while waiting (a probe that timed out) are skipped when they arrive late.
     pub async fn call<T: DeserializeOwned>(&mut self, method: Method) -> Result<T, ClientError> {
+        let deadline = self.deadlines.of(&method);
+        self.call_within(method, deadline).await
+    }
+
+    /// [`call`](Self::call) with a deadline of the caller's (the watcher's ping timeout).
+    pub async fn call_within<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        deadline: Duration,
+    ) -> Result<T, ClientError> {
+        let name = method.name();
+        let changes = changes_the_node(&method);
+        match tokio::time::timeout(deadline, self.exchange(method)).await {
+            Ok(Err(e @ ClientError::TooLong { .. })) => {
+                self.unusable = Some(e.to_string());
+                Err(e)
+            }
+            Ok(result) => result,
+            Err(_) => {
+                let e = ClientError::Timeout { method: name, after: deadline };
+                if changes {
+                    self.unusable = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange<T: DeserializeOwned>(&mut self, method: Method) -> Result<T, ClientError> {
+        if let Some(why) = &self.unusable {
+            return Err(ClientError::Unusable(why.clone()));
+        }
         if self.writing {
             return Err(ClientError::Protocol("an earlier request was cut off mid-write".into()));
         }
+        let name = method.name();
         let id = self.next_id;
         self.next_id += 1;
         self.out.clear();
@@ -76,8 +207,10 @@ impl AgentClient {
         self.writer.flush().await?;
         self.writing = false;
         loop {
-            self.reader.read_until(b'\n', &mut self.line).await?;
-            if self.line.last() != Some(&b'\n') {
+            if !read_line(&mut self.reader, &mut self.line, MAX_REPLY).await? {
+                if self.line.len() > MAX_REPLY {
+                    return Err(ClientError::TooLong { method: name });
+                }
                 // End of stream, with or without half a line before it.
                 return Err(ClientError::Closed);
             }
@@ -111,18 +244,50 @@ impl AgentClient {
         if reply.protocol != PROTOCOL_VERSION || reply.version != BAI_VERSION {
             return Err(ClientError::Protocol(format!(
                 "node runs bai {} (protocol {}), this controller is bai {BAI_VERSION} (protocol {PROTOCOL_VERSION})",
-                reply.version, reply.protocol
+                untrusted::excerpt(&reply.version, 80),
+                reply.protocol
             )));
         }
         Ok(reply)
     }
 }
 
+/// Reads one line into `line` (appending: a read cancelled mid-line is continued by the next call), at
+/// most `max` bytes of it. `true` when the line is complete; `false` at the end of the stream, or when
+/// the line grew past `max` (then `line` holds more than `max` bytes, and the stream is mid-line).
+async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<bool> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        let (taken, complete) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken);
+        if line.len() > max + usize::from(complete) {
+            return Ok(false);
+        }
+        if complete {
+            return Ok(true);
+        }
+    }
+}
+
 /// What one answer line means for the call waiting on request `id`: `None` for a late answer to an
-/// earlier, abandoned request.
+/// earlier, abandoned request. What the node wrote is echoed escaped and cut short.
 fn answer_of<T: DeserializeOwned>(line: &[u8], id: u64) -> Option<Result<T, ClientError>> {
-    let protocol =
-        |e: serde_json::Error| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(line).trim_end()));
+    let protocol = |e: serde_json::Error| {
+        // serde's message quotes what it could not take: escaped too.
+        let line = String::from_utf8_lossy(line);
+        ClientError::Protocol(format!(
+            "{}: {}",
+            untrusted::text(&e.to_string()),
+            untrusted::excerpt(line.trim_end(), 200)
+        ))
+    };
     let response: RawResponse<'_> = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return Some(Err(protocol(e))),
@@ -133,11 +298,12 @@ fn answer_of<T: DeserializeOwned>(line: &[u8], id: u64) -> Option<Result<T, Clie
     if response.id != id {
         return Some(Err(ClientError::Protocol(format!("response {} to request {id}", response.id))));
     }
-    if let Some(error) = response.error {
+    if let Some(mut error) = response.error {
+        untrusted::clean(&mut error.message);
         return Some(Err(ClientError::Rpc(error)));
     }
     let result = response.result.map_or("null", RawValue::get);
-    Some(serde_json::from_str(result).map_err(|e| ClientError::Protocol(e.to_string())))
+    Some(serde_json::from_str(result).map_err(|e| ClientError::Protocol(untrusted::text(&e.to_string()))))
 }
 
 #[cfg(test)]

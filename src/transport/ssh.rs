@@ -159,9 +159,10 @@ fn tried_list(tried: &[String]) -> String {
     if tried.is_empty() { "no key to offer".to_owned() } else { format!("tried {}", tried.join(", ")) }
 }
 
+/// The node's stderr as the end of a message: escaped and cut short, since the node wrote it.
 fn stderr_suffix(stderr: &str) -> String {
     let stderr = stderr.trim();
-    if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+    if stderr.is_empty() { String::new() } else { format!(": {}", crate::untrusted::excerpt(stderr, 2048)) }
 }
 
 /// How a remote command ended.
@@ -772,7 +773,7 @@ impl SshSession {
                 host: self.host.clone(),
                 port: self.port,
                 command: "uname -m (agent probe)".to_owned(),
-                status: format!("unexpected output {text:?}"),
+                status: format!("unexpected output \"{}\"", crate::untrusted::excerpt(&text, 200)),
                 stderr: output.stderr_text(),
             });
         };
@@ -914,15 +915,25 @@ async fn feed<R: AsyncRead + Unpin>(write: &ChannelWriteHalf<Msg>, stdin: Option
     write.eof().await.map_err(FeedError::Channel)
 }
 
-/// Collects a finished command's output. Returns it and whether the server refused the exec request.
+/// The most of a fixed command's stdout and of its stderr kept: bai's own commands print a few lines,
+/// and a node that prints more is not believed for longer.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+fn keep(buffer: &mut Vec<u8>, data: &[u8]) {
+    let room = MAX_OUTPUT.saturating_sub(buffer.len());
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// Collects a finished command's output (each stream cut at [`MAX_OUTPUT`]). Returns it and whether the
+/// server refused the exec request.
 async fn collect(read: &mut ChannelReadHalf) -> (Output, bool) {
     let mut output = Output { status: ExitStatus::Unknown, stdout: Vec::new(), stderr: Vec::new() };
     let mut refused = false;
     // The exit status may arrive before the last data: read until the channel closes.
     while let Some(message) = read.wait().await {
         match message {
-            ChannelMsg::Data { data } => output.stdout.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr.extend_from_slice(&data),
+            ChannelMsg::Data { data } => keep(&mut output.stdout, &data),
+            ChannelMsg::ExtendedData { data, ext: 1 } => keep(&mut output.stderr, &data),
             ChannelMsg::ExitStatus { exit_status } => output.status = ExitStatus::Code(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => output.status = ExitStatus::Signal(signal_text(&signal_name)),
             // A refused exec leaves the channel open with nothing to wait for.

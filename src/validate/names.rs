@@ -7,7 +7,7 @@ use crate::model::{Cluster, Config};
 use crate::source::Loc;
 
 /// Cluster, node and image names end up in container names, labels and resource ids.
-fn is_plain_name(name: &str) -> bool {
+pub fn is_plain_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))

@@ -21,6 +21,7 @@ use crate::model::{Cluster, HealthCheck};
 use crate::plan::Action;
 use crate::protocol::{HealthCheckSpec, HealthProbe, Method, Probe, ProbeReply};
 use crate::state::snapshot::ContainerState;
+use crate::transport::client::ClientError;
 use crate::watch::settings::{Overrides, Timing, health_timing, node_timing};
 use crate::watch::threshold::Threshold;
 
@@ -173,13 +174,17 @@ async fn probe_node(
         })
         .collect();
     let longest = indices.iter().map(|&i| watched[i].timing.timeout).max().unwrap_or(Duration::from_secs(2));
+    let asked = checks.len();
     let request = Method::Probe(Probe { cluster: cluster.to_string(), node, checks });
-    let reply =
-        match tokio::time::timeout(longest + Duration::from_secs(5), conn.client.call::<ProbeReply>(request)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(format!("probing failed: {e}")),
-            Err(_) => Err(format!("the node did not answer the probe within {}s", (longest.as_secs() + 5))),
-        };
+    let reply = match conn.client.call_within::<ProbeReply>(request, longest + Duration::from_secs(5)).await {
+        Ok(mut reply) => crate::untrusted::check_probe(&mut reply, asked)
+            .map(|()| reply)
+            .map_err(|why| format!("the node's answer is not believable: {why}")),
+        Err(ClientError::Timeout { .. }) => {
+            Err(format!("the node did not answer the probe within {}s", (longest.as_secs() + 5)))
+        }
+        Err(e) => Err(format!("probing failed: {e}")),
+    };
     (indices, reply)
 }
 

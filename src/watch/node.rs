@@ -295,16 +295,17 @@ impl NodeTask {
             });
         };
         let started = Instant::now();
-        match tokio::time::timeout(timeout, conn.client.call::<Pong>(Method::Ping)).await {
-            Ok(Ok(pong)) => Ok((pong, started.elapsed())),
-            Ok(Err(e @ ClientError::Rpc(_))) => Err(format!("agent error: {e}")),
-            Ok(Err(e)) => {
+        match conn.client.call_within::<Pong>(Method::Ping, timeout).await {
+            Ok(pong) => Ok((pong, started.elapsed())),
+            Err(e @ ClientError::Rpc(_)) => Err(format!("agent error: {e}")),
+            // A late answer is skipped when it comes: the connection stays.
+            Err(ClientError::Timeout { .. }) => Err(format!("timeout {}", seconds(timeout))),
+            Err(e) => {
                 self.conn = None;
                 let message = format!("connection broke: {e}");
                 self.last_error = Some(message.clone());
                 Err(message)
             }
-            Err(_) => Err(format!("timeout {}", seconds(timeout))),
         }
     }
 
@@ -408,19 +409,27 @@ impl NodeTask {
         }
         let mut keyed = if here.secret.is_empty() { None } else { self.keyed_hashes(watched).await };
         let Some(conn) = self.conn.as_mut() else { return };
+        let asked = checks.len();
         let request = Method::Probe(Probe { cluster: self.cluster.clone(), node: self.node.clone(), checks });
         let node_timeout = node_timing.timeout;
-        let reply = match tokio::time::timeout(longest + node_timeout, conn.client.call::<ProbeReply>(request)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
+        let reply = match conn.client.call_within::<ProbeReply>(request, longest + node_timeout).await {
+            Ok(mut reply) => match crate::untrusted::check_probe(&mut reply, asked) {
+                Ok(()) => reply,
+                Err(why) => {
+                    self.conn = None;
+                    self.probe_failed(format!("its answer is not believable: {why}"));
+                    return;
+                }
+            },
+            Err(ClientError::Timeout { .. }) => {
+                self.probe_failed(format!("no answer within {}", seconds(longest + node_timeout)));
+                return;
+            }
+            Err(e) => {
                 if !matches!(e, ClientError::Rpc(_)) {
                     self.conn = None;
                 }
                 self.probe_failed(e.to_string());
-                return;
-            }
-            Err(_) => {
-                self.probe_failed(format!("no answer within {}", seconds(longest + node_timeout)));
                 return;
             }
         };

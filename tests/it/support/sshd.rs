@@ -35,6 +35,9 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Lines added to sshd_config, and `NAME=VALUE` words added to its `SetEnv` ([`Sshd::reconfigure`]).
+    extra: String,
+    env: Vec<String>,
 }
 
 impl Sshd {
@@ -73,6 +76,8 @@ impl Sshd {
                 log: node_dir.join("sshd.log"),
                 dir: node_dir,
                 child: None,
+                extra: String::new(),
+                env: Vec::new(),
             };
             node.launch_on_free_port(&authorized_keys);
             sshd.nodes.push(node);
@@ -159,6 +164,17 @@ impl Sshd {
         }
     }
 
+    /// Restarts node `i` on its port with `lines` added to its sshd_config (a `ForceCommand` that makes it
+    /// a compromised node, say) and `env` (`NAME=VALUE`) added to what its sessions get.
+    pub fn reconfigure(&mut self, i: usize, lines: &str, env: &[&str]) {
+        let authorized_keys = self.dir.path().join("authorized_keys");
+        let node = &mut self.nodes[i];
+        node.extra = lines.to_string();
+        node.env = env.iter().map(|e| e.to_string()).collect();
+        node.write_config(&authorized_keys);
+        self.restart(i);
+    }
+
     /// sshd's log for node `i`, for failure messages.
     pub fn log(&self, i: usize) -> String {
         fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
@@ -232,12 +248,15 @@ impl Node {
              PrintMotd no\n\
              PrintLastLog no\n\
              LogLevel VERBOSE\n\
-             SetEnv HOME={home}\n",
+             SetEnv HOME={home}{env}\n\
+             {extra}",
             port = self.port,
             host_key = dir.join("host_key").display(),
             pid = dir.join("sshd.pid").display(),
             authorized_keys = authorized_keys.display(),
             home = dir.join("home").display(),
+            env = self.env.iter().map(|e| format!(" {e}")).collect::<String>(),
+            extra = self.extra,
         );
         fs::write(&self.config, config).expect("write sshd_config");
     }

@@ -101,6 +101,31 @@ impl SshLab {
     }
 }
 
+impl SshLab {
+    /// Makes node `i` a compromised node: its sshd runs every command as asked but the agent, which it
+    /// replaces with tests/fixtures/agents/compromised.py in `mode` (see there).
+    pub fn compromise(&mut self, i: usize, mode: &str) {
+        let dir = self.sshd.scratch().join(format!("compromised{i}"));
+        std::fs::create_dir_all(&dir).expect("a directory for the compromised agent");
+        let script = dir.join("agent.py");
+        std::fs::write(&script, include_str!("../../fixtures/agents/compromised.py")).expect("write the agent");
+        let dispatch = dir.join("dispatch.sh");
+        std::fs::write(
+            &dispatch,
+            format!(
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  *\" agent\") exec /usr/bin/python3 {} {mode} ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
+                script.display()
+            ),
+        )
+        .expect("write the dispatcher");
+        use std::os::unix::fs::PermissionsExt;
+        for path in [&dir, &dispatch, &script] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        self.sshd.reconfigure(i, &format!("ForceCommand {}\n", dispatch.display()), &[]);
+    }
+}
+
 /// Asserts an exit code, showing both streams when it is another.
 pub fn assert_code(out: &std::process::Output, code: i32, what: &str) {
     assert_eq!(out.status.code(), Some(code), "{what}\nstdout:\n{}\nstderr:\n{}", stdout_of(out), stderr_of(out));
