@@ -407,7 +407,19 @@ impl NodeTask {
                 timeout_ms: timing.timeout.as_millis() as u64,
             });
         }
-        let mut keyed = if here.secret.is_empty() { None } else { self.keyed_hashes(watched).await };
+        let mut keyed = if here.secret.is_empty() {
+            None
+        } else {
+            // Bounded like every other wait of a round: a node that does not answer still gets its
+            // pings counted.
+            match tokio::time::timeout(node_timing.timeout, self.keyed_hashes(watched)).await {
+                Ok(keyed) => keyed,
+                Err(_) => {
+                    self.probe_failed(format!("no key within {}", seconds(node_timing.timeout)));
+                    return;
+                }
+            }
+        };
         let Some(conn) = self.conn.as_mut() else { return };
         let asked = checks.len();
         let request = Method::Probe(Probe { cluster: self.cluster.clone(), node: self.node.clone(), checks });

@@ -209,13 +209,16 @@ fn a_stopped_node_goes_down_within_the_thresholds_and_comes_back_up() {
         let up = w.wait_for(&format!("{node} up"), Duration::from_secs(30), |e| is(e, "node_up", node));
         assert!(up["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0 && ms < 1000.0), "{up}");
     }
+    // Every core busy with something else, as on a loaded CI machine: the node still goes down in time.
+    let load = crate::support::load::Burners::saturate();
     lab.sshd.kill(1);
     let killed = Instant::now();
     let down = w.wait_for("node1 down", Duration::from_secs(30), |e| is(e, "node_down", "node1"));
     let took = killed.elapsed().as_secs_f64();
+    drop(load);
     let bound = f64::from(failures) * interval + timeout;
-    // Scheduling on a busy 2-core CI machine gets a little grace; the model itself is what is checked.
-    assert!(took <= bound + 0.75, "down after {took:.2}s, bound {bound}s: {down}");
+    // Scheduling on a saturated 2-core machine gets a little grace; the model itself is what is checked.
+    assert!(took <= bound + 1.0, "down after {took:.2}s, bound {bound}s: {down}");
     assert_eq!(down["misses"], failures, "{down}");
     assert!(down["last"].as_str().is_some_and(|l| !l.is_empty()), "{down}");
     lab.sshd.restart(1);
@@ -224,6 +227,39 @@ fn a_stopped_node_goes_down_within_the_thresholds_and_comes_back_up() {
     let (code, stderr) = w.stop();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("every connection closed"), "{stderr}");
+}
+
+#[test]
+fn a_reconnect_that_hangs_still_counts_misses_under_load() {
+    let mut lab = Lab::new(1);
+    lab.write(1, "");
+    let (interval, timeout, failures) = (0.5, 0.5, 3u32);
+    let mut w = lab.watch(&["--interval", "500ms", "--timeout", "500ms", "--failure-threshold", "3"]);
+    w.wait_for("node0 up", Duration::from_secs(30), |e| is(e, "node_up", "node0"));
+    let load = crate::support::load::Burners::saturate();
+    // The node dies and its port is taken by something that accepts TCP and never speaks: every
+    // reconnect now hangs in the SSH handshake until the connect timeout (3s).
+    let port = lab.sshd.port(0);
+    lab.sshd.kill(0);
+    let killed = Instant::now();
+    let mute = TcpListener::bind(("127.0.0.1", port)).expect("the dead node's port is free");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in mute.incoming().map_while(Result::ok) {
+            if let Ok(mut v) = keep.lock() {
+                v.push(stream);
+            }
+        }
+    });
+    let down = w.wait_for("node0 down", Duration::from_secs(30), |e| is(e, "node_down", "node0"));
+    let took = killed.elapsed().as_secs_f64();
+    drop(load);
+    let bound = f64::from(failures) * interval + timeout;
+    assert!(took <= bound + 1.0, "down after {took:.2}s (bound {bound}s) while reconnecting: {down}");
+    assert_eq!(down["misses"], failures, "{down}");
+    let (code, stderr) = w.stop();
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[test]

@@ -50,5 +50,6 @@ pub fn json(text: &str) -> serde_json::Value {
 }
 
 pub mod images;
+pub mod load;
 pub mod sshd;
 pub mod sshlab;

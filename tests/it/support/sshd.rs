@@ -300,15 +300,35 @@ impl Node {
 
     /// Signals the listener and every process under it (per-connection sshd processes and the commands
     /// they run start sessions of their own, so a process group would miss them), then reaps the listener.
+    ///
+    /// The tree is frozen first (SIGSTOP, again for each process found, until no new one appears): a
+    /// listener still running while its children are signalled one by one can accept a connection in
+    /// between — a watcher reconnecting the moment its agent died — and fork a child that nobody
+    /// signals. That orphan serves the node on as if it had never stopped; on a loaded machine this
+    /// happened, and a watch test waited in vain for the node to go down.
     fn terminate(&mut self, signal: i32) {
         let Some(mut child) = self.child.take() else { return };
         let root = child.id() as i32;
-        let mut victims = descendants(root);
-        victims.push(root);
-        for pid in victims {
+        let mut frozen: Vec<i32> = Vec::new();
+        for pid in std::iter::once(root).chain(descendants(root)) {
+            freeze(pid, &mut frozen);
+        }
+        loop {
+            // Let the stops land (a process in the middle of `fork` finishes it first), then look again.
+            std::thread::sleep(Duration::from_millis(5));
+            let fresh: Vec<i32> = descendants(root).into_iter().filter(|p| !frozen.contains(p)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for pid in fresh {
+                freeze(pid, &mut frozen);
+            }
+        }
+        for &pid in &frozen {
             // SAFETY: kill(2) with a pid we found under our own child; a stale pid only yields ESRCH.
             unsafe {
                 libc::kill(pid, signal);
+                libc::kill(pid, libc::SIGCONT);
             }
         }
         if signal == libc::SIGTERM {
@@ -324,6 +344,15 @@ impl Node {
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Stops `pid` (SIGSTOP) and remembers it.
+fn freeze(pid: i32, frozen: &mut Vec<i32>) {
+    // SAFETY: kill(2) with a pid we found under our own child; a stale pid only yields ESRCH.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    frozen.push(pid);
 }
 
 /// Every process below `root`, read from /proc.
