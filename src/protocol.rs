@@ -345,6 +345,10 @@ pub struct ProbeReply {
     pub unowned: Vec<Unowned>,
     /// One per requested check, in request order.
     pub health: Vec<HealthResult>,
+    /// The node's current generation for the cluster: a new one means another controller applied,
+    /// destroyed or rolled back there (see `watch::truth`).
+    #[serde(default)]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

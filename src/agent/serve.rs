@@ -360,7 +360,8 @@ impl Agent {
             tokio::join!(engine.sessions(&cluster, &p.node), engine.unowned(&cluster), checks);
         let sessions = sessions.map_err(RpcError::from)?;
         let unowned = unowned.map_err(RpcError::from)?;
-        to_value(&ProbeReply { sessions, unowned, health })
+        let generation = generations::current(&self.home.generations(&cluster)).ok().flatten();
+        to_value(&ProbeReply { sessions, unowned, health, generation })
     }
 
     fn put_blob(&mut self, b: PutBlob) -> Result<serde_json::Value, RpcError> {

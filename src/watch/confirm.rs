@@ -246,6 +246,7 @@ mod tests {
             ],
             unowned: vec![],
             health: vec![HealthResult { session: "web-a".into(), healthy: false, detail: "HTTP 404".into() }],
+            generation: None,
         };
         let out = judge(&w, &[0, 1, 2, 3], Ok(reply));
         assert_eq!(

@@ -78,6 +78,24 @@ pub enum Event {
         node: String,
         error: String,
     },
+    /// A heal of the node has been running a while, and drift found since waits for it (said once per
+    /// heal): a heal holds the node's lease, and its calls end at their deadlines.
+    HealRunning {
+        cluster: String,
+        node: String,
+        running_s: u64,
+        waiting: Vec<String>,
+    },
+    /// Another controller recorded a generation on the node that is not the watched file (an apply of
+    /// another version, a destroy, a rollback): the node is held to it, not healed back to the file.
+    Superseded {
+        cluster: String,
+        node: String,
+        generation: u64,
+        destroyed: bool,
+        applied_by: String,
+        applied_at: String,
+    },
     Reloaded {
         added: Vec<String>,
         removed: Vec<String>,
@@ -129,9 +147,25 @@ impl Event {
                     "refused" => "heal refused",
                     _ => "heal failed",
                 };
-                format!("{what}: session {session} on {node}: {detail}")
+                if session.is_empty() {
+                    format!("{what}: node {node}: {detail}")
+                } else {
+                    format!("{what}: session {session} on {node}: {detail}")
+                }
             }
             Event::ProbeFailed { node, error, .. } => format!("node {node}: probing sessions failed: {error}"),
+            Event::HealRunning { node, running_s, waiting, .. } => format!(
+                "node {node}: a heal is still running after {running_s}s; {} wait for it (its calls end at their deadlines)",
+                waiting.join(", ")
+            ),
+            Event::Superseded { node, generation, destroyed: true, applied_by, applied_at, .. } => format!(
+                "node {node}: the cluster was destroyed there (generation {generation}, by {applied_by} at \
+                 {applied_at}); the watcher holds the node to that until the next `bai apply`"
+            ),
+            Event::Superseded { node, generation, applied_by, applied_at, .. } => format!(
+                "node {node}: generation {generation} (by {applied_by} at {applied_at}) is not the watched file; \
+                 the watcher holds the node to it and heals nothing back until the file changes"
+            ),
             Event::Reloaded { added, removed, changed } => {
                 let mut parts = Vec::new();
                 for (word, list) in [("added", added), ("removed", removed), ("changed", changed)] {

@@ -18,9 +18,17 @@ use crate::watch::event::Event;
 use crate::watch::node::Shared;
 
 /// Heals `drifted` sessions of `node`, reporting each as an event and counting it in the status.
-pub async fn heal(watched: &Watched, node: &str, drifted: BTreeMap<String, Drift>, shared: &Shared) {
+/// `expected` is the node's generation as the watcher last saw it: a heal that finds another under the
+/// lease heals nothing (another controller changed the node meanwhile; the watcher follows that).
+pub async fn heal(
+    watched: &Watched,
+    node: &str,
+    drifted: BTreeMap<String, Drift>,
+    expected: Option<u64>,
+    shared: &Shared,
+) {
     let cluster = watched.cluster.name.value.to_string();
-    let outcomes = match heal_node(watched, node, &drifted, shared).await {
+    let outcomes = match heal_node(watched, node, &drifted, expected, shared).await {
         Ok(outcomes) => outcomes,
         Err(why) => drifted.keys().map(|s| (s.clone(), Err(why.clone()))).collect(),
     };
@@ -58,6 +66,7 @@ async fn heal_node(
     watched: &Watched,
     node: &str,
     drifted: &BTreeMap<String, Drift>,
+    expected: Option<u64>,
     shared: &Shared,
 ) -> Result<Outcomes, String> {
     let cluster = &watched.cluster;
@@ -66,6 +75,13 @@ async fn heal_node(
     };
     let mut conn = fleet::open(cluster, model, &shared.options.connect, true).await.map_err(|f| f.message)?;
     let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await.map_err(|f| f.message)?;
+    if snapshot.generation != expected {
+        return Err(format!(
+            "not healed: generation {} was recorded on the node since the drift was seen (an apply, destroy or \
+             rollback by another run); the watcher takes that as the node's new truth",
+            snapshot.generation.map_or_else(|| "(none)".to_string(), |g| g.to_string())
+        ));
+    }
     let observed = ClusterState::observed(&cluster.name.value, vec![snapshot]);
     let only: BTreeSet<NodeName> = [NodeName(node.to_string())].into_iter().collect();
     let mut conns = BTreeMap::from([(node.to_string(), conn)]);

@@ -20,6 +20,7 @@ pub mod settings;
 pub mod status;
 pub mod table;
 pub mod threshold;
+pub mod truth;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::fleet::{self, NodeConn, NodeFailure};
+use crate::generation::GenerationRecord;
 use crate::model::{Cluster, HealthCheck, Node};
-use crate::protocol::{HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeReply};
+use crate::protocol::{GetGeneration, HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeReply};
 use crate::transport::client::ClientError;
 use crate::watch::backoff::Backoff;
 use crate::watch::drift::{Drift, DriftKind, drift};
@@ -24,7 +25,12 @@ use crate::watch::secrets::KeyedHashes;
 use crate::watch::settings::{Timing, health_timing, node_timing};
 use crate::watch::status::{FleetStatus, HealthStatus, NodeState, NodeStatus, SessionStatus, Verdict};
 use crate::watch::threshold::Threshold;
+use crate::watch::truth::{Landed, Truth};
 use crate::watch::{WatchOptions, Watched, heal};
+
+/// A heal running this long while drift waits for the next one is said to be still running (once): a
+/// heal holds the node's lease, and a slow one would otherwise hold back every later heal silently.
+const SLOW_HEAL: Duration = Duration::from_secs(5);
 
 /// Nodes that host no session are checked for stray sessions this often, not every round: the ping
 /// alone is what keeps an idle node cheap.
@@ -72,6 +78,8 @@ struct SessionTrack {
     drift: Option<Drift>,
     limit: HealLimit,
     held_back_reported: bool,
+    /// The generation for which a heal was refused (the node follows it, not the file), said once.
+    refused_for: Option<u64>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<NodeConn, NodeFailure>> + Send>>;
@@ -89,7 +97,11 @@ struct NodeTask {
     last_error: Option<String>,
     rounds: u64,
     idle_probe_at: Option<Instant>,
-    heal: Option<JoinHandle<()>>,
+    /// The heal under way (on a connection of its own), when it started, and whether a round that
+    /// wanted another heal meanwhile has said so.
+    heal: Option<(JoinHandle<()>, Instant, bool)>,
+    /// Whether the node is held to the watched file or to a generation another controller recorded.
+    truth: Truth<Watched>,
     /// Hashes of this node's sessions with secrets, for the file version they were computed for; made
     /// again for a new connection (the node's key may have changed) or a new file version.
     keyed: Option<(Arc<Watched>, KeyedHashes)>,
@@ -215,7 +227,7 @@ pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
     if answered {
         task.probe_sessions(&watched, &timing).await;
     }
-    if let Some(heal) = task.heal.take() {
+    if let Some((heal, _, _)) = task.heal.take() {
         let _ = heal.await;
     }
 }
@@ -265,6 +277,7 @@ impl NodeTask {
             rounds: 0,
             idle_probe_at: None,
             heal: None,
+            truth: Truth::default(),
             keyed: None,
         }
     }
@@ -449,7 +462,40 @@ impl NodeTask {
             k.settle(&reply.sessions);
         }
         let desired = keyed.as_ref().map_or(desired, |k| &k.hashes);
-        self.absorb(watched, desired, reply, node_timing);
+        if let Some(number) = self.truth.observe(watched, reply.generation) {
+            self.follow(number, desired, node_timeout).await;
+        }
+        let desired = self.truth.superseded().map_or(desired, |s| &s.hashes).clone();
+        self.absorb(watched, &desired, reply, node_timing);
+    }
+
+    /// Reads generation `number` from the node and lets [`Truth`] judge it against the file's `desired`
+    /// hashes; says so when the node is from now on held to it.
+    async fn follow(&mut self, number: u64, desired: &BTreeMap<String, String>, timeout: Duration) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let request = Method::GetGeneration(GetGeneration { cluster: self.cluster.clone(), number });
+        let mut record = match conn.client.call_within::<GenerationRecord>(request, timeout).await {
+            Ok(record) => record,
+            Err(e) => {
+                if !matches!(e, ClientError::Rpc(_) | ClientError::Timeout { .. }) {
+                    self.conn = None;
+                }
+                self.probe_failed(format!("reading its generation {number} failed: {e}"));
+                return;
+            }
+        };
+        crate::untrusted::clean_meta(&mut record.meta);
+        if let Some(s) = self.truth.record(Landed::from(&record), desired) {
+            let event = Event::Superseded {
+                cluster: self.cluster.clone(),
+                node: self.node.clone(),
+                generation: s.generation,
+                destroyed: s.destroyed,
+                applied_by: s.applied_by.clone(),
+                applied_at: s.applied_at.clone(),
+            };
+            self.shared.emit(event);
+        }
     }
 
     /// This node's hashes with its secrets digested, from the cache when it is for this connection
@@ -613,17 +659,54 @@ impl NodeTask {
         }
     }
 
-    /// Starts a heal of what drifted, unless one is under way or the heal limit holds it back.
+    /// Starts a heal of what drifted, unless one is under way (said once), the node follows another
+    /// generation than the file (said once per session and generation), or the heal limit holds it back.
     fn heal(&mut self, watched: &Arc<Watched>) {
-        if self.heal.as_ref().is_some_and(|h| !h.is_finished()) {
+        let wanted = self.sessions.values().any(|t| t.drift.as_ref().is_some_and(Drift::healable));
+        if let Some((running, since, said)) = self.heal.as_mut()
+            && !running.is_finished()
+        {
+            if wanted && !*said && since.elapsed() >= SLOW_HEAL {
+                *said = true;
+                let waiting = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, t)| t.drift.as_ref().is_some_and(Drift::healable))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let event = Event::HealRunning {
+                    cluster: self.cluster.clone(),
+                    node: self.node.clone(),
+                    running_s: since.elapsed().as_secs(),
+                    waiting,
+                };
+                self.shared.emit(event);
+            }
             return;
         }
         let now = Instant::now();
         let mut chosen: BTreeMap<String, Drift> = BTreeMap::new();
         let mut events = Vec::new();
+        let following = self.truth.superseded().map(|s| (s.generation, s.applied_by.clone()));
         for (name, track) in &mut self.sessions {
             let Some(d) = &track.drift else { continue };
             if !d.healable() {
+                continue;
+            }
+            if let Some((generation, by)) = &following {
+                if track.refused_for != Some(*generation) {
+                    track.refused_for = Some(*generation);
+                    events.push(Event::Heal {
+                        cluster: self.cluster.clone(),
+                        node: self.node.clone(),
+                        session: name.clone(),
+                        outcome: "refused".into(),
+                        detail: format!(
+                            "the node follows generation {generation} (by {by}), not the watched file; \
+                             `bai apply` the lab that should run there"
+                        ),
+                    });
+                }
                 continue;
             }
             if track.limit.try_take(now) {
@@ -649,7 +732,9 @@ impl NodeTask {
             return;
         }
         let (watched, node, shared) = (watched.clone(), self.node.clone(), self.shared.clone());
-        self.heal = Some(tokio::spawn(async move { heal::heal(&watched, &node, chosen, &shared).await }));
+        let expected = self.truth.expected();
+        let task = tokio::spawn(async move { heal::heal(&watched, &node, chosen, expected, &shared).await });
+        self.heal = Some((task, Instant::now(), false));
     }
 }
 
@@ -666,5 +751,6 @@ fn track<'a>(
         drift: None,
         limit: HealLimit::new(heal_limit),
         held_back_reported: false,
+        refused_for: None,
     })
 }
