@@ -425,9 +425,26 @@ pub mod labels {
     pub const SPEC: &str = "ai.bai.spec";
 }
 
+/// Whether a vfolder name is bai's own: every name starting with `.bai`, in any case (a vfolder root may
+/// lie on a file system that ignores case). bai keeps its own directories under the vfolder root
+/// (`.bai-tombstones/`, `.bai-markers/`), so a vfolder of that name would mount them into a session.
+pub fn is_reserved_vfolder_name(name: &str) -> bool {
+    name.get(..4).is_some_and(|start| start.eq_ignore_ascii_case(".bai"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_starting_with_dot_bai_are_reserved() {
+        for reserved in [".bai", ".bai-tombstones", ".BAI-markers", ".Baikal"] {
+            assert!(is_reserved_vfolder_name(reserved), "{reserved}");
+        }
+        for free in ["bai", "data.bai", ".ba", "", "é.bai", ".hidden"] {
+            assert!(!is_reserved_vfolder_name(free), "{free}");
+        }
+    }
 
     #[test]
     fn requests_are_tagged_json_lines() {
