@@ -71,6 +71,18 @@ pub fn print_failures(failures: &[NodeFailure]) {
     }
 }
 
+/// Vfolders whose marker a node cannot vouch for (a FIFO, a link, a huge file where the marker was):
+/// bai leaves them alone, and says so wherever it plans, since the plan cannot show them.
+pub fn print_conflicts(reached: &Reached) {
+    for n in &reached.snapshots {
+        for u in &n.unowned {
+            if let Some(why) = &u.reason {
+                eprintln!("warning: node `{}`: vfolder `{}`: {why}; bai leaves it alone", n.name, u.name);
+            }
+        }
+    }
+}
+
 pub fn options(accept_new_host_keys: bool) -> Result<ConnectOptions, String> {
     let agent_binary =
         std::env::current_exe().map_err(|e| format!("cannot find the bai binary to install as agent: {e}"))?;
