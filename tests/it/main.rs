@@ -11,6 +11,7 @@ mod examples;
 mod flake;
 mod fuzz;
 mod generations;
+mod hostile_node;
 mod hostile_session;
 mod labels;
 mod lock;
