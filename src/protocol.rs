@@ -4,7 +4,8 @@
 //! Every session begins with `hello`: the controller states its protocol and bai version, and the agent
 //! refuses a mismatch (one artifact means one version: the controller installs its own binary as the
 //! agent). With `lease: true` the agent also takes the cluster's apply lease on its node, held until
-//! the connection ends.
+//! the connection ends; a later `hello` on the same connection may ask for it (the controller first
+//! learns every node's identity without it). The reply tells the agent's identity (`agent::identity`).
 
 use std::collections::BTreeMap;
 
@@ -150,6 +151,10 @@ pub struct HelloReply {
     /// `uname -m` of the node, e.g. `x86_64`.
     pub arch: String,
     pub lease: bool,
+    /// Which agent this is: a hash of the machine's id and the agent home's path (`agent::identity`).
+    /// Two nodes of a lab that answer the same one share one home: its lease, state and records.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

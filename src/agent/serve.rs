@@ -249,6 +249,7 @@ impl Agent {
             version: BAI_VERSION.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             lease: self.lease.is_some(),
+            identity: crate::agent::identity::identity(&self.home),
         };
         self.hello = Some(h);
         to_value(&reply)

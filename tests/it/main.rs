@@ -1,6 +1,7 @@
 //! bai's integration suite: one test binary, the real `bai` executable and the library's pipeline.
 
 mod agent;
+mod agent_identity;
 mod apply_local;
 mod apply_ssh;
 mod ci_example;
