@@ -263,10 +263,9 @@ fn markers_of(root_fd: BorrowedFd<'_>, root: &Path) -> Result<Option<OwnedFd>, R
 
 /// Whether a vfolder holds nothing (but an earlier bai's marker), judged from the names of its entries:
 /// nothing in it is opened or stat'ed.
-fn is_empty(dir: BorrowedFd<'_>, legacy: bool, path: &Path) -> Result<bool, RpcError> {
-    let entries = Dir::read_from(dir).map_err(|e| failed("read", path, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| failed("read", path, e))?;
+fn is_empty(dir: BorrowedFd<'_>, legacy: bool) -> std::io::Result<bool> {
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." || (legacy && name == LEGACY_MARKER.as_bytes()) {
             continue;
@@ -312,24 +311,35 @@ pub fn observe(root: &Path, cluster: &str) -> Result<(Vec<VfolderSnapshot>, Vec<
     let mut owned = BTreeMap::new();
     let mut conflicts = Vec::new();
     for name in names.iter().filter(|n| is_safe_component(n) && !is_reserved_vfolder_name(n)) {
-        let path = root.join(name);
-        let dir = match open_dir_at(root_fd.as_fd(), name).map_err(|e| failed("open", &path, e))? {
-            Entry::Dir(fd) => Some(fd),
-            Entry::Missing | Entry::Other => None,
+        let marked = markers.as_ref().map(|m| m.as_fd());
+        let mut conflict = |why: String| {
+            conflicts.push(Unowned { kind: UnownedKind::Vfolder, name: name.clone(), reason: Some(why) });
         };
-        let owner = owner(markers.as_ref().map(|m| m.as_fd()), dir.as_ref().map(|d| d.as_fd()), name);
-        match (&owner, &dir) {
-            (Owner::Broken(why), _) => {
-                conflicts.push(Unowned { kind: UnownedKind::Vfolder, name: name.clone(), reason: Some(why.clone()) });
+        let dir = match open_dir_at(root_fd.as_fd(), name) {
+            Ok(Entry::Dir(fd)) => Some(fd),
+            Ok(Entry::Missing | Entry::Other) => None,
+            // A session may make its vfolder unreadable to the agent: one of the cluster's is a conflict;
+            // whose another is cannot be told.
+            Err(e) => {
+                if owner(marked, None, name).is(cluster) {
+                    conflict(format!("its directory cannot be opened: {e}"));
+                }
+                continue;
             }
+        };
+        let owner = owner(marked, dir.as_ref().map(|d| d.as_fd()), name);
+        match (&owner, &dir) {
+            (Owner::Broken(why), _) => conflict(why.clone()),
             // A marker whose directory is gone: the vfolder is not there (an apply makes it again).
             (_, None) => {}
             (Owner::Marked(m) | Owner::Legacy(m), Some(dir)) if m.cluster == cluster => {
-                let empty = is_empty(dir.as_fd(), matches!(owner, Owner::Legacy(_)), &path)?;
-                owned.insert(
-                    m.name.clone(),
-                    VfolderSnapshot { name: m.name.clone(), permission: m.permission, quota: m.quota, empty },
-                );
+                match is_empty(dir.as_fd(), matches!(owner, Owner::Legacy(_))) {
+                    Ok(empty) => {
+                        let (permission, quota) = (m.permission, m.quota);
+                        owned.insert(name.clone(), VfolderSnapshot { name: name.clone(), permission, quota, empty });
+                    }
+                    Err(e) => conflict(format!("its directory cannot be read: {e}")),
+                }
             }
             _ => {}
         }
@@ -459,7 +469,7 @@ pub fn remove(root: &Path, cluster: &str, name: &str, allow_data_loss: bool, now
         return Err(not_ours());
     }
     let legacy = matches!(owner, Owner::Legacy(_));
-    if is_empty(dir.as_fd(), legacy, &path)? {
+    if is_empty(dir.as_fd(), legacy).map_err(|e| failed("read", &path, e))? {
         if legacy {
             let _ = rustix::fs::unlinkat(&dir, LEGACY_MARKER, AtFlags::empty());
         }
