@@ -56,6 +56,7 @@ codes! {
     InvalidValue => "bai::value::invalid",
     InvalidName => "bai::name::invalid",
     DuplicateName => "bai::name::duplicate",
+    ReservedVfolderName => "bai::name::reserved",
     UnknownNodeRef => "bai::ref::unknown_node",
     UnknownImageRef => "bai::ref::unknown_image",
     UnknownVfolderRef => "bai::ref::unknown_vfolder",

@@ -13,7 +13,7 @@
 //! (`agent::generations`) and the commands move them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -174,9 +174,65 @@ fn relative(path: &Path, lab_dir: &Path) -> String {
     path.strip_prefix(lab_dir).unwrap_or(path).display().to_string()
 }
 
-/// A recorded path on this controller: relative ones lie under the lab file's directory.
-pub fn resolve(recorded: &str, lab_dir: &Path) -> PathBuf {
-    lab_dir.join(recorded)
+/// The lab's own source for a recorded image: the lab's image of that name when it is made the same way
+/// (the same kind of source; for a build, the same Dockerfile). A record comes from a node, which may be
+/// compromised: what it says of a source is only ever checked against the lab, and a path it names is
+/// never opened on this controller.
+pub fn lab_source<'a>(lab: &'a Cluster, image: &str, recorded: &RecordedSource) -> Option<&'a ImageSource> {
+    let source = &lab.images.iter().find(|i| i.name.value.as_str() == image)?.source;
+    let dockerfile = |d: Option<&str>| d.unwrap_or("Dockerfile").to_string();
+    match (recorded, source) {
+        (RecordedSource::Pull, ImageSource::Pull) | (RecordedSource::Archive { .. }, ImageSource::Archive { .. }) => {
+            Some(source)
+        }
+        (RecordedSource::Build { dockerfile: then, .. }, ImageSource::Build { dockerfile: now, .. })
+            if dockerfile(then.as_deref()) == dockerfile(now.as_ref().map(|d| d.value.as_str())) =>
+        {
+            Some(source)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a recorded image can be made again from this controller as generation `number` made it:
+/// `Err(why)` when not. A pulled image needs nothing from the controller. A built or loaded one needs
+/// the lab to make it the same way ([`lab_source`]) and the record's sha256 to equal what the lab's own
+/// context or archive hashes to now; a record without a sha256 proves nothing and is refused.
+pub fn check_source(lab: &Cluster, image: &str, recorded: &RecordedSource, number: u64) -> Result<(), String> {
+    let (what, then) = match recorded {
+        RecordedSource::Pull => return Ok(()),
+        RecordedSource::Build { sha256, .. } => ("build context", sha256),
+        RecordedSource::Archive { sha256, .. } => ("archive", sha256),
+    };
+    let Some(source) = lab_source(lab, image, recorded) else {
+        return Err(format!(
+            "generation {number} made it from a {what}, and the lab no longer makes image `{image}` that way \
+             (bai takes a {what} from the lab only, never from a node's record); restore it in the lab, or roll \
+             forward with `bai apply`"
+        ));
+    };
+    let Some(then) = then else {
+        return Err(format!(
+            "generation {number}'s record holds no sha256 of its {what}, so nothing shows that the lab's is the \
+             one it used; roll forward with `bai apply`"
+        ));
+    };
+    let (path, now) = match source {
+        ImageSource::Build { context, .. } => (&context.value, context_sha(&context.value)),
+        ImageSource::Archive { path } => (&path.value, archive_sha(&path.value)),
+        ImageSource::Pull => return Ok(()),
+    };
+    match now {
+        None => Err(format!("its {what} `{}` is gone from this controller", path.display())),
+        Some(now) if *then != now => Err(format!(
+            "its {what} `{}` changed since generation {number} (sha256 {} then, {} now); restore the files, or \
+             roll forward with `bai apply`",
+            path.display(),
+            then.get(..12).unwrap_or(then),
+            now.get(..12).unwrap_or(&now)
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// `node`'s part of `state` as generation `number`.
@@ -299,13 +355,14 @@ pub fn graph_of(state: &ClusterState, depends_on: &BTreeMap<String, Vec<String>>
 }
 
 /// `base` with its images replaced by the recorded ones, for the executor: it finds an image's source in
-/// the cluster, and a rollback's images may have left the lab since. Recorded relative paths resolve
-/// against `lab_dir`.
+/// the cluster, and a rollback's images may have left the lab since. A pulled image needs nothing more;
+/// a built or loaded one gets the lab's own source ([`lab_source`]), never a path from the record, and
+/// is left out where the lab has none (the executor then refuses to make it; [`check_source`] says why
+/// before anything runs).
 pub fn cluster_with_sources(
     base: &Cluster,
     sources: &BTreeMap<String, RecordedSource>,
     state: &ClusterState,
-    lab_dir: &Path,
 ) -> Cluster {
     let mut out = base.clone();
     let mut images: BTreeMap<&str, &ImageSpec> = BTreeMap::new();
@@ -317,22 +374,21 @@ pub fn cluster_with_sources(
     }
     out.images = images
         .into_iter()
-        .map(|(name, spec)| Image {
-            name: here(ImageName(name.to_string())),
-            loc: Loc::nowhere(),
-            reference: here(spec.reference.clone()),
-            digest: spec.digest.clone().map(here),
-            min_gpus: None,
-            source: match sources.get(name) {
-                Some(RecordedSource::Build { context, dockerfile, .. }) => ImageSource::Build {
-                    context: here(resolve(context, lab_dir)),
-                    dockerfile: dockerfile.clone().map(here),
-                },
-                Some(RecordedSource::Archive { path, .. }) => {
-                    ImageSource::Archive { path: here(resolve(path, lab_dir)) }
+        .filter_map(|(name, spec)| {
+            let source = match sources.get(name) {
+                Some(recorded @ (RecordedSource::Build { .. } | RecordedSource::Archive { .. })) => {
+                    lab_source(base, name, recorded)?.clone()
                 }
                 Some(RecordedSource::Pull) | None => ImageSource::Pull,
-            },
+            };
+            Some(Image {
+                name: here(ImageName(name.to_string())),
+                loc: Loc::nowhere(),
+                reference: here(spec.reference.clone()),
+                digest: spec.digest.clone().map(here),
+                min_gpus: None,
+                source,
+            })
         })
         .collect();
     out
@@ -422,6 +478,8 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::state::spec::{EnvSpec, MountSpec, ResourceSpec};
 
@@ -580,15 +638,66 @@ mod tests {
         assert_eq!(rfc3339(1_764_018_467), "2025-11-24T21:07:47Z");
     }
 
+    /// The lab as loaded, with image `box` built from `context` (and `dockerfile` when named).
+    fn lab_building_box(context: &Path, dockerfile: Option<&str>) -> Cluster {
+        let mut lab = empty_cluster();
+        lab.images.push(Image {
+            name: Spanned::new(ImageName("box".into()), Loc::nowhere()),
+            loc: Loc::nowhere(),
+            reference: Spanned::new("bai-it/box:1".into(), Loc::nowhere()),
+            digest: None,
+            min_gpus: None,
+            source: ImageSource::Build {
+                context: Spanned::new(context.to_path_buf(), Loc::nowhere()),
+                dockerfile: dockerfile.map(|d| Spanned::new(d.to_string(), Loc::nowhere())),
+            },
+        });
+        lab
+    }
+
     #[test]
-    fn recorded_images_stand_in_for_the_labs() {
-        let (s, extras) = state();
-        let out = cluster_with_sources(&empty_cluster(), &extras.sources, &s, Path::new("/labs/x"));
+    fn recorded_images_are_made_from_the_labs_sources_never_the_records_paths() {
+        let (s, mut extras) = state();
+        // What a compromised node may say: a context anywhere on the controller.
+        extras.sources.insert(
+            "box".into(),
+            RecordedSource::Build { context: "/home/op/.ssh".into(), dockerfile: None, sha256: None },
+        );
+        let lab = lab_building_box(Path::new("/labs/x/img"), None);
+        let out = cluster_with_sources(&lab, &extras.sources, &s);
         assert_eq!(out.images.len(), 1);
         match &out.images[0].source {
             ImageSource::Build { context, .. } => assert_eq!(context.value, PathBuf::from("/labs/x/img")),
             other => panic!("{other:?}"),
         }
+        // A lab that no longer builds it gives the executor nothing to build from.
+        assert!(cluster_with_sources(&empty_cluster(), &extras.sources, &s).images.is_empty());
+        let other_dockerfile = lab_building_box(Path::new("/labs/x/img"), Some("Dockerfile.gpu"));
+        assert!(cluster_with_sources(&other_dockerfile, &extras.sources, &s).images.is_empty());
+    }
+
+    #[test]
+    fn a_recorded_source_is_checked_against_the_labs_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
+        let sha = context_sha(dir.path()).expect("packs");
+        let lab = lab_building_box(dir.path(), None);
+        let build = |sha256: Option<String>| RecordedSource::Build {
+            context: "/anywhere/the/node/says".into(),
+            dockerfile: Some("Dockerfile".into()),
+            sha256,
+        };
+        assert_eq!(check_source(&lab, "box", &build(Some(sha.clone())), 3), Ok(()));
+        assert_eq!(check_source(&lab, "box", &RecordedSource::Pull, 3), Ok(()));
+        let no_hash = check_source(&lab, "box", &build(None), 3).expect_err("no hash, no restore");
+        assert!(no_hash.contains("holds no sha256"), "{no_hash}");
+        let changed = check_source(&lab, "box", &build(Some("ab".repeat(32))), 3).expect_err("another hash");
+        assert!(changed.contains("changed since generation 3"), "{changed}");
+        assert!(!changed.contains("/anywhere"), "the record's path is never shown or used: {changed}");
+        let gone = check_source(&empty_cluster(), "box", &build(Some(sha.clone())), 3).expect_err("not in the lab");
+        assert!(gone.contains("no longer makes image `box` that way"), "{gone}");
+        let archive = RecordedSource::Archive { path: "x.tar".into(), sha256: Some(sha) };
+        assert!(check_source(&lab, "box", &archive, 3).is_err(), "another kind of source");
     }
 
     fn empty_cluster() -> Cluster {

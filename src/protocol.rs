@@ -4,7 +4,8 @@
 //! Every session begins with `hello`: the controller states its protocol and bai version, and the agent
 //! refuses a mismatch (one artifact means one version: the controller installs its own binary as the
 //! agent). With `lease: true` the agent also takes the cluster's apply lease on its node, held until
-//! the connection ends.
+//! the connection ends; a later `hello` on the same connection may ask for it (the controller first
+//! learns every node's identity without it). The reply tells the agent's identity (`agent::identity`).
 
 use std::collections::BTreeMap;
 
@@ -150,6 +151,10 @@ pub struct HelloReply {
     /// `uname -m` of the node, e.g. `x86_64`.
     pub arch: String,
     pub lease: bool,
+    /// Which agent this is: a hash of the machine's id and the agent home's path (`agent::identity`).
+    /// Two nodes of a lab that answer the same one share one home: its lease, state and records.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -429,9 +434,26 @@ pub mod labels {
     pub const SPEC: &str = "ai.bai.spec";
 }
 
+/// Whether a vfolder name is bai's own: every name starting with `.bai`, in any case (a vfolder root may
+/// lie on a file system that ignores case). bai keeps its own directories under the vfolder root
+/// (`.bai-tombstones/`, `.bai-markers/`), so a vfolder of that name would mount them into a session.
+pub fn is_reserved_vfolder_name(name: &str) -> bool {
+    name.get(..4).is_some_and(|start| start.eq_ignore_ascii_case(".bai"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_starting_with_dot_bai_are_reserved() {
+        for reserved in [".bai", ".bai-tombstones", ".BAI-markers", ".Baikal"] {
+            assert!(is_reserved_vfolder_name(reserved), "{reserved}");
+        }
+        for free in ["bai", "data.bai", ".ba", "", "é.bai", ".hidden"] {
+            assert!(!is_reserved_vfolder_name(free), "{free}");
+        }
+    }
 
     #[test]
     fn requests_are_tagged_json_lines() {

@@ -126,7 +126,7 @@ pub fn check_snapshot(node: &str, snapshot: &mut NodeSnapshot) -> Result<(), Str
     for vfolder in &snapshot.vfolders {
         named("a vfolder", &vfolder.name, is_vfolder_name(&vfolder.name))?;
     }
-    check_unowned(&snapshot.unowned)?;
+    check_unowned(&mut snapshot.unowned)?;
     // Labels go back to the node as they are written in the lab, and are shown in plans: escaped here.
     let labels = std::mem::take(&mut snapshot.labels);
     for (mut key, mut value) in labels {
@@ -155,11 +155,47 @@ pub fn check_sessions(sessions: &mut [SessionSnapshot]) -> Result<(), String> {
     Ok(())
 }
 
-fn check_unowned(unowned: &[Unowned]) -> Result<(), String> {
+fn check_unowned(unowned: &mut [Unowned]) -> Result<(), String> {
     entries("containers or folders it does not own", unowned.len())?;
     for u in unowned {
         named("a squatted name", &u.name, is_session_name(&u.name) || is_vfolder_name(&u.name))?;
+        clean_opt(&mut u.reason);
     }
+    Ok(())
+}
+
+/// A generation record read from node `node` for cluster `cluster`: it is about that node and cluster,
+/// its names are names bai gives, its hashes are hashes, and its description is escaped. (What it says
+/// about image sources is checked against the lab by the rollback itself: `generation::check_source`.)
+pub fn check_record(cluster: &str, node: &str, record: &mut crate::generation::GenerationRecord) -> Result<(), String> {
+    if record.cluster != cluster {
+        return Err(format!("it answered with a record of cluster `{}`", excerpt(&record.cluster, 80)));
+    }
+    // A node renamed in the lab since keeps its records under the name it had then.
+    named("a node", &record.node, is_plain_name(&record.node)).map_err(|e| format!("{e} (asked as node `{node}`)"))?;
+    entries("sessions", record.sessions.len())?;
+    entries("images", record.images.len())?;
+    entries("vfolders", record.vfolders.len())?;
+    entries("labels", record.labels.len())?;
+    for (name, session) in &record.sessions {
+        named("a session", name, is_session_name(name))?;
+        if !is_token(&session.hash) {
+            return Err(format!("it recorded session `{name}` with a malformed spec hash"));
+        }
+        for dependency in &session.depends_on {
+            named("a dependency", dependency, is_session_name(dependency))?;
+        }
+    }
+    for (name, image) in &record.images {
+        named("an image", name, is_plain_name(name))?;
+        if !is_token(&image.hash) {
+            return Err(format!("it recorded image `{name}` with a malformed spec hash"));
+        }
+    }
+    for name in record.vfolders.keys() {
+        named("a vfolder", name, is_vfolder_name(name))?;
+    }
+    clean_meta(&mut record.meta);
     Ok(())
 }
 
@@ -167,7 +203,7 @@ fn check_unowned(unowned: &[Unowned]) -> Result<(), String> {
 /// asked, and their details escaped.
 pub fn check_probe(reply: &mut ProbeReply, checks_asked: usize) -> Result<(), String> {
     check_sessions(&mut reply.sessions)?;
-    check_unowned(&reply.unowned)?;
+    check_unowned(&mut reply.unowned)?;
     if reply.health.len() > checks_asked {
         return Err(format!("it answered {} health checks to {checks_asked} asked", reply.health.len()));
     }

@@ -195,7 +195,11 @@ impl Engine {
                     .map(|n| n.trim_start_matches('/').to_string())
                     .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))?;
                 let session = &name[prefix.len()..];
-                (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned { kind: UnownedKind::Container, name })
+                (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned {
+                    kind: UnownedKind::Container,
+                    name,
+                    reason: None,
+                })
             })
             .collect();
         unowned.sort_by(|a, b| a.name.cmp(&b.name));

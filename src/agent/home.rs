@@ -2,7 +2,7 @@
 //!
 //! `agent/<sha256>/bai` holds installed agents, `blobs/` uploads (content-addressed), `leases/` one lock
 //! file per cluster, `generations/<cluster>/` the numbered generation records, `state/<cluster>/` what the agent must remember between runs (node labels, the images
-//! it placed, the cluster's secret key: see `agent::secret_key`). Cluster names are validated plain names, so they are safe as path components.
+//! it placed, the cluster's secret key: see `agent::secret_key`), and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod generations;
 pub mod health;
 pub mod home;
+pub mod identity;
 pub mod inventory;
 pub mod lease;
 pub mod records;

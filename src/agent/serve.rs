@@ -304,6 +304,7 @@ impl Agent {
             version: BAI_VERSION.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             lease: self.lease.is_some(),
+            identity: crate::agent::identity::identity(&self.home),
         };
         self.hello = Some(h);
         to_value(&reply)
@@ -313,10 +314,13 @@ impl Agent {
         let cluster = self.cluster(&o.cluster, false)?;
         let root = self.home.expand(&o.vfolder_root);
         let record: Option<ClusterRecord> = records::load(&self.home.cluster_state(&cluster))?;
-        let (vfolders, _) = vfolder::observe(&root, &cluster)?;
+        // Vfolders whose marker bai cannot vouch for are conflicts, reported with the containers squatting
+        // a managed name: never dropped, so that they show in `status` and `plan`.
+        let (vfolders, conflicts) = vfolder::observe(&root, &cluster)?;
         let engine = self.engine()?;
         let sessions = engine.sessions(&cluster, &o.node).await.map_err(RpcError::from)?;
-        let unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
+        let mut unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
+        unowned.extend(conflicts);
         let version = engine.version().await.ok();
         let mut images = Vec::new();
         for (name, rec) in record.iter().flat_map(|r| &r.images) {

@@ -106,6 +106,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             None => runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel)),
         };
         remote::print_failures(&r.failures);
+        remote::print_conflicts(&r);
         if let Some(s) = &saved {
             stale.extend(saved_plan::check_nodes(&runtime, s, c.name.value.as_str(), &mut r));
         }

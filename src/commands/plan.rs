@@ -97,6 +97,7 @@ fn observe_live(
     for c in &lab.config().clusters {
         let mut r = runtime.block_on(remote::reach(c, &connect.on, &options, false, connect.parallel));
         remote::print_failures(&r.failures);
+        remote::print_conflicts(&r);
         failed |= !r.failures.is_empty();
         // Secrets digested under the nodes' keys (never made here), so that a changed value plans the
         // replace `apply` will make; one that cannot be read here is taken as unchanged.

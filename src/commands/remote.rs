@@ -29,7 +29,12 @@ impl Reached {
     }
 }
 
-/// Connects to every selected node (at most `parallel` at once) and observes it.
+/// Connects to every selected node (at most `parallel` at once) and observes it; with `lease`, holding
+/// the cluster's apply lease on each.
+///
+/// Every node is reached without the lease first, to learn which agent answers: two nodes that reach one
+/// agent home would share its lease, state and generation records, so such a cluster is refused before
+/// any lease is taken or anything observed, naming both nodes. Then the leases, then observing.
 pub async fn reach(
     cluster: &Cluster,
     selectors: &[String],
@@ -38,16 +43,38 @@ pub async fn reach(
     parallel: usize,
 ) -> Reached {
     let gate = Arc::new(Semaphore::new(parallel.max(1)));
-    let work = cluster.nodes.iter().filter(|n| select::selected(n, selectors)).map(|node| {
+    let name = cluster.name.value.as_str();
+    let opening = cluster.nodes.iter().filter(|n| select::selected(n, selectors)).map(|node| {
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire_owned().await.ok();
-            let mut conn = fleet::open(cluster, node, options, lease).await?;
-            let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await?;
-            Ok::<_, NodeFailure>((conn, snapshot))
+            fleet::open(cluster, node, options, false).await
         }
     });
     let mut reached = Reached { conns: BTreeMap::new(), snapshots: Vec::new(), failures: Vec::new() };
+    let mut opened = Vec::new();
+    for result in join_all(opening).await {
+        match result {
+            Ok(conn) => opened.push(conn),
+            Err(failure) => reached.failures.push(failure),
+        }
+    }
+    let shared = fleet::shared_agents(opened.iter().map(|c| (c.node.as_str(), c.identity.as_deref())));
+    if !shared.is_empty() {
+        reached.failures.extend(shared.iter().map(|(a, b)| fleet::shared_agent_failure(name, a, b)));
+        return reached;
+    }
+    let work = opened.into_iter().map(|mut conn| {
+        let gate = gate.clone();
+        async move {
+            let _permit = gate.acquire_owned().await.ok();
+            if lease {
+                fleet::take_lease(&mut conn, name, &options.holder).await?;
+            }
+            let snapshot = fleet::observe(&mut conn, name).await?;
+            Ok::<_, NodeFailure>((conn, snapshot))
+        }
+    });
     for result in join_all(work).await {
         match result {
             Ok((conn, snapshot)) => {
@@ -67,6 +94,18 @@ pub fn print_failures(failures: &[NodeFailure]) {
         eprintln!("error: node `{}` {what}: {}", f.node, f.message);
         if let Some(help) = &f.help {
             eprintln!("  help: {help}");
+        }
+    }
+}
+
+/// Vfolders whose marker a node cannot vouch for (a FIFO, a link, a huge file where the marker was):
+/// bai leaves them alone, and says so wherever it plans, since the plan cannot show them.
+pub fn print_conflicts(reached: &Reached) {
+    for n in &reached.snapshots {
+        for u in &n.unowned {
+            if let Some(why) = &u.reason {
+                eprintln!("warning: node `{}`: vfolder `{}`: {why}; bai leaves it alone", n.name, u.name);
+            }
         }
     }
 }

@@ -14,14 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
 use bai::generation::{
-    GenerationRecord, Meta, Pick, RecordedSource, archive_sha, cluster_with_sources, config_hash, context_sha,
-    graph_of, pick, resolve, state_of, target,
+    GenerationRecord, Meta, Pick, RecordedSource, check_source, cluster_with_sources, config_hash, graph_of, pick,
+    state_of, target,
 };
 use bai::graph::{Kind, ResourceGraph};
 use bai::model::{Cluster, NodeName};
 use bai::plan::{Action, diff, render_text};
 use bai::protocol::{GetGeneration, Method};
 use bai::state::ClusterState;
+use bai::state::spec::SourceKind;
 
 use crate::cli::RollbackArgs;
 use crate::commands::apply::{Progress, confirm_verb, print_report};
@@ -73,7 +74,8 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     printer.stdout(&render_text(&plan));
     let mut blocked = false;
     for p in prepared.iter().flatten() {
-        blocked |= !caveats(p, &plan.changes, &stamp);
+        let lab_cluster = lab.config().clusters.iter().find(|c| c.name.value == p.desired.name);
+        blocked |= lab_cluster.is_none_or(|c| !caveats(p, &plan.changes, c));
     }
     if blocked {
         eprintln!("error: rollback refused: see above");
@@ -156,7 +158,7 @@ pub(crate) fn roll_back_now(
     };
     let plan = diff(&[(&p.desired, &p.observed, &p.graph)]);
     printer.stdout(&render_text(&plan));
-    if !caveats(&p, &plan.changes, how.stamp) {
+    if !caveats(&p, &plan.changes, c) {
         return false;
     }
     let progress = Progress::new(&plan);
@@ -206,9 +208,11 @@ fn prepare_at(
                     cluster: c.name.value.to_string(),
                     number: n,
                 }));
-                records.push(
-                    runtime.block_on(call).map_err(|e| format!("node `{node}`: cannot read generation {n}: {e}"))?,
-                );
+                let mut record =
+                    runtime.block_on(call).map_err(|e| format!("node `{node}`: cannot read generation {n}: {e}"))?;
+                bai::untrusted::check_record(c.name.value.as_str(), node, &mut record)
+                    .map_err(|why| format!("node `{node}`: its record of generation {n} is not believable: {why}"))?;
+                records.push(record);
             }
             Pick::Empty => {}
             Pick::Pruned { oldest } => {
@@ -238,7 +242,7 @@ fn prepare_at(
     }
     bai::secret::settle_unknown(&mut desired, &observed);
     let graph = graph_of(&desired, &extras.depends_on);
-    let exec_cluster = cluster_with_sources(c, &extras.sources, &desired, &stamp.lab_dir);
+    let exec_cluster = cluster_with_sources(c, &extras.sources, &desired);
     // The restored state is what the target's lab produced: its config hash and lock describe it.
     let origin = records.iter().max_by_key(|r| r.number);
     let meta = Meta {
@@ -253,8 +257,10 @@ fn prepare_at(
     Ok(Prepared { exec_cluster, desired, observed, graph, extras, target, number: current + 1, meta })
 }
 
-/// Prints what the rollback cannot restore; false when an image to rebuild has a changed source.
-fn caveats(p: &Prepared, changes: &[bai::plan::Change], stamp: &Stamp) -> bool {
+/// Prints what the rollback cannot restore; false when an image to rebuild or reload cannot be made
+/// from the lab as its generation made it (see [`check_source`]: the lab's own context or archive, with
+/// the sha256 the record holds; never a path from the record).
+fn caveats(p: &Prepared, changes: &[bai::plan::Change], lab: &Cluster) -> bool {
     let name = &p.desired.name;
     let n = p.target;
     eprintln!(
@@ -271,43 +277,22 @@ fn caveats(p: &Prepared, changes: &[bai::plan::Change], stamp: &Stamp) -> bool {
         }
     }
     let mut ok = true;
-    let mut rebuilt: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut checked: BTreeMap<&str, ()> = BTreeMap::new();
     for ch in changes.iter().filter(|ch| ch.cluster == *name && ch.id.kind == Kind::Image) {
-        if matches!(ch.action, Action::Delete) || rebuilt.insert(ch.id.name.as_str(), ()).is_some() {
+        if matches!(ch.action, Action::Delete) || checked.insert(ch.id.name.as_str(), ()).is_some() {
             continue;
         }
-        let (what, path, recorded, now) = match p.extras.sources.get(ch.id.name.as_str()) {
-            Some(RecordedSource::Build { context, sha256, .. }) => {
-                let path = resolve(context, &stamp.lab_dir);
-                ("build context", path.clone(), sha256, context_sha(&path))
-            }
-            Some(RecordedSource::Archive { path, sha256 }) => {
-                let path = resolve(path, &stamp.lab_dir);
-                ("archive", path.clone(), sha256, archive_sha(&path))
-            }
-            _ => continue,
-        };
-        match (recorded, now) {
-            (_, None) => {
-                ok = false;
-                eprintln!(
-                    "error: image `{}` cannot be restored: its {what} `{}` is gone from this controller",
-                    ch.id.name,
-                    path.display()
-                );
-            }
-            (Some(then), Some(now)) if *then != now => {
-                ok = false;
-                eprintln!(
-                    "error: image `{}` cannot be restored: its {what} `{}` changed since generation {n} \
-                     (sha256 {} then, {} now); restore the files, or roll forward with `bai apply`",
-                    ch.id.name,
-                    path.display(),
-                    then.get(..12).unwrap_or(then),
-                    now.get(..12).unwrap_or(&now)
-                );
-            }
-            _ => {}
+        let image = ch.id.name.as_str();
+        // A record that names no source for a built or loaded image is one without a hash.
+        let kind = p.desired.images.iter().find(|((_, i), _)| i.as_str() == image).map(|(_, i)| i.spec.source);
+        let recorded = p.extras.sources.get(image).cloned().unwrap_or(match kind {
+            Some(SourceKind::Build) => RecordedSource::Build { context: String::new(), dockerfile: None, sha256: None },
+            Some(SourceKind::Archive) => RecordedSource::Archive { path: String::new(), sha256: None },
+            Some(SourceKind::Pull) | None => RecordedSource::Pull,
+        });
+        if let Err(why) = check_source(lab, image, &recorded, n) {
+            ok = false;
+            eprintln!("error: image `{image}` cannot be restored: {why}");
         }
     }
     ok

@@ -89,7 +89,18 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
                 );
             }
             for u in &n.unowned {
-                let _ = writeln!(text, "    conflict: {:?} `{}` holds a managed name but is not bai's", u.kind, u.name);
+                match &u.reason {
+                    Some(why) => {
+                        let _ = writeln!(text, "    conflict: vfolder `{}`: {why}; bai leaves it alone", u.name);
+                    }
+                    None => {
+                        let _ = writeln!(
+                            text,
+                            "    conflict: {:?} `{}` holds a managed name but is not bai's",
+                            u.kind, u.name
+                        );
+                    }
+                }
             }
         }
         for f in &reached.failures {

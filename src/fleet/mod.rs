@@ -49,6 +49,8 @@ pub struct NodeConn {
     pub node: String,
     pub client: AgentClient,
     pub vfolder_root: String,
+    /// The agent's identity from its `hello` reply: one per agent home (see `agent::identity`).
+    pub identity: Option<String>,
 }
 
 pub fn vfolder_root(node: &Node) -> String {
@@ -129,14 +131,10 @@ pub async fn open(
     };
     let mut client = AgentClient::new(stream).with_deadlines(deadlines);
     match client.hello(cluster.name.value.as_str(), name, lease, &options.holder).await {
-        Ok(_) => Ok(NodeConn { node: name.to_string(), client, vfolder_root: vfolder_root(node) }),
-        Err(ClientError::Rpc(e)) if e.kind == ErrorKind::LeaseHeld => Err(NodeFailure {
-            node: name.to_string(),
-            unreachable: false,
-            message: e.message,
-            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
-        }),
-        Err(e) => Err(NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None)),
+        Ok(reply) => {
+            Ok(NodeConn { node: name.to_string(), client, vfolder_root: vfolder_root(node), identity: reply.identity })
+        }
+        Err(e) => Err(hello_failure(name, e)),
     }
 }
 
@@ -172,6 +170,58 @@ async fn start_agent(
             keepalive: Box::new((stream.keepalive, session)),
         }
     })
+}
+
+fn hello_failure(name: &str, e: ClientError) -> NodeFailure {
+    match e {
+        ClientError::Rpc(e) if e.kind == ErrorKind::LeaseHeld => NodeFailure {
+            node: name.to_string(),
+            unreachable: false,
+            message: e.message,
+            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
+        },
+        e => NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None),
+    }
+}
+
+/// Takes the cluster's apply lease on a node reached without it (a second `hello`).
+pub async fn take_lease(conn: &mut NodeConn, cluster: &str, holder: &str) -> Result<(), NodeFailure> {
+    let node = conn.node.clone();
+    conn.client.hello(cluster, &node, true, holder).await.map(|_| ()).map_err(|e| hello_failure(&node, e))
+}
+
+/// Nodes that reached one and the same agent (one agent home), as pairs in the order given: the first
+/// node to tell an identity, then each later one telling it again. Nodes that told none are not compared.
+pub fn shared_agents<'a>(identities: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Vec<(String, String)> {
+    let mut first: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut pairs = Vec::new();
+    for (node, identity) in identities {
+        let Some(identity) = identity else { continue };
+        match first.get(identity) {
+            Some(earlier) => pairs.push((earlier.to_string(), node.to_string())),
+            None => {
+                first.insert(identity, node);
+            }
+        }
+    }
+    pairs
+}
+
+/// Why a lab whose nodes `a` and `b` reach one agent home is refused.
+pub fn shared_agent_failure(cluster: &str, a: &str, b: &str) -> NodeFailure {
+    NodeFailure {
+        node: b.to_string(),
+        unreachable: false,
+        message: format!(
+            "nodes `{a}` and `{b}` reach the same agent (one machine, one agent home): they would share one \
+             apply lease, one state and one history, so nothing of cluster `{cluster}` is changed or shown"
+        ),
+        help: Some(
+            "list each machine once per agent home; nodes on one machine need homes of their own (another \
+             SSH user, or `BAI_HOME` set for the agent)"
+                .into(),
+        ),
+    }
 }
 
 fn ssh_failure(node: &str, e: &crate::transport::ssh::SshError) -> NodeFailure {
@@ -214,4 +264,17 @@ pub fn holder() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host} pid {}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_telling_one_identity_share_an_agent() {
+        let told = [("a", Some("1")), ("b", Some("2")), ("c", Some("1")), ("d", None), ("e", None), ("f", Some("1"))];
+        assert_eq!(shared_agents(told), vec![("a".into(), "c".into()), ("a".into(), "f".into())]);
+        assert!(shared_agents([("a", Some("1")), ("b", Some("2"))]).is_empty());
+        assert!(shared_agents([("a", None), ("b", None)]).is_empty(), "no identity, nothing to compare");
+    }
 }

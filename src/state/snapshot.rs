@@ -144,6 +144,10 @@ pub struct SessionSnapshot {
 pub struct Unowned {
     pub kind: UnownedKind,
     pub name: String,
+    /// Why bai does not take it for its own, where that is more than "no ownership marks": a vfolder
+    /// whose marker bai cannot vouch for (`its marker is a FIFO, not a regular file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

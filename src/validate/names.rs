@@ -92,6 +92,15 @@ pub fn check(cluster: &Cluster, problems: &mut Vec<Problem>) {
     for v in &cluster.vfolders {
         if !is_vfolder_name(v.name.value.as_str()) {
             problems.push(invalid("vfolder", v.name.value.as_str(), v.name.loc, "use 1 to 64 of `A-Z a-z 0-9 . _ -`"));
+        } else if crate::protocol::is_reserved_vfolder_name(v.name.value.as_str()) {
+            problems.push(
+                Problem::error(Code::ReservedVfolderName, format!("vfolder name `{}` is reserved", v.name.value))
+                    .primary(v.name.loc, "bai's own name")
+                    .help(
+                        "names starting with `.bai` (in any case) belong to bai's own directories under the vfolder \
+                         root, such as `.bai-tombstones/` where removed vfolders are kept: choose another name",
+                    ),
+            );
         }
     }
     for s in &cluster.sessions {

@@ -118,7 +118,7 @@ mod tests {
             snap("looping", "ffff", ContainerState::Restarting, None),
             snap("old", "9999", ContainerState::Running, None),
         ];
-        let unowned = [Unowned { kind: UnownedKind::Container, name: "bai.lab.squatted".into() }];
+        let unowned = [Unowned { kind: UnownedKind::Container, name: "bai.lab.squatted".into(), reason: None }];
         let found = drift("lab", &desired, &sessions, &unowned);
         let kinds: Vec<(&str, DriftKind)> = found.iter().map(|(k, d)| (k.as_str(), d.kind)).collect();
         assert_eq!(

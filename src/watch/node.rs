@@ -484,7 +484,11 @@ impl NodeTask {
                 return;
             }
         };
-        crate::untrusted::clean_meta(&mut record.meta);
+        if let Err(why) = crate::untrusted::check_record(&self.cluster, &self.node, &mut record) {
+            self.conn = None;
+            self.probe_failed(format!("its record of generation {number} is not believable: {why}"));
+            return;
+        }
         if let Some(s) = self.truth.record(Landed::from(&record), desired) {
             let event = Event::Superseded {
                 cluster: self.cluster.clone(),

@@ -137,7 +137,9 @@ fn apply_creates_everything_and_a_second_apply_changes_nothing() {
     assert!(!write("/home/work/data/f"), "a readonly mount must refuse writes");
     assert!(write("/home/work/checkpoints/f"));
     assert!(lab.vfolders().join("ckpt/f").is_file());
-    assert!(lab.vfolders().join("data/.bai-vfolder.json").is_file());
+    // bai's marker lies beside the vfolder, where no session can write, not in it.
+    assert!(lab.vfolders().join(".bai-markers/data.json").is_file());
+    assert!(!lab.vfolders().join("data/.bai-vfolder.json").exists());
 
     // Idempotence: nothing to do, by plan against a fresh status and by a second apply.
     let status = lab.run(&["status", "--format", "json"]);
@@ -332,7 +334,7 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
     assert!(plan.contains("  ~ node:ws\n        ~ `labels.role`: \"workstation\" → \"lab\""), "{plan}");
     assert!(plan.contains("  ~ vfolder:ckpt\n        ~ `quota`: 1GiB → 2GiB"), "{plan}");
     assert!(plan.contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to delete."), "{plan}");
-    let marker = std::fs::read_to_string(lab.vfolders().join("ckpt/.bai-vfolder.json")).expect("marker");
+    let marker = std::fs::read_to_string(lab.vfolders().join(".bai-markers/ckpt.json")).expect("marker");
     assert!(marker.contains("2147483648"), "{marker}");
     assert_eq!(lab.inspect("web-1")["Id"], web, "in-place updates leave sessions alone");
     let status = json(&stdout_of(&lab.run(&["status", "--format", "json"])));

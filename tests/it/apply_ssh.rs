@@ -122,7 +122,9 @@ fn apply_over_ssh_creates_reads_updates_and_deletes() {
         assert_eq!(c["State"]["Running"], true);
         // The vfolder is a directory in that node's home, bind-mounted where the session asked.
         let dir = lab.sshd.home(i).join(".local/share/bai/vfolders").join(format!("data-{i}"));
-        assert!(dir.join(".bai-vfolder.json").is_file(), "{}", dir.display());
+        assert!(dir.is_dir(), "{}", dir.display());
+        let marker = lab.sshd.home(i).join(format!(".local/share/bai/vfolders/.bai-markers/data-{i}.json"));
+        assert!(marker.is_file(), "bai's marker lies beside the vfolder: {}", marker.display());
         let bind = format!("{}:/home/work/data", dir.display());
         assert!(c["HostConfig"]["Binds"].as_array().is_some_and(|b| b.iter().any(|v| v == &bind)), "{c}");
         // The agent was installed content-addressed in the node's home.

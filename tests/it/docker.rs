@@ -231,7 +231,7 @@ async fn containers_without_bais_labels_are_reported_and_never_touched() {
     let foo_id = inspect(&foo)["Id"].clone();
 
     let unowned = engine.unowned(&cluster).await.expect("unowned");
-    let expected = [&bar, &foo].map(|n| Unowned { kind: UnownedKind::Container, name: n.clone() });
+    let expected = [&bar, &foo].map(|n| Unowned { kind: UnownedKind::Container, name: n.clone(), reason: None });
     assert_eq!(unowned, expected);
     assert!(engine.sessions(&cluster, "n1").await.expect("sessions").is_empty());
 

@@ -1,6 +1,7 @@
 //! bai's integration suite: one test binary, the real `bai` executable and the library's pipeline.
 
 mod agent;
+mod agent_identity;
 mod apply_local;
 mod apply_ssh;
 mod ci_example;
@@ -12,6 +13,8 @@ mod examples;
 mod flake;
 mod fuzz;
 mod generations;
+mod hostile_node;
+mod hostile_session;
 mod labels;
 mod lock;
 mod metrics;
