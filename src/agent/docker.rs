@@ -599,14 +599,24 @@ fn owned(labels: Option<&HashMap<String, String>>, cluster: &str, session: &str)
 }
 
 /// The container name of a session, after checking that both parts are plain names: they are spliced
-/// into API paths, where a `/` or `?` would address something else entirely.
+/// into API paths, where a `/` or `?` would address something else entirely. The cluster may not hold a
+/// `.`: session names may, so cluster `a` with session `x.train` and cluster `a.x` with session `train`
+/// would both be `bai.a.x.train` (the controller refuses such a lab before it gets here).
 fn checked_name(cluster: &str, session: &str) -> Result<String, DockerError> {
     let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     let container = container_name(cluster, session);
-    if plain(cluster) && plain(session) {
-        Ok(container)
-    } else {
+    if !(plain(cluster) && plain(session)) {
         Err(DockerError::Invalid { container, reason: "cluster and session names may hold only [A-Za-z0-9._-]".into() })
+    } else if cluster.contains('.') {
+        Err(DockerError::Invalid {
+            container,
+            reason: format!(
+                "cluster name `{cluster}` holds a `.`, which makes container names ambiguous \
+                 (`bai.<cluster>.<session>`, and session names may hold a `.`)"
+            ),
+        })
+    } else {
+        Ok(container)
     }
 }
 
@@ -780,6 +790,8 @@ mod tests {
         assert!(checked_name("lab", "../x").is_err());
         assert!(checked_name("lab", "a?b").is_err());
         assert!(checked_name("", "x").is_err());
+        assert_eq!(checked_name("a", "x.train").ok().as_deref(), Some("bai.a.x.train"));
+        assert!(checked_name("a.x", "train").is_err(), "the same container name from a dotted cluster");
     }
 
     #[test]

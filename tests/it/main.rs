@@ -6,6 +6,7 @@ mod apply_ssh;
 mod ci_example;
 mod cli;
 mod confirm_healthy;
+mod container_names;
 mod docker;
 mod examples;
 mod flake;
