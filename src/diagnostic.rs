@@ -66,6 +66,7 @@ codes! {
     DuplicateAlias => "bai::mount::duplicate_alias",
     NestedMount => "bai::mount::nested",
     EmptyAlias => "bai::mount::empty_alias",
+    InvalidAlias => "bai::mount::invalid_alias",
     AliasEscapes => "bai::mount::escapes",
     MountWorkdir => "bai::mount::workdir",
     SystemDir => "bai::mount::system_dir",
