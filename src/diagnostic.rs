@@ -77,6 +77,7 @@ codes! {
     DuplicateEnv => "bai::session::duplicate_env",
     ReservedEnv => "bai::session::reserved_env",
     MissingPath => "bai::image::missing_path",
+    InvalidRef => "bai::image::invalid_ref",
     MultipleLocal => "bai::node::multiple_local",
     NoAddress => "bai::node::no_address",
     UnusedImage => "bai::unused::image",
