@@ -76,6 +76,8 @@ codes! {
     OtherNode => "bai::mount::other_node",
     DuplicateEnv => "bai::session::duplicate_env",
     ReservedEnv => "bai::session::reserved_env",
+    InvalidEnvName => "bai::session::invalid_env_name",
+    InvalidEnvValue => "bai::session::invalid_env_value",
     MissingPath => "bai::image::missing_path",
     InvalidRef => "bai::image::invalid_ref",
     MultipleLocal => "bai::node::multiple_local",

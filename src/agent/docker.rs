@@ -675,6 +675,10 @@ fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<Stri
                  put programs in {WORK_DIR}/.local/bin instead"
             ));
         }
+        // Shown escaped: a name that is not one may hold anything.
+        if !crate::protocol::is_env_name(name) {
+            return Err(format!("`{}` is not an environment variable name", name.escape_debug()));
+        }
         let value = match value {
             EnvSpec::Value(v) => v,
             EnvSpec::FromEnv { .. } | EnvSpec::FromFile { .. } => req
@@ -682,6 +686,10 @@ fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<Stri
                 .get(name)
                 .ok_or_else(|| format!("the value of secret variable {name} was not sent with the request"))?,
         };
+        // The engine would refuse it and echo the variable, value and all, in its error.
+        if value.contains('\0') {
+            return Err(format!("the value of {name} holds a NUL character, which no environment value can"));
+        }
         env.push(format!("{name}={value}"));
     }
     env.push(format!("PATH={WORK_DIR}/.local/bin:{}", image_path.unwrap_or(DEFAULT_PATH)));
@@ -804,6 +812,12 @@ mod tests {
         let env = BTreeMap::from([("PATH".into(), EnvSpec::Value("/evil".into()))]);
         let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
         assert!(err.contains("PATH") && !err.contains("/evil"), "{err}");
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::from_env("T"))]);
+        let err = session_env(&request(env, BTreeMap::from([("TOKEN".into(), "s3c\0ret".into())])), None).unwrap_err();
+        assert!(err.contains("TOKEN") && err.contains("NUL") && !err.contains("s3c"), "{err}");
+        let env = BTreeMap::from([("X=Y".into(), EnvSpec::Value("v".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("`X=Y` is not an environment variable name"), "{err}");
     }
 
     #[test]

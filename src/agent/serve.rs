@@ -180,7 +180,7 @@ impl Agent {
                 self.engine()?.create_session(&req, &|name: &str| vfolder::path_of(&root, name)).await.map_err(
                     |e| {
                         let e = RpcError::from(e);
-                        RpcError::new(e.kind, crate::secret::redact(&e.message, req.secrets.values()))
+                        RpcError::new(e.kind, crate::secret::redact(&e.message, &req.secrets))
                     },
                 )?;
                 Ok(serde_json::json!({}))

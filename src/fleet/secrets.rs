@@ -44,10 +44,32 @@ pub enum SecretError {
     #[error("session `{session}`: env `{name}` reads file `{path}`: {reason}")]
     #[diagnostic(code(bai::secret::file))]
     File { session: String, name: String, path: String, reason: String },
+    /// Runc refuses a value holding a NUL and echoes the whole variable, escaped, in its error: such a
+    /// value is refused here, before anything changes.
+    #[error("session `{session}`: env `{name}` reads {source_desc}, whose value holds a NUL character")]
+    #[diagnostic(
+        code(bai::secret::nul),
+        help("no environment value can hold a NUL (`\\0`): remove it from the secret")
+    )]
+    Nul { session: String, name: String, source_desc: String },
 }
 
-/// Reads one secret. A file's one trailing newline is not part of the value (`echo token > file`).
+/// Reads one secret. A file's one trailing newline is not part of the value (`echo token > file`). A
+/// value holding a NUL is refused ([`SecretError::Nul`]): no environment can hold it.
 pub fn read(session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
+    let value = read_raw(session, name, source)?;
+    if value.as_ref().is_some_and(|v| v.0.contains('\0')) {
+        let source_desc = match source {
+            EnvSpec::FromFile { path, .. } => format!("file `{path}`"),
+            EnvSpec::FromEnv { var, .. } => format!("`{var}` from the controller's environment"),
+            EnvSpec::Value(_) => "a literal".to_string(),
+        };
+        return Err(SecretError::Nul { session: session.to_string(), name: name.to_string(), source_desc });
+    }
+    Ok(value)
+}
+
+fn read_raw(session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
     let who = || (session.to_string(), name.to_string());
     match source {
         EnvSpec::Value(_) => Ok(None),
@@ -206,6 +228,12 @@ mod tests {
         std::fs::write(&file, "s3cret-value\n").expect("write");
         let v = read("job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect("read").expect("secret");
         assert_eq!(v.expose(), "s3cret-value");
+        std::fs::write(&file, "s3cret\0value\n").expect("write");
+        let err = read("job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect_err("a NUL is refused");
+        assert!(matches!(err, SecretError::Nul { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("env `T` reads file") && message.contains("NUL"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
         assert_eq!(format!("{v:?}"), "(sensitive)");
         assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(decode_hex("0g"), None);

@@ -362,3 +362,26 @@ fn the_agent_refuses_image_references_that_would_address_another_endpoint() {
     // The container the references pointed at is untouched.
     assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &victim]), "true");
 }
+
+// Secrets: the engine may echo a container's environment in its errors, escaped (runc quotes a variable
+// holding a NUL as Go does: `"TOKEN=…\"…\\…\n…\x00"`). No form of a secret leaves the agent.
+
+#[test]
+fn no_form_of_a_secret_leaves_the_agent_in_an_error() {
+    let cluster = unique("t");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    let marker = format!("pl4nted-agent-{}-zq", std::process::id());
+    let mut spec = crate::docker::spec(&["/bin/busybox", "sleep", "300"], vec![]);
+    spec.env.insert("TOKEN".into(), bai::state::spec::EnvSpec::from_env("T"));
+    let mut req = crate::docker::request(&cluster, "leaky", spec);
+    req.secrets.insert("TOKEN".into(), format!("{marker}\"q'\\b\nline\0tail"));
+    let reply = agent.call(&line(2, Method::CreateSession(Box::new(req))));
+    assert!(!reply.to_string().contains(&marker), "a secret left the agent: {reply}");
+    assert_eq!(reply["error"]["kind"], "bad_request", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("TOKEN") && message.contains("NUL"), "{message}");
+    // Refused before the engine saw it: no container.
+    let name = container_name(&cluster, "leaky");
+    assert!(!docker(&["inspect", &name]).status.success(), "{name} was created");
+}
