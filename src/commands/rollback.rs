@@ -232,7 +232,7 @@ fn prepare_at(
     let observed = r.observed(c).restrict(&selected);
     // Secret values are read again now: their digests are made afresh under each node's key, so that the
     // labels match the values the containers get; one that cannot be read refuses the rollback.
-    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(desired, &mut r.conns, true));
+    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(&c.root, desired, &mut r.conns, true));
     if !unresolved.is_empty() {
         return Err(unresolved.messages().join("\n  "));
     }

@@ -20,6 +20,7 @@ mod rules;
 mod saved_plan;
 mod schemas;
 mod secrets;
+mod spec_paths;
 mod ssh;
 mod support;
 mod watch;

@@ -288,3 +288,25 @@ fn a_secret_holding_a_nul_is_refused_before_anything_changes_and_never_shown() {
     lab.assert_nowhere(&[&v, &f]);
     assert_code(&lab.run(Some(&env_value), &["destroy", "--yes"]), 0);
 }
+
+/// Where bai runs does not change a session: applied from the lab's directory (`bai apply lab.kdl`),
+/// planned from elsewhere with the lab's absolute path, a `from-file` secret's session is no change.
+#[test]
+fn a_from_file_session_is_the_same_wherever_bai_runs() {
+    let mut lab = SecretLab::new();
+    lab.set_file_secret(&planted("file-cwd"));
+    let token = planted("env-cwd");
+    let applied = bai()
+        .current_dir(lab.dir.path())
+        .env("BAI_HOME", lab.home())
+        .env(VAR, &token)
+        .args(["apply", "--yes", "lab.kdl"])
+        .output()
+        .expect("bai runs");
+    assert_code(&applied, 0);
+    // From the repository root, with the absolute path: nothing to do.
+    let planned = lab.run(Some(&token), &["plan", "--detailed-exitcode"]);
+    assert_code(&planned, 0);
+    assert!(stdout_of(&planned).contains("No changes."), "{}", stdout_of(&planned));
+    assert_code(&lab.run(Some(&token), &["destroy", "--yes"]), 0);
+}
