@@ -23,7 +23,7 @@ use crate::model::{
     Cluster, ClusterName, Image, ImageName, ImageSource, NodeName, Permission, SessionName, VfolderName,
 };
 use crate::source::{Loc, Spanned};
-use crate::state::spec::{ImageSpec, SessionSpec, SourceKind, hex_digest};
+use crate::state::spec::{EnvSpec, ImageSpec, SessionSpec, SourceKind, hex_digest};
 use crate::state::{AGENT_VERSION, ClusterState, ImageState, NodeState, SessionState, VfolderState};
 
 /// One node's record of one generation: `state/…` on the node keeps it as `<number>.json`.
@@ -233,6 +233,40 @@ pub fn check_source(lab: &Cluster, image: &str, recorded: &RecordedSource, numbe
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// Secrets a rollback would read on the controller that the lab does not name now: one message each.
+/// A record's `from-env` variable or `from-file` path comes from a node, and a compromised node could
+/// name any file or variable on the controller to have its value sent back to it; so a secret is read
+/// only from a source the lab itself declares (for any session of the cluster).
+pub fn unnamed_secret_sources(restored: &ClusterState, lab: &ClusterState) -> Vec<String> {
+    let key = |e: &EnvSpec| match e {
+        EnvSpec::Value(_) => None,
+        EnvSpec::FromEnv { var, .. } => Some((false, var.clone())),
+        EnvSpec::FromFile { path, .. } => Some((true, path.clone())),
+    };
+    let named: BTreeSet<(bool, String)> = lab
+        .sessions
+        .values()
+        .filter_map(|s| s.spec.as_ref())
+        .flat_map(|spec| spec.env.values())
+        .filter_map(key)
+        .collect();
+    let mut out = Vec::new();
+    for (session, state) in &restored.sessions {
+        let Some(spec) = &state.spec else { continue };
+        for (name, env) in &spec.env {
+            let Some(source) = key(env).filter(|k| !named.contains(k)) else { continue };
+            let what = if source.0 { "the file" } else { "the variable" };
+            out.push(format!(
+                "session `{session}`: env `{name}` would be read from {what} `{}` on this controller, which the lab \
+                 does not name now (bai reads a secret only from a source the lab declares, never from one a \
+                 node's record names); declare it in the lab, or roll forward with `bai apply`",
+                crate::untrusted::excerpt(&source.1, 200)
+            ));
+        }
+    }
+    out
 }
 
 /// `node`'s part of `state` as generation `number`.

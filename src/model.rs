@@ -77,6 +77,9 @@ pub struct Config {
 pub struct Cluster {
     pub name: Spanned<ClusterName>,
     pub loc: Loc,
+    /// The lab file's directory, absolute: the paths a spec records relative to the lab (a `from-file`
+    /// secret's) are read from under it. Set by the loader; empty for a cluster made in memory.
+    pub root: PathBuf,
     pub ssh: SshSettings,
     pub agent_binary: Option<Spanned<PathBuf>>,
     pub probe: ProbeSettings,
@@ -272,8 +275,11 @@ pub enum EnvValue {
     Literal(String),
     /// Read from the controller's environment at apply time; never printed.
     FromEnv(String),
-    /// Read from a file on the controller at apply time; never printed.
-    FromFile(PathBuf),
+    /// Read from a file on the controller at apply time; never printed. The path as a spec records it, so
+    /// that where bai runs and where the lab lies do not change it: relative to the lab file's directory
+    /// (lexically normalized, `secrets/token`, `../shared/token`), or absolute, or `~/…` as written. Read
+    /// it through [`Cluster::root`].
+    FromFile(String),
 }
 
 #[derive(Debug, Clone)]

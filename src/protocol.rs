@@ -424,6 +424,14 @@ pub fn container_name(cluster: &str, session: &str) -> String {
     format!("bai.{cluster}.{session}")
 }
 
+/// Whether `name` can name a container's environment variable: one or more printable ASCII characters
+/// other than `=` and space. `=` would end the name early (`X=Y` set to `v` is `X` set to `Y=v`); a NUL
+/// ends it in every C program; spaces and control characters have no place in one. POSIX's portable
+/// `[A-Za-z_][A-Za-z0-9_]*` is the safe choice, but images read others (`discovery.type`), so those pass.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
+}
+
 /// Labels bai puts on what it owns.
 pub mod labels {
     pub const CLUSTER: &str = "ai.bai.cluster";

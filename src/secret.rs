@@ -191,18 +191,156 @@ pub fn reason(f: &FieldChange) -> String {
     }
 }
 
-/// `message` with every secret value in `values` replaced by `(sensitive)`: for error text that may echo
-/// what it was given (an engine refusing a container's environment). Every non-empty value is replaced,
-/// even a short one that mangles other words: a garbled message is better than a leaked secret.
-pub fn redact<'a>(message: &str, values: impl IntoIterator<Item = &'a String>) -> String {
-    let mut values: Vec<&String> = values.into_iter().filter(|v| !v.is_empty()).collect();
-    // Longest first, so that a value holding another is replaced whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+/// `message` with every secret in `secrets` (variable name → value) taken out: for error text that may
+/// echo what it was given (an engine refusing a container's environment).
+///
+/// Engines echo values escaped, not as they are: runc quotes a variable with Go's `%q`
+/// (`"TOKEN=a\"b\\c\nd\x00"`), a JSON body escapes it again, a shell-ish message backslashes quotes. So
+/// every form in [`escaped_forms`] of every non-empty value is replaced by `(sensitive)`, longest first,
+/// even a short value that mangles other words: a garbled message is better than a leaked secret.
+///
+/// And because no list of forms is complete, a message that still shows `NAME=` for a secret's
+/// variable followed by anything but `(sensitive)` is taken to echo the environment in a form not
+/// recognised: everything from that value on is withheld.
+pub fn redact<'a>(message: &str, secrets: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let secrets: Vec<(&String, &String)> = secrets.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    let mut forms: Vec<String> = secrets.iter().flat_map(|(_, v)| escaped_forms(v)).collect();
+    // Longest first, so that a form holding another (a value holding another) is replaced whole.
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
     let mut out = message.to_string();
-    for v in values {
-        out = out.replace(v.as_str(), SENSITIVE);
+    for form in &forms {
+        out = out.replace(form.as_str(), SENSITIVE);
+    }
+    let mut cut = out.len();
+    for (name, _) in &secrets {
+        let assign = format!("{name}=");
+        for (at, _) in out.match_indices(assign.as_str()) {
+            let value_at = at + assign.len();
+            let starts_a_name = out[..at].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+            if starts_a_name && !out[value_at..].starts_with(SENSITIVE) {
+                cut = cut.min(value_at);
+            }
+        }
+    }
+    if cut < out.len() {
+        out.truncate(cut);
+        out.push_str("(sensitive: the rest of the engine's message is withheld)");
     }
     out
+}
+
+/// The forms an engine may echo `value` in: as it is; quoted as Go does (`%q`, and `%+q` with only ASCII
+/// left); JSON-escaped as serde and Go do (Go's also `\u003c` for `<`, `>`, `&`, with `\b` and `\f` or
+/// their `\u` forms, hex in either case); backslash-escaped quotes and shell characters;
+/// percent-encoded; and each quoted or JSON form escaped once more (a message inside a message).
+pub fn escaped_forms(value: &str) -> Vec<String> {
+    let mut first = vec![
+        value.to_string(),
+        go_quote(value, false),
+        go_quote(value, true),
+        backslashed(value, "\\\"'"),
+        backslashed(value, "\\\"'$`"),
+        percent_encoded(value),
+    ];
+    for short_controls in [true, false] {
+        for html in [false, true] {
+            for upper in [false, true] {
+                first.push(json_escape(value, short_controls, html, upper));
+            }
+        }
+    }
+    let mut all = first.clone();
+    for form in &first[1..] {
+        all.push(go_quote(form, false));
+        all.push(json_escape(form, true, false, false));
+        all.push(json_escape(form, false, true, false));
+    }
+    all.sort();
+    all.dedup();
+    all.retain(|f| !f.is_empty());
+    all
+}
+
+/// The inside of Go's `strconv.Quote` (`%q`), or of `QuoteToASCII` (`%+q`) when `ascii`. Go leaves
+/// printable characters as they are; what Go counts as printable is approximated by "not a control
+/// character and not a space other than ` `" (the `NAME=` rule in [`redact`] covers the rest).
+fn go_quote(value: &str, ascii: bool) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            ' '..='~' => out.push(c),
+            c if !ascii && !c.is_control() && !c.is_whitespace() => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out
+}
+
+/// A JSON string's inside: `"` and `\` escaped, `\n` `\r` `\t` short, `\b` `\f` short when
+/// `short_controls`, other controls as `\u00XX` (in upper-case hex when `upper`); with `html`, as Go's
+/// encoder does, `<` `>` `&` and U+2028, U+2029 as `\u` escapes too.
+fn json_escape(value: &str, short_controls: bool, html: bool, upper: bool) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    let hex = |out: &mut String, c: char| {
+        if upper {
+            out.push_str(&format!("\\u{:04X}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+    };
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' if short_controls => out.push_str("\\b"),
+            '\u{c}' if short_controls => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => hex(&mut out, c),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if html => hex(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `value` with a backslash before each of `special`.
+fn backslashed(value: &str, special: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if special.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `value` with every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded.
+fn percent_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,12 +470,63 @@ mod tests {
         }
     }
 
+    fn secrets(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn redacted(message: &str, pairs: &[(String, String)]) -> String {
+        redact(message, pairs.iter().map(|(k, v)| (k, v)))
+    }
+
     #[test]
     fn redaction_replaces_every_value() {
-        let values = ["hunter22".to_string(), "hunter2".to_string(), String::new()];
-        assert_eq!(
-            redact("env X=hunter22 and Y=hunter2 refused", &values),
-            "env X=(sensitive) and Y=(sensitive) refused"
+        let s = secrets(&[("X", "hunter22"), ("Y", "hunter2"), ("Z", "")]);
+        assert_eq!(redacted("env X=hunter22 and Y=hunter2 refused", &s), "env X=(sensitive) and Y=(sensitive) refused");
+    }
+
+    #[test]
+    fn redaction_recognises_the_forms_engines_echo() {
+        let value = "pl4nted\"q'\\b\nline\u{0}tail\u{1b}<é>";
+        let s = secrets(&[("TOKEN", value)]);
+        // runc, as captured from Docker 20.10: Go's %q of the variable, inside a JSON body that bollard
+        // decodes; the second message is that body still encoded.
+        let go = "error during container init: environment variable value can't contain null(\\x00): \
+                  \"TOKEN=pl4nted\\\"q'\\\\b\\nline\\x00tail\\x1b<é>\": unknown";
+        let body = serde_json::to_string(go).unwrap_or_default();
+        let serde = format!("{{\"env\":[{}]}}", serde_json::to_string(&format!("TOKEN={value}")).unwrap_or_default());
+        let ascii = "\"TOKEN=pl4nted\\\"q'\\\\b\\nline\\x00tail\\x1b<\\u00e9>\"";
+        let go_json = "TOKEN=pl4nted\\\"q'\\\\b\\nline\\u0000tail\\u001b\\u003c\u{e9}\\u003e";
+        for message in [go, body.as_str(), &serde, ascii, go_json] {
+            let out = redacted(message, &s);
+            assert!(!out.contains("pl4nted") && !out.contains("tail"), "{message}\n→ {out}");
+            assert!(out.contains("TOKEN=(sensitive)"), "{out}");
+        }
+        assert!(redacted(go, &s).ends_with("\": unknown"), "the rest of a recognised message stays");
+    }
+
+    #[test]
+    fn an_echoed_environment_in_an_unknown_form_is_withheld() {
+        let s = secrets(&[("TOKEN", "s3cret")]);
+        // Some form bai does not know (here: every character doubled) after the variable's name.
+        let out = redacted("refused env [A=1 TOKEN=ss33ccrreett B=2]", &s);
+        assert_eq!(out, "refused env [A=1 TOKEN=(sensitive: the rest of the engine's message is withheld)");
+        // A name that merely ends in the secret's is not it; a redacted value is left as it is.
+        assert_eq!(redacted("MY_TOKEN=1 TOKEN=s3cret", &s), "MY_TOKEN=1 TOKEN=(sensitive)");
+        assert_eq!(redacted("no environment here", &s), "no environment here");
+    }
+
+    #[test]
+    fn escaped_forms_cover_go_json_and_backslashes() {
+        let forms = escaped_forms("a\"b\\c\nd\u{0}");
+        for form in ["a\"b\\c\nd\u{0}", "a\\\"b\\\\c\\nd\\x00", "a\\\"b\\\\c\\nd\\u0000", "a\\\"b\\\\c\\nd\\u0000"] {
+            assert!(forms.iter().any(|f| f == form), "{form:?} missing from {forms:?}");
+        }
+        assert!(forms.iter().any(|f| f == "a%22b%5Cc%0Ad%00"));
+        assert!(escaped_forms("x\u{2028}").iter().any(|f| f == "x\\u2028"));
+        assert!(escaped_forms("x\u{10ffff}").iter().any(|f| f == "x\\U0010ffff"));
+        assert!(
+            escaped_forms("x\u{8}").iter().any(|f| f == "x\\b")
+                && escaped_forms("x\u{8}").iter().any(|f| f == "x\\u0008")
         );
     }
 }

@@ -75,6 +75,9 @@ pub enum DockerError {
     Locked { image: String, reference: String, message: String },
     #[error("container {container}: {reason}")]
     Invalid { container: String, reason: String },
+    /// Shown escaped: it came from a request and may hold anything.
+    #[error("`{}` is not an image reference: {reason}", .reference.escape_debug())]
+    InvalidReference { reference: String, reason: String },
 }
 
 fn log_tail(log: &[String]) -> String {
@@ -85,7 +88,7 @@ impl From<DockerError> for RpcError {
     fn from(e: DockerError) -> Self {
         let kind = match e {
             DockerError::NotOwned { .. } => ErrorKind::Refused,
-            DockerError::Invalid { .. } => ErrorKind::BadRequest,
+            DockerError::Invalid { .. } | DockerError::InvalidReference { .. } => ErrorKind::BadRequest,
             _ => ErrorKind::Failed,
         };
         RpcError::new(kind, e.to_string())
@@ -95,6 +98,15 @@ impl From<DockerError> for RpcError {
 fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     let action = action.into();
     move |source| DockerError::Api { action, source }
+}
+
+/// `reference` as one segment of an API path (`/images/{segment}/json`), once it is known to be an image
+/// reference: bollard splices names into paths as they are, and `../../containers/x/json?x=` would
+/// address another endpoint.
+fn image_segment(reference: &str) -> Result<String, DockerError> {
+    crate::reference::check(reference)
+        .map_err(|reason| DockerError::InvalidReference { reference: reference.to_string(), reason })?;
+    Ok(crate::reference::path_segment(reference))
 }
 
 fn is_not_found(e: &BollardError) -> bool {
@@ -208,7 +220,8 @@ impl Engine {
 
     /// Whether an image is present under `reference` (a tag, or a `repo@digest`).
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
-        match self.api().await?.inspect_image(reference).await {
+        let segment = image_segment(reference)?;
+        match self.api().await?.inspect_image(&segment).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
@@ -216,9 +229,11 @@ impl Engine {
     }
 
     /// The id and repository digests (`repo@sha256:…`) of the image `reference` names, or `None` when
-    /// there is no such image.
+    /// there is no such image. A string that is not an image reference is refused
+    /// ([`DockerError::InvalidReference`]), never looked up.
     pub async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
-        match self.api().await?.inspect_image(reference).await {
+        let segment = image_segment(reference)?;
+        match self.api().await?.inspect_image(&segment).await {
             Ok(image) => Ok(Some((image.id.unwrap_or_default(), image.repo_digests.unwrap_or_default()))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
@@ -234,6 +249,8 @@ impl Engine {
         blob_path: &dyn Fn(&str) -> PathBuf,
     ) -> Result<String, DockerError> {
         let spec = &req.spec;
+        // Refused before anything is pulled, built, loaded or recorded.
+        let segment = image_segment(&spec.reference)?;
         let locked = req.locked.clone().unwrap_or_default();
         match &req.source {
             ImageSource::Pull => {
@@ -279,7 +296,7 @@ impl Engine {
             }
         }
         let docker = self.api().await?;
-        match docker.inspect_image(&spec.reference).await {
+        match docker.inspect_image(&segment).await {
             Ok(image) => Ok(image.id.unwrap_or_default()),
             Err(e) if is_not_found(&e) => match req.source {
                 // `docker load` tags from the archive's own manifest, which may not name this reference.
@@ -294,7 +311,12 @@ impl Engine {
         let docker = self.api().await?;
         let reference = &spec.reference;
         let (repo, tag) = split_reference(reference);
-        match docker.inspect_image(reference).await {
+        // The digest may come from the lock rather than the reference: `repo@digest` is checked whole.
+        let pinned = spec.digest.as_ref().map(|digest| format!("{repo}@{digest}"));
+        if let Some(pinned) = &pinned {
+            image_segment(pinned)?;
+        }
+        match docker.inspect_image(&image_segment(reference)?).await {
             Ok(image) => {
                 let pinned = spec.digest.as_ref().is_none_or(|digest| {
                     image.repo_digests.unwrap_or_default().iter().any(|d| d.ends_with(&format!("@{digest}")))
@@ -314,12 +336,12 @@ impl Engine {
         while let Some(item) = progress.next().await {
             item.map_err(|e| DockerError::Pull { reference: reference.clone(), message: message_of(&e) })?;
         }
-        if let Some(digest) = &spec.digest {
+        if let Some(pinned) = &pinned {
             let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
             docker
-                .tag_image(&format!("{repo}@{digest}"), Some(options))
+                .tag_image(&image_segment(pinned)?, Some(options))
                 .await
-                .map_err(api(format!("tagging {repo}@{digest} as {reference}")))?;
+                .map_err(api(format!("tagging {pinned} as {reference}")))?;
         }
         Ok(())
     }
@@ -394,7 +416,7 @@ impl Engine {
         {
             return Err(DockerError::NotOwned { container, cluster: req.cluster.clone() });
         }
-        let image = match docker.inspect_image(&spec.image_ref).await {
+        let image = match docker.inspect_image(&image_segment(&spec.image_ref)?).await {
             Ok(image) => image,
             Err(e) if is_not_found(&e) => return Err(DockerError::ImageMissing { reference: spec.image_ref.clone() }),
             Err(e) => return Err(api(format!("inspecting image {}", spec.image_ref))(e)),
@@ -603,14 +625,24 @@ fn owned(labels: Option<&HashMap<String, String>>, cluster: &str, session: &str)
 }
 
 /// The container name of a session, after checking that both parts are plain names: they are spliced
-/// into API paths, where a `/` or `?` would address something else entirely.
+/// into API paths, where a `/` or `?` would address something else entirely. The cluster may not hold a
+/// `.`: session names may, so cluster `a` with session `x.train` and cluster `a.x` with session `train`
+/// would both be `bai.a.x.train` (the controller refuses such a lab before it gets here).
 fn checked_name(cluster: &str, session: &str) -> Result<String, DockerError> {
     let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     let container = container_name(cluster, session);
-    if plain(cluster) && plain(session) {
-        Ok(container)
-    } else {
+    if !(plain(cluster) && plain(session)) {
         Err(DockerError::Invalid { container, reason: "cluster and session names may hold only [A-Za-z0-9._-]".into() })
+    } else if cluster.contains('.') {
+        Err(DockerError::Invalid {
+            container,
+            reason: format!(
+                "cluster name `{cluster}` holds a `.`, which makes container names ambiguous \
+                 (`bai.<cluster>.<session>`, and session names may hold a `.`)"
+            ),
+        })
+    } else {
+        Ok(container)
     }
 }
 
@@ -647,6 +679,10 @@ fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<Stri
                  put programs in {WORK_DIR}/.local/bin instead"
             ));
         }
+        // Shown escaped: a name that is not one may hold anything.
+        if !crate::protocol::is_env_name(name) {
+            return Err(format!("`{}` is not an environment variable name", name.escape_debug()));
+        }
         let value = match value {
             EnvSpec::Value(v) => v,
             EnvSpec::FromEnv { .. } | EnvSpec::FromFile { .. } => req
@@ -654,6 +690,10 @@ fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<Stri
                 .get(name)
                 .ok_or_else(|| format!("the value of secret variable {name} was not sent with the request"))?,
         };
+        // The engine would refuse it and echo the variable, value and all, in its error.
+        if value.contains('\0') {
+            return Err(format!("the value of {name} holds a NUL character, which no environment value can"));
+        }
         env.push(format!("{name}={value}"));
     }
     env.push(format!("PATH={WORK_DIR}/.local/bin:{}", image_path.unwrap_or(DEFAULT_PATH)));
@@ -776,6 +816,12 @@ mod tests {
         let env = BTreeMap::from([("PATH".into(), EnvSpec::Value("/evil".into()))]);
         let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
         assert!(err.contains("PATH") && !err.contains("/evil"), "{err}");
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::from_env("T"))]);
+        let err = session_env(&request(env, BTreeMap::from([("TOKEN".into(), "s3c\0ret".into())])), None).unwrap_err();
+        assert!(err.contains("TOKEN") && err.contains("NUL") && !err.contains("s3c"), "{err}");
+        let env = BTreeMap::from([("X=Y".into(), EnvSpec::Value("v".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("`X=Y` is not an environment variable name"), "{err}");
     }
 
     #[test]
@@ -784,6 +830,8 @@ mod tests {
         assert!(checked_name("lab", "../x").is_err());
         assert!(checked_name("lab", "a?b").is_err());
         assert!(checked_name("", "x").is_err());
+        assert_eq!(checked_name("a", "x.train").ok().as_deref(), Some("bai.a.x.train"));
+        assert!(checked_name("a.x", "train").is_err(), "the same container name from a dotted cluster");
     }
 
     #[test]

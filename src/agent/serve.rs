@@ -235,7 +235,7 @@ impl Agent {
                 self.engine()?.create_session(&req, &|name: &str| vfolder::path_of(&root, name)).await.map_err(
                     |e| {
                         let e = RpcError::from(e);
-                        RpcError::new(e.kind, crate::secret::redact(&e.message, req.secrets.values()))
+                        RpcError::new(e.kind, crate::secret::redact(&e.message, &req.secrets))
                     },
                 )?;
                 Ok(serde_json::json!({}))
@@ -324,8 +324,13 @@ impl Agent {
         let version = engine.version().await.ok();
         let mut images = Vec::new();
         for (name, rec) in record.iter().flat_map(|r| &r.images) {
-            // An image removed behind bai's back is not there any more, whatever the record says.
-            if let Some((id, digests)) = engine.image_facts(&rec.reference).await.map_err(RpcError::from)? {
+            // An image removed behind bai's back is not there any more, whatever the record says; nor is
+            // one recorded under something that is not an image reference (it is never looked up).
+            let facts = match engine.image_facts(&rec.reference).await {
+                Err(docker::DockerError::InvalidReference { .. }) => None,
+                other => other.map_err(RpcError::from)?,
+            };
+            if let Some((id, digests)) = facts {
                 images.push(ImageSnapshot {
                     name: name.clone(),
                     reference: rec.reference.clone(),

@@ -120,7 +120,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
                 // diff, so that a changed value plans a replace; one that cannot be read stops the run
                 // before anything changes.
                 let desired = ClusterState::desired(c).restrict(&r.reachable());
-                let (mut desired, unresolved) = runtime.block_on(secrets::keyed(desired, &mut r.conns, true));
+                let (mut desired, unresolved) = runtime.block_on(secrets::keyed(&c.root, desired, &mut r.conns, true));
                 for message in unresolved.messages() {
                     eprintln!("error: {message}");
                 }

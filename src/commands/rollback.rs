@@ -234,9 +234,14 @@ fn prepare_at(
     let (desired, extras) = state_of(&c.name.value, &refs);
     let desired = desired.restrict(&selected);
     let observed = r.observed(c).restrict(&selected);
+    // Secrets are read only from sources the lab names now: a record's source came from a node.
+    let unnamed = bai::generation::unnamed_secret_sources(&desired, &ClusterState::desired(c));
+    if !unnamed.is_empty() {
+        return Err(unnamed.join("\n  "));
+    }
     // Secret values are read again now: their digests are made afresh under each node's key, so that the
     // labels match the values the containers get; one that cannot be read refuses the rollback.
-    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(desired, &mut r.conns, true));
+    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(&c.root, desired, &mut r.conns, true));
     if !unresolved.is_empty() {
         return Err(unresolved.messages().join("\n  "));
     }

@@ -29,7 +29,7 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
         // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
         // changed value reads as drift; one that cannot be read here is taken as unchanged.
         let (mut desired, unresolved) =
-            runtime.block_on(secrets::keyed(ClusterState::desired(c), &mut reached.conns, false));
+            runtime.block_on(secrets::keyed(&c.root, ClusterState::desired(c), &mut reached.conns, false));
         for message in unresolved.messages() {
             eprintln!("warning: {message} (its value is taken as unchanged)");
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use kdl::KdlDocument;
 
 use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
-use crate::config::reader::Ctx;
+use crate::config::reader::{Ctx, absolute_dir};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
 use crate::source::{FileId, Loc, SourceMap, Spanned};
@@ -38,6 +38,8 @@ struct Job {
     name: String,
     /// The include that asked for this file; `None` for the top file.
     origin: Option<Loc>,
+    /// The top file's directory, absolute and normalized: what specs record paths relative to.
+    lab_root: Arc<Path>,
 }
 
 struct Finished {
@@ -56,7 +58,15 @@ pub fn load(path: &Path) -> Loaded {
     let mut resolved: HashMap<(FileId, usize), Vec<FileId>> = HashMap::new();
     let mut top: Vec<RawCluster> = Vec::new();
 
-    let mut wave = vec![Job { id: FileId(0), path: path.to_path_buf(), name: display_name(path), origin: None }];
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let lab_root: Arc<Path> = Arc::from(absolute_dir(parent));
+    let mut wave = vec![Job {
+        id: FileId(0),
+        path: path.to_path_buf(),
+        name: display_name(path),
+        origin: None,
+        lab_root: lab_root.clone(),
+    }];
     by_path.insert(canonical(path), FileId(0));
     let mut next_id = 1u32;
     while !wave.is_empty() {
@@ -79,7 +89,13 @@ pub fn load(path: &Path) -> Loaded {
                     let target_id = *by_path.entry(key).or_insert_with(|| {
                         let id = FileId(next_id);
                         next_id += 1;
-                        next.push(Job { id, name: display_name(&target), path: target, origin: Some(include.loc) });
+                        next.push(Job {
+                            id,
+                            name: display_name(&target),
+                            path: target,
+                            origin: Some(include.loc),
+                            lab_root: lab_root.clone(),
+                        });
                         id
                     });
                     targets.push(target_id);
@@ -127,7 +143,9 @@ pub fn load(path: &Path) -> Loaded {
                 }
             })
             .collect();
-        config.clusters.push(assemble(cluster.name, cluster.loc, items, &mut problems));
+        let mut assembled = assemble(cluster.name, cluster.loc, items, &mut problems);
+        assembled.root = lab_root.to_path_buf();
+        config.clusters.push(assembled);
     }
     check_paths(&config, &mut problems);
     Loaded { sources, config, problems }
@@ -257,7 +275,7 @@ fn process(job: &Job) -> Finished {
         }
     };
     let base = job.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut ctx = Ctx::new(job.id, base);
+    let mut ctx = Ctx::with_root(job.id, base, job.lab_root.to_path_buf());
     let parsed = if job.origin.is_none() {
         Parsed::Top(lower_top(&doc, &mut ctx))
     } else {
@@ -325,7 +343,9 @@ fn expand(base: &Path, include: &Spanned<String>, problems: &mut Vec<Problem>) -
         }
         return vec![path];
     }
-    let pattern = if Path::new(written).is_absolute() {
+    // A lab named without a directory (`bai plan lab.kdl`) has an empty base: `/{written}` would be a
+    // pattern from the file system's root.
+    let pattern = if Path::new(written).is_absolute() || base.as_os_str().is_empty() {
         written.to_string()
     } else {
         format!("{}/{written}", glob::Pattern::escape(&base.to_string_lossy()))

@@ -616,7 +616,7 @@ fn lower_env(ctx: &mut Ctx, node: &KdlNode, env: &mut Vec<EnvVar>) {
     let from_file = r.prop("from-file").and_then(|e| ctx.string(e, "from-file"));
     let value = match (from_env, from_file) {
         (Some(v), None) => EnvValue::FromEnv(v.value),
-        (None, Some(f)) => EnvValue::FromFile(ctx.resolve_path(&f.value)),
+        (None, Some(f)) => EnvValue::FromFile(ctx.spec_path(&f.value)),
         (Some(a), Some(b)) => {
             ctx.push(
                 Problem::error(Code::Conflict, format!("env `{}` has two sources", name.value))
@@ -711,6 +711,7 @@ pub fn assemble(raw_name: Spanned<ClusterName>, loc: Loc, items: Vec<Item>, prob
     let mut cluster = Cluster {
         name: raw_name,
         loc,
+        root: PathBuf::new(),
         ssh: SshSettings::default(),
         agent_binary: None,
         probe: ProbeSettings::default(),

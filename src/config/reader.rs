@@ -40,12 +40,34 @@ pub struct NodeSpec {
 pub struct Ctx {
     pub file: FileId,
     pub base_dir: PathBuf,
+    /// The top lab file's directory, absolute: what paths recorded in specs are relative to.
+    pub lab_root: PathBuf,
     pub problems: Vec<Problem>,
 }
 
 impl Ctx {
     pub fn new(file: FileId, base_dir: PathBuf) -> Self {
-        Ctx { file, base_dir, problems: Vec::new() }
+        let lab_root = absolute_dir(&base_dir);
+        Ctx { file, base_dir, lab_root, problems: Vec::new() }
+    }
+
+    /// The same, for a file of a lab whose top file lies in `lab_root`.
+    pub fn with_root(file: FileId, base_dir: PathBuf, lab_root: PathBuf) -> Self {
+        Ctx { lab_root, ..Ctx::new(file, base_dir) }
+    }
+
+    /// A path written in the file as a spec records it, the same wherever bai runs and wherever the lab
+    /// is checked out: a relative path becomes relative to the lab file's directory (not to this file's,
+    /// nor to the working directory), lexically normalized; an absolute one is normalized; `~/…` stays.
+    pub fn spec_path(&self, written: &str) -> String {
+        if written.starts_with("~/") {
+            return written.to_string();
+        }
+        let p = Path::new(written);
+        if p.is_absolute() {
+            return normalize(p).display().to_string();
+        }
+        relative_to(&normalize(&absolute_dir(&self.base_dir).join(p)), &normalize(&self.lab_root))
     }
 
     pub fn loc(&self, span: miette::SourceSpan) -> Loc {
@@ -357,5 +379,73 @@ impl<'a> Reader<'a> {
 
     pub fn name_span(&self) -> miette::SourceSpan {
         self.node.name().span()
+    }
+}
+
+/// A directory as an absolute, normalized path; the empty path (a file named without a directory) is the
+/// working directory.
+pub fn absolute_dir(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
+}
+
+/// `path` with `.` dropped and each `..` taking away the component before it, without asking the file
+/// system (a symlinked directory followed by `..` is read as its parent in the lab's tree, as includes are).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    out.iter().collect()
+}
+
+/// `path` relative to `base` (both absolute and normalized), `/`-separated: `secrets/token`,
+/// `../shared/token`, `.` for `base` itself.
+pub fn relative_to(path: &Path, base: &Path) -> String {
+    let path: Vec<_> = path.components().collect();
+    let base: Vec<_> = base.components().collect();
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), base.len() - common).collect();
+    parts.extend(path[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    if parts.is_empty() { ".".to_string() } else { parts.join("/") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_lexically() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/../a")), PathBuf::from("/a"));
+        assert_eq!(normalize(Path::new("../a/../../b")), PathBuf::from("../../b"));
+        assert_eq!(relative_to(Path::new("/lab/secrets/t"), Path::new("/lab")), "secrets/t");
+        assert_eq!(relative_to(Path::new("/shared/t"), Path::new("/lab/x")), "../../shared/t");
+        assert_eq!(relative_to(Path::new("/lab"), Path::new("/lab")), ".");
+        assert!(absolute_dir(Path::new("")).is_absolute());
+    }
+
+    #[test]
+    fn spec_paths_are_relative_to_the_lab_not_to_the_file_or_the_working_directory() {
+        let ctx = Ctx::with_root(FileId(1), PathBuf::from("/labs/x/nodes"), PathBuf::from("/labs/x"));
+        assert_eq!(ctx.spec_path("../secrets/./t"), "secrets/t");
+        assert_eq!(ctx.spec_path("t"), "nodes/t");
+        assert_eq!(ctx.spec_path("../../shared/t"), "../shared/t");
+        assert_eq!(ctx.spec_path("/run/secrets/../t"), "/run/t");
+        assert_eq!(ctx.spec_path("~/tokens/t"), "~/tokens/t");
+        // A lab named from its own directory: the working directory is its root.
+        let here = Ctx::with_root(FileId(0), PathBuf::new(), absolute_dir(Path::new("")));
+        assert_eq!(here.spec_path("./secrets/t"), "secrets/t");
     }
 }

@@ -297,8 +297,8 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let Some(spec) = s.spec.clone() else {
                 return Err(ChangeError::Change(format!("session `{name}` has no spec")));
             };
-            let secrets =
-                crate::fleet::secrets::values_of(&name, &spec.env).map_err(|e| ChangeError::Change(e.to_string()))?;
+            let secrets = crate::fleet::secrets::values_of(&input.cluster.root, &name, &spec.env)
+                .map_err(|e| ChangeError::Change(e.to_string()))?;
             if action == Action::Replace {
                 let _: serde_json::Value = conn
                     .client

@@ -7,6 +7,7 @@
 //! variable and the environment variable or file; never a value. [`Value`] hides itself from `Debug`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use futures_util::future::join_all;
 
@@ -44,10 +45,42 @@ pub enum SecretError {
     #[error("session `{session}`: env `{name}` reads file `{path}`: {reason}")]
     #[diagnostic(code(bai::secret::file))]
     File { session: String, name: String, path: String, reason: String },
+    /// Runc refuses a value holding a NUL and echoes the whole variable, escaped, in its error: such a
+    /// value is refused here, before anything changes.
+    #[error("session `{session}`: env `{name}` reads {source_desc}, whose value holds a NUL character")]
+    #[diagnostic(
+        code(bai::secret::nul),
+        help("no environment value can hold a NUL (`\\0`): remove it from the secret")
+    )]
+    Nul { session: String, name: String, source_desc: String },
 }
 
-/// Reads one secret. A file's one trailing newline is not part of the value (`echo token > file`).
-pub fn read(session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
+/// Where a `from-file` secret is read: its spec path (see [`crate::model::EnvValue::FromFile`]) under
+/// `lab_root`, the lab file's directory; an absolute one as it is; `~/…` under the controller user's home.
+pub fn secret_path(lab_root: &Path, spec_path: &str) -> PathBuf {
+    match (spec_path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => lab_root.join(spec_path),
+    }
+}
+
+/// Reads one secret; a `from-file` path is taken under `lab_root` ([`secret_path`]). A file's one trailing
+/// newline is not part of the value (`echo token > file`). A value holding a NUL is refused
+/// ([`SecretError::Nul`]): no environment can hold it.
+pub fn read(lab_root: &Path, session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
+    let value = read_raw(lab_root, session, name, source)?;
+    if value.as_ref().is_some_and(|v| v.0.contains('\0')) {
+        let source_desc = match source {
+            EnvSpec::FromFile { path, .. } => format!("file `{}`", secret_path(lab_root, path).display()),
+            EnvSpec::FromEnv { var, .. } => format!("`{var}` from the controller's environment"),
+            EnvSpec::Value(_) => "a literal".to_string(),
+        };
+        return Err(SecretError::Nul { session: session.to_string(), name: name.to_string(), source_desc });
+    }
+    Ok(value)
+}
+
+fn read_raw(lab_root: &Path, session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>, SecretError> {
     let who = || (session.to_string(), name.to_string());
     match source {
         EnvSpec::Value(_) => Ok(None),
@@ -62,22 +95,30 @@ pub fn read(session: &str, name: &str, source: &EnvSpec) -> Result<Option<Value>
                 Err(SecretError::NotUnicode { session, name, var: var.clone() })
             }
         },
-        EnvSpec::FromFile { path, .. } => match std::fs::read_to_string(path) {
-            Ok(v) => Ok(Some(Value(v.strip_suffix('\n').map(str::to_string).unwrap_or(v)))),
-            Err(e) => {
-                let (session, name) = who();
-                // The I/O error's text names the failure (not found, permission denied), never content.
-                Err(SecretError::File { session, name, path: path.clone(), reason: e.to_string() })
+        EnvSpec::FromFile { path, .. } => {
+            let path = secret_path(lab_root, path);
+            match std::fs::read_to_string(&path) {
+                Ok(v) => Ok(Some(Value(v.strip_suffix('\n').map(str::to_string).unwrap_or(v)))),
+                Err(e) => {
+                    let (session, name) = who();
+                    // The I/O error's text names the failure (not found, permission denied), never content.
+                    let path = path.display().to_string();
+                    Err(SecretError::File { session, name, path, reason: e.to_string() })
+                }
             }
-        },
+        }
     }
 }
 
 /// The values of one session's secrets by variable name, for the container's environment.
-pub fn values_of(session: &str, env: &BTreeMap<String, EnvSpec>) -> Result<BTreeMap<String, String>, SecretError> {
+pub fn values_of(
+    lab_root: &Path,
+    session: &str,
+    env: &BTreeMap<String, EnvSpec>,
+) -> Result<BTreeMap<String, String>, SecretError> {
     let mut out = BTreeMap::new();
     for (name, source) in env {
-        if let Some(v) = read(session, name, source)? {
+        if let Some(v) = read(lab_root, session, name, source)? {
             out.insert(name.clone(), v.0);
         }
     }
@@ -86,12 +127,12 @@ pub fn values_of(session: &str, env: &BTreeMap<String, EnvSpec>) -> Result<BTree
 
 /// Every secret of the sessions of `desired`, by (session, variable), and the ones that could not be
 /// read. Callers decide: `apply` stops at any error, `status` and `watch` leave those digests unknown.
-pub fn resolve(desired: &ClusterState) -> (BTreeMap<(String, String), Value>, Vec<SecretError>) {
+pub fn resolve(lab_root: &Path, desired: &ClusterState) -> (BTreeMap<(String, String), Value>, Vec<SecretError>) {
     let mut values = BTreeMap::new();
     let mut errors = Vec::new();
     for (session, s) in &desired.sessions {
         for (name, source) in s.spec.iter().flat_map(|spec| &spec.env) {
-            match read(session.as_str(), name, source) {
+            match read(lab_root, session.as_str(), name, source) {
                 Ok(Some(v)) => {
                     values.insert((session.to_string(), name.clone()), v);
                 }
@@ -164,15 +205,17 @@ impl Unresolved {
     }
 }
 
-/// `desired` with the digest of every secret it can resolve, each under the key of the node of its
-/// session, fetched over `conns` (made with `create`, which needs the apply lease). Only nodes that host
-/// a session with a secret are asked. What cannot be resolved keeps an unknown digest and is returned.
+/// `desired` with the digest of every secret it can resolve (files under `lab_root`), each under the key
+/// of the node of its session, fetched over `conns` (made with `create`, which needs the apply lease).
+/// Only nodes that host a session with a secret are asked. What cannot be resolved keeps an unknown
+/// digest and is returned.
 pub async fn keyed(
+    lab_root: &Path,
     desired: ClusterState,
     conns: &mut BTreeMap<String, NodeConn>,
     create: bool,
 ) -> (ClusterState, Unresolved) {
-    let (values, secrets) = resolve(&desired);
+    let (values, secrets) = resolve(lab_root, &desired);
     let cluster = desired.name.to_string();
     let asks = conns.iter_mut().filter(|(node, _)| has_secrets_on(&desired, node)).map(|(node, conn)| {
         let cluster = cluster.clone();
@@ -196,7 +239,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_source_never_the_value_and_debug_hides_values() {
-        let err = read("job-a", "TOKEN", &EnvSpec::from_env("BAI_TEST_SURELY_UNSET_VAR")).expect_err("unset");
+        let root = Path::new("/nowhere");
+        let err = read(root, "job-a", "TOKEN", &EnvSpec::from_env("BAI_TEST_SURELY_UNSET_VAR")).expect_err("unset");
         assert_eq!(
             err.to_string(),
             "session `job-a`: env `TOKEN` reads `BAI_TEST_SURELY_UNSET_VAR` from the controller's environment, which is not set"
@@ -204,8 +248,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("token");
         std::fs::write(&file, "s3cret-value\n").expect("write");
-        let v = read("job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect("read").expect("secret");
+        let v =
+            read(root, "job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect("read").expect("secret");
         assert_eq!(v.expose(), "s3cret-value");
+        std::fs::write(&file, "s3cret\0value\n").expect("write");
+        let err =
+            read(root, "job-a", "T", &EnvSpec::from_file(file.display().to_string())).expect_err("a NUL is refused");
+        assert!(matches!(err, SecretError::Nul { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("env `T` reads file") && message.contains("NUL"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
         assert_eq!(format!("{v:?}"), "(sensitive)");
         assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(decode_hex("0g"), None);

@@ -238,7 +238,7 @@ pub fn session_spec(session: &Session, image: Option<&Image>) -> SessionSpec {
                 let value = match &e.value {
                     EnvValue::Literal(v) => EnvSpec::Value(v.clone()),
                     EnvValue::FromEnv(v) => EnvSpec::from_env(v.clone()),
-                    EnvValue::FromFile(p) => EnvSpec::from_file(p.display().to_string()),
+                    EnvValue::FromFile(p) => EnvSpec::from_file(p.clone()),
                 };
                 (e.name.value.clone(), value)
             })

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use super::AgentStream;
 use super::exec_stdout::{ExecStdout, signal_text};
+use super::known_hosts;
 
 /// Where and how to reach one node.
 #[derive(Clone, Debug)]
@@ -74,6 +75,15 @@ pub enum SshError {
         )
     )]
     HostKeyChanged { node: String, host: String, port: u16, fingerprint: String, known_hosts: String, line: usize },
+
+    #[error("node `{node}` ({}): the host key {fingerprint} is revoked", at(.host, .port))]
+    #[diagnostic(
+        code(bai::ssh::host_key_revoked),
+        help(
+            "{known_hosts} line {line} marks this key `@revoked`: its private key is known to be compromised, so it is never accepted, whatever other lines say. Give the node a new host key and trust that one"
+        )
+    )]
+    HostKeyRevoked { node: String, host: String, port: u16, fingerprint: String, known_hosts: String, line: usize },
 
     #[error("node `{node}` ({}): cannot use known_hosts file {known_hosts}: {reason}", at(.host, .port))]
     #[diagnostic(
@@ -221,6 +231,7 @@ enum HostKeyVerdict {
     Learned,
     Unknown { fingerprint: String },
     Changed { fingerprint: String, line: usize },
+    Revoked { fingerprint: String, line: usize },
     Certificate,
     Unreadable { reason: String },
 }
@@ -237,6 +248,17 @@ struct Client {
 impl Client {
     fn decide(&self, key: &PublicKey) -> HostKeyVerdict {
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        // `@revoked` first: it wins over a line that lists the key, and a revoked key is never learnt.
+        // russh's check skips those lines (see `known_hosts`).
+        let text = match std::fs::read_to_string(&self.known_hosts) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return HostKeyVerdict::Unreadable { reason: e.to_string() },
+        };
+        let blob = key.to_openssh().ok().and_then(|k| k.split_whitespace().nth(1).map(str::to_string));
+        if let Some(line) = blob.and_then(|b| known_hosts::revoked_line(&text, &self.host, self.port, &b)) {
+            return HostKeyVerdict::Revoked { fingerprint, line };
+        }
         match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
             Ok(true) => HostKeyVerdict::Known,
             Ok(false) if self.accept_new => {
@@ -405,6 +427,14 @@ fn host_key_error(target: &SshTarget, verdict: Option<HostKeyVerdict>) -> Option
             SshError::UnknownHostKey { node, host: target.host.clone(), port: target.port, fingerprint, known_hosts }
         }
         HostKeyVerdict::Changed { fingerprint, line } => SshError::HostKeyChanged {
+            node,
+            host: target.host.clone(),
+            port: target.port,
+            fingerprint,
+            known_hosts,
+            line,
+        },
+        HostKeyVerdict::Revoked { fingerprint, line } => SshError::HostKeyRevoked {
             node,
             host: target.host.clone(),
             port: target.port,

@@ -6,6 +6,7 @@
 
 mod capacity;
 mod cycles;
+mod images;
 mod index;
 mod mounts;
 mod names;
@@ -26,6 +27,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for cluster in &config.clusters {
         let index = ClusterIndex::new(cluster);
         names::check(cluster, &mut problems);
+        images::check(cluster, &mut problems);
         references::check(cluster, &index, &mut problems);
         mounts::check(cluster, &index, &mut problems);
         capacity::check(cluster, &index, &mut problems);

@@ -21,6 +21,9 @@ const RESERVED: &[&str] = &[".terminfo", ".jupyter", ".tmux.conf", ".ssh", ".loc
 pub enum Destination {
     Ok(String),
     Empty,
+    /// The alias holds a character no destination may: `:` (it splits Docker's `host:destination:ro`
+    /// bind syntax) or a control character (NUL, newline, escape sequences).
+    Invalid(char),
     Escapes,
     Workdir,
     System(String),
@@ -32,6 +35,9 @@ pub fn destination(vfolder: &str, alias: Option<&str>) -> Destination {
     let written = alias.unwrap_or(vfolder);
     if written.trim().is_empty() {
         return Destination::Empty;
+    }
+    if let Some(c) = written.chars().find(|c| *c == ':' || c.is_control()) {
+        return Destination::Invalid(c);
     }
     let absolute = written.starts_with('/');
     let mut parts: Vec<&str> = if absolute { Vec::new() } else { vec!["home", "work"] };
@@ -70,6 +76,11 @@ fn is_reserved(name: &str) -> bool {
     (rest.len() > 2 && rest.ends_with("rc")) || rest.ends_with("_profile") || rest == "profile"
 }
 
+/// `text` with its control characters escaped (`\0`, `\n`, `\u{1b}`), everything else as written.
+fn escape_controls(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 /// Where a forbidden destination is, in words: the system directory it lands in.
 fn system_place(path: &str) -> String {
     let top = path.split('/').find(|p| !p.is_empty());
@@ -102,7 +113,8 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
     for m in &session.mounts {
         let alias = m.alias.as_ref().map(|a| a.value.as_str());
         let at = mount_loc(m);
-        let shown = alias.unwrap_or(m.vfolder.value.as_str());
+        // Escaped: an alias may hold control characters, which must not reach the terminal raw.
+        let shown = escape_controls(alias.unwrap_or(m.vfolder.value.as_str()));
         match destination(m.vfolder.value.as_str(), alias) {
             Destination::Ok(path) => {
                 for (other, other_path) in &placed {
@@ -136,6 +148,18 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                     .primary(at, "empty alias")
                     .help("name the directory under /home/work, or drop `alias` to use the vfolder's name"),
             ),
+            Destination::Invalid(c) => {
+                let (what, why) = if c == ':' {
+                    ("`:`".to_string(), "Docker's bind syntax uses it to separate `host:destination:ro`")
+                } else {
+                    (format!("the control character `{}`", c.escape_debug()), "a path has no place for it")
+                };
+                problems.push(
+                    Problem::error(Code::InvalidAlias, format!("alias `{shown}` holds {what}"))
+                        .primary(at, "not a possible mount destination")
+                        .help(format!("{why}: write the destination without `:` and control characters")),
+                );
+            }
             Destination::Escapes => problems.push(
                 Problem::error(Code::AliasEscapes, format!("alias `{shown}` climbs out with `..`"))
                     .primary(at, "escapes its directory")
@@ -250,6 +274,19 @@ mod tests {
         assert_eq!(destination("d", Some(".local/bin")), Destination::Reserved(".local".into()));
         assert_eq!(destination(".config", None), Destination::Reserved(".config".into()));
         assert_eq!(destination("d", Some(".data")), ok("/home/work/.data"));
+    }
+
+    #[test]
+    fn aliases_with_a_colon_or_a_control_character_are_refused() {
+        // `:` splits Docker's bind syntax (`host:destination:ro`); control characters have no place in a path.
+        assert_eq!(destination("d", Some("data:ro")), Destination::Invalid(':'));
+        assert_eq!(destination("d", Some("/data:/etc")), Destination::Invalid(':'));
+        assert_eq!(destination("d", Some("a\0b")), Destination::Invalid('\0'));
+        assert_eq!(destination("d", Some("x\ny")), Destination::Invalid('\n'));
+        assert_eq!(destination("d", Some("x\u{1b}[31m")), Destination::Invalid('\u{1b}'));
+        assert_eq!(destination("d", Some("x\u{7f}")), Destination::Invalid('\u{7f}'));
+        assert_eq!(destination("d", Some("x\u{85}")), Destination::Invalid('\u{85}'));
+        assert_eq!(destination("d", Some("données")), ok("/home/work/données"));
     }
 
     #[test]

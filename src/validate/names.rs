@@ -38,6 +38,19 @@ fn invalid(kind: &str, name: &str, loc: Loc, rule: &str) -> Problem {
 
 const PLAIN_RULE: &str = "use 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit";
 
+/// A cluster name is a plain name without `.`: containers are named `bai.<cluster>.<session>` and session
+/// names may hold a `.`, so a dot in a cluster name would let cluster `a` with session `x.train` and cluster
+/// `a.x` with session `train` claim one container (`bai.a.x.train`). Without it, the cluster is exactly
+/// what stands between a container name's first two dots.
+pub fn is_cluster_name(name: &str) -> bool {
+    is_plain_name(name) && !name.contains('.')
+}
+
+const CLUSTER_RULE: &str = "use 1 to 64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit; no `.`: \
+     containers are named `bai.<cluster>.<session>` and session names may hold a `.`, so a dotted cluster \
+     name could claim another cluster's container (cluster `a` with session `x.train` and cluster `a.x` \
+     with session `train` are both `bai.a.x.train`)";
+
 fn duplicates<'a>(kind: &str, names: impl Iterator<Item = (&'a str, Loc)>, problems: &mut Vec<Problem>) {
     let mut first: HashMap<&str, Loc> = HashMap::new();
     for (name, loc) in names {
@@ -57,8 +70,8 @@ fn duplicates<'a>(kind: &str, names: impl Iterator<Item = (&'a str, Loc)>, probl
 
 pub fn check_clusters(config: &Config, problems: &mut Vec<Problem>) {
     for c in &config.clusters {
-        if !is_plain_name(c.name.value.as_str()) {
-            problems.push(invalid("cluster", c.name.value.as_str(), c.name.loc, PLAIN_RULE));
+        if !is_cluster_name(c.name.value.as_str()) {
+            problems.push(invalid("cluster", c.name.value.as_str(), c.name.loc, CLUSTER_RULE));
         }
     }
     let mut first: HashMap<&str, Loc> = HashMap::new();
@@ -138,6 +151,9 @@ mod tests {
         assert!(is_plain_name("gpu-01"));
         assert!(!is_plain_name("-gpu"));
         assert!(!is_plain_name("gpu/01"));
+        assert!(is_cluster_name("gpu-lab_2"));
+        assert!(!is_cluster_name("a.x"), "a dotted cluster name makes container names ambiguous");
+        assert!(is_plain_name("a.x"), "node and image names may hold a dot");
         assert!(is_vfolder_name(".hidden"));
         assert!(!is_vfolder_name(".."));
         assert!(!is_vfolder_name("a/b"));

@@ -59,6 +59,36 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
                     .help("every session gets `/home/work/.local/bin` followed by its image's own PATH; put tools in `/home/work/.local/bin` or bake them into the image"),
             );
         }
+        for var in &s.env {
+            if !crate::protocol::is_env_name(&var.name.value) {
+                problems.push(
+                    Problem::error(
+                        Code::InvalidEnvName,
+                        match var.name.value.as_str() {
+                            "" => "an environment variable name cannot be empty".to_string(),
+                            name => format!("`{}` is not an environment variable name", name.escape_debug()),
+                        },
+                    )
+                    .primary(var.name.loc, "invalid name")
+                    .help(
+                        "a name is one or more printable ASCII characters other than `=` and space \
+                         (`A-Z a-z 0-9 _` is the portable choice): `X=Y` would set `X` to `Y=…`",
+                    ),
+                );
+            }
+            if let EnvValue::Literal(value) = &var.value
+                && value.contains('\0')
+            {
+                problems.push(
+                    Problem::error(
+                        Code::InvalidEnvValue,
+                        format!("the value of env `{}` holds a NUL character", var.name.value.escape_debug()),
+                    )
+                    .primary(var.name.loc, "holds `\\0`")
+                    .help("no environment value can hold a NUL: the container would not start"),
+                );
+            }
+        }
         for (i, var) in s.env.iter().enumerate() {
             if let Some(first) = s.env[..i].iter().find(|e| e.name.value == var.name.value) {
                 problems.push(
@@ -71,15 +101,16 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
                     .help("keep one: the container would see only one value"),
                 );
             }
+            // Empty, or holding `=` or a NUL: no environment holds such a variable.
             if let EnvValue::FromEnv(source) = &var.value
-                && source.is_empty()
+                && (source.is_empty() || source.contains(['=', '\0']))
             {
                 problems.push(
                     Problem::error(
                         Code::InvalidValue,
-                        format!("env `{}` reads an empty variable name", var.name.value),
+                        format!("env `{}` reads a variable name no environment holds", var.name.value.escape_debug()),
                     )
-                    .primary(var.name.loc, "`from-env` is empty"),
+                    .primary(var.name.loc, "`from-env` is empty or holds `=` or a NUL"),
                 );
             }
         }

@@ -87,7 +87,8 @@ async fn heal_node(
     let mut conns = BTreeMap::from([(node.to_string(), conn)]);
     // As `apply` does: secrets digested under the node's key; one that cannot be read is taken as
     // unchanged here, and fails its session's creation with a message naming it.
-    let (mut desired, _) = secrets::keyed(ClusterState::desired(cluster).restrict(&only), &mut conns, true).await;
+    let (mut desired, _) =
+        secrets::keyed(&cluster.root, ClusterState::desired(cluster).restrict(&only), &mut conns, true).await;
     settle_unknown(&mut desired, &observed);
     let graph = build_graph(cluster);
     let plan = diff(&[(&desired, &observed, &graph)]);

@@ -32,7 +32,7 @@ impl KeyedHashes {
             let mut digests = Digests::new();
             if let Some(key) = &key {
                 for (name, source) in &spec.env {
-                    if let Ok(Some(value)) = read(session, name, source) {
+                    if let Ok(Some(value)) = read(&watched.cluster.root, session, name, source) {
                         digests.insert((session.clone(), name.clone()), digest(key, value.expose().as_bytes()));
                     }
                 }

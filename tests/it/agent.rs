@@ -313,3 +313,75 @@ fn probe_fails_when_the_node_cannot_reach_docker() {
     assert_eq!(reply["error"]["kind"], "failed", "{reply}");
     assert!(reply["result"].is_null(), "{reply}");
 }
+
+// Image references reach the engine's API paths (`/images/{ref}/json`): a hostile one must not address
+// another endpoint, and what it would have found must not be reported as an image.
+
+#[test]
+fn the_agent_refuses_image_references_that_would_address_another_endpoint() {
+    let cluster = unique("t");
+    let _cleanup = Cleanup::new(&cluster);
+    let victim = bai::protocol::container_name(&cluster, "victim");
+    docker_ok(&["run", "-d", "--name", &victim, IMAGE]);
+    let victim_id = docker_ok(&["inspect", "-f", "{{.Id}}", &victim]);
+    let mut agent = agent_for(&cluster);
+    let vfolders = tempfile::tempdir().expect("tempdir");
+    let hostile = [
+        format!("../../containers/{victim}/json?x="),
+        format!("../../containers/{victim}/json#"),
+        format!("..%2F..%2Fcontainers%2F{victim}%2Fjson%3Fx%3D"),
+        "Bai-It/Box:1".to_string(),
+    ];
+    for (i, reference) in hostile.iter().enumerate() {
+        let spec = bai::state::spec::ImageSpec {
+            reference: reference.clone(),
+            source: bai::state::spec::SourceKind::Pull,
+            digest: None,
+        };
+        let req = bai::protocol::EnsureImage {
+            cluster: cluster.clone(),
+            name: format!("img-{i}"),
+            spec,
+            spec_hash: "h".into(),
+            source: bai::protocol::ImageSource::Pull,
+            locked: None,
+        };
+        let reply = agent.call(&line(10 + i as u64, Method::EnsureImage(req)));
+        assert_eq!(reply["error"]["kind"], "bad_request", "{reference}: {reply}");
+        assert!(!reply.to_string().contains(&victim_id), "the container was reported as an image: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not an image reference"), "{message}");
+    }
+    let observe = bai::protocol::Observe {
+        cluster: cluster.clone(),
+        node: "n1".into(),
+        vfolder_root: vfolders.path().display().to_string(),
+    };
+    let seen = agent.call(&line(20, Method::Observe(observe)));
+    assert_eq!(seen["result"]["images"], serde_json::json!([]), "{seen}");
+    // The container the references pointed at is untouched.
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &victim]), "true");
+}
+
+// Secrets: the engine may echo a container's environment in its errors, escaped (runc quotes a variable
+// holding a NUL as Go does: `"TOKEN=…\"…\\…\n…\x00"`). No form of a secret leaves the agent.
+
+#[test]
+fn no_form_of_a_secret_leaves_the_agent_in_an_error() {
+    let cluster = unique("t");
+    let _cleanup = Cleanup::new(&cluster);
+    let mut agent = agent_for(&cluster);
+    let marker = format!("pl4nted-agent-{}-zq", std::process::id());
+    let mut spec = crate::docker::spec(&["/bin/busybox", "sleep", "300"], vec![]);
+    spec.env.insert("TOKEN".into(), bai::state::spec::EnvSpec::from_env("T"));
+    let mut req = crate::docker::request(&cluster, "leaky", spec);
+    req.secrets.insert("TOKEN".into(), format!("{marker}\"q'\\b\nline\0tail"));
+    let reply = agent.call(&line(2, Method::CreateSession(Box::new(req))));
+    assert!(!reply.to_string().contains(&marker), "a secret left the agent: {reply}");
+    assert_eq!(reply["error"]["kind"], "bad_request", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("TOKEN") && message.contains("NUL"), "{message}");
+    // Refused before the engine saw it: no container.
+    let name = container_name(&cluster, "leaky");
+    assert!(!docker(&["inspect", &name]).status.success(), "{name} was created");
+}

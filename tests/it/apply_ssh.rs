@@ -202,6 +202,36 @@ fn host_keys_are_verified_through_the_binary() {
 }
 
 #[test]
+fn a_revoked_host_key_is_refused_through_the_binary_and_never_learnt() {
+    let mut lab = SshLab::new(2);
+    // node0's key revoked for every host, node1's listed: OpenSSH refuses node0 even when accepting new keys.
+    lab.known_hosts = lab.dir.path().join("revoking_known_hosts");
+    let contents = format!("@revoked * {}\n{}\n", lab.sshd.host_pubkey(0), lab.sshd.known_hosts_line(1));
+    std::fs::write(&lab.known_hosts, &contents).expect("write");
+    lab.write("1");
+    let refused = lab.run(&["status", "--accept-new-host-keys"]);
+    assert_code(&refused, 1);
+    let err = stderr_of(&refused);
+    assert!(err.contains("node0") && err.contains("revoked"), "{err}");
+    assert!(!err.contains("node1"), "node1 is reached: {err}");
+    assert_eq!(std::fs::read_to_string(&lab.known_hosts).expect("read"), contents, "no key learnt");
+
+    // Listed on one line and revoked for its host on another: refused all the same.
+    let port0 = lab.sshd.port(0);
+    let contents = format!(
+        "{}\n{}\n@revoked [127.0.0.1]:{port0} {}\n",
+        lab.sshd.known_hosts_line(0),
+        lab.sshd.known_hosts_line(1),
+        lab.sshd.host_pubkey(0)
+    );
+    std::fs::write(&lab.known_hosts, &contents).expect("write");
+    let refused = lab.run(&["status"]);
+    assert_code(&refused, 1);
+    let err = stderr_of(&refused);
+    assert!(err.contains("node0") && err.contains("revoked") && err.contains("line 3"), "{err}");
+}
+
+#[test]
 fn a_second_apply_is_refused_until_the_first_is_killed() {
     let lab = SshLab::new(1);
     let first = lab.apply_waiting_for_confirmation();

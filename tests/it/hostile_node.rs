@@ -82,3 +82,33 @@ fn rollback_never_packs_a_controller_path_a_record_names() {
     assert!(stderr_of(&refused).contains("changed since generation 1"), "{}", stderr_of(&refused));
     assert!(!any_file_holds(&agent_home(&lab, 0), token.as_bytes()), "the secret never reached the node");
 }
+
+/// Item 4, for secrets: a record whose session reads an env from a controller file (or variable) that
+/// the lab does not name. A rollback would read it and send its value to the node in the container's
+/// environment; it refuses instead, naming the session and the source, and the value never leaves.
+#[test]
+fn rollback_never_reads_a_secret_source_a_record_names() {
+    let lab = SshLab::new("hs", 1);
+    lab.write(&["1"]);
+    assert_code(&lab.run(&["apply", "--yes"]), 0, "generation 1");
+    lab.write(&["2"]);
+    assert_code(&lab.run(&["apply", "--yes"]), 0, "generation 2");
+
+    let secret = tempfile::tempdir().expect("tempdir");
+    let token = format!("CONTROLLER-ONLY-{}", lab.cluster);
+    let file = secret.path().join("id_rsa");
+    std::fs::write(&file, &token).expect("write the secret");
+    let record_path = agent_home(&lab, 0).join("generations").join(&lab.cluster).join("1.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).expect("record 1")).expect("json");
+    record["sessions"]["job-0"]["spec"]["env"]["STOLEN"] = serde_json::json!({"from_file": file.display().to_string()});
+    std::fs::write(&record_path, record.to_string()).expect("rewrite record 1");
+
+    let refused = lab.run(&["rollback", "--yes", "--to", "1"]);
+    assert_code(&refused, 1, "a secret source the lab does not name is refused");
+    let err = stderr_of(&refused);
+    assert!(err.contains("env `STOLEN` would be read from the file"), "{err}");
+    assert!(!err.contains(&token), "{err}");
+    assert!(!any_file_holds(&agent_home(&lab, 0), token.as_bytes()), "the value never reached the node");
+    assert_eq!(lab.container(0).expect("job-0 still runs").0, "2", "nothing changed");
+}

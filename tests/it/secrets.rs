@@ -256,3 +256,57 @@ fn secrets_reach_the_container_and_nothing_else_and_a_changed_value_replaces_its
     lab.assert_nowhere(&[&v1, &v2, &v3, &v4, &f1, &f2]);
     assert_code(&lab.run(Some(&v4), &["destroy", "--yes"]), 0);
 }
+
+/// A secret value with a NUL cannot be an environment value: runc refuses it and echoes the whole
+/// variable in Go's quoted form (`"FILE_TOKEN=…\"…\\…\n…\x00"`), which no redaction of the raw value
+/// recognises. bai refuses such a value when it reads it, before anything changes, naming the variable
+/// and the file, never the value; quotes, backslashes and newlines are fine.
+#[test]
+fn a_secret_holding_a_nul_is_refused_before_anything_changes_and_never_shown() {
+    let mut lab = SecretLab::new();
+    let v = planted("env-quoted");
+    let f = planted("file-nul");
+    std::fs::write(lab.dir.path().join("token.txt"), format!("{f}\"q'\\b\nline\0tail")).expect("write token");
+
+    let refused = lab.run(Some(&format!("{v}\"q\\b\nx")), &["apply", "--yes"]);
+    assert_code(&refused, 1);
+    let why = stderr_of(&refused);
+    assert!(why.contains("session `from-file`: env `FILE_TOKEN` reads file"), "{why}");
+    assert!(why.contains("NUL"), "{why}");
+    assert!(why.contains("nothing was changed"), "{why}");
+    let filter = format!("label=ai.bai.cluster={}", lab.cluster);
+    let listed = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output().expect("docker runs");
+    assert!(stdout_of(&listed).trim().is_empty(), "no container was made: {}", stdout_of(&listed));
+
+    // Without the NUL, quotes, backslashes and newlines reach the container as written.
+    let value = format!("{f}\"q'\\b\nline");
+    std::fs::write(lab.dir.path().join("token.txt"), &value).expect("write token");
+    let env_value = format!("{v}\"q\\b\nx");
+    assert_code(&lab.run(Some(&env_value), &["apply", "--yes"]), 0);
+    assert!(lab.env_of("from-file").contains(&format!("FILE_TOKEN={value}")), "{:?}", lab.env_of("from-file"));
+    assert!(lab.env_of("from-env").contains(&format!("TOKEN={env_value}")), "{:?}", lab.env_of("from-env"));
+    lab.assert_nowhere(&[&v, &f]);
+    assert_code(&lab.run(Some(&env_value), &["destroy", "--yes"]), 0);
+}
+
+/// Where bai runs does not change a session: applied from the lab's directory (`bai apply lab.kdl`),
+/// planned from elsewhere with the lab's absolute path, a `from-file` secret's session is no change.
+#[test]
+fn a_from_file_session_is_the_same_wherever_bai_runs() {
+    let mut lab = SecretLab::new();
+    lab.set_file_secret(&planted("file-cwd"));
+    let token = planted("env-cwd");
+    let applied = bai()
+        .current_dir(lab.dir.path())
+        .env("BAI_HOME", lab.home())
+        .env(VAR, &token)
+        .args(["apply", "--yes", "lab.kdl"])
+        .output()
+        .expect("bai runs");
+    assert_code(&applied, 0);
+    // From the repository root, with the absolute path: nothing to do.
+    let planned = lab.run(Some(&token), &["plan", "--detailed-exitcode"]);
+    assert_code(&planned, 0);
+    assert!(stdout_of(&planned).contains("No changes."), "{}", stdout_of(&planned));
+    assert_code(&lab.run(Some(&token), &["destroy", "--yes"]), 0);
+}

@@ -161,6 +161,73 @@ async fn a_changed_host_key_is_refused_even_when_accepting_new_keys() {
     assert_eq!(std::fs::read_to_string(&known_hosts).expect("known_hosts"), contents, "never rewritten");
 }
 
+/// `line` with its host names hashed as `ssh-keygen -H` writes them (`|1|salt|hash key`).
+fn hashed(dir: &Path, line: &str) -> String {
+    let file = dir.join("to_hash");
+    std::fs::write(&file, format!("{line}\n")).expect("write");
+    let out = Command::new("ssh-keygen").arg("-q").arg("-H").arg("-f").arg(&file).output().expect("ssh-keygen -H");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).expect("hashed file");
+    text.lines().find(|l| l.starts_with("|1|")).expect("a hashed line").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_host_key_is_refused_even_where_another_line_lists_it() {
+    let sshd = Sshd::start(1);
+    let key = sshd.host_pubkey(0);
+    let listed = sshd.known_hosts_line(0);
+    let here = format!("[127.0.0.1]:{}", sshd.port(0));
+    let known_hosts = sshd.scratch().join("revoked_known_hosts");
+    let mut target = sshd.target(0);
+    target.known_hosts = known_hosts.clone();
+
+    // Listed, and revoked on a later line (as OpenSSH writes it: the marker, the host, the key).
+    let contents = format!("{listed}\n# revoked after the key leaked\n@revoked {here} {key}\n");
+    std::fs::write(&known_hosts, &contents).expect("write known_hosts");
+    let error = connect_err(&target).await;
+    let SshError::HostKeyRevoked { line, ref fingerprint, .. } = error else {
+        panic!("expected HostKeyRevoked, got {error:?}")
+    };
+    assert_eq!(line, 3, "the line as an editor counts it");
+    assert!(fingerprint.starts_with("SHA256:"));
+    let message = error.to_string();
+    assert!(message.contains("node0") && message.contains("revoked"), "{message}");
+    let code = miette::Diagnostic::code(&error).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("bai::ssh::host_key_revoked"));
+    let help = miette::Diagnostic::help(&error).map(|h| h.to_string()).unwrap_or_default();
+    assert!(help.contains("line 3") && help.contains("@revoked"), "{help}");
+
+    // Revoked under a hashed host name, a wildcard, or a pattern list: refused alike.
+    for revoked in
+        [hashed(sshd.scratch(), &format!("{here} {key}")), format!("*.example,127.0.0.*,[127.0.0.1]:* {key}")]
+    {
+        std::fs::write(&known_hosts, format!("@revoked {revoked}\n{listed}\n")).expect("write known_hosts");
+        let error = connect_err(&target).await;
+        assert!(matches!(error, SshError::HostKeyRevoked { line: 1, .. }), "{revoked}: {error:?}");
+    }
+
+    // As in OpenSSH, a revocation is for the hosts its line names: revoked for another host, or with
+    // this one negated, the key is still this host's.
+    for revoked in [format!("other.example {key}"), format!("*,!{here} {key}")] {
+        std::fs::write(&known_hosts, format!("{listed}\n@revoked {revoked}\n")).expect("write known_hosts");
+        connect(&target).await.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_for_every_host_is_never_learnt() {
+    let sshd = Sshd::start(1);
+    let known_hosts = sshd.scratch().join("revoked_known_hosts");
+    let contents = format!("@revoked * {}\n", sshd.host_pubkey(0));
+    std::fs::write(&known_hosts, &contents).expect("write known_hosts");
+    let mut target = sshd.target(0);
+    target.known_hosts = known_hosts.clone();
+    target.accept_new_host_keys = true;
+    let error = connect_err(&target).await;
+    assert!(matches!(error, SshError::HostKeyRevoked { line: 1, .. }), "{error:?}");
+    assert_eq!(std::fs::read_to_string(&known_hosts).expect("known_hosts"), contents, "nothing learnt");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_failures_say_who_and_what() {
     let sshd = Sshd::start(1);
