@@ -204,7 +204,7 @@ pub async fn run(
     mut reload: mpsc::UnboundedReceiver<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = Shared { status: status.clone(), events: events.clone(), options };
+    let shared = Shared { status: status.clone(), events: events.clone(), options, agents: Default::default() };
     let mut fleet = Fleet { shared, nodes: BTreeMap::new() };
     fleet.reconcile(&lab.config);
     let mut files = lab.files;
@@ -260,7 +260,7 @@ pub async fn once(
     status: Arc<Mutex<FleetStatus>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> bool {
-    let shared = Shared { status: status.clone(), events, options };
+    let shared = Shared { status: status.clone(), events, options, agents: Default::default() };
     let mut work = Vec::new();
     for cluster in &config.clusters {
         let watched = Arc::new(Watched::new(cluster.clone()));

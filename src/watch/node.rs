@@ -42,6 +42,9 @@ pub struct Shared {
     pub status: Arc<Mutex<FleetStatus>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub options: Arc<WatchOptions>,
+    /// (cluster, agent identity) → the node that reached that agent first: two nodes of a lab that
+    /// reach one agent home would share its lease, state and generations, so the second is not watched.
+    pub agents: Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
 
 impl Shared {
@@ -133,7 +136,7 @@ pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: 
         tokio::select! {
             result = async { connecting.as_mut().expect("guarded by the branch condition").await }, if connecting.is_some() => {
                 connecting = None;
-                match result {
+                match result.and_then(|conn| task.claim_agent(conn)) {
                     Ok(conn) => {
                         task.conn = Some(conn);
                         task.keyed = None;
@@ -212,7 +215,8 @@ pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
     let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else { return };
     let timing = node_timing(&watched.cluster, model, &shared.options.overrides);
     let mut task = NodeTask::new(shared.clone(), cluster, node.clone());
-    let ping = match connect(&watched, &node, &shared).await {
+    let reached = connect(&watched, &node, &shared).await.and_then(|conn| task.claim_agent(conn));
+    let ping = match reached {
         Ok(conn) => {
             task.conn = Some(conn);
             task.ping(timing.timeout).await
@@ -280,6 +284,18 @@ impl NodeTask {
             truth: Truth::default(),
             keyed: None,
         }
+    }
+
+    /// Claims the agent `conn` reached for this node, or refuses it when another node of the cluster
+    /// reached the same one (see `fleet::shared_agents`).
+    fn claim_agent(&self, conn: NodeConn) -> Result<NodeConn, NodeFailure> {
+        let Some(identity) = conn.identity.clone() else { return Ok(conn) };
+        let mut agents = self.shared.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let holder = agents.entry((self.cluster.clone(), identity)).or_insert_with(|| self.node.clone());
+        if *holder == self.node {
+            return Ok(conn);
+        }
+        Err(fleet::shared_agent_failure(&self.cluster, holder, &self.node))
     }
 
     fn lost(&mut self, error: String, retry_in: Duration) {

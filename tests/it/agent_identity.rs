@@ -5,7 +5,7 @@
 //! the same user, each with its own `$HOME` (so its own agent home).
 
 use crate::support::sshlab::{SshLab, assert_code};
-use crate::support::stderr_of;
+use crate::support::{stderr_of, stdout_of};
 
 #[test]
 fn two_nodes_reaching_one_agent_home_are_refused_before_anything_changes() {
@@ -28,6 +28,11 @@ fn two_nodes_reaching_one_agent_home_are_refused_before_anything_changes() {
     let status = lab.run(&["status"]);
     assert_code(&status, 1, "status of such a lab");
     assert!(stderr_of(&status).contains("nodes `node0` and `node1` reach the same agent"), "{}", stderr_of(&status));
+    // The watcher watches the first node to reach that agent and refuses the second, saying why.
+    let watch = lab.run(&["watch", "--once"]);
+    assert_code(&watch, 1, "watch --once of such a lab");
+    let said = format!("{}{}", stdout_of(&watch), stderr_of(&watch));
+    assert!(said.contains("reach the same agent"), "{said}");
 
     // Two servers on this one machine, the same user, each its own home: two agents, both applied.
     lab.write_text(&distinct);
