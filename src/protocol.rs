@@ -59,7 +59,43 @@ pub enum Method {
     SecretKey(SecretKey),
 }
 
+/// What a call does to the node, which sets how long the controller waits for it
+/// (`transport::client::Deadlines`) and whether a call that timed out leaves the node unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// Reads (a key read with `create` may also make the key, once).
+    Read,
+    /// Changes the node: sessions, vfolders, labels, records, uploads.
+    Change,
+    /// Makes an image: a pull, a build or a load.
+    Image,
+}
+
 impl Method {
+    pub fn kind(&self) -> CallKind {
+        match self {
+            Method::Hello(_)
+            | Method::Ping
+            | Method::Inventory
+            | Method::Observe(_)
+            | Method::SessionHealth(_)
+            | Method::Probe(_)
+            | Method::ListGenerations(_)
+            | Method::GetGeneration(_)
+            | Method::SecretKey(_) => CallKind::Read,
+            Method::EnsureImage(_) => CallKind::Image,
+            Method::PutBlob(_)
+            | Method::RemoveImage(_)
+            | Method::EnsureVfolder(_)
+            | Method::RemoveVfolder(_)
+            | Method::SetLabels(_)
+            | Method::CreateSession(_)
+            | Method::RemoveSession(_)
+            | Method::Leave(_)
+            | Method::RecordGeneration(_) => CallKind::Change,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Hello(_) => "hello",

@@ -112,6 +112,9 @@ where
 
 /// What a call that changes the node is doing, for the lease file; `None` for calls that only read.
 fn change_of(method: &Method) -> Option<String> {
+    if method.kind() == CallKind::Read {
+        return None;
+    }
     let target = match method {
         Method::EnsureImage(r) => Some(&r.name),
         Method::RemoveImage(r) => Some(&r.name),
@@ -119,8 +122,7 @@ fn change_of(method: &Method) -> Option<String> {
         Method::RemoveVfolder(r) => Some(&r.name),
         Method::CreateSession(r) => Some(&r.name),
         Method::RemoveSession(r) => Some(&r.name),
-        Method::PutBlob(_) | Method::SetLabels(_) | Method::Leave(_) | Method::RecordGeneration(_) => None,
-        _ => return None,
+        _ => None,
     };
     Some(match target {
         Some(name) => format!("`{}` `{name}`", method.name()),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::protocol::{BAI_VERSION, Hello, HelloReply, Method, PROTOCOL_VERSION, Request, RpcError};
+use crate::protocol::{BAI_VERSION, CallKind, Hello, HelloReply, Method, PROTOCOL_VERSION, Request, RpcError};
 use crate::transport::AgentStream;
 use crate::untrusted;
 
@@ -63,44 +63,12 @@ impl Default for Deadlines {
 impl Deadlines {
     /// The deadline of one call.
     pub fn of(&self, method: &Method) -> Duration {
-        match method {
-            Method::Hello(_)
-            | Method::Ping
-            | Method::Inventory
-            | Method::Observe(_)
-            | Method::SessionHealth(_)
-            | Method::Probe(_)
-            | Method::ListGenerations(_)
-            | Method::GetGeneration(_)
-            | Method::SecretKey(_) => self.observe,
-            Method::EnsureImage(_) => self.image,
-            Method::PutBlob(_)
-            | Method::RemoveImage(_)
-            | Method::EnsureVfolder(_)
-            | Method::RemoveVfolder(_)
-            | Method::SetLabels(_)
-            | Method::CreateSession(_)
-            | Method::RemoveSession(_)
-            | Method::Leave(_)
-            | Method::RecordGeneration(_) => self.change,
+        match method.kind() {
+            CallKind::Read => self.observe,
+            CallKind::Change => self.change,
+            CallKind::Image => self.image,
         }
     }
-}
-
-/// Whether a call changes the node: one that timed out leaves the node in a state nobody knows, and the
-/// connection is not used again (dropping it makes the agent stop the call and free the lease).
-fn changes_the_node(method: &Method) -> bool {
-    !matches!(
-        method,
-        Method::Hello(_)
-            | Method::Ping
-            | Method::Inventory
-            | Method::Observe(_)
-            | Method::SessionHealth(_)
-            | Method::Probe(_)
-            | Method::ListGenerations(_)
-            | Method::GetGeneration(_)
-    )
 }
 
 pub struct AgentClient {
@@ -171,7 +139,9 @@ impl AgentClient {
         deadline: Duration,
     ) -> Result<T, ClientError> {
         let name = method.name();
-        let changes = changes_the_node(&method);
+        // A change that timed out leaves the node in a state nobody knows: the connection is not used
+        // again (dropping it makes the agent stop the call and free the lease).
+        let changes = method.kind() != CallKind::Read;
         match tokio::time::timeout(deadline, self.exchange(method)).await {
             Ok(Err(e @ ClientError::TooLong { .. })) => {
                 self.unusable = Some(e.to_string());
