@@ -36,6 +36,7 @@ macro_rules! codes {
 codes! {
     IoRead => "bai::io::read",
     KdlSyntax => "bai::kdl::syntax",
+    KdlTooDeep => "bai::kdl::too_deep",
     IncludeNotFound => "bai::include::not_found",
     IncludeNoMatch => "bai::include::no_match",
     IncludeCycle => "bai::include::cycle",

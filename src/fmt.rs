@@ -28,7 +28,9 @@
 //! comments: kdl prints some characters raw inside quotes that its own
 //! parser rejects (`"\u{2028}"`), so such strings are written with escapes.
 
-use kdl::{KdlDocument, KdlEntryFormat, KdlError, KdlIdentifier, KdlNode, KdlValue};
+use kdl::{KdlDocument, KdlEntryFormat, KdlIdentifier, KdlNode, KdlValue};
+
+use crate::config::parse::{ParseError, parse_document};
 
 const INDENT: &str = "    ";
 
@@ -37,11 +39,12 @@ const INDENT: &str = "    ";
 /// The result is stable (`format_source` of the output returns it unchanged)
 /// and ends in exactly one newline, or is empty for a document with neither
 /// nodes nor comments.
-pub fn format_source(source: &str) -> Result<String, KdlError> {
+/// Text nested deeper than [`MAX_DEPTH`](crate::config::parse::MAX_DEPTH) is refused unparsed.
+pub fn format_source(source: &str) -> Result<String, ParseError> {
     // A byte-order mark carries no content and would otherwise be kept as
     // document "leading" text that never re-indents cleanly.
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    let original: KdlDocument = source.parse()?;
+    let original: KdlDocument = parse_document(source)?;
     let mut doc = original.clone();
     doc.autoformat();
     restore_doc(&original, &mut doc, 0, source);

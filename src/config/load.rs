@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use kdl::KdlDocument;
 
 use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
+use crate::config::parse::{parse_document, parse_problems};
 use crate::config::reader::Ctx;
 use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
@@ -244,15 +245,10 @@ fn process(job: &Job) -> Finished {
             return Finished { text: Arc::from(""), parsed: None, problems };
         }
     };
-    let doc = match parse(&text) {
+    let doc = match parse_document(&text) {
         Ok(doc) => doc,
         Err(e) => {
-            problems.extend(e.diagnostics.iter().map(|d| syntax_problem(job.id, d)));
-            if e.diagnostics.is_empty() {
-                problems.push(
-                    Problem::error(Code::KdlSyntax, "invalid KDL").primary(Loc::new(job.id, (0..0).into()), "here"),
-                );
-            }
+            problems.extend(parse_problems(job.id, &e));
             return Finished { text, parsed: None, problems };
         }
     };
@@ -268,17 +264,6 @@ fn process(job: &Job) -> Finished {
     Finished { text, parsed: Some(parsed), problems }
 }
 
-/// A KDL parse error as a diagnostic of ours, with the file's name on it.
-pub fn syntax_problem(file: FileId, d: &kdl::KdlDiagnostic) -> Problem {
-    // kdl 6.7 reports some errors (a bad property value) with a span running from the start of the
-    // file to the error (fixed upstream in kdl-rs #172): point at where it ends, which is the error.
-    let span = if d.span.offset() == 0 && d.span.len() > 1 { (d.span.len()..d.span.len()).into() } else { d.span };
-    let label = d.label.clone().unwrap_or_else(|| "here".into());
-    Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
-        .primary(Loc::new(file, span), label)
-        .help_opt(d.help.clone())
-}
-
 /// Frees a large parse tree on its own thread. A KDL document takes about 65 bytes per input byte in
 /// millions of small allocations, and freeing them costs a noticeable share of the parse itself; nothing
 /// after lowering needs the tree, so validation and planning go on while another core frees it.
@@ -287,25 +272,6 @@ fn free_in_background(doc: KdlDocument, source_len: usize) {
     if source_len >= LARGE {
         // When no thread can be had, the closure (and the tree in it) is simply dropped here.
         let _ = std::thread::Builder::new().name("bai-free".into()).spawn(move || drop(doc));
-    }
-}
-
-/// Parses KDL v2. The parser is a dependency: if it ever panics on some input, that input gets a
-/// diagnostic rather than taking bai down with it.
-fn parse(text: &str) -> Result<KdlDocument, kdl::KdlError> {
-    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
-        Ok(result) => result,
-        Err(_) => Err(kdl::KdlError {
-            input: Arc::new(text.to_string()),
-            diagnostics: vec![kdl::KdlDiagnostic {
-                input: Arc::new(String::new()),
-                span: (0..0).into(),
-                message: Some("the KDL parser failed on this file".into()),
-                label: None,
-                help: Some("this is a bug in the parser; please report the file that triggers it".into()),
-                severity: miette::Severity::Error,
-            }],
-        }),
     }
 }
 

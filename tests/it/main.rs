@@ -11,6 +11,7 @@ mod examples;
 mod flake;
 mod fuzz;
 mod generations;
+mod hostile_lab;
 mod labels;
 mod lock;
 mod metrics;
