@@ -14,7 +14,7 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
     let mut unformatted = Vec::new();
     for path in &args.files {
         let name = bai::config::display_name(path);
-        let text = match std::fs::read_to_string(path) {
+        let text = match bai::config::load::read_source(path) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot read `{name}`: {e}");

@@ -20,6 +20,10 @@ use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
 use crate::source::{FileId, Loc, SourceMap, Spanned};
 
+/// The largest file bai reads as a lab (the top file or an included one, and `bai fmt`'s files): 64 MiB,
+/// several times the largest lab the `kdl` parser gets through in reasonable time and memory.
+pub const MAX_FILE_SIZE: u64 = 64 << 20;
+
 /// A lab as read from disk: its files, its model, and every problem found on the way.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -229,15 +233,10 @@ impl Layout<'_> {
 /// Reads, parses and lowers one file. Runs on a worker thread.
 fn process(job: &Job) -> Finished {
     let mut problems = Vec::new();
-    let text: Arc<str> = match std::fs::read_to_string(&job.path) {
+    let text: Arc<str> = match read_source(&job.path) {
         Ok(text) => Arc::from(text),
         Err(e) => {
-            let help = if e.kind() == std::io::ErrorKind::InvalidData {
-                "bai reads UTF-8: convert the file (e.g. `iconv -t UTF-8`)"
-            } else {
-                "check that the file exists and is readable"
-            };
-            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(help);
+            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(e.help());
             if let Some(origin) = job.origin {
                 p = p.primary(origin, "included here");
             }
@@ -273,6 +272,80 @@ fn free_in_background(doc: KdlDocument, source_len: usize) {
         // When no thread can be had, the closure (and the tree in it) is simply dropped here.
         let _ = std::thread::Builder::new().name("bai-free".into()).spawn(move || drop(doc));
     }
+}
+
+/// Why a file could not be read as a lab.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    /// Not a regular file: what it is instead (`FIFO`, `directory`, …).
+    NotRegular(&'static str),
+    /// Larger than [`MAX_FILE_SIZE`].
+    TooLarge,
+    NotUtf8,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::NotRegular(kind) => write!(f, "it is a {kind}, not a regular file"),
+            ReadError::TooLarge => write!(f, "it is larger than {} MiB", MAX_FILE_SIZE >> 20),
+            ReadError::NotUtf8 => f.write_str("stream did not contain valid UTF-8"),
+        }
+    }
+}
+
+impl ReadError {
+    pub fn help(&self) -> &'static str {
+        match self {
+            ReadError::Io(_) => "check that the file exists and is readable",
+            ReadError::NotRegular(_) => "bai reads labs from regular files only",
+            ReadError::TooLarge => "split the lab into several files joined with `include`",
+            ReadError::NotUtf8 => "bai reads UTF-8: convert the file (e.g. `iconv -t UTF-8`)",
+        }
+    }
+}
+
+/// Reads a lab file: a regular file (through links) of at most [`MAX_FILE_SIZE`] bytes of UTF-8.
+///
+/// The file is opened without blocking, so a FIFO (which would wait for a writer) or a device opens at
+/// once, and its type is checked on the open handle before anything is read; the read itself stops one
+/// byte past the cap, so a file that grows while it is read cannot run on either.
+pub fn read_source(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotRegular(if kind.is_fifo() {
+            "FIFO"
+        } else if kind.is_dir() {
+            "directory"
+        } else if kind.is_char_device() {
+            "character device"
+        } else if kind.is_block_device() {
+            "block device"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        }));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
 }
 
 /// The files an include names: a literal path, or a glob's matches in sorted order.

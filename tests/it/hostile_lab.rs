@@ -10,6 +10,12 @@ use crate::support::{bai, stderr_of, stdout_of};
 /// Long enough for a debug build on a loaded 2-core machine; far shorter than any of the hangs.
 const DEADLINE: Duration = Duration::from_secs(30);
 
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
 fn write(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("mkdir");
@@ -34,6 +40,58 @@ fn lab_including(lab: &Path, include: &str) {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
+}
+
+// ---- item 17: a FIFO, a device or a huge file given as FILE ----
+
+#[test]
+fn a_fifo_given_as_the_lab_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("lab.kdl");
+    mkfifo(&fifo);
+    for args in [vec!["validate", s(&fifo)], vec!["fmt", "--check", s(&fifo)], vec!["plan", "--offline", s(&fifo)]] {
+        let (out, took) = run(&args);
+        let text = all_output(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{text}");
+        assert!(text.contains("not a regular file") && text.contains("FIFO"), "{args:?}:\n{text}");
+        assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+    }
+}
+
+#[test]
+fn a_device_or_a_directory_given_as_the_lab_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, kind) in [("/dev/zero", "character device"), (s(dir.path()), "directory")] {
+        for args in [vec!["validate", path], vec!["fmt", "--check", path]] {
+            let (out, _) = run(&args);
+            let text = all_output(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}:\n{text}");
+            assert!(text.contains(kind), "{args:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_lab_file_over_the_size_cap_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.kdl");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(bai::config::load::MAX_FILE_SIZE + 1).expect("a sparse file");
+    let lab = dir.path().join("lab.kdl");
+    lab_including(&lab, "big.kdl");
+    for (args, file) in [
+        (vec!["validate", s(&big)], &big),
+        (vec!["fmt", "--check", s(&big)], &big),
+        (vec!["validate", "--color", "never", s(&lab)], &lab),
+    ] {
+        let (out, _) = run(&args);
+        let text = all_output(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?} ({}):\n{text}", file.display());
+        assert!(text.contains("larger than 64 MiB"), "{args:?}:\n{text}");
+    }
+    // The included one is reported at its include.
+    let (out, _) = run(&["validate", "--color", "never", s(&lab)]);
+    assert!(all_output(&out).contains("include \"big.kdl\""), "{}", all_output(&out));
 }
 
 // ---- item 13: deep nesting is a diagnostic, not a stack overflow ----
