@@ -15,6 +15,10 @@ use kdl::KdlDocument;
 
 use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
 use crate::config::parse::{parse_document, parse_problems};
+use include::{Budget, Tree, expand};
+pub use include::{MAX_GLOB_ENTRIES, MAX_GLOB_MATCHES};
+
+mod include;
 use crate::config::reader::Ctx;
 use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
@@ -39,7 +43,10 @@ enum Parsed {
 
 struct Job {
     id: FileId,
+    /// The path the lab knows the file by (relative paths inside it are relative to its directory).
     path: PathBuf,
+    /// The path that is opened: for an included file, the one resolved and checked to be in the tree.
+    read: PathBuf,
     name: String,
     /// The include that asked for this file; `None` for the top file.
     origin: Option<Loc>,
@@ -51,8 +58,23 @@ struct Finished {
     problems: Vec<Problem>,
 }
 
+/// How a lab is read, beyond its path.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directories that `include` may reach into besides the lab file's own directory tree
+    /// (`--include-root`).
+    pub include_roots: Vec<PathBuf>,
+}
+
 /// Reads, parses and lowers the lab rooted at `path`.
 pub fn load(path: &Path) -> Loaded {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`], with options.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Loaded {
+    let tree = Tree::new(path, &options.include_roots);
+    let mut budget = Budget::default();
     let mut sources = SourceMap::default();
     let mut problems = Vec::new();
     let mut fragments: HashMap<FileId, Vec<Item>> = HashMap::new();
@@ -61,7 +83,13 @@ pub fn load(path: &Path) -> Loaded {
     let mut resolved: HashMap<(FileId, usize), Vec<FileId>> = HashMap::new();
     let mut top: Vec<RawCluster> = Vec::new();
 
-    let mut wave = vec![Job { id: FileId(0), path: path.to_path_buf(), name: display_name(path), origin: None }];
+    let mut wave = vec![Job {
+        id: FileId(0),
+        path: path.to_path_buf(),
+        read: path.to_path_buf(),
+        name: display_name(path),
+        origin: None,
+    }];
     by_path.insert(canonical(path), FileId(0));
     let mut next_id = 1u32;
     while !wave.is_empty() {
@@ -79,12 +107,12 @@ pub fn load(path: &Path) -> Loaded {
             let base = job.path.parent().map(Path::to_path_buf).unwrap_or_default();
             for include in includes {
                 let mut targets = Vec::new();
-                for target in expand(&base, &include, &mut problems) {
-                    let key = canonical(&target);
-                    let target_id = *by_path.entry(key).or_insert_with(|| {
+                for target in expand(&base, &include, &tree, &mut budget, &mut problems) {
+                    let target_id = *by_path.entry(target.read.clone()).or_insert_with(|| {
                         let id = FileId(next_id);
                         next_id += 1;
-                        next.push(Job { id, name: display_name(&target), path: target, origin: Some(include.loc) });
+                        let name = display_name(&target.path);
+                        next.push(Job { id, name, path: target.path, read: target.read, origin: Some(include.loc) });
                         id
                     });
                     targets.push(target_id);
@@ -233,7 +261,7 @@ impl Layout<'_> {
 /// Reads, parses and lowers one file. Runs on a worker thread.
 fn process(job: &Job) -> Finished {
     let mut problems = Vec::new();
-    let text: Arc<str> = match read_source(&job.path) {
+    let text: Arc<str> = match read_source(&job.read) {
         Ok(text) => Arc::from(text),
         Err(e) => {
             let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(e.help());
@@ -346,49 +374,6 @@ pub fn read_source(path: &Path) -> Result<String, ReadError> {
         return Err(ReadError::TooLarge);
     }
     String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
-}
-
-/// The files an include names: a literal path, or a glob's matches in sorted order.
-fn expand(base: &Path, include: &Spanned<String>, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
-    let written = include.value.as_str();
-    let is_glob = written.contains(['*', '?', '[']);
-    if !is_glob {
-        let path = if Path::new(written).is_absolute() { PathBuf::from(written) } else { base.join(written) };
-        if !path.is_file() {
-            problems.push(
-                Problem::error(Code::IncludeNotFound, format!("included file `{written}` does not exist"))
-                    .primary(include.loc, "no such file")
-                    .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
-            );
-            return Vec::new();
-        }
-        return vec![path];
-    }
-    let pattern = if Path::new(written).is_absolute() {
-        written.to_string()
-    } else {
-        format!("{}/{written}", glob::Pattern::escape(&base.to_string_lossy()))
-    };
-    let paths = match glob::glob(&pattern) {
-        Ok(paths) => paths,
-        Err(e) => {
-            problems.push(
-                Problem::error(Code::IncludeInvalidPattern, format!("`{written}` is not a valid glob: {}", e.msg))
-                    .primary(include.loc, "invalid pattern"),
-            );
-            return Vec::new();
-        }
-    };
-    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
-    matched.sort();
-    if matched.is_empty() {
-        problems.push(
-            Problem::warning(Code::IncludeNoMatch, format!("`include \"{written}\"` matches no file"))
-                .primary(include.loc, "matches nothing")
-                .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
-        );
-    }
-    matched
 }
 
 fn canonical(path: &Path) -> PathBuf {
