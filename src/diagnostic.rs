@@ -256,7 +256,7 @@ impl Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.file.and_then(|f| self.sources.get(f)).map(|f| &f.named as &dyn SourceCode)
+        self.file.and_then(|f| self.sources.get(f)).map(|f| f as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -296,7 +296,7 @@ impl Diagnostic for Note<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.sources.get(self.file).map(|f| &f.named as &dyn SourceCode)
+        self.sources.get(self.file).map(|f| f as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

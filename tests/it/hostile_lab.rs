@@ -302,3 +302,38 @@ fn nesting_up_to_the_limit_is_read() {
     let (out, _) = run(&["validate", s(&file)]);
     assert!(all_output(&out).contains("bai::kdl::too_deep"), "{}", all_output(&out));
 }
+
+// ---- item 14: many diagnostics render in linear time ----
+
+#[test]
+fn twenty_thousand_errors_render_in_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = dir.path().join("many.kdl");
+    let body: String = (0..20_000).map(|i| format!("    bogus{i} 1\n")).collect();
+    write(&lab, &format!("cluster \"c\" {{\n{body}}}\n"));
+    let (out, took) = run(&["validate", "--color", "never", s(&lab)]);
+    let text = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.ends_with("20000 errors, 0 warnings\n"), "{}", &text[text.len().saturating_sub(300)..]);
+    // The last one is rendered like the first, with its line number and its neighbours.
+    assert!(text.contains("20002 │ }"), "{}", &text[text.len().saturating_sub(600)..]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn twenty_thousand_errors_on_one_line_print_a_window_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = dir.path().join("one-line.kdl");
+    let body: String = (0..20_000).map(|i| format!("bogus{i} 1; ")).collect();
+    write(&lab, &format!("cluster \"c\" {{ {body}}}\n"));
+    let (out, took) = run(&["validate", "--color", "never", s(&lab)]);
+    let text = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.ends_with("20000 errors, 0 warnings\n"), "{}", &text[text.len().saturating_sub(300)..]);
+    // Each label shows a window of the line around it (the whole line would be 270 KB, 5 GB in all), and
+    // the header still gives its column.
+    assert!(text.len() < 20 << 20, "{} bytes", text.len());
+    let last = format!("one-line.kdl:1:{}]", body.find("bogus19999").expect("there") + 15);
+    assert!(text.contains(&last), "no `{last}` in {}", &text[text.len().saturating_sub(600)..]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
