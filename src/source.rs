@@ -167,14 +167,32 @@ impl SourceCode for SourceFile {
             let clip = if context_lines_before == 0 { 0 } else { CLIP };
             return Ok(Box::new(self.clipped(span, clip, line, line_start, line_end)));
         }
-        // A line more than the context on either side: miette then stops inside the excerpt exactly where
-        // it would have stopped in the whole text, and starts counting at a line start before the span's.
-        let first = line_of(span.offset()).saturating_sub(context_lines_before + 1);
-        let last = line_of(span.offset() + span.len()) + context_lines_after + 3;
+        // Context lines stop short of a long line: each label would otherwise print it whole. (A line past
+        // the end is short: there is nothing to print.)
+        let is_short = |l: usize| match (starts.get(l), starts.get(l + 1)) {
+            (Some(&start), end) => end.copied().unwrap_or(text.len()) - start <= LONG_LINE,
+            (None, _) => true,
+        };
+        let end_line = line_of(span.offset() + span.len());
+        let before = (1..=context_lines_before.min(line)).take_while(|&n| is_short(line - n)).count();
+        let after = (1..=context_lines_after).take_while(|&n| is_short(end_line + n)).count();
+        // With its whole context, one line more before (where there is a short one): miette then starts
+        // counting at a line start before the context, exactly as it would in the whole text; after the
+        // context it stops by itself, and two lines of margin let it stop inside the excerpt. With less
+        // context, the excerpt ends where the context does and miette is asked for at least one line, so
+        // that it shows whole lines rather than starting or ending at the label.
+        let (first, before) = if before < context_lines_before {
+            (line - before, before.max(1))
+        } else if line > before && is_short(line - before - 1) {
+            (line - before - 1, before)
+        } else {
+            (line - before, before)
+        };
+        let last = if after < context_lines_after { end_line + after + 1 } else { end_line + after + 3 };
         let from = starts[first];
         let to = starts.get(last).copied().unwrap_or(text.len());
         let local = SourceSpan::new((span.offset() - from).into(), span.len());
-        let inner = text[from..to].read_span(&local, context_lines_before, context_lines_after)?;
+        let inner = text[from..to].read_span(&local, before, context_lines_after)?;
         Ok(Box::new(MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
@@ -255,6 +273,17 @@ mod tests {
         assert_eq!((c.line(), c.column(), c.span().offset()), (1, at - 6, at));
     }
 
+    #[test]
+    fn long_lines_beside_a_label_are_left_out_of_its_context() {
+        let long = "x".repeat(LONG_LINE + 1);
+        let text = format!("{long}\nshort one\n{long}\nend\n");
+        let file = SourceFile::new("f.kdl".into(), "f.kdl".into(), Arc::from(text.as_str()));
+        let at = text.find("one").expect("there");
+        let c = file.read_span(&SourceSpan::new(at.into(), 3), 1, 1).expect("reads");
+        assert_eq!(std::str::from_utf8(c.data()).expect("utf-8"), "short one\n");
+        assert_eq!((c.line(), c.span().offset()), (1, LONG_LINE + 2));
+    }
+
     proptest! {
         /// The excerpt is what miette reads from the whole text, for any span and context, whatever the
         /// line breaks.
@@ -280,6 +309,28 @@ mod tests {
                 contents(&file.named, span, before, after),
                 "text {:?} span {:?} context {}/{}", text, span, before, after
             );
+        }
+
+        /// Around long lines the excerpt differs by design; it never panics and always holds the label.
+        #[test]
+        fn excerpts_around_long_lines_hold_the_label(
+            pieces in prop::collection::vec(prop_oneof![
+                Just("a"), Just("\n"), Just("\r\n"), Just("é"), Just("LONG"),
+            ], 0..40),
+            offset in 0usize..3000,
+            len in 0usize..40,
+            before in 0usize..4,
+            after in 0usize..4,
+        ) {
+            let long = "x".repeat(LONG_LINE + 3);
+            let text: String = pieces.iter().map(|p| if *p == "LONG" { long.as_str() } else { p }).collect();
+            let file = SourceFile::new("f.kdl".into(), "f.kdl".into(), Arc::from(text.as_str()));
+            let offset = offset.min(text.len());
+            let span = SourceSpan::new(offset.into(), len.min(text.len() - offset));
+            if let Ok(c) = file.read_span(&span, before, after) {
+                let start = c.span().offset();
+                prop_assert!(start <= span.offset() && span.offset() + span.len() <= start + c.data().len());
+            }
         }
     }
 }
