@@ -22,6 +22,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 
+    /// Let `include` reach files under DIR too; by default includes stay inside the lab file's directory
+    /// tree (repeatable)
+    #[arg(long, global = true, value_name = "DIR", value_parser = directory)]
+    pub include_root: Vec<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -230,6 +235,12 @@ pub struct WatchArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// An existing directory.
+fn directory(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_dir() { Ok(path) } else { Err("not a directory".into()) }
 }
 
 /// `5s`, `500ms`, `1m`: the lab's own duration syntax.

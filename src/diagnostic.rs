@@ -36,11 +36,15 @@ macro_rules! codes {
 codes! {
     IoRead => "bai::io::read",
     KdlSyntax => "bai::kdl::syntax",
+    KdlTooDeep => "bai::kdl::too_deep",
     IncludeNotFound => "bai::include::not_found",
     IncludeNoMatch => "bai::include::no_match",
     IncludeCycle => "bai::include::cycle",
     IncludeInvalidPattern => "bai::include::invalid_pattern",
     IncludeClusterInInclude => "bai::include::cluster_in_include",
+    IncludeOutsideTree => "bai::include::outside_tree",
+    IncludeNotKdl => "bai::include::not_kdl",
+    IncludeTooMany => "bai::include::too_many",
     UnknownNode => "bai::schema::unknown_node",
     UnknownProperty => "bai::schema::unknown_property",
     UnexpectedArgument => "bai::schema::unexpected_argument",
@@ -257,7 +261,7 @@ impl Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.file.and_then(|f| self.sources.get(f)).map(|f| &f.named as &dyn SourceCode)
+        self.file.and_then(|f| self.sources.get(f)).map(|f| f as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -297,7 +301,7 @@ impl Diagnostic for Note<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.sources.get(self.file).map(|f| &f.named as &dyn SourceCode)
+        self.sources.get(self.file).map(|f| f as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

@@ -28,7 +28,9 @@
 //! comments: kdl prints some characters raw inside quotes that its own
 //! parser rejects (`"\u{2028}"`), so such strings are written with escapes.
 
-use kdl::{KdlDocument, KdlEntryFormat, KdlError, KdlIdentifier, KdlNode, KdlValue};
+use kdl::{KdlDocument, KdlEntryFormat, KdlIdentifier, KdlNode, KdlValue};
+
+use crate::config::parse::{ParseError, parse_document};
 
 const INDENT: &str = "    ";
 
@@ -37,11 +39,23 @@ const INDENT: &str = "    ";
 /// The result is stable (`format_source` of the output returns it unchanged)
 /// and ends in exactly one newline, or is empty for a document with neither
 /// nodes nor comments.
-pub fn format_source(source: &str) -> Result<String, KdlError> {
+/// Text nested deeper than [`MAX_DEPTH`](crate::config::parse::MAX_DEPTH) is refused unparsed.
+pub fn format_source(source: &str) -> Result<String, ParseError> {
     // A byte-order mark carries no content and would otherwise be kept as
     // document "leading" text that never re-indents cleanly.
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    let original: KdlDocument = source.parse()?;
+    // KDL has eight line breaks; the comment handling below knows `\n`. The others only end lines (in
+    // multi-line strings too, whose values have them as `\n`), so they become `\n` first: a `//`
+    // comment ended by a form feed would otherwise swallow the `}` after it.
+    let unified;
+    let source = if source.contains(['\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}']) {
+        unified =
+            source.replace("\r\n", "\n").replace(['\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'], "\n");
+        unified.as_str()
+    } else {
+        source
+    };
+    let original: KdlDocument = parse_document(source)?;
     let mut doc = original.clone();
     doc.autoformat();
     restore_doc(&original, &mut doc, 0, source);
@@ -650,6 +664,19 @@ cluster "lab" {
         let out = fmt(src);
         assert_eq!(out, "\"n\\u{2028}\" \"\\u{7f}\" k=\"\\u{85}\\n\"\n");
         assert_eq!(data(&out), data(src));
+    }
+
+    #[test]
+    fn every_kdl_line_break_ends_a_comment() {
+        // Found by the fuzz target (fuzz/corpus/pipeline/fmt-form-feed.kdl): the comment swallowed `}`.
+        for br in ["\r\n", "\r", "\u{b}", "\u{c}", "\u{85}", "\u{2028}", "\u{2029}"] {
+            let src = format!("\"\"{{t//{br}}}");
+            assert_eq!(fmt(&src), "\"\" {\n    t //\n}\n", "{br:?}");
+            let src = format!("a {{{br}  b // c{br}  d \"\"\"{br}  x{br}  \"\"\"{br}}}{br}");
+            let out = fmt(&src);
+            assert_eq!(fmt(&out), out, "{br:?}");
+            assert_eq!(data(&out), data(&src), "{br:?}");
+        }
     }
 
     #[test]

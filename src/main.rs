@@ -13,6 +13,7 @@ use commands::{Outcome, Printer};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(cli.color);
+    commands::set_load_options(bai::config::load::LoadOptions { include_roots: cli.include_root.clone() });
     let cluster = cli.cluster.as_deref();
     let outcome = match &cli.command {
         Command::Validate(args) => commands::validate::run(args, cluster, &printer),

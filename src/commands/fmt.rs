@@ -14,7 +14,7 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
     let mut unformatted = Vec::new();
     for path in &args.files {
         let name = bai::config::display_name(path);
-        let text = match std::fs::read_to_string(path) {
+        let text = match bai::config::load::read_source(path) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot read `{name}`: {e}");
@@ -28,8 +28,7 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
                 // An unparsable file is left exactly as it was.
                 let mut sources = SourceMap::default();
                 let id: FileId = sources.add(name.clone(), path.to_path_buf(), Arc::from(text.as_str()));
-                let problems: Vec<Problem> =
-                    e.diagnostics.iter().map(|d| bai::config::load::syntax_problem(id, d)).collect();
+                let problems: Vec<Problem> = bai::config::parse::parse_problems(id, &e);
                 printer.diagnostics(&problems, &sources);
                 eprintln!("{name}: not formatted (it does not parse)");
                 failed = true;

@@ -32,7 +32,7 @@ pub struct Stamp {
 impl Stamp {
     pub fn new(lab: &Lab, file: &Path) -> Self {
         let lab_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let lock = std::fs::read_to_string(lab_dir.join(LOCK_FILE)).ok();
+        let lock = bai::config::load::read_source(&lab_dir.join(LOCK_FILE)).ok();
         let files: Vec<(String, &str)> =
             lab.loaded.sources.files().map(|(_, f)| (f.path.display().to_string(), f.text())).collect();
         let meta = Meta {

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bai::config::load::ReadError;
 use bai::fleet::context;
 use bai::lock::{self, ClusterLock, Lock, LockedImage, LockedSource, Update};
 use bai::model::{Cluster, Config, ImageSource};
@@ -30,9 +31,9 @@ pub fn path_for(file: &Path) -> PathBuf {
 
 /// The lock at `path`; `Ok(None)` when there is none. Problems are printed.
 pub fn read(path: &Path, printer: &Printer) -> Result<Option<Lock>, ()> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match bai::config::load::read_source(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             eprintln!("error: cannot read `{}`: {e}", path.display());
             return Err(());

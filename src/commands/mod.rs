@@ -18,7 +18,9 @@ pub mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::OnceLock;
 
+use bai::config::load::LoadOptions;
 use bai::config::{self, Loaded};
 use bai::diagnostic::{Code, Problem, plain_handler, render_graphical, sort_problems};
 use bai::model::Config;
@@ -91,9 +93,21 @@ impl Lab {
     }
 }
 
+/// How every command reads a lab: `--include-root`, set once by `main` from the command line before any
+/// command runs. A process-wide setting rather than a parameter, since every command that loads a lab
+/// (and the watcher's reloads) would otherwise carry it through.
+static LOAD_OPTIONS: OnceLock<LoadOptions> = OnceLock::new();
+
+pub fn set_load_options(options: LoadOptions) {
+    let _ = LOAD_OPTIONS.set(options);
+}
+
 /// Loads and validates a lab; `--cluster` keeps one cluster (an unknown name is a problem).
 pub fn check(path: &Path, cluster: Option<&str>) -> Lab {
-    let mut loaded = config::load(path);
+    let mut loaded = match LOAD_OPTIONS.get() {
+        Some(options) => config::load::load_with(path, options),
+        None => config::load(path),
+    };
     let mut problems = std::mem::take(&mut loaded.problems);
     if let Some(name) = cluster {
         let known: Vec<String> = loaded.config.clusters.iter().map(|c| c.name.value.to_string()).collect();

@@ -18,7 +18,7 @@ use crate::commands::remote::Reached;
 /// file beside `file`.
 pub fn config_of(lab: &Lab, file: &Path) -> ConfigFingerprint {
     let dir = file.parent().unwrap_or(Path::new(""));
-    let lock = std::fs::read_to_string(dir.join(LOCK_FILE)).ok();
+    let lock = bai::config::load::read_source(&dir.join(LOCK_FILE)).ok();
     let files: Vec<(String, &str)> = lab.loaded.sources.files().map(|(_, f)| (f.name.clone(), f.text())).collect();
     ConfigFingerprint::of(&files, lock.as_deref())
 }

@@ -14,10 +14,19 @@ use std::sync::{Arc, Mutex};
 use kdl::KdlDocument;
 
 use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
+use crate::config::parse::{parse_document, parse_problems};
+use include::{Budget, Tree, expand};
+pub use include::{MAX_GLOB_ENTRIES, MAX_GLOB_MATCHES};
+
+mod include;
 use crate::config::reader::{Ctx, absolute_dir};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
 use crate::source::{FileId, Loc, SourceMap, Spanned};
+
+/// The largest file bai reads as a lab (the top file or an included one, and `bai fmt`'s files): 64 MiB,
+/// several times the largest lab the `kdl` parser gets through in reasonable time and memory.
+pub const MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// A lab as read from disk: its files, its model, and every problem found on the way.
 #[derive(Debug, Default)]
@@ -34,7 +43,10 @@ enum Parsed {
 
 struct Job {
     id: FileId,
+    /// The path the lab knows the file by (relative paths inside it are relative to its directory).
     path: PathBuf,
+    /// The path that is opened: for an included file, the one resolved and checked to be in the tree.
+    read: PathBuf,
     name: String,
     /// The include that asked for this file; `None` for the top file.
     origin: Option<Loc>,
@@ -48,8 +60,23 @@ struct Finished {
     problems: Vec<Problem>,
 }
 
+/// How a lab is read, beyond its path.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directories that `include` may reach into besides the lab file's own directory tree
+    /// (`--include-root`).
+    pub include_roots: Vec<PathBuf>,
+}
+
 /// Reads, parses and lowers the lab rooted at `path`.
 pub fn load(path: &Path) -> Loaded {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`], with options.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Loaded {
+    let tree = Tree::new(path, &options.include_roots);
+    let mut budget = Budget::default();
     let mut sources = SourceMap::default();
     let mut problems = Vec::new();
     let mut fragments: HashMap<FileId, Vec<Item>> = HashMap::new();
@@ -63,6 +90,7 @@ pub fn load(path: &Path) -> Loaded {
     let mut wave = vec![Job {
         id: FileId(0),
         path: path.to_path_buf(),
+        read: path.to_path_buf(),
         name: display_name(path),
         origin: None,
         lab_root: lab_root.clone(),
@@ -84,15 +112,16 @@ pub fn load(path: &Path) -> Loaded {
             let base = job.path.parent().map(Path::to_path_buf).unwrap_or_default();
             for include in includes {
                 let mut targets = Vec::new();
-                for target in expand(&base, &include, &mut problems) {
-                    let key = canonical(&target);
-                    let target_id = *by_path.entry(key).or_insert_with(|| {
+                for target in expand(&base, &include, &tree, &mut budget, &mut problems) {
+                    let target_id = *by_path.entry(target.read.clone()).or_insert_with(|| {
                         let id = FileId(next_id);
                         next_id += 1;
+                        let name = display_name(&target.path);
                         next.push(Job {
                             id,
-                            name: display_name(&target),
-                            path: target,
+                            name,
+                            path: target.path,
+                            read: target.read,
                             origin: Some(include.loc),
                             lab_root: lab_root.clone(),
                         });
@@ -246,15 +275,10 @@ impl Layout<'_> {
 /// Reads, parses and lowers one file. Runs on a worker thread.
 fn process(job: &Job) -> Finished {
     let mut problems = Vec::new();
-    let text: Arc<str> = match std::fs::read_to_string(&job.path) {
+    let text: Arc<str> = match read_source(&job.read) {
         Ok(text) => Arc::from(text),
         Err(e) => {
-            let help = if e.kind() == std::io::ErrorKind::InvalidData {
-                "bai reads UTF-8: convert the file (e.g. `iconv -t UTF-8`)"
-            } else {
-                "check that the file exists and is readable"
-            };
-            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(help);
+            let mut p = Problem::error(Code::IoRead, format!("cannot read `{}`: {e}", job.name)).help(e.help());
             if let Some(origin) = job.origin {
                 p = p.primary(origin, "included here");
             }
@@ -262,15 +286,10 @@ fn process(job: &Job) -> Finished {
             return Finished { text: Arc::from(""), parsed: None, problems };
         }
     };
-    let doc = match parse(&text) {
+    let doc = match parse_document(&text) {
         Ok(doc) => doc,
         Err(e) => {
-            problems.extend(e.diagnostics.iter().map(|d| syntax_problem(job.id, d)));
-            if e.diagnostics.is_empty() {
-                problems.push(
-                    Problem::error(Code::KdlSyntax, "invalid KDL").primary(Loc::new(job.id, (0..0).into()), "here"),
-                );
-            }
+            problems.extend(parse_problems(job.id, &e));
             return Finished { text, parsed: None, problems };
         }
     };
@@ -286,17 +305,6 @@ fn process(job: &Job) -> Finished {
     Finished { text, parsed: Some(parsed), problems }
 }
 
-/// A KDL parse error as a diagnostic of ours, with the file's name on it.
-pub fn syntax_problem(file: FileId, d: &kdl::KdlDiagnostic) -> Problem {
-    // kdl 6.7 reports some errors (a bad property value) with a span running from the start of the
-    // file to the error (fixed upstream in kdl-rs #172): point at where it ends, which is the error.
-    let span = if d.span.offset() == 0 && d.span.len() > 1 { (d.span.len()..d.span.len()).into() } else { d.span };
-    let label = d.label.clone().unwrap_or_else(|| "here".into());
-    Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
-        .primary(Loc::new(file, span), label)
-        .help_opt(d.help.clone())
-}
-
 /// Frees a large parse tree on its own thread. A KDL document takes about 65 bytes per input byte in
 /// millions of small allocations, and freeing them costs a noticeable share of the parse itself; nothing
 /// after lowering needs the tree, so validation and planning go on while another core frees it.
@@ -308,68 +316,78 @@ fn free_in_background(doc: KdlDocument, source_len: usize) {
     }
 }
 
-/// Parses KDL v2. The parser is a dependency: if it ever panics on some input, that input gets a
-/// diagnostic rather than taking bai down with it.
-fn parse(text: &str) -> Result<KdlDocument, kdl::KdlError> {
-    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
-        Ok(result) => result,
-        Err(_) => Err(kdl::KdlError {
-            input: Arc::new(text.to_string()),
-            diagnostics: vec![kdl::KdlDiagnostic {
-                input: Arc::new(String::new()),
-                span: (0..0).into(),
-                message: Some("the KDL parser failed on this file".into()),
-                label: None,
-                help: Some("this is a bug in the parser; please report the file that triggers it".into()),
-                severity: miette::Severity::Error,
-            }],
-        }),
+/// Why a file could not be read as a lab.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    /// Not a regular file: what it is instead (`FIFO`, `directory`, …).
+    NotRegular(&'static str),
+    /// Larger than [`MAX_FILE_SIZE`].
+    TooLarge,
+    NotUtf8,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::NotRegular(kind) => write!(f, "it is a {kind}, not a regular file"),
+            ReadError::TooLarge => write!(f, "it is larger than {} MiB", MAX_FILE_SIZE >> 20),
+            ReadError::NotUtf8 => f.write_str("stream did not contain valid UTF-8"),
+        }
     }
 }
 
-/// The files an include names: a literal path, or a glob's matches in sorted order.
-fn expand(base: &Path, include: &Spanned<String>, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
-    let written = include.value.as_str();
-    let is_glob = written.contains(['*', '?', '[']);
-    if !is_glob {
-        let path = if Path::new(written).is_absolute() { PathBuf::from(written) } else { base.join(written) };
-        if !path.is_file() {
-            problems.push(
-                Problem::error(Code::IncludeNotFound, format!("included file `{written}` does not exist"))
-                    .primary(include.loc, "no such file")
-                    .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
-            );
-            return Vec::new();
+impl ReadError {
+    pub fn help(&self) -> &'static str {
+        match self {
+            ReadError::Io(_) => "check that the file exists and is readable",
+            ReadError::NotRegular(_) => "bai reads labs from regular files only",
+            ReadError::TooLarge => "split the lab into several files joined with `include`",
+            ReadError::NotUtf8 => "bai reads UTF-8: convert the file (e.g. `iconv -t UTF-8`)",
         }
-        return vec![path];
     }
-    // A lab named without a directory (`bai plan lab.kdl`) has an empty base: `/{written}` would be a
-    // pattern from the file system's root.
-    let pattern = if Path::new(written).is_absolute() || base.as_os_str().is_empty() {
-        written.to_string()
-    } else {
-        format!("{}/{written}", glob::Pattern::escape(&base.to_string_lossy()))
-    };
-    let paths = match glob::glob(&pattern) {
-        Ok(paths) => paths,
-        Err(e) => {
-            problems.push(
-                Problem::error(Code::IncludeInvalidPattern, format!("`{written}` is not a valid glob: {}", e.msg))
-                    .primary(include.loc, "invalid pattern"),
-            );
-            return Vec::new();
-        }
-    };
-    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
-    matched.sort();
-    if matched.is_empty() {
-        problems.push(
-            Problem::warning(Code::IncludeNoMatch, format!("`include \"{written}\"` matches no file"))
-                .primary(include.loc, "matches nothing")
-                .help(format!("paths are relative to the including file's directory (`{}`)", display_name(base))),
-        );
+}
+
+/// Reads a lab file: a regular file (through links) of at most [`MAX_FILE_SIZE`] bytes of UTF-8.
+///
+/// The file is opened without blocking, so a FIFO (which would wait for a writer) or a device opens at
+/// once, and its type is checked on the open handle before anything is read; the read itself stops one
+/// byte past the cap, so a file that grows while it is read cannot run on either.
+pub fn read_source(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotRegular(if kind.is_fifo() {
+            "FIFO"
+        } else if kind.is_dir() {
+            "directory"
+        } else if kind.is_char_device() {
+            "character device"
+        } else if kind.is_block_device() {
+            "block device"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        }));
     }
-    matched
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
 }
 
 fn canonical(path: &Path) -> PathBuf {

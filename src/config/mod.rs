@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod lower;
+pub mod parse;
 pub mod reader;
 pub mod value;
 

@@ -5,22 +5,19 @@ use std::collections::BTreeMap;
 
 use kdl::{KdlDocument, KdlEntry, KdlNode};
 
-use crate::config::load::syntax_problem;
+use crate::config::parse::{ParseError, parse_document, parse_problems};
 use crate::diagnostic::{Code, Problem};
 use crate::lock::{ClusterLock, Lock, LockedImage, LockedSource, VERSION};
 use crate::source::{FileId, Loc};
 
 /// Parses a lock file's text; `file` is its id in the caller's source map, for the diagnostics' spans.
 pub fn parse(text: &str, file: FileId) -> Result<Lock, Vec<Problem>> {
-    let doc = match KdlDocument::parse(text) {
+    let doc = match parse_document(text) {
         Ok(doc) => doc,
-        Err(e) => {
-            let mut problems: Vec<Problem> = e.diagnostics.iter().map(|d| syntax_problem(file, d)).collect();
-            if problems.is_empty() {
-                problems.push(invalid(file, (0..0).into(), "invalid KDL", "here"));
-            }
-            return Err(problems);
+        Err(ParseError::Syntax(e)) if e.diagnostics.is_empty() => {
+            return Err(vec![invalid(file, (0..0).into(), "invalid KDL", "here")]);
         }
+        Err(e) => return Err(parse_problems(file, &e)),
     };
     let mut p = Parser { file, problems: Vec::new() };
     let lock = p.document(&doc);

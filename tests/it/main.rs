@@ -16,6 +16,7 @@ mod fuzz;
 mod generations;
 mod hostile_node;
 mod hostile_session;
+mod hostile_lab;
 mod labels;
 mod lock;
 mod metrics;
