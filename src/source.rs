@@ -285,6 +285,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         /// The excerpt is what miette reads from the whole text, for any span and context, whatever the
         /// line breaks.
         #[test]

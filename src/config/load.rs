@@ -5,6 +5,11 @@
 //! large lab, so spreading it is what makes split labs fast), each document is dropped by the thread that
 //! built it, and the includes it names form the next wave. Every file is read once, however often it is
 //! included; a file that includes one of its own includers is a cycle, reported at the include.
+//!
+//! What a file may hold and include is bounded, since a lab may come from a pull request: every file is
+//! a regular file of at most [`MAX_FILE_SIZE`] ([`read_source`]), nests at most
+//! [`MAX_DEPTH`](crate::config::parse::MAX_DEPTH) levels, and includes stay inside the lab's directory
+//! tree and name only `*.kdl` files, found by a bounded walk ([`include`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +20,15 @@ use kdl::KdlDocument;
 
 use crate::config::lower::{Item, RawCluster, assemble, lower_fragment, lower_top};
 use crate::config::parse::{parse_document, parse_problems};
-use include::{Budget, Tree, expand};
-pub use include::{MAX_GLOB_ENTRIES, MAX_GLOB_MATCHES};
-
-mod include;
 use crate::config::reader::{Ctx, absolute_dir};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{Config, ImageSource};
 use crate::source::{FileId, Loc, SourceMap, Spanned};
+use include::{Budget, Tree, expand};
+
+mod include;
+
+pub use include::{MAX_GLOB_ENTRIES, MAX_GLOB_MATCHES};
 
 /// The largest file bai reads as a lab (the top file or an included one, and `bai fmt`'s files): 64 MiB,
 /// several times the largest lab the `kdl` parser gets through in reasonable time and memory.

@@ -156,6 +156,31 @@ fn review_fails_on_an_invalid_lab_and_says_so() {
     assert!(md.contains("`bai validate --deny-warnings` failed") && md.contains("gone"), "{context}");
 }
 
+/// Issue 11: a pull request whose lab includes the checkout's `.git/config`, where actions/checkout keeps
+/// the job's token, must not get the token posted back in the review comment.
+#[test]
+fn review_of_a_lab_including_git_config_never_posts_the_token() {
+    const TOKEN: &str = "ghs_0123456789SECRETabcdefghijklmnopqr";
+    let repo = Repo::new();
+    repo.git(&["config", "http.https://github.com/.extraheader", &format!("AUTHORIZATION: basic {TOKEN}")]);
+    repo.write("labs/lab.kdl", BASE_LAB);
+    let base = repo.commit("base");
+    // `..` out of the lab's directory, and a committed link named like a lab.
+    repo.write(
+        "labs/lab.kdl",
+        &BASE_LAB.replace("    node", "    include \"../.git/config\"\n    include \"nodes.kdl\"\n    node"),
+    );
+    std::os::unix::fs::symlink("../.git/config", repo.path().join("labs/nodes.kdl")).expect("symlink");
+    repo.commit("include the checkout's git config");
+
+    let (out, md) = repo.review(&base, &["labs/lab.kdl"]);
+    let context = report(&out, md.as_deref());
+    assert_eq!(out.status.code(), Some(1), "{context}");
+    assert!(!context.contains(TOKEN) && !context.contains("extraheader"), "the token leaked: {context}");
+    let md = md.expect("the Markdown is written when validation fails");
+    assert!(md.contains("bai::include::outside_tree"), "{context}");
+}
+
 #[test]
 fn review_fails_on_an_unformatted_lab() {
     let repo = Repo::new();

@@ -173,6 +173,20 @@ proptest! {
     }
 }
 
+/// The coverage-guided target's seed corpus (fuzz/corpus/pipeline, run by `scripts/fuzz`) holds every input
+/// it found that bai did not survive; here they run through the same pipeline without cargo-fuzz.
+#[test]
+fn every_fuzz_corpus_input_runs_through_the_pipeline() {
+    let dir = crate::support::root().join("fuzz/corpus/pipeline");
+    let mut paths: Vec<_> =
+        std::fs::read_dir(&dir).expect("the corpus").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for path in paths {
+        run_pipeline(&path);
+    }
+}
+
 #[test]
 fn every_seed_runs_through_the_pipeline() {
     let root = crate::support::root();

@@ -659,3 +659,23 @@ fn a_heal_that_hangs_times_out_says_so_and_the_next_one_runs() {
     assert_eq!(healed["session"], "job-s", "{healed}");
     w.stop();
 }
+
+/// Item 13 of the hardening issue: a lab edited into thousands of nested blocks once overflowed the
+/// stack of a running watcher. It is now a rejected change like any broken file: the watcher says so,
+/// keeps watching the previous lab, and takes the next good version.
+#[test]
+fn a_lab_edited_into_thousands_of_nested_blocks_is_rejected_and_the_watch_goes_on() {
+    let lab = Lab::new(1);
+    lab.write(1, "");
+    let good = std::fs::read_to_string(lab.path()).expect("read lab");
+    let mut w = lab.watch(&["--interval", "300ms"]);
+    w.wait_for("node up", Duration::from_secs(30), |e| is(e, "node_up", "node0"));
+    let deep = format!("cluster \"deep\" {{\n{}{}}}\n", "node \"n\" {\n".repeat(5000), "}\n".repeat(5000));
+    std::fs::write(lab.path(), deep).expect("write the deep lab");
+    let rejected = w.wait_for("rejected", Duration::from_secs(15), |e| e["event"] == "config_rejected");
+    assert!(rejected["diagnostics"].as_str().is_some_and(|d| d.contains("bai::kdl::too_deep")), "{rejected}");
+    std::fs::write(lab.path(), good.replace("connect-timeout=\"3s\"", "connect-timeout=\"4s\"")).expect("write");
+    w.wait_for("reloaded", Duration::from_secs(15), |e| e["event"] == "reloaded");
+    let (code, stderr) = w.stop();
+    assert_eq!(code, Some(0), "the watcher lived on: {stderr}");
+}
