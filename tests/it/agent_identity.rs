@@ -28,9 +28,10 @@ fn two_nodes_reaching_one_agent_home_are_refused_before_anything_changes() {
     let status = lab.run(&["status"]);
     assert_code(&status, 1, "status of such a lab");
     assert!(stderr_of(&status).contains("nodes `node0` and `node1` reach the same agent"), "{}", stderr_of(&status));
-    // The watcher watches the first node to reach that agent and refuses the second, saying why.
-    let watch = lab.run(&["watch", "--once"]);
-    assert_code(&watch, 1, "watch --once of such a lab");
+    // A healing watcher watches the first node to reach that agent and refuses the second, saying why
+    // (watching alone only reads, and goes on).
+    let watch = lab.run(&["watch", "--once", "--heal"]);
+    assert_code(&watch, 1, "watch --once --heal of such a lab");
     let said = format!("{}{}", stdout_of(&watch), stderr_of(&watch));
     assert!(said.contains("reach the same agent"), "{said}");
 
