@@ -1,12 +1,6 @@
 //! No input may panic bai: mutated examples go through load → validate → plan → every renderer.
 
-use std::path::Path;
-
 use proptest::prelude::*;
-
-use bai::diagnostic::{plain_handler, render_graphical, render_json};
-use bai::graph::{build_graph, render_dot, render_mermaid};
-use bai::state::ClusterState;
 
 /// Pieces that steer mutations towards the interesting parts of the grammar.
 const TOKENS: &[&str] = &[
@@ -102,37 +96,6 @@ fn apply(source: &str, m: &Mutation) -> String {
     s
 }
 
-/// Everything bai does with a lab without a network, on one file.
-fn run_pipeline(path: &Path) {
-    let (problems, sources, config) = crate::support::check(path);
-    let _ = render_graphical(&problems, &sources, &plain_handler(100));
-    let _ = render_json(&[(problems.as_slice(), &sources)]);
-    let graphs: Vec<_> = config.clusters.iter().map(|c| (c.name.value.clone(), build_graph(c))).collect();
-    let _ = render_dot(&graphs);
-    let _ = render_mermaid(&graphs);
-    let prepared: Vec<_> = config
-        .clusters
-        .iter()
-        .zip(&graphs)
-        .map(|(c, (_, g))| (ClusterState::desired(c), ClusterState::empty(c.name.value.clone()), g))
-        .collect();
-    let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, *g)).collect();
-    let plan = bai::plan::diff(&triples);
-    let _ = bai::plan::render_text(&plan);
-    let _ = bai::plan::render_json(&plan);
-    let _ = bai::plan::render_markdown(&plan);
-    // Planning a lab against itself must find nothing to do.
-    let same: Vec<_> = prepared.iter().map(|(d, _, g)| (d, d, *g)).collect();
-    if problems.iter().all(|p| !p.is_error()) {
-        assert!(bai::plan::diff(&same).summary().is_empty(), "a valid lab planned against itself changes nothing");
-    }
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let Ok(formatted) = bai::fmt::format_source(&text)
-    {
-        assert_eq!(bai::fmt::format_source(&formatted).ok().as_deref(), Some(formatted.as_str()), "fmt is idempotent");
-    }
-}
-
 fn seeds() -> Vec<(String, String)> {
     let root = crate::support::root();
     let mut out = Vec::new();
@@ -169,7 +132,7 @@ proptest! {
         }
         let path = dir.path().join(name);
         std::fs::write(&path, mutated).expect("write");
-        run_pipeline(&path);
+        crate::pipeline::run(&path);
     }
 }
 
@@ -183,7 +146,7 @@ fn every_fuzz_corpus_input_runs_through_the_pipeline() {
     paths.sort();
     assert!(paths.len() >= 5, "{paths:?}");
     for path in paths {
-        run_pipeline(&path);
+        crate::pipeline::run(&path);
     }
 }
 
@@ -191,7 +154,7 @@ fn every_fuzz_corpus_input_runs_through_the_pipeline() {
 fn every_seed_runs_through_the_pipeline() {
     let root = crate::support::root();
     for example in ["examples/workstation.kdl", "examples/gpu-lab/cluster.kdl", "examples/local-build/cluster.kdl"] {
-        run_pipeline(&root.join(example));
+        crate::pipeline::run(&root.join(example));
     }
     assert!(seeds().len() > 40);
 }

@@ -20,6 +20,7 @@ mod hostile_session;
 mod labels;
 mod lock;
 mod metrics;
+mod pipeline;
 mod plan;
 mod rules;
 mod saved_plan;
