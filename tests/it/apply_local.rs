@@ -21,6 +21,8 @@ impl LocalLab {
         crate::support::images::require_docker();
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        // A tag of its own, built from the Dockerfile with a default command (`side-job` and the stray
+        // container rely on it): other labs build `bai-it/box:1` without one on the same engine, concurrently.
         crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);
         let lab = LocalLab { dir, cluster };
         lab.write("GREETING=\"hi\"", "");
@@ -43,7 +45,7 @@ impl LocalLab {
         vfolder-root "{root}"
         labels role="workstation"
     }}
-    image "box" ref="bai-it/box:1" {{
+    image "box" ref="bai-it/local-box:1" {{
         build context="./img"
     }}
     vfolder "data" node="ws" permission="ro"
@@ -179,7 +181,7 @@ fn what_bai_does_not_own_survives_apply_and_destroy() {
     assert_code(&lab.run(&["apply", "--yes"]), 0);
     // A container holding a managed name without bai's labels, and a plain directory in the vfolder root.
     let stray = Command::new("docker")
-        .args(["run", "-d", "--name", &lab.container("stray"), "bai-it/box:1"])
+        .args(["run", "-d", "--name", &lab.container("stray"), "bai-it/local-box:1"])
         .output()
         .expect("docker run");
     assert!(stray.status.success(), "{}", stderr_of(&stray));
@@ -342,13 +344,16 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
 
     // Replace: the image's ref changes, so the image and both sessions using it are replaced.
     let text = std::fs::read_to_string(lab.path()).expect("read");
-    std::fs::write(lab.path(), text.replace("bai-it/box:1", "bai-it/box:2")).expect("write");
+    std::fs::write(lab.path(), text.replace("bai-it/local-box:1", "bai-it/local-box:2")).expect("write");
     let out = lab.run(&["apply", "--yes"]);
     assert_code(&out, 0);
     let plan = stdout_of(&out);
-    assert!(plan.contains("-/+ image:ws/box") && plan.contains("`ref`: \"bai-it/box:1\" → \"bai-it/box:2\""), "{plan}");
+    assert!(
+        plan.contains("-/+ image:ws/box") && plan.contains("`ref`: \"bai-it/local-box:1\" → \"bai-it/local-box:2\""),
+        "{plan}"
+    );
     assert!(plan.contains("-/+ session:web-1") && plan.contains("-/+ session:side-job"), "{plan}");
-    assert_eq!(lab.inspect("web-1")["Config"]["Image"], "bai-it/box:2");
+    assert_eq!(lab.inspect("web-1")["Config"]["Image"], "bai-it/local-box:2");
 
     // Delete: drop the side job and the ckpt vfolder it mounts (web-1 keeps only `data`). `ckpt` holds
     // data, so the first apply refuses to remove it; with --allow-data-loss it is moved aside.
