@@ -20,7 +20,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncReadExt;
@@ -75,6 +76,13 @@ pub enum DockerError {
     Locked { image: String, reference: String, message: String },
     #[error("container {container}: {reason}")]
     Invalid { container: String, reason: String },
+    #[error("Docker refused the new container for {container}: {source}; the running one is kept as it was")]
+    ReplacementRefused { container: String, source: BollardError },
+    #[error(
+        "the old container {container} was removed, but {doing} the new one failed: {source}; \
+         the session is not running until `bai apply` creates it again"
+    )]
+    ReplacementNotStarted { container: String, doing: &'static str, source: BollardError },
     /// Shown escaped: it came from a request and may hold anything.
     #[error("`{}` is not an image reference: {reason}", .reference.escape_debug())]
     InvalidReference { reference: String, reason: String },
@@ -164,6 +172,11 @@ impl Engine {
         for c in listed {
             let labels = c.labels.unwrap_or_default();
             let Some(name) = labels.get(labels::SESSION) else { continue };
+            // A replacement not yet renamed (or left by an agent that died half way) is not the session.
+            let replacement = replacement_name(&container_name(cluster, name));
+            if c.names.iter().flatten().any(|n| n.trim_start_matches('/') == replacement) {
+                continue;
+            }
             let state = c.state.map_or(ContainerState::Created, |s| container_state(s.as_ref()));
             // The listing has no exit code (only a "Exited (3) 2 minutes ago" status line): ask for it.
             let exit_code = match (state, &c.id) {
@@ -207,6 +220,7 @@ impl Engine {
                     .map(|n| n.trim_start_matches('/').to_string())
                     .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))?;
                 let session = &name[prefix.len()..];
+                let session = session.strip_suffix(REPLACEMENT_SUFFIX).unwrap_or(session);
                 (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned {
                     kind: UnownedKind::Container,
                     name,
@@ -411,7 +425,8 @@ impl Engine {
         let spec = &req.spec;
 
         // Everything that can be refused is checked before the old container goes away.
-        if let Some(existing) = self.inspect_container(&container).await?
+        let existing = self.inspect_container(&container).await?;
+        if let Some(existing) = &existing
             && !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), &req.cluster, &req.name)
         {
             return Err(DockerError::NotOwned { container, cluster: req.cluster.clone() });
@@ -491,9 +506,51 @@ impl Engine {
             ..Default::default()
         };
 
-        // Replace: the owned container checked above goes only now that the new one is fully described.
-        self.remove_session(&req.cluster, &req.name).await?;
-        let options = CreateContainerOptionsBuilder::default().name(&container).build();
+        // A replacement left behind by an agent that died half way through a replace is bai's to clear.
+        let next = replacement_name(&container);
+        self.remove_leftover_replacement(&next, &req.cluster, &req.name).await?;
+        let Some(old_id) = existing.and_then(|e| e.id) else {
+            return self.create_and_start(docker, &container, body).await;
+        };
+
+        // Replace. The new container is created, not started, under a name no session can hold, before the
+        // old one goes: whatever the engine refuses in it (the image, a mount, the command) leaves the
+        // running session as it was. Only starting it can still fail after the old one is gone.
+        let options = CreateContainerOptionsBuilder::default().name(&next).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|source| DockerError::ReplacementRefused { container: container.clone(), source })?;
+        let discard_new = || async {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&created.id, Some(force)).await;
+        };
+        if let Err(e) = self.remove_container_by_id(&old_id, &container).await {
+            discard_new().await;
+            return Err(e);
+        }
+        let rename = RenameContainerOptionsBuilder::default().name(&container).build();
+        let started = match docker.rename_container(&created.id, rename).await {
+            Ok(()) => docker.start_container(&created.id, None).await.map_err(|e| ("starting", e)),
+            Err(e) => Err(("renaming", e)),
+        };
+        if let Err((doing, source)) = started {
+            // A created-but-never-started container would look like a session with the right spec; take it
+            // away so that the next plan creates it again.
+            discard_new().await;
+            return Err(DockerError::ReplacementNotStarted { container, doing, source });
+        }
+        Ok(())
+    }
+
+    /// Creates and starts a container where none holds the name.
+    async fn create_and_start(
+        &self,
+        docker: &Docker,
+        container: &str,
+        body: ContainerCreateBody,
+    ) -> Result<(), DockerError> {
+        let options = CreateContainerOptionsBuilder::default().name(container).build();
         let created = docker
             .create_container(Some(options), body)
             .await
@@ -508,27 +565,46 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the replacement container `next` of session `session` if one was left behind; refuses one
+    /// that holds the name without being bai's.
+    async fn remove_leftover_replacement(&self, next: &str, cluster: &str, session: &str) -> Result<(), DockerError> {
+        let Some(leftover) = self.inspect_container(next).await? else { return Ok(()) };
+        if !owned(leftover.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, session) {
+            return Err(DockerError::NotOwned { container: next.to_string(), cluster: cluster.to_string() });
+        }
+        match leftover.id {
+            Some(id) => self.remove_container_by_id(&id, next).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// Stops (SIGTERM, then SIGKILL after a grace period) and removes the session's container. `Ok(false)`
     /// when there is none; [`DockerError::NotOwned`] when the name is held by a container that is not bai's
     /// for this cluster.
     pub async fn remove_session(&self, cluster: &str, name: &str) -> Result<bool, DockerError> {
-        let docker = self.api().await?;
         let container = checked_name(cluster, name)?;
+        self.remove_leftover_replacement(&replacement_name(&container), cluster, name).await?;
         let Some(existing) = self.inspect_container(&container).await? else { return Ok(false) };
         if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
             return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
         }
         // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
         let Some(id) = existing.id else { return Ok(false) };
+        self.remove_container_by_id(&id, &container).await
+    }
+
+    /// Stops and removes a container bai checked it owns, by id; `Ok(false)` when it went meanwhile.
+    async fn remove_container_by_id(&self, id: &str, container: &str) -> Result<bool, DockerError> {
+        let docker = self.api().await?;
         let stop = StopContainerOptionsBuilder::default().t(STOP_GRACE_S).build();
-        match docker.stop_container(&id, Some(stop)).await {
+        match docker.stop_container(id, Some(stop)).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(api(format!("stopping container {container}"))(e)),
         }
         // Forced, because a container with a restart policy may already be starting again.
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        match docker.remove_container(&id, Some(remove)).await {
+        match docker.remove_container(id, Some(remove)).await {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(api(format!("removing container {container}"))(e)),
@@ -644,6 +720,14 @@ fn checked_name(cluster: &str, session: &str) -> Result<String, DockerError> {
     } else {
         Ok(container)
     }
+}
+
+/// Marks the name a replacement container is created under before the old one goes: session names never
+/// hold a `_`, so no session's container can have it.
+const REPLACEMENT_SUFFIX: &str = "_next";
+
+fn replacement_name(container: &str) -> String {
+    format!("{container}{REPLACEMENT_SUFFIX}")
 }
 
 /// Docker's state words, mapped onto what the snapshot knows. `removing` is on its way to gone;
