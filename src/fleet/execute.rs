@@ -1,19 +1,23 @@
 //! Carrying out a plan on the nodes.
 //!
-//! Changes run in phases: creates, updates and replaces by graph depth (node agents, then images and
-//! vfolders, then sessions, then the sessions that depend on those), deletes after, deepest kind first.
-//! Within a phase the nodes work in parallel (at most `parallel` at once), each node's changes one after
-//! another on its one agent connection. A change whose predecessor failed or was skipped is skipped; a
-//! node whose connection broke fails the rest of its changes; other nodes carry on. The outcome of every
-//! change is data, reported at the end.
+//! The plan is walked as a DAG of changes, one resource at a time: a change starts as soon as the changes
+//! it must follow are finished, whatever the rest of the fleet is doing, so one node's hour-long image
+//! build holds back only what depends on that image. Creates, updates and replaces follow the resource
+//! graph (node agents, then images and vfolders, then sessions, then the sessions that depend on those).
+//! A node's deletes follow every other change on that node, deepest kind first (sessions, then images and
+//! vfolders, then leaving the cluster), and the delete half of a move follows its create half.
+//!
+//! Each node works one change at a time on its one agent connection; at most `parallel` changes run at
+//! once across the fleet. A change whose predecessor failed or was skipped is skipped; a node whose
+//! connection broke fails the rest of its changes; other nodes carry on. The outcome of every change is
+//! data, reported as it finishes and returned in plan order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use futures_util::future::join_all;
-use tokio::sync::Semaphore;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::fleet::NodeConn;
 use crate::fleet::context;
@@ -51,9 +55,22 @@ pub struct Input<'a> {
     pub lock: Option<&'a crate::lock::ClusterLock>,
 }
 
-/// A move to another node is a delete on the old node and a create on the new one.
-fn split_moves(changes: &[Change], observed: &ClusterState) -> Vec<Change> {
-    let mut out = Vec::new();
+/// One change to run and what it waits for, by index into the walk's list.
+#[derive(Debug)]
+struct Step {
+    change: Change,
+    /// The node whose connection runs it.
+    node: String,
+    /// Steps that must have finished (in any way) before this one starts.
+    after: Vec<usize>,
+    /// Those of `after` whose failure or skip skips this one.
+    needs: Vec<usize>,
+}
+
+/// A move to another node is a delete on the old node and a create on the new one. Returns the changes
+/// with, for each delete half, the index of its create half.
+fn split_moves(changes: &[Change], observed: &ClusterState) -> Vec<(Change, Option<usize>)> {
+    let mut out: Vec<(Change, Option<usize>)> = Vec::new();
     for c in changes {
         let old_node = match c.id.kind {
             Kind::Session => observed.sessions.get(c.id.name.as_str()).map(|s| s.node.to_string()),
@@ -67,26 +84,88 @@ fn split_moves(changes: &[Change], observed: &ClusterState) -> Vec<Change> {
                 delete.node = Some(old);
                 let mut create = c.clone();
                 create.action = Action::Create;
-                out.push(create);
-                out.push(delete);
+                out.push((create, None));
+                out.push((delete, Some(out.len() - 1)));
             }
-            _ => out.push(c.clone()),
+            _ => out.push((c.clone(), None)),
         }
     }
     out
 }
 
-fn phase_of(c: &Change, levels: &HashMap<ResourceId, usize>) -> (usize, usize) {
-    if c.action == Action::Delete {
-        let rank = match c.id.kind {
-            Kind::Session => 0,
-            Kind::Image | Kind::Vfolder => 1,
-            Kind::Node => 2,
-        };
-        (1, rank)
-    } else {
-        (0, levels.get(&c.id).copied().unwrap_or(0))
+/// How deep a kind sits for deletes: what is removed first has the lowest depth.
+fn delete_depth(kind: Kind) -> usize {
+    match kind {
+        Kind::Session => 0,
+        Kind::Image | Kind::Vfolder => 1,
+        Kind::Node => 2,
     }
+}
+
+/// The walk: each change with what it follows.
+fn steps(changes: &[Change], observed: &ClusterState, graph: &ResourceGraph) -> Vec<Step> {
+    let split = split_moves(changes, observed);
+    let node_of = |c: &Change| c.node.clone().unwrap_or_default();
+    let making: HashMap<&ResourceId, usize> = split
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| c.action != Action::Delete)
+        .map(|(i, (c, _))| (&c.id, i))
+        .collect();
+    split
+        .iter()
+        .enumerate()
+        .map(|(i, (change, create_half))| {
+            let node = node_of(change);
+            let (mut after, mut needs) = (Vec::new(), Vec::new());
+            if change.action != Action::Delete {
+                // What the resource graph puts before it, where the plan changes that too.
+                if let Some(index) = graph.get(&change.id) {
+                    for p in graph.graph.neighbors_directed(index, petgraph::Direction::Incoming) {
+                        if let Some(&j) = making.get(&graph.graph[p]) {
+                            after.push(j);
+                            needs.push(j);
+                        }
+                    }
+                }
+            } else {
+                let depth = delete_depth(change.id.kind);
+                for (j, (other, _)) in split.iter().enumerate() {
+                    if j == i || node_of(other) != node {
+                        continue;
+                    }
+                    if other.action != Action::Delete {
+                        after.push(j);
+                    }
+                    // A vfolder or image still used by a session that could not be changed, or a node still
+                    // holding what could not be removed, stays.
+                    if delete_depth(other.id.kind) < depth {
+                        after.push(j);
+                        needs.push(j);
+                    }
+                }
+                // The old place of a move goes only once the new one is made.
+                if let Some(j) = *create_half {
+                    after.push(j);
+                    needs.push(j);
+                }
+            }
+            after.sort_unstable();
+            after.dedup();
+            needs.sort_unstable();
+            needs.dedup();
+            Step { change: change.clone(), node, after, needs }
+        })
+        .collect()
+}
+
+/// Where a step stands in the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    /// Finished; `true` when it was done.
+    Finished(bool),
 }
 
 /// Runs `changes` (one cluster's, in plan order) over `conns`, calling `report` as each finishes.
@@ -96,104 +175,94 @@ pub async fn execute(
     conns: &mut BTreeMap<String, NodeConn>,
     report: &(dyn Fn(&ChangeResult) + Sync),
 ) -> Vec<ChangeResult> {
-    let changes = split_moves(changes, input.observed);
-    let levels = input.graph.levels();
-    let mut phases: BTreeMap<(usize, usize), Vec<Change>> = BTreeMap::new();
-    for c in changes {
-        phases.entry(phase_of(&c, &levels)).or_default().push(c);
-    }
-    let mut results: Vec<ChangeResult> = Vec::new();
-    let mut ok: HashMap<(ResourceId, Action), bool> = HashMap::new();
-    let mut broken: HashMap<String, String> = HashMap::new();
-    let semaphore = Arc::new(Semaphore::new(input.parallel.max(1)));
-    for (_, phase) in phases {
-        let mut by_node: BTreeMap<String, Vec<Change>> = BTreeMap::new();
-        for c in phase {
-            by_node.entry(c.node.clone().unwrap_or_default()).or_default().push(c);
-        }
-        let mut work = Vec::new();
-        for (node, node_changes) in by_node {
-            let conn = conns.remove(&node);
-            let gate = semaphore.clone();
-            let failed_before: Vec<ResourceId> =
-                ok.iter().filter(|(_, good)| !**good).map(|((id, _), _)| id.clone()).collect();
-            let broken_reason = broken.get(&node).cloned();
-            work.push(async move {
-                let _permit = gate.acquire_owned().await.ok();
-                let mut conn = conn;
-                let mut done = Vec::new();
-                let mut node_failed: Vec<ResourceId> = failed_before;
-                let mut broken_reason = broken_reason;
-                for change in node_changes {
-                    let started = Instant::now();
-                    let outcome = if let Some(reason) = &broken_reason {
-                        Outcome::Failed(reason.clone())
-                    } else if let Some(blocker) = blocked_by(input, &change, &node_failed) {
-                        Outcome::Skipped(format!("`{blocker}` failed or was skipped"))
-                    } else if let Some(live) = conn.as_mut() {
-                        match run_change(input, live, &change).await {
-                            Ok(detail) => Outcome::Done(detail),
-                            Err(ChangeError::Node(message)) => {
-                                let reason = format!("node `{node}` stopped answering: {message}");
-                                broken_reason = Some(reason.clone());
-                                // Dropping the connection makes the agent stop whatever it was still
-                                // doing and free the lease; nothing more is sent to this node.
-                                conn = None;
-                                Outcome::Failed(reason)
-                            }
-                            Err(ChangeError::Change(message)) => Outcome::Failed(message),
-                        }
-                    } else {
-                        Outcome::Failed(format!("node `{node}` is not connected"))
-                    };
-                    if !matches!(outcome, Outcome::Done(_)) {
-                        node_failed.push(change.id.clone());
-                    }
-                    let result = ChangeResult { change, outcome, elapsed: started.elapsed() };
-                    report(&result);
-                    done.push(result);
+    let steps = steps(changes, input.observed, input.graph);
+    let mut state = vec![State::Waiting; steps.len()];
+    let mut results: Vec<Option<ChangeResult>> = vec![None; steps.len()];
+    let mut busy: HashSet<&str> = HashSet::new();
+    let mut broken: HashMap<&str, String> = HashMap::new();
+    let mut running = FuturesUnordered::new();
+    let parallel = input.parallel.max(1);
+    loop {
+        // Start, or settle without running, every step whose turn has come, in plan order; settling one
+        // may free others, hence the loop.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for (i, step) in steps.iter().enumerate() {
+                if state[i] != State::Waiting || step.after.iter().any(|&j| !matches!(state[j], State::Finished(_))) {
+                    continue;
                 }
-                (node, conn, done, broken_reason)
-            });
+                let node = step.node.as_str();
+                let settled = if let Some(&j) = step.needs.iter().find(|&&j| state[j] == State::Finished(false)) {
+                    Some(Outcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
+                } else if let Some(reason) = broken.get(node) {
+                    Some(Outcome::Failed(reason.clone()))
+                } else if !busy.contains(node) && !conns.contains_key(node) {
+                    Some(Outcome::Failed(format!("node `{node}` is not connected")))
+                } else {
+                    None
+                };
+                if let Some(outcome) = settled {
+                    state[i] = State::Finished(false);
+                    let result = ChangeResult { change: step.change.clone(), outcome, elapsed: Duration::ZERO };
+                    report(&result);
+                    results[i] = Some(result);
+                    progressed = true;
+                    continue;
+                }
+                if busy.contains(node) || running.len() >= parallel {
+                    continue;
+                }
+                let Some(mut conn) = conns.remove(node) else { continue };
+                busy.insert(node);
+                state[i] = State::Running;
+                running.push(async move {
+                    let started = Instant::now();
+                    let outcome = run_change(input, &mut conn, &step.change).await;
+                    (i, conn, outcome, started.elapsed())
+                });
+            }
         }
-        for (node, conn, done, broken_reason) in join_all(work).await {
-            if let Some(conn) = conn {
-                conns.insert(node.clone(), conn);
+        let Some((i, conn, outcome, elapsed)) = running.next().await else { break };
+        let step = &steps[i];
+        let node = step.node.as_str();
+        busy.remove(node);
+        let outcome = match outcome {
+            Ok(detail) => {
+                conns.insert(step.node.clone(), conn);
+                Outcome::Done(detail)
             }
-            if let Some(reason) = broken_reason {
-                broken.insert(node, reason);
+            Err(ChangeError::Change(message)) => {
+                conns.insert(step.node.clone(), conn);
+                Outcome::Failed(message)
             }
-            for r in done {
-                ok.insert((r.change.id.clone(), r.change.action), matches!(r.outcome, Outcome::Done(_)));
-                results.push(r);
+            Err(ChangeError::Node(message)) => {
+                // Dropping the connection makes the agent stop whatever it was still doing and free the
+                // lease; nothing more is sent to this node.
+                drop(conn);
+                let reason = format!("node `{node}` stopped answering: {message}");
+                broken.insert(node, reason.clone());
+                Outcome::Failed(reason)
             }
-        }
+        };
+        state[i] = State::Finished(matches!(outcome, Outcome::Done(_)));
+        let result = ChangeResult { change: step.change.clone(), outcome, elapsed };
+        report(&result);
+        results[i] = Some(result);
     }
-    results
-}
-
-/// The first failed predecessor of a change: graph predecessors for what is created, and for deletes,
-/// anything of the same node that could not be removed before it.
-fn blocked_by(input: &Input<'_>, change: &Change, failed: &[ResourceId]) -> Option<String> {
-    if change.action != Action::Delete {
-        let index = input.graph.get(&change.id)?;
-        return input
-            .graph
-            .graph
-            .neighbors_directed(index, petgraph::Direction::Incoming)
-            .map(|p| &input.graph.graph[p])
-            .find(|p| failed.contains(p))
-            .map(ToString::to_string);
-    }
-    let depth = |k: Kind| match k {
-        Kind::Session => 0,
-        Kind::Image | Kind::Vfolder => 1,
-        Kind::Node => 2,
-    };
-    failed
+    // The walk follows a DAG and settles what cannot run, so every step finishes; were one ever left, it
+    // is reported rather than lost.
+    steps
         .iter()
-        .find(|f| depth(f.kind) < depth(change.id.kind) && (f.kind != Kind::Image || f.node == change.node))
-        .map(ToString::to_string)
+        .zip(results)
+        .map(|(step, result)| {
+            result.unwrap_or_else(|| ChangeResult {
+                change: step.change.clone(),
+                outcome: Outcome::Skipped("it waited on a change that never finished".into()),
+                elapsed: Duration::ZERO,
+            })
+        })
+        .collect()
 }
 
 enum ChangeError {
@@ -290,7 +359,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let _: serde_json::Value = conn.client.call(Method::RemoveSession(RemoveSession { cluster, name })).await?;
             Ok("removed".into())
         }
-        (Kind::Session, action) => {
+        (Kind::Session, _) => {
             let Some(s) = input.desired.sessions.get(name.as_str()) else {
                 return Err(ChangeError::Change(format!("session `{name}` is not in the configuration")));
             };
@@ -299,12 +368,8 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             };
             let secrets = crate::fleet::secrets::values_of(&input.cluster.root, &name, &spec.env)
                 .map_err(|e| ChangeError::Change(e.to_string()))?;
-            if action == Action::Replace {
-                let _: serde_json::Value = conn
-                    .client
-                    .call(Method::RemoveSession(RemoveSession { cluster: cluster.clone(), name: name.clone() }))
-                    .await?;
-            }
+            // A replace is one `create_session`: the agent makes the new container before the old one goes
+            // and keeps the old one when the engine refuses the new.
             let _: serde_json::Value = conn
                 .client
                 .call(Method::CreateSession(Box::new(CreateSession {
@@ -386,4 +451,184 @@ async fn upload_source(input: &Input<'_>, conn: &mut NodeConn, image: &str) -> R
         offset += chunk.len() as u64;
     }
     Ok(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::scripted::{self, Answer, Log};
+    use crate::graph::build_graph;
+    use crate::model::Config;
+    use crate::plan::diff;
+
+    /// Nodes `a` and `b`; `slow` is a's image, `fast` b's; `after-a` on b depends on `on-a`.
+    const LAB: &str = r#"cluster "t" {
+    node "a" address="10.0.0.1"
+    node "b" address="10.0.0.2"
+    image "slow" ref="example.org/slow:1"
+    image "fast" ref="example.org/fast:1"
+    vfolder "va" node="a"
+    session "on-a" image="slow" node="a" {
+        command "run"
+    }
+    session "on-b" image="fast" node="b" {
+        command "run"
+    }
+    session "after-a" image="fast" node="b" {
+        command "run"
+        depends-on "on-a"
+    }
+}
+"#;
+
+    fn config(text: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lab.kdl");
+        std::fs::write(&path, text).expect("write lab");
+        let loaded = crate::config::load(&path);
+        let mut problems = loaded.problems;
+        problems.extend(crate::validate::validate(&loaded.config));
+        assert!(problems.iter().all(|p| !p.is_error()), "the test lab is valid: {problems:?}");
+        loaded.config
+    }
+
+    /// Applies the plan from `observed` to the lab over scripted agents for `a` and `b`.
+    async fn walk(
+        observed: impl FnOnce(&ClusterState) -> ClusterState,
+        script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + Clone + 'static,
+    ) -> (Vec<ChangeResult>, Log) {
+        let config = config(LAB);
+        let cluster = &config.clusters[0];
+        let desired = ClusterState::desired(cluster);
+        let observed = observed(&desired);
+        let graph = build_graph(cluster);
+        let plan = diff(&[(&desired, &observed, &graph)]);
+        let input = Input {
+            cluster,
+            desired: &desired,
+            observed: &observed,
+            graph: &graph,
+            allow_data_loss: false,
+            parallel: 8,
+            lock: None,
+        };
+        let log = Log::default();
+        let mut conns = BTreeMap::new();
+        for node in ["a", "b"] {
+            let script = script.clone();
+            conns.insert(node.to_string(), scripted::connect(node, &log, move |m, s| script(node, m, s)));
+        }
+        let results = execute(&input, &plan.changes, &mut conns, &|_| {}).await;
+        (results, log)
+    }
+
+    fn outcome_of<'r>(results: &'r [ChangeResult], id: &str, node: &str) -> &'r Outcome {
+        results
+            .iter()
+            .find(|r| r.change.id.to_string() == id && r.change.node.as_deref() == Some(node))
+            .map(|r| &r.outcome)
+            .unwrap_or_else(|| panic!("no change of {id} on {node} in {results:?}"))
+    }
+
+    fn nothing(_: &ClusterState) -> ClusterState {
+        ClusterState::empty(crate::model::ClusterName("t".into()))
+    }
+
+    #[tokio::test]
+    async fn a_slow_image_on_one_node_holds_back_only_what_depends_on_it() {
+        let slow = Duration::from_millis(400);
+        let (results, log) = walk(nothing, move |node, method, subject| match (node, method, subject) {
+            ("a", "ensure_image", "slow") => Answer::Ok(slow),
+            _ => Answer::Ok(Duration::ZERO),
+        })
+        .await;
+        assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Done(_))), "{results:?}");
+        let image_done = log.finished("a", "ensure_image", "slow").expect("the slow image was made");
+        let other = log.finished("b", "create_session", "on-b").expect("b's session was made");
+        assert!(other < image_done, "b's session waited for a's image: {:?}", log.lines());
+        // What depends on the slow work waits for it, across nodes too.
+        let on_a = log.finished("a", "create_session", "on-a").expect("on-a");
+        let after = log.calls().into_iter().find(|c| c.subject == "after-a").expect("after-a");
+        assert!(on_a > image_done && after.started >= on_a, "{:?}", log.lines());
+    }
+
+    #[tokio::test]
+    async fn a_failed_change_skips_what_depends_on_it_and_nothing_else() {
+        let (results, log) = walk(nothing, |node, method, _| match (node, method) {
+            ("a", "ensure_image") => Answer::Fail("no such image".into()),
+            _ => Answer::Ok(Duration::ZERO),
+        })
+        .await;
+        assert_eq!(outcome_of(&results, "image:a/slow", "a"), &Outcome::Failed("no such image".into()));
+        assert_eq!(
+            outcome_of(&results, "session:on-a", "a"),
+            &Outcome::Skipped("`image:a/slow` failed or was skipped".into())
+        );
+        assert_eq!(
+            outcome_of(&results, "session:after-a", "b"),
+            &Outcome::Skipped("`session:on-a` failed or was skipped".into())
+        );
+        assert!(matches!(outcome_of(&results, "session:on-b", "b"), Outcome::Done(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "vfolder:va", "a"), Outcome::Done(_)), "a still answers");
+        assert!(!log.lines().iter().any(|l| l.contains("on-a") || l.contains("after-a")), "{:?}", log.lines());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_hangs_up_fails_its_remaining_changes_and_the_others_finish() {
+        // `a` enrolls, then goes away at its next call: its image or its vfolder, whichever comes first.
+        let (results, _) = walk(nothing, |node, method, _| match (node, method) {
+            ("a", "set_labels") | ("b", _) => Answer::Ok(Duration::ZERO),
+            _ => Answer::HangUp,
+        })
+        .await;
+        assert!(matches!(outcome_of(&results, "node:a", "a"), Outcome::Done(_)), "{results:?}");
+        for id in ["vfolder:va", "image:a/slow"] {
+            let outcome = outcome_of(&results, id, "a");
+            assert!(
+                matches!(outcome, Outcome::Failed(m) if m.starts_with("node `a` stopped answering")),
+                "{id}: {outcome:?}"
+            );
+        }
+        assert!(matches!(outcome_of(&results, "session:on-b", "b"), Outcome::Done(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "session:after-a", "b"), Outcome::Skipped(_)), "{results:?}");
+        assert_eq!(results.len(), 8, "every change is reported once: {results:?}");
+    }
+
+    /// Everything as desired, except session `on-b`, which runs another spec on `node`.
+    fn on_b_differs_on(node: &'static str) -> impl FnOnce(&ClusterState) -> ClusterState {
+        move |desired| {
+            let mut observed = desired.clone();
+            let on_b = observed.sessions.get_mut("on-b").expect("on-b");
+            on_b.hash = "0".repeat(64);
+            on_b.node = crate::model::NodeName(node.to_string());
+            observed
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replace_is_one_create_session_so_the_agent_can_keep_the_old_container() {
+        let (results, log) = walk(on_b_differs_on("b"), |_, _, _| Answer::Ok(Duration::ZERO)).await;
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results[0].change.action, Action::Replace);
+        assert_eq!(log.lines(), ["b create_session on-b"], "no remove_session before the create");
+    }
+
+    #[tokio::test]
+    async fn a_move_removes_the_old_session_only_once_the_new_one_runs() {
+        let (results, log) = walk(on_b_differs_on("a"), |_, _, _| Answer::Ok(Duration::ZERO)).await;
+        assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Done(_))), "{results:?}");
+        assert_eq!(log.lines(), ["b create_session on-b", "a remove_session on-b"]);
+
+        let (results, log) = walk(on_b_differs_on("a"), |node, method, _| match (node, method) {
+            ("b", "create_session") => Answer::Fail("the engine said no".into()),
+            _ => Answer::Ok(Duration::ZERO),
+        })
+        .await;
+        assert_eq!(
+            outcome_of(&results, "session:on-b", "a"),
+            &Outcome::Skipped("`session:on-b` failed or was skipped".into()),
+            "the old session stays where the new one could not be made"
+        );
+        assert_eq!(log.lines(), ["b create_session on-b"], "nothing was removed: {results:?}");
+    }
 }

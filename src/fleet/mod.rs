@@ -4,6 +4,8 @@
 
 pub mod context;
 pub mod execute;
+#[cfg(test)]
+pub mod scripted;
 pub mod secrets;
 pub mod select;
 

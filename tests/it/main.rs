@@ -22,6 +22,7 @@ mod lock;
 mod metrics;
 mod pipeline;
 mod plan;
+mod replace;
 mod rules;
 mod saved_plan;
 mod schemas;

@@ -110,6 +110,17 @@ fn an_image_that_takes_too_long_fails_its_node_and_frees_the_lease() {
     assert_eq!(destroy.status.code(), Some(0), "the lease was freed:\n{}", text(&destroy));
 }
 
+/// `bai apply --yes PATH`, running while the test goes on.
+fn apply_in_background(path: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_bai"))
+        .args(["apply", "--yes", path])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bai runs")
+}
+
 /// The cluster's lease file on node `i`.
 fn lease_file(lab: &SshLab, i: usize) -> std::path::PathBuf {
     lab.sshd.home(i).join(".local/share/bai/leases").join(format!("{}.lock", lab.cluster))
@@ -119,13 +130,7 @@ fn lease_file(lab: &SshLab, i: usize) -> std::path::PathBuf {
 fn a_killed_controller_leaves_no_lease_behind_and_a_refusal_says_who_is_still_there() {
     let lab = slow_lab("killed", 1, 0, "");
     let path = lab.path().display().to_string();
-    let mut first = Command::new(env!("CARGO_BIN_EXE_bai"))
-        .args(["apply", "--yes", &path])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bai runs");
+    let mut first = apply_in_background(&path);
     // Wait until the agent is inside the hour-long build.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -147,10 +152,15 @@ fn a_killed_controller_leaves_no_lease_behind_and_a_refusal_says_who_is_still_th
 
     let _ = first.kill();
     let _ = first.wait();
-    // The agent notices its connection closing although it is blocked in the build, and lets go.
+    destroy_once_the_lease_is_freed(&path);
+}
+
+/// Destroys the lab at `path`, retrying while the lease of a killed controller is still held: the agent
+/// notices its connection closing although it is blocked in a build, and lets go within seconds.
+fn destroy_once_the_lease_is_freed(path: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let destroy = bai_within(&["destroy", "--yes", &path], Duration::from_secs(60));
+        let destroy = bai_within(&["destroy", "--yes", path], Duration::from_secs(60));
         if destroy.status.code() == Some(0) {
             break;
         }
@@ -161,4 +171,35 @@ fn a_killed_controller_leaves_no_lease_behind_and_a_refusal_says_who_is_still_th
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Issue 12: apply walks the plan resource by resource, not level by level across the fleet. While one
+/// node builds an image for an hour, the other nodes' sessions are created and running.
+#[test]
+fn a_slow_image_on_one_node_holds_back_no_other_nodes_session() {
+    let lab = slow_lab("slownode", 3, 2, "");
+    let path = lab.path().display().to_string();
+    let mut apply = apply_in_background(&path);
+    let others = [format!("bai.{}.job-0", lab.cluster), format!("bai.{}.job-1", lab.cluster)];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !others.iter().all(|c| running(c)) {
+        assert!(apply.try_wait().expect("wait").is_none(), "the apply ended before the other sessions ran");
+        assert!(Instant::now() < deadline, "the other nodes' sessions waited for the slow node's image");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!running(&format!("bai.{}.job-2", lab.cluster)), "the slow node's session waits for its image");
+    // It is the hour-long build that the slow node is at (the lease file says what its agent is doing).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = std::fs::read_to_string(lease_file(&lab, 2)).unwrap_or_default();
+        if held.contains("doing `ensure_image` `slow`") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow node never reached its build: {held:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let _ = apply.kill();
+    let _ = apply.wait();
+    destroy_once_the_lease_is_freed(&path);
 }
