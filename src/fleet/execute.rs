@@ -193,10 +193,11 @@ pub async fn execute(
                     continue;
                 }
                 let node = step.node.as_str();
-                let settled = if let Some(&j) = step.needs.iter().find(|&&j| state[j] == State::Finished(false)) {
-                    Some(Outcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
-                } else if let Some(reason) = broken.get(node) {
+                // A broken node's own failure says more than the skip it causes.
+                let settled = if let Some(reason) = broken.get(node) {
                     Some(Outcome::Failed(reason.clone()))
+                } else if let Some(&j) = step.needs.iter().find(|&&j| state[j] == State::Finished(false)) {
+                    Some(Outcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
                 } else if !busy.contains(node) && !conns.contains_key(node) {
                     Some(Outcome::Failed(format!("node `{node}` is not connected")))
                 } else {
