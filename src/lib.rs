@@ -17,6 +17,7 @@ pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod protocol;
+pub mod reconcile;
 pub mod reference;
 pub mod secret;
 pub mod source;

@@ -5,20 +5,20 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
-use bai::fleet::secrets;
 use bai::generation::Extras;
 use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
-use bai::secret::settle_unknown;
+use bai::reconcile::{self, KeyMaking};
 use bai::state::ClusterState;
 
 use crate::cli::ConvergeArgs;
 use crate::commands::confirm;
 use crate::commands::generations;
 use crate::commands::lock as lockfile;
-use crate::commands::remote::{self, Reached};
+use crate::commands::remote;
 use crate::commands::saved_plan;
 use crate::commands::{Outcome, Printer, check};
+use bai::reconcile::Observation;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Goal {
@@ -89,7 +89,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     // Node images the lock says were made from other content: the plan replaces them.
     let mut lock_stale = Vec::new();
     // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
-    let mut reached: Vec<Reached> = Vec::new();
+    let mut reached: Vec<Observation> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
     let mut unresolved_secrets = false;
     for c in clusters {
@@ -98,12 +98,12 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             Some(s) => {
                 let touched = saved_plan::touched(s, c.name.value.as_str());
                 if touched.is_empty() {
-                    Reached::default()
+                    Observation::default()
                 } else {
-                    runtime.block_on(remote::reach(c, &touched, &options, true, connect.parallel))
+                    runtime.block_on(bai::reconcile::reach(c, &touched, &options, true, connect.parallel))
                 }
             }
-            None => runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel)),
+            None => runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, true, connect.parallel)),
         };
         remote::print_failures(&r.failures);
         remote::print_conflicts(&r);
@@ -119,13 +119,13 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
                 // Secrets are digested under each node's key (made now if the node has none) before the
                 // diff, so that a changed value plans a replace; one that cannot be read stops the run
                 // before anything changes.
-                let desired = ClusterState::desired(c).restrict(&r.reachable());
-                let (mut desired, unresolved) = runtime.block_on(secrets::keyed(&c.root, desired, &mut r.conns, true));
+                let wanted = ClusterState::desired(c).restrict(&r.reachable());
+                let (desired, unresolved) =
+                    runtime.block_on(reconcile::desired(&c.root, wanted, &mut r, &observed, KeyMaking::Make));
                 for message in unresolved.messages() {
                     eprintln!("error: {message}");
                 }
                 unresolved_secrets |= !unresolved.is_empty();
-                settle_unknown(&mut desired, &observed);
                 desired
             }
             Goal::Destroy => ClusterState::empty(c.name.value.clone()),

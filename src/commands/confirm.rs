@@ -12,8 +12,8 @@ use bai::watch::confirm::{Watched, confirm};
 
 use crate::commands::Printer;
 use crate::commands::generations::Stamp;
-use crate::commands::remote::Reached;
 use crate::commands::rollback;
+use bai::reconcile::Observation;
 
 /// What one cluster's apply changed: the sessions to watch and the generation it recorded.
 pub struct Applied {
@@ -32,7 +32,7 @@ pub struct How<'a> {
 pub fn confirm_or_roll_back(
     runtime: &tokio::runtime::Runtime,
     clusters: &[Cluster],
-    reached: &mut [Reached],
+    reached: &mut [Observation],
     applied: &[Applied],
     how: &How<'_>,
     printer: &Printer,
@@ -108,10 +108,10 @@ pub fn confirm_or_roll_back(
 fn reobserve(
     runtime: &tokio::runtime::Runtime,
     cluster: &str,
-    r: &mut Reached,
+    r: &mut Observation,
     nodes: &[String],
-) -> Result<Reached, String> {
-    let mut back = Reached::default();
+) -> Result<Observation, String> {
+    let mut back = Observation::default();
     for node in nodes {
         let Some(mut conn) = r.conns.remove(node) else {
             return Err(format!("node `{node}` is no longer connected"));

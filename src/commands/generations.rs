@@ -16,8 +16,9 @@ use bai::protocol::{
 use bai::state::ClusterState;
 
 use crate::cli::{GenerationsArgs, StatusFormat};
-use crate::commands::remote::{self, Reached};
+use crate::commands::remote;
 use crate::commands::{Lab, Outcome, Printer, check};
+use bai::reconcile::Observation;
 
 /// The lock file a lab may have beside it.
 pub const LOCK_FILE: &str = "bai.lock";
@@ -58,7 +59,7 @@ pub fn touched(results: &[ChangeResult]) -> BTreeSet<String> {
 }
 
 /// The cluster's current generation as observed: the highest among its reachable nodes.
-pub fn current(reached: &Reached) -> Option<u64> {
+pub fn current(reached: &Observation) -> Option<u64> {
     reached.snapshots.iter().filter_map(|s| s.generation).max()
 }
 
@@ -114,7 +115,7 @@ pub fn record(
 pub fn list_all(
     runtime: &tokio::runtime::Runtime,
     cluster: &Cluster,
-    reached: &mut Reached,
+    reached: &mut Observation,
 ) -> (BTreeMap<String, ListGenerationsReply>, Vec<String>) {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
@@ -199,7 +200,8 @@ pub fn run(args: &GenerationsArgs, cluster: Option<&str>, printer: &Printer) -> 
     let mut failed = false;
     let mut all = Vec::new();
     for c in &lab.config().clusters {
-        let mut reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
+        let mut reached =
+            runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
         remote::print_failures(&reached.failures);
         failed |= !reached.failures.is_empty();
         let (lists, errors) = list_all(&runtime, c, &mut reached);

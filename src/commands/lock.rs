@@ -202,7 +202,8 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     let mut lock = update.lock;
     let mut failed = false;
     for c in &lab.config().clusters {
-        let reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
+        let reached =
+            runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
         remote::print_failures(&reached.failures);
         failed |= !reached.failures.is_empty();
         record(&mut lock, c.name.value.as_str(), &reached.snapshots);
@@ -245,7 +246,7 @@ pub fn explain_stale(plan: &mut bai::plan::Plan, stale: &[(String, String, Strin
 pub fn finish(
     prepared: &mut Prepared,
     clusters: &[Cluster],
-    reached: &mut [remote::Reached],
+    reached: &mut [bai::reconcile::Observation],
     runtime: &tokio::runtime::Runtime,
     observe_again: bool,
 ) -> Result<(), ()> {

@@ -95,7 +95,7 @@ fn observe_live(
     let mut reports = BTreeMap::new();
     let mut failed = false;
     for c in &lab.config().clusters {
-        let mut r = runtime.block_on(remote::reach(c, &connect.on, &options, false, connect.parallel));
+        let mut r = runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, false, connect.parallel));
         remote::print_failures(&r.failures);
         remote::print_conflicts(&r);
         failed |= !r.failures.is_empty();

@@ -27,8 +27,9 @@ use bai::state::spec::SourceKind;
 use crate::cli::RollbackArgs;
 use crate::commands::apply::{Progress, confirm_verb, print_report};
 use crate::commands::generations::{self, Stamp};
-use crate::commands::remote::{self, Reached};
+use crate::commands::remote;
 use crate::commands::{Outcome, Printer, check};
+use bai::reconcile::Observation;
 
 /// One cluster ready to roll back.
 struct Prepared {
@@ -53,10 +54,10 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     let Some((runtime, options)) = remote::start(connect.accept_new_host_keys) else { return Outcome::Failed };
     let stamp = Stamp::new(&lab, &converge.file);
     let mut failed = false;
-    let mut reached: Vec<Reached> = Vec::new();
+    let mut reached: Vec<Observation> = Vec::new();
     let mut prepared: Vec<Option<Prepared>> = Vec::new();
     for c in &lab.config().clusters {
-        let mut r = runtime.block_on(remote::reach(c, &connect.on, &options, true, connect.parallel));
+        let mut r = runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, true, connect.parallel));
         remote::print_failures(&r.failures);
         failed |= !r.failures.is_empty();
         match prepare(&runtime, c, &mut r, args.to, &stamp) {
@@ -112,7 +113,7 @@ fn execute_prepared(
     runtime: &tokio::runtime::Runtime,
     p: &Prepared,
     plan: &bai::plan::Plan,
-    r: &mut Reached,
+    r: &mut Observation,
     allow_data_loss: bool,
     parallel: usize,
     progress: &Progress,
@@ -141,7 +142,7 @@ fn execute_prepared(
 pub(crate) fn roll_back_now(
     runtime: &tokio::runtime::Runtime,
     c: &Cluster,
-    r: &mut Reached,
+    r: &mut Observation,
     target: u64,
     how: &crate::commands::confirm::How<'_>,
     printer: &Printer,
@@ -172,7 +173,7 @@ pub(crate) fn roll_back_now(
 fn prepare(
     runtime: &tokio::runtime::Runtime,
     c: &Cluster,
-    r: &mut Reached,
+    r: &mut Observation,
     to: Option<u64>,
     stamp: &Stamp,
 ) -> Result<Prepared, String> {
@@ -190,7 +191,7 @@ fn prepare(
 fn prepare_at(
     runtime: &tokio::runtime::Runtime,
     c: &Cluster,
-    r: &mut Reached,
+    r: &mut Observation,
     lists: BTreeMap<String, bai::protocol::ListGenerationsReply>,
     target: u64,
     stamp: &Stamp,
@@ -241,11 +242,11 @@ fn prepare_at(
     }
     // Secret values are read again now: their digests are made afresh under each node's key, so that the
     // labels match the values the containers get; one that cannot be read refuses the rollback.
-    let (mut desired, unresolved) = runtime.block_on(bai::fleet::secrets::keyed(&c.root, desired, &mut r.conns, true));
+    let (desired, unresolved) =
+        runtime.block_on(bai::reconcile::desired(&c.root, desired, r, &observed, bai::reconcile::KeyMaking::Make));
     if !unresolved.is_empty() {
         return Err(unresolved.messages().join("\n  "));
     }
-    bai::secret::settle_unknown(&mut desired, &observed);
     let graph = graph_of(&desired, &extras.depends_on);
     let exec_cluster = cluster_with_sources(c, &extras.sources, &desired);
     // The restored state is what the target's lab produced: its config hash and lock describe it.

@@ -12,7 +12,7 @@ use bai::state::snapshot::NodeSnapshot;
 
 use crate::commands::Lab;
 use crate::commands::generations::LOCK_FILE;
-use crate::commands::remote::Reached;
+use bai::reconcile::Observation;
 
 /// The configuration fingerprint of a loaded lab: its files by the names diagnostics use, and the lock
 /// file beside `file`.
@@ -122,7 +122,7 @@ pub fn check_nodes(
     runtime: &tokio::runtime::Runtime,
     saved: &SavedPlan,
     cluster: &str,
-    reached: &mut Reached,
+    reached: &mut Observation,
 ) -> Vec<String> {
     let mut why = Vec::new();
     let Some(expected) = saved.nodes.get(cluster) else { return why };
@@ -165,7 +165,7 @@ fn applied_by_this_plan(
     cluster: &str,
     node: &str,
     since: Option<u64>,
-    reached: &mut Reached,
+    reached: &mut Observation,
 ) -> Option<String> {
     let conn = reached.conns.get_mut(node)?;
     let call = conn

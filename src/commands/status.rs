@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use bai::config::value::format_size_approx;
-use bai::fleet::secrets;
-use bai::secret::{settle_unknown, without_digests};
+use bai::reconcile::KeyMaking;
+use bai::secret::without_digests;
 use bai::state::ClusterState;
 use bai::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 
@@ -23,17 +23,23 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     let mut text = String::new();
     let mut failed = false;
     for c in &lab.config().clusters {
-        let mut reached = runtime.block_on(remote::reach(c, &args.connect.on, &options, false, args.connect.parallel));
+        let mut reached =
+            runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
         remote::print_failures(&reached.failures);
         failed |= !reached.failures.is_empty();
         // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
         // changed value reads as drift; one that cannot be read here is taken as unchanged.
-        let (mut desired, unresolved) =
-            runtime.block_on(secrets::keyed(&c.root, ClusterState::desired(c), &mut reached.conns, false));
+        let observed = reached.observed(c);
+        let (desired, unresolved) = runtime.block_on(bai::reconcile::desired(
+            &c.root,
+            ClusterState::desired(c),
+            &mut reached,
+            &observed,
+            KeyMaking::ReadOnly,
+        ));
         for message in unresolved.messages() {
             eprintln!("warning: {message} (its value is taken as unchanged)");
         }
-        settle_unknown(&mut desired, &reached.observed(c));
         let _ = writeln!(text, "cluster `{}`", c.name.value);
         let mut nodes = reached.snapshots.clone();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

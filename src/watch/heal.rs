@@ -4,13 +4,12 @@
 //! creation of anything they need that went missing. It never deletes, and never touches what bai does
 //! not own: a squatted name is reported, not healed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crate::fleet::{self, execute, secrets};
+use crate::fleet::execute;
 use crate::graph::{Kind, ResourceId, build_graph};
-use crate::model::NodeName;
 use crate::plan::{Action, Change, diff};
-use crate::secret::settle_unknown;
+use crate::reconcile::{self, KeyMaking};
 use crate::state::ClusterState;
 use crate::watch::Watched;
 use crate::watch::drift::Drift;
@@ -70,26 +69,26 @@ async fn heal_node(
     shared: &Shared,
 ) -> Result<Outcomes, String> {
     let cluster = &watched.cluster;
-    let Some(model) = cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else {
+    if !cluster.nodes.iter().any(|n| n.name.value.as_str() == node) {
         return Err(format!("node `{node}` is no longer in the file"));
-    };
-    let mut conn = fleet::open(cluster, model, &shared.options.connect, true).await.map_err(|f| f.message)?;
-    let snapshot = fleet::observe(&mut conn, cluster.name.value.as_str()).await.map_err(|f| f.message)?;
-    if snapshot.generation != expected {
+    }
+    let mut observation = reconcile::reach(cluster, &[node.to_string()], &shared.options.connect, true, 1).await;
+    if let Some(failure) = observation.failures.first() {
+        return Err(failure.message.clone());
+    }
+    let generation = observation.snapshots.first().map(|s| s.generation);
+    if generation != Some(expected) {
         return Err(format!(
             "not healed: generation {} was recorded on the node since the drift was seen (an apply, destroy or \
              rollback by another run); the watcher takes that as the node's new truth",
-            snapshot.generation.map_or_else(|| "(none)".to_string(), |g| g.to_string())
+            generation.flatten().map_or_else(|| "(none)".to_string(), |g| g.to_string())
         ));
     }
-    let observed = ClusterState::observed(&cluster.name.value, vec![snapshot]);
-    let only: BTreeSet<NodeName> = [NodeName(node.to_string())].into_iter().collect();
-    let mut conns = BTreeMap::from([(node.to_string(), conn)]);
+    let observed = observation.observed(cluster);
     // As `apply` does: secrets digested under the node's key; one that cannot be read is taken as
     // unchanged here, and fails its session's creation with a message naming it.
-    let (mut desired, _) =
-        secrets::keyed(&cluster.root, ClusterState::desired(cluster).restrict(&only), &mut conns, true).await;
-    settle_unknown(&mut desired, &observed);
+    let wanted = ClusterState::desired(cluster).restrict(&observation.reachable());
+    let (desired, _) = reconcile::desired(&cluster.root, wanted, &mut observation, &observed, KeyMaking::Make).await;
     let graph = build_graph(cluster);
     let plan = diff(&[(&desired, &observed, &graph)]);
     let changes = heal_changes(&plan.changes, drifted, node, &desired);
@@ -102,7 +101,7 @@ async fn heal_node(
         parallel: 1,
         lock: None,
     };
-    let results = execute::execute(&input, &changes, &mut conns, &|_| {}).await;
+    let results = execute::execute(&input, &changes, &mut observation.conns, &|_| {}).await;
     let mut outcomes: Outcomes = Vec::new();
     let mut prerequisite_failures = Vec::new();
     for r in results {
@@ -175,7 +174,7 @@ fn heal_changes(plan: &[Change], drifted: &BTreeMap<String, Drift>, node: &str, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ClusterName;
+    use crate::model::{ClusterName, NodeName};
     use crate::watch::drift::DriftKind;
 
     fn change(kind: Kind, name: &str, node: &str, action: Action) -> Change {
