@@ -268,6 +268,28 @@ pub struct LockedFacts {
     pub image_id: Option<String>,
 }
 
+/// The reply to a call that answers nothing but its success (`set_labels`, `create_session`, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {}
+
+/// The reply to `put_blob`: whether the node now holds the whole blob (then no more chunks are sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutBlobReply {
+    pub complete: bool,
+}
+
+/// The reply to `remove_vfolder`: what was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RemoveVfolderReply {
+    Absent,
+    Deleted,
+    /// Moved aside, data kept, to `path` on the node.
+    Tombstoned {
+        path: String,
+    },
+}
+
 /// The reply to `ensure_image`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnsureImageReply {

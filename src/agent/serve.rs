@@ -215,7 +215,7 @@ impl Agent {
                 let cluster = self.cluster(&req.cluster, true)?;
                 let root = self.home.expand(&req.vfolder_root);
                 vfolder::ensure(&root, &cluster, &req.name, req.permission, req.quota)?;
-                Ok(serde_json::json!({}))
+                to_value(&Ack {})
             }
             Method::RemoveVfolder(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
@@ -228,7 +228,7 @@ impl Agent {
                 let mut record = records::load(&dir)?.unwrap_or_default();
                 record.labels = req.labels;
                 records::save(&dir, &record)?;
-                Ok(serde_json::json!({}))
+                to_value(&Ack {})
             }
             Method::CreateSession(req) => {
                 self.cluster(&req.cluster, true)?;
@@ -240,7 +240,7 @@ impl Agent {
                         RpcError::new(e.kind, crate::secret::redact(&e.message, &req.secrets))
                     },
                 )?;
-                Ok(serde_json::json!({}))
+                to_value(&Ack {})
             }
             Method::RemoveSession(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
@@ -266,7 +266,7 @@ impl Agent {
             Method::Leave(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
                 records::forget(&self.home.cluster_state(&cluster))?;
-                Ok(serde_json::json!({}))
+                to_value(&Ack {})
             }
             Method::RecordGeneration(req) => {
                 let cluster = self.cluster(&req.cluster, true)?;
@@ -385,7 +385,7 @@ impl Agent {
         let dir = self.home.blobs();
         let done = self.home.blob(&b.sha256);
         if b.offset == 0 && done.is_file() {
-            return Ok(serde_json::json!({ "complete": true }));
+            return to_value(&PutBlobReply { complete: true });
         }
         let fail = |what: &str, e: std::io::Error| RpcError::new(ErrorKind::Failed, format!("cannot {what} blob: {e}"));
         std::fs::create_dir_all(&dir).map_err(|e| fail("store", e))?;
@@ -404,7 +404,7 @@ impl Agent {
         file.write_all(&data).map_err(|e| fail("store", e))?;
         drop(file);
         if !b.last {
-            return Ok(serde_json::json!({ "complete": false }));
+            return to_value(&PutBlobReply { complete: false });
         }
         let bytes = std::fs::read(&partial).map_err(|e| fail("read", e))?;
         let actual = crate::state::spec::hex_digest(&Sha256::digest(&bytes));
@@ -416,6 +416,6 @@ impl Agent {
             ));
         }
         std::fs::rename(&partial, &done).map_err(|e| fail("store", e))?;
-        Ok(serde_json::json!({ "complete": true }))
+        to_value(&PutBlobReply { complete: true })
     }
 }

@@ -434,14 +434,8 @@ pub fn ensure(
     Ok(())
 }
 
-/// What `remove` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Removed {
-    Absent,
-    Deleted,
-    Tombstoned { path: String },
-}
+/// What `remove` did: the reply to `remove_vfolder`.
+pub use crate::protocol::RemoveVfolderReply as Removed;
 
 pub fn remove(root: &Path, cluster: &str, name: &str, allow_data_loss: bool, now: u64) -> Result<Removed, RpcError> {
     check_name(name)?;

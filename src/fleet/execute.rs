@@ -290,16 +290,16 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
     let name = change.id.name.clone();
     match (change.id.kind, change.action) {
         (Kind::Node, Action::Delete) => {
-            let _: serde_json::Value = conn.client.call(Method::Leave(Leave { cluster })).await?;
+            let _: Ack = conn.client.call(Method::Leave(Leave { cluster })).await?;
             Ok("left the cluster".into())
         }
         (Kind::Node, _) => {
             let labels = input.desired.nodes.get(name.as_str()).map(|n| n.labels.clone()).unwrap_or_default();
-            let _: serde_json::Value = conn.client.call(Method::SetLabels(SetLabels { cluster, labels })).await?;
+            let _: Ack = conn.client.call(Method::SetLabels(SetLabels { cluster, labels })).await?;
             Ok("enrolled".into())
         }
         (Kind::Image, Action::Delete) => {
-            let _: serde_json::Value = conn.client.call(Method::RemoveImage(RemoveImage { cluster, name })).await?;
+            let _: Ack = conn.client.call(Method::RemoveImage(RemoveImage { cluster, name })).await?;
             Ok("forgotten (left in Docker's cache)".into())
         }
         (Kind::Image, _) => {
@@ -311,7 +311,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let entry = input.lock.and_then(|l| l.get(name.as_str()));
             let source = upload_source(input, conn, &name).await?;
             let locked = entry.map(|e| locked_facts(&name, e, &source)).transpose().map_err(ChangeError::Change)?;
-            let reply: serde_json::Value = conn
+            let reply: EnsureImageReply = conn
                 .client
                 .call(Method::EnsureImage(EnsureImage {
                     cluster,
@@ -322,10 +322,10 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
                     locked,
                 }))
                 .await?;
-            Ok(format!("image {}", reply["id"].as_str().unwrap_or("ready")))
+            Ok(format!("image {}", crate::untrusted::excerpt(&reply.id, 80)))
         }
         (Kind::Vfolder, Action::Delete) => {
-            let reply: serde_json::Value = conn
+            let reply: RemoveVfolderReply = conn
                 .client
                 .call(Method::RemoveVfolder(RemoveVfolder {
                     cluster,
@@ -334,17 +334,19 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
                     allow_data_loss: input.allow_data_loss,
                 }))
                 .await?;
-            Ok(match reply["outcome"].as_str() {
-                Some("tombstoned") => format!("moved aside to {}", reply["path"].as_str().unwrap_or("a tombstone")),
-                Some("absent") => "already gone".into(),
-                _ => "removed (it was empty)".into(),
+            Ok(match reply {
+                RemoveVfolderReply::Tombstoned { path } => {
+                    format!("moved aside to {}", crate::untrusted::excerpt(&path, 400))
+                }
+                RemoveVfolderReply::Absent => "already gone".into(),
+                RemoveVfolderReply::Deleted => "removed (it was empty)".into(),
             })
         }
         (Kind::Vfolder, _) => {
             let Some(v) = input.desired.vfolders.get(name.as_str()) else {
                 return Err(ChangeError::Change(format!("vfolder `{name}` is not in the configuration")));
             };
-            let _: serde_json::Value = conn
+            let _: Ack = conn
                 .client
                 .call(Method::EnsureVfolder(EnsureVfolder {
                     cluster,
@@ -357,7 +359,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             Ok("ready".into())
         }
         (Kind::Session, Action::Delete) => {
-            let _: serde_json::Value = conn.client.call(Method::RemoveSession(RemoveSession { cluster, name })).await?;
+            let _: Ack = conn.client.call(Method::RemoveSession(RemoveSession { cluster, name })).await?;
             Ok("removed".into())
         }
         (Kind::Session, _) => {
@@ -371,7 +373,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
                 .map_err(|e| ChangeError::Change(e.to_string()))?;
             // A replace is one `create_session`: the agent makes the new container before the old one goes
             // and keeps the old one when the engine refuses the new.
-            let _: serde_json::Value = conn
+            let _: Ack = conn
                 .client
                 .call(Method::CreateSession(Box::new(CreateSession {
                     cluster,
@@ -437,7 +439,7 @@ async fn upload_source(input: &Input<'_>, conn: &mut NodeConn, image: &str) -> R
     let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(CHUNK).collect() };
     let mut offset = 0u64;
     for (i, chunk) in chunks.iter().enumerate() {
-        let reply: serde_json::Value = conn
+        let reply: PutBlobReply = conn
             .client
             .call(Method::PutBlob(PutBlob {
                 sha256: sha.clone(),
@@ -446,7 +448,7 @@ async fn upload_source(input: &Input<'_>, conn: &mut NodeConn, image: &str) -> R
                 last: i + 1 == chunks.len(),
             }))
             .await?;
-        if reply["complete"].as_bool() == Some(true) {
+        if reply.complete {
             break;
         }
         offset += chunk.len() as u64;
@@ -631,5 +633,32 @@ mod tests {
             "the old session stays where the new one could not be made"
         );
         assert_eq!(log.lines(), ["b create_session on-b"], "nothing was removed: {results:?}");
+    }
+
+    #[tokio::test]
+    async fn replies_are_decoded_as_their_types_and_node_text_is_escaped() {
+        // Everything as desired, but vfolder `gone` is on node a and must go.
+        let extra = |desired: &ClusterState| {
+            let mut observed = desired.clone();
+            let mut gone = observed.vfolders.get("va").expect("va").clone();
+            gone.node = crate::model::NodeName("a".into());
+            observed.vfolders.insert(crate::model::VfolderName("gone".into()), gone);
+            observed
+        };
+        let (results, _) = walk(extra, |_, method, _| match method {
+            "remove_vfolder" => Answer::With(serde_json::json!({"outcome": "tombstoned", "path": "/t\u{1b}[2J\nok"})),
+            _ => Answer::Ok(Duration::ZERO),
+        })
+        .await;
+        let Outcome::Done(detail) = outcome_of(&results, "vfolder:gone", "a") else { panic!("{results:?}") };
+        assert!(!detail.contains('\u{1b}') && !detail.contains('\n'), "escaped: {detail:?}");
+
+        // An answer of the wrong shape is not taken for success.
+        let (results, _) = walk(nothing, |_, method, _| match method {
+            "ensure_image" => Answer::With(serde_json::json!({"nothing": "here"})),
+            _ => Answer::Ok(Duration::ZERO),
+        })
+        .await;
+        assert!(matches!(outcome_of(&results, "image:a/slow", "a"), Outcome::Failed(_)), "{results:?}");
     }
 }

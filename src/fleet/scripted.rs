@@ -18,6 +18,8 @@ use crate::transport::client::AgentClient;
 pub enum Answer {
     /// Success after the delay.
     Ok(Duration),
+    /// Success with this result, whatever its shape.
+    With(serde_json::Value),
     /// A failure of this call; the connection stays up.
     Fail(String),
     /// The agent goes away without answering.
@@ -69,6 +71,16 @@ fn subject(method: &Method) -> String {
     }
 }
 
+/// A successful reply of the shape `method` answers with.
+fn reply_to(method: &str) -> serde_json::Value {
+    match method {
+        "ensure_image" => serde_json::json!({"id": "sha256:scripted"}),
+        "put_blob" => serde_json::json!({"complete": true}),
+        "remove_vfolder" => serde_json::json!({"outcome": "deleted"}),
+        _ => serde_json::json!({}),
+    }
+}
+
 /// A connection to a scripted agent for `node`: `script` says how each call is answered.
 pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Answer + Send + 'static) -> NodeConn {
     let (controller, agent) = tokio::io::duplex(1 << 16);
@@ -85,8 +97,9 @@ pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Ans
             let (result, error) = match script(method, &about) {
                 Answer::Ok(delay) => {
                     tokio::time::sleep(delay).await;
-                    (Some(serde_json::json!({"complete": true})), None)
+                    (Some(reply_to(method)), None)
                 }
+                Answer::With(result) => (Some(result), None),
                 Answer::Fail(message) => (None, Some(RpcError::new(ErrorKind::Failed, message))),
                 Answer::HangUp => return,
             };
