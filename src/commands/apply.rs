@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::fleet::secrets::SecretValues;
 use bai::generation::Extras;
 use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
@@ -90,7 +91,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     let mut lock_stale = Vec::new();
     // Observe everything first, holding each node's lease, so that the plan shown is the plan executed.
     let mut reached: Vec<Observation> = Vec::new();
-    let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph)> = Vec::new();
+    let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph, SecretValues)> = Vec::new();
     let mut unresolved_secrets = false;
     for c in clusters {
         let mut r = match &saved {
@@ -114,27 +115,26 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         if let Some(entries) = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str())) {
             lock_stale.extend(lockfile::mark_stale(&mut observed, entries, &r.snapshots));
         }
-        let desired = match goal {
+        let (desired, secrets) = match goal {
             Goal::Apply => {
-                // Secrets are digested under each node's key (made now if the node has none) before the
-                // diff, so that a changed value plans a replace; one that cannot be read stops the run
-                // before anything changes.
+                // Secrets are read once and digested under each node's key (made now if the node has
+                // none) before the diff, so that a changed value plans a replace; one that cannot be read
+                // stops the run before anything changes.
                 let wanted = ClusterState::desired(c).restrict(&r.reachable());
-                let (desired, unresolved) =
-                    runtime.block_on(reconcile::desired(&c.root, wanted, &mut r, &observed, KeyMaking::Make));
-                for message in unresolved.messages() {
+                let desired = runtime.block_on(reconcile::desired(&c.root, wanted, &mut r, &observed, KeyMaking::Make));
+                for message in desired.unresolved.messages() {
                     eprintln!("error: {message}");
                 }
-                unresolved_secrets |= !unresolved.is_empty();
-                desired
+                unresolved_secrets |= !desired.unresolved.is_empty();
+                (desired.state, desired.secrets)
             }
-            Goal::Destroy => ClusterState::empty(c.name.value.clone()),
+            Goal::Destroy => (ClusterState::empty(c.name.value.clone()), SecretValues::default()),
         };
         let graph = match goal {
             Goal::Apply => build_graph(c),
             Goal::Destroy => ResourceGraph::default(),
         };
-        prepared.push((desired, observed, graph));
+        prepared.push((desired, observed, graph, secrets));
         reached.push(r);
     }
     if unresolved_secrets {
@@ -142,7 +142,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         return Outcome::Failed;
     }
     let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
-    let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
+    let triples: Vec<_> = prepared.iter().map(|(d, o, g, _)| (d, o, g)).collect();
     let mut plan = diff(&triples);
     lockfile::explain_stale(&mut plan, &lock_stale);
     if let Some(s) = &saved {
@@ -175,11 +175,19 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     stamp.meta.plan_id = saved.as_ref().map(|s| s.id.clone());
     let mut recorded = true;
     let mut applied: Vec<confirm::Applied> = Vec::new();
-    for ((c, r), (desired, observed, graph)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
+    for ((c, r), (desired, observed, graph, secrets)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
-        let input =
-            Input { cluster: c, desired, observed, graph, allow_data_loss, parallel: connect.parallel, lock: entries };
+        let input = Input {
+            cluster: c,
+            desired,
+            observed,
+            graph,
+            allow_data_loss,
+            parallel: connect.parallel,
+            lock: entries,
+            secrets,
+        };
         let report = |result: &ChangeResult| progress.report(result);
         let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
         // Destroy records an empty generation: a later rollback can bring the cluster back. The sources

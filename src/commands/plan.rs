@@ -101,7 +101,7 @@ fn observe_live(
         failed |= !r.failures.is_empty();
         // Secrets digested under the nodes' keys (never made here), so that a changed value plans the
         // replace `apply` will make; one that cannot be read here is taken as unchanged.
-        let (keyed, unresolved) =
+        let (keyed, _, unresolved) =
             runtime.block_on(bai::fleet::secrets::keyed(&c.root, ClusterState::desired(c), &mut r.conns, false));
         for message in unresolved.messages() {
             eprintln!("warning: {message} (its value is taken as unchanged)");

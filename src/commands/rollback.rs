@@ -35,6 +35,8 @@ use bai::reconcile::Observation;
 struct Prepared {
     exec_cluster: Cluster,
     desired: ClusterState,
+    /// The secret values read for `desired`'s digests: what the containers get.
+    secrets: bai::fleet::secrets::SecretValues,
     observed: ClusterState,
     graph: ResourceGraph,
     extras: bai::generation::Extras,
@@ -128,6 +130,7 @@ fn execute_prepared(
         parallel,
         // A rollback restores recorded images; their sources are checked against the records.
         lock: None,
+        secrets: &p.secrets,
     };
     let report = |result: &ChangeResult| progress.report(result);
     let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
@@ -240,9 +243,9 @@ fn prepare_at(
     if !unnamed.is_empty() {
         return Err(unnamed.join("\n  "));
     }
-    // Secret values are read again now: their digests are made afresh under each node's key, so that the
-    // labels match the values the containers get; one that cannot be read refuses the rollback.
-    let (desired, unresolved) =
+    // Secret values are read now, once: their digests are made afresh under each node's key from the
+    // values the containers get; one that cannot be read refuses the rollback.
+    let bai::reconcile::Desired { state: desired, secrets, unresolved } =
         runtime.block_on(bai::reconcile::desired(&c.root, desired, r, &observed, bai::reconcile::KeyMaking::Make));
     if !unresolved.is_empty() {
         return Err(unresolved.messages().join("\n  "));
@@ -260,7 +263,7 @@ fn prepare_at(
         plan_id: None,
         rollback_of: Some(target),
     };
-    Ok(Prepared { exec_cluster, desired, observed, graph, extras, target, number: current + 1, meta })
+    Ok(Prepared { exec_cluster, desired, secrets, observed, graph, extras, target, number: current + 1, meta })
 }
 
 /// Prints what the rollback cannot restore; false when an image to rebuild or reload cannot be made

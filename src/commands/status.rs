@@ -30,7 +30,7 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
         // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
         // changed value reads as drift; one that cannot be read here is taken as unchanged.
         let observed = reached.observed(c);
-        let (desired, unresolved) = runtime.block_on(bai::reconcile::desired(
+        let bai::reconcile::Desired { state: desired, unresolved, .. } = runtime.block_on(bai::reconcile::desired(
             &c.root,
             ClusterState::desired(c),
             &mut reached,

@@ -53,6 +53,8 @@ pub struct Input<'a> {
     pub parallel: usize,
     /// The cluster's entries of `bai.lock`, enforced on every image made; `None` without a lock.
     pub lock: Option<&'a crate::lock::ClusterLock>,
+    /// The secret values read for `desired`'s digests: what the containers get.
+    pub secrets: &'a crate::fleet::secrets::SecretValues,
 }
 
 /// One change to run and what it waits for, by index into the walk's list.
@@ -369,8 +371,7 @@ async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> 
             let Some(spec) = s.spec.clone() else {
                 return Err(ChangeError::Change(format!("session `{name}` has no spec")));
             };
-            let secrets = crate::fleet::secrets::values_of(&input.cluster.root, &name, &spec.env)
-                .map_err(|e| ChangeError::Change(e.to_string()))?;
+            let secrets = input.secrets.of_session(&name).map_err(|e| ChangeError::Change(e.to_string()))?;
             // A replace is one `create_session`: the agent makes the new container before the old one goes
             // and keeps the old one when the engine refuses the new.
             let _: Ack = conn
@@ -514,6 +515,7 @@ mod tests {
             allow_data_loss: false,
             parallel: 8,
             lock: None,
+            secrets: &Default::default(),
         };
         let log = Log::default();
         let mut conns = BTreeMap::new();

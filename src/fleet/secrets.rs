@@ -1,9 +1,9 @@
 //! Secrets at the controller's edge: reading `from-env` and `from-file` values, and digesting them under
 //! each node's key so that the pure core can compare desired with observed state ([`crate::secret`]).
 //!
-//! Values are read where they are needed and dropped after: for the digests when a command compares
-//! (apply, status, watch), and again by the executor when it creates a container (they travel to the
-//! agent in `CreateSession::secrets` for the container's environment). Errors name the session, the
+//! A run reads each value once ([`resolve`], [`SecretValues`]): the digests that go into the spec-hash
+//! label and the values the executor sends for the container's environment (in
+//! `CreateSession::secrets`) are the same read, so the two can never disagree. Errors name the session, the
 //! variable and the environment variable or file; never a value. [`Value`] hides itself from `Debug`.
 
 use std::collections::BTreeMap;
@@ -110,38 +110,54 @@ fn read_raw(lab_root: &Path, session: &str, name: &str, source: &EnvSpec) -> Res
     }
 }
 
-/// The values of one session's secrets by variable name, for the container's environment.
-pub fn values_of(
-    lab_root: &Path,
-    session: &str,
-    env: &BTreeMap<String, EnvSpec>,
-) -> Result<BTreeMap<String, String>, SecretError> {
-    let mut out = BTreeMap::new();
-    for (name, source) in env {
-        if let Some(v) = read(lab_root, session, name, source)? {
-            out.insert(name.clone(), v.0);
+/// Every secret value of a run, read once on the controller: by (session, variable), the value or why it
+/// could not be read. `Debug` never shows a value ([`Value`] hides itself).
+#[derive(Debug, Clone, Default)]
+pub struct SecretValues(BTreeMap<(String, String), Result<Value, SecretError>>);
+
+impl SecretValues {
+    /// The values of one session's secrets by variable name, for its container's environment; the first
+    /// that could not be read is the error.
+    pub fn of_session(&self, session: &str) -> Result<BTreeMap<String, String>, SecretError> {
+        let mut out = BTreeMap::new();
+        for ((s, name), value) in self.0.range((session.to_string(), String::new())..) {
+            if s != session {
+                break;
+            }
+            out.insert(name.clone(), value.clone()?.0);
         }
+        Ok(out)
     }
-    Ok(out)
+
+    /// The secrets that could not be read.
+    pub fn errors(&self) -> Vec<SecretError> {
+        self.0.values().filter_map(|v| v.as_ref().err().cloned()).collect()
+    }
+
+    fn values(&self) -> impl Iterator<Item = (&(String, String), &Value)> {
+        self.0.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k, v)))
+    }
 }
 
-/// Every secret of the sessions of `desired`, by (session, variable), and the ones that could not be
-/// read. Callers decide: `apply` stops at any error, `status` and `watch` leave those digests unknown.
-pub fn resolve(lab_root: &Path, desired: &ClusterState) -> (BTreeMap<(String, String), Value>, Vec<SecretError>) {
+/// Reads every secret of the sessions of `desired`. Callers decide what an unreadable one means: `apply`
+/// stops, `status` and `watch` leave its digest unknown, a heal fails that session's creation.
+pub fn resolve(lab_root: &Path, desired: &ClusterState) -> SecretValues {
     let mut values = BTreeMap::new();
-    let mut errors = Vec::new();
     for (session, s) in &desired.sessions {
         for (name, source) in s.spec.iter().flat_map(|spec| &spec.env) {
+            let key = (session.to_string(), name.clone());
             match read(lab_root, session.as_str(), name, source) {
                 Ok(Some(v)) => {
-                    values.insert((session.to_string(), name.clone()), v);
+                    values.insert(key, Ok(v));
                 }
                 Ok(None) => {}
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    values.insert(key, Err(e));
+                }
             }
         }
     }
-    (values, errors)
+    SecretValues(values)
 }
 
 /// The node's key for the cluster, decoded; `Ok(None)` when the node has none and `create` is off.
@@ -167,14 +183,9 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 }
 
 /// The digests of `values` for the sessions `desired` puts on `node`, under that node's `key`.
-pub fn digests_on(
-    desired: &ClusterState,
-    node: &str,
-    key: &[u8],
-    values: &BTreeMap<(String, String), Value>,
-) -> Digests {
+pub fn digests_on(desired: &ClusterState, node: &str, key: &[u8], values: &SecretValues) -> Digests {
     values
-        .iter()
+        .values()
         .filter(|((session, _), _)| desired.sessions.get(session.as_str()).is_some_and(|s| s.node.as_str() == node))
         .map(|(k, v)| (k.clone(), digest(key, v.0.as_bytes())))
         .collect()
@@ -208,14 +219,15 @@ impl Unresolved {
 /// `desired` with the digest of every secret it can resolve (files under `lab_root`), each under the key
 /// of the node of its session, fetched over `conns` (made with `create`, which needs the apply lease).
 /// Only nodes that host a session with a secret are asked. What cannot be resolved keeps an unknown
-/// digest and is returned.
+/// digest and is returned, with the values read (for the containers: see [`SecretValues`]).
 pub async fn keyed(
     lab_root: &Path,
     desired: ClusterState,
     conns: &mut BTreeMap<String, NodeConn>,
     create: bool,
-) -> (ClusterState, Unresolved) {
-    let (values, secrets) = resolve(lab_root, &desired);
+) -> (ClusterState, SecretValues, Unresolved) {
+    let values = resolve(lab_root, &desired);
+    let secrets = values.errors();
     let cluster = desired.name.to_string();
     let asks = conns.iter_mut().filter(|(node, _)| has_secrets_on(&desired, node)).map(|(node, conn)| {
         let cluster = cluster.clone();
@@ -230,7 +242,7 @@ pub async fn keyed(
             Err(e) => nodes.push(e),
         }
     }
-    (desired.with_digests(&digests), Unresolved { secrets, nodes })
+    (desired.with_digests(&digests), values, Unresolved { secrets, nodes })
 }
 
 #[cfg(test)]
@@ -261,5 +273,26 @@ mod tests {
         assert_eq!(format!("{v:?}"), "(sensitive)");
         assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(decode_hex("0g"), None);
+    }
+
+    #[test]
+    fn a_sessions_values_are_its_own_and_an_unreadable_one_is_its_error() {
+        let v = |s: &str| Ok(Value(s.to_string()));
+        let unset = SecretError::Unset { session: "b".into(), name: "Y".into(), var: "V".into() };
+        let values = SecretValues(BTreeMap::from([
+            (("a".to_string(), "X".to_string()), v("1")),
+            (("a".to_string(), "Y".to_string()), v("2")),
+            (("a-b".to_string(), "X".to_string()), v("3")),
+            (("ab".to_string(), "X".to_string()), v("4")),
+            (("b".to_string(), "X".to_string()), v("5")),
+            (("b".to_string(), "Y".to_string()), Err(unset.clone())),
+        ]));
+        let a = values.of_session("a").expect("a's values");
+        assert_eq!(a, BTreeMap::from([("X".to_string(), "1".to_string()), ("Y".to_string(), "2".to_string())]));
+        assert_eq!(values.of_session("ab").expect("ab").len(), 1);
+        assert!(values.of_session("none").expect("no secrets").is_empty());
+        assert_eq!(values.of_session("b").expect_err("b has one unreadable"), unset);
+        assert_eq!(values.errors(), vec![unset]);
+        assert!(!format!("{values:?}").contains('1'), "Debug shows no value: {values:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::fleet::secrets::{Unresolved, keyed};
+use crate::fleet::secrets::{SecretValues, Unresolved, keyed};
 use crate::reconcile::Observation;
 use crate::secret::settle_unknown;
 use crate::state::ClusterState;
@@ -19,17 +19,27 @@ pub enum KeyMaking {
     ReadOnly,
 }
 
-/// `wanted` with its secrets digested under the keys of the nodes of `observation` (files resolved
-/// under `lab_root`) and its unknown digests settled against `observed`; what could not be read is
-/// returned for the caller to refuse or to warn about.
+/// What a run converges to.
+#[derive(Debug)]
+pub struct Desired {
+    pub state: ClusterState,
+    /// The secret values read for `state`'s digests: the ones the containers get.
+    pub secrets: SecretValues,
+    /// What could not be read or keyed, for the caller to refuse or to warn about.
+    pub unresolved: Unresolved,
+}
+
+/// `wanted` with its secrets read once, digested under the keys of the nodes of `observation` (files
+/// resolved under `lab_root`), and its unknown digests settled against `observed`.
 pub async fn desired(
     lab_root: &Path,
     wanted: ClusterState,
     observation: &mut Observation,
     observed: &ClusterState,
     keys: KeyMaking,
-) -> (ClusterState, Unresolved) {
-    let (mut desired, unresolved) = keyed(lab_root, wanted, &mut observation.conns, keys == KeyMaking::Make).await;
-    settle_unknown(&mut desired, observed);
-    (desired, unresolved)
+) -> Desired {
+    let (mut state, secrets, unresolved) =
+        keyed(lab_root, wanted, &mut observation.conns, keys == KeyMaking::Make).await;
+    settle_unknown(&mut state, observed);
+    Desired { state, secrets, unresolved }
 }

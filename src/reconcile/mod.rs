@@ -6,5 +6,5 @@
 pub mod desired;
 pub mod observation;
 
-pub use desired::{KeyMaking, desired};
+pub use desired::{Desired, KeyMaking, desired};
 pub use observation::{Observation, reach};

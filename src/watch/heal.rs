@@ -88,7 +88,8 @@ async fn heal_node(
     // As `apply` does: secrets digested under the node's key; one that cannot be read is taken as
     // unchanged here, and fails its session's creation with a message naming it.
     let wanted = ClusterState::desired(cluster).restrict(&observation.reachable());
-    let (desired, _) = reconcile::desired(&cluster.root, wanted, &mut observation, &observed, KeyMaking::Make).await;
+    let reconcile::Desired { state: desired, secrets, .. } =
+        reconcile::desired(&cluster.root, wanted, &mut observation, &observed, KeyMaking::Make).await;
     let graph = build_graph(cluster);
     let plan = diff(&[(&desired, &observed, &graph)]);
     let changes = heal_changes(&plan.changes, drifted, node, &desired);
@@ -100,6 +101,7 @@ async fn heal_node(
         allow_data_loss: false,
         parallel: 1,
         lock: None,
+        secrets: &secrets,
     };
     let results = execute::execute(&input, &changes, &mut observation.conns, &|_| {}).await;
     let mut outcomes: Outcomes = Vec::new();
