@@ -130,8 +130,9 @@ pub struct Extras {
 
 impl Extras {
     /// From the lab as loaded: `lab_dir` is the lab file's directory. Contexts and archives are hashed
-    /// now; one that cannot be read gets no hash (the apply that used it would have failed on it).
-    pub fn from_cluster(cluster: &Cluster, lab_dir: &Path) -> Self {
+    /// as `sources` prepared them for the nodes (the same sha256 the nodes were sent); one that cannot be
+    /// read gets no hash (the apply that used it would have failed on it).
+    pub fn from_cluster(cluster: &Cluster, lab_dir: &Path, sources: &crate::fleet::sources::Sources<'_>) -> Self {
         let depends_on = cluster
             .sessions
             .iter()
@@ -146,11 +147,11 @@ impl Extras {
                     ImageSource::Build { context, dockerfile } => RecordedSource::Build {
                         context: relative(&context.value, lab_dir),
                         dockerfile: dockerfile.as_ref().map(|d| d.value.clone()),
-                        sha256: context_sha(&context.value),
+                        sha256: sources.sha256(i.name.value.as_str()),
                     },
                     ImageSource::Archive { path } => RecordedSource::Archive {
                         path: relative(&path.value, lab_dir),
-                        sha256: archive_sha(&path.value),
+                        sha256: sources.sha256(i.name.value.as_str()),
                     },
                 };
                 (i.name.value.to_string(), source)

@@ -6,6 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
 use bai::fleet::secrets::SecretValues;
+use bai::fleet::sources::Sources;
 use bai::generation::Extras;
 use bai::graph::{ResourceGraph, build_graph};
 use bai::plan::{Plan, diff, render_text};
@@ -178,6 +179,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     for ((c, r), (desired, observed, graph, secrets)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
+        let sources = Sources::new(c);
         let input = Input {
             cluster: c,
             desired,
@@ -187,13 +189,14 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             parallel: connect.parallel,
             lock: entries,
             secrets,
+            sources: &sources,
         };
         let report = |result: &ChangeResult| progress.report(result);
         let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
         // Destroy records an empty generation: a later rollback can bring the cluster back. The sources
         // are hashed only when some node of the cluster records a generation.
         let extras = match goal {
-            Goal::Apply if !generations::touched(&done).is_empty() => Extras::from_cluster(c, &stamp.lab_dir),
+            Goal::Apply if !generations::touched(&done).is_empty() => Extras::from_cluster(c, &stamp.lab_dir, &sources),
             Goal::Apply | Goal::Destroy => Extras::default(),
         };
         let number = generations::current(r).unwrap_or(0) + 1;

@@ -131,6 +131,7 @@ fn execute_prepared(
         // A rollback restores recorded images; their sources are checked against the records.
         lock: None,
         secrets: &p.secrets,
+        sources: &bai::fleet::sources::Sources::new(&p.exec_cluster),
     };
     let report = |result: &ChangeResult| progress.report(result);
     let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));

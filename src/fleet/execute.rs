@@ -20,9 +20,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use crate::fleet::NodeConn;
-use crate::fleet::context;
+use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceGraph, ResourceId};
-use crate::model::{Cluster, ImageSource as ConfigSource};
+use crate::model::Cluster;
 use crate::plan::{Action, Change};
 use crate::protocol::*;
 use crate::state::ClusterState;
@@ -55,6 +55,8 @@ pub struct Input<'a> {
     pub lock: Option<&'a crate::lock::ClusterLock>,
     /// The secret values read for `desired`'s digests: what the containers get.
     pub secrets: &'a crate::fleet::secrets::SecretValues,
+    /// The images' contexts and archives, packed and hashed once for every node.
+    pub sources: &'a Sources<'a>,
 }
 
 /// One change to run and what it waits for, by index into the walk's list.
@@ -416,45 +418,31 @@ fn locked_facts(image: &str, entry: &crate::lock::LockedImage, source: &ImageSou
 
 const CHUNK: usize = 1 << 20;
 
-/// Uploads a build context or archive when the image needs one; the agent skips blobs it has.
+/// Uploads a build context or archive when the image needs one, prepared once for the run
+/// ([`Sources`]); the agent skips a blob it has.
 async fn upload_source(input: &Input<'_>, conn: &mut NodeConn, image: &str) -> Result<ImageSource, ChangeError> {
-    let Some(config) = input.cluster.images.iter().find(|i| i.name.value.as_str() == image) else {
-        return Err(ChangeError::Change(format!("image `{image}` is not in the configuration")));
-    };
-    let (bytes, sha, source) = match &config.source {
-        ConfigSource::Pull => return Ok(ImageSource::Pull),
-        ConfigSource::Build { context, dockerfile } => {
-            let (bytes, sha) = context::pack(&context.value).map_err(|e| {
-                ChangeError::Change(format!("cannot pack build context `{}`: {e}", context.value.display()))
-            })?;
-            let dockerfile = dockerfile.as_ref().map_or_else(|| "Dockerfile".to_string(), |d| d.value.clone());
-            (bytes, sha.clone(), ImageSource::Build { context_sha256: sha, dockerfile })
-        }
-        ConfigSource::Archive { path } => {
-            let bytes = std::fs::read(&path.value)
-                .map_err(|e| ChangeError::Change(format!("cannot read archive `{}`: {e}", path.value.display())))?;
-            let sha = crate::state::spec::hex_digest(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-            (bytes, sha.clone(), ImageSource::Archive { sha256: sha })
-        }
-    };
-    let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(CHUNK).collect() };
+    let prepared = input.sources.get(image);
+    let prepared = prepared.as_ref().as_ref().map_err(|why| ChangeError::Change(why.clone()))?;
+    let Some((blob, sha)) = &prepared.blob else { return Ok(prepared.source.clone()) };
     let mut offset = 0u64;
-    for (i, chunk) in chunks.iter().enumerate() {
+    loop {
+        let chunk = blob.chunk(offset, CHUNK).map_err(|e| ChangeError::Change(format!("image `{image}`: {e}")))?;
+        let last = offset + chunk.len() as u64 >= blob.len() || chunk.is_empty();
         let reply: PutBlobReply = conn
             .client
             .call(Method::PutBlob(PutBlob {
                 sha256: sha.clone(),
                 offset,
-                data: base64::engine::general_purpose::STANDARD.encode(chunk),
-                last: i + 1 == chunks.len(),
+                data: base64::engine::general_purpose::STANDARD.encode(&chunk),
+                last,
             }))
             .await?;
-        if reply.complete {
+        if reply.complete || last {
             break;
         }
         offset += chunk.len() as u64;
     }
-    Ok(source)
+    Ok(prepared.source.clone())
 }
 
 #[cfg(test)]
@@ -516,6 +504,7 @@ mod tests {
             parallel: 8,
             lock: None,
             secrets: &Default::default(),
+            sources: &Sources::new(cluster),
         };
         let log = Log::default();
         let mut conns = BTreeMap::new();

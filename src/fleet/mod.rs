@@ -8,6 +8,7 @@ pub mod execute;
 pub mod scripted;
 pub mod secrets;
 pub mod select;
+pub mod sources;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::fleet::execute;
+use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceId, build_graph};
 use crate::plan::{Action, Change, diff};
 use crate::reconcile::{self, KeyMaking};
@@ -102,6 +103,7 @@ async fn heal_node(
         parallel: 1,
         lock: None,
         secrets: &secrets,
+        sources: &Sources::new(cluster),
     };
     let results = execute::execute(&input, &changes, &mut observation.conns, &|_| {}).await;
     let mut outcomes: Outcomes = Vec::new();
