@@ -15,6 +15,7 @@ pub mod generation;
 pub mod graph;
 pub mod lock;
 pub mod model;
+pub mod mount_destination;
 pub mod plan;
 pub mod protocol;
 pub mod reconcile;

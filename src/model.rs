@@ -294,6 +294,14 @@ impl Mount {
     pub fn is_readonly(&self) -> bool {
         self.readonly.as_ref().is_some_and(|r| r.value)
     }
+
+    /// Where it lands in the container, or why it may not land there.
+    pub fn destination(&self) -> crate::mount_destination::Destination {
+        crate::mount_destination::destination(
+            self.vfolder.value.as_str(),
+            self.alias.as_ref().map(|a| a.value.as_str()),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]

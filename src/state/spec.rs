@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Cluster, EnvValue, Image, ImageSource, Restart, Session};
-use crate::validate::{Destination, destination};
+use crate::mount_destination::Destination;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,10 +216,11 @@ pub fn session_spec(session: &Session, image: Option<&Image>) -> SessionSpec {
         .mounts
         .iter()
         .map(|m| {
-            let alias = m.alias.as_ref().map(|a| a.value.as_str());
-            let destination = match destination(m.vfolder.value.as_str(), alias) {
+            // A mount without a valid destination is an error of the lab, which no valid cluster has; the
+            // spec of an invalid one (plans of labs with errors are never applied) records what was written.
+            let destination = match m.destination() {
                 Destination::Ok(path) => path,
-                _ => alias.unwrap_or(m.vfolder.value.as_str()).to_string(),
+                _ => m.alias.as_ref().map_or(m.vfolder.value.as_str(), |a| a.value.as_str()).to_string(),
             };
             MountSpec { vfolder: m.vfolder.value.to_string(), destination, readonly: m.is_readonly() }
         })

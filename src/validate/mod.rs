@@ -14,7 +14,6 @@ mod references;
 
 pub use capacity::check_inventory;
 pub use index::ClusterIndex;
-pub use mounts::{Destination, destination};
 pub use names::{is_plain_name, is_session_name, is_vfolder_name};
 
 use crate::diagnostic::Problem;
