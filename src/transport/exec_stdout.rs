@@ -15,7 +15,7 @@ use russh::{ChannelMsg, ChannelReadHalf, Sig};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 
-use super::ssh::ExitStatus;
+use super::exit_status::ExitStatus;
 
 /// The most remote stderr kept for a long-running command: its tail is what explains a crash, and an
 /// agent that logs forever must not grow the controller's memory.

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod exec_stdout;
+pub mod exit_status;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;

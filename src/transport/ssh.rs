@@ -8,7 +8,6 @@
 //! channel as bytes (stdin) and never meets a shell.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -28,6 +27,7 @@ use tokio::sync::watch;
 
 use super::AgentStream;
 use super::exec_stdout::{ExecStdout, signal_text};
+pub use super::exit_status::ExitStatus;
 use super::known_hosts;
 
 /// Where and how to reach one node.
@@ -173,32 +173,6 @@ fn tried_list(tried: &[String]) -> String {
 fn stderr_suffix(stderr: &str) -> String {
     let stderr = stderr.trim();
     if stderr.is_empty() { String::new() } else { format!(": {}", crate::untrusted::excerpt(stderr, 2048)) }
-}
-
-/// How a remote command ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(u32),
-    /// Killed by a signal, named as OpenSSH names it (`KILL`, `TERM`, …).
-    Signal(String),
-    /// The channel closed without reporting a status (the connection dropped, or sshd died).
-    Unknown,
-}
-
-impl ExitStatus {
-    pub fn success(&self) -> bool {
-        *self == ExitStatus::Code(0)
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(code) => write!(f, "exit status {code}"),
-            ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
-            ExitStatus::Unknown => f.write_str("no exit status: the channel closed"),
-        }
-    }
 }
 
 /// What a finished remote command left behind.
