@@ -13,9 +13,9 @@ use crate::plan::{Action, Change, diff};
 use crate::reconcile::{self, KeyMaking};
 use crate::state::ClusterState;
 use crate::watch::Watched;
+use crate::watch::context::WatchContext;
 use crate::watch::drift::Drift;
 use crate::watch::event::Event;
-use crate::watch::node::Shared;
 
 /// Heals `drifted` sessions of `node`, reporting each as an event and counting it in the status.
 /// `expected` is the node's generation as the watcher last saw it: a heal that finds another under the
@@ -25,7 +25,7 @@ pub async fn heal(
     node: &str,
     drifted: BTreeMap<String, Drift>,
     expected: Option<u64>,
-    shared: &Shared,
+    shared: &WatchContext,
 ) {
     let cluster = watched.cluster.name.value.to_string();
     let outcomes = match heal_node(watched, node, &drifted, expected, shared).await {
@@ -67,7 +67,7 @@ async fn heal_node(
     node: &str,
     drifted: &BTreeMap<String, Drift>,
     expected: Option<u64>,
-    shared: &Shared,
+    shared: &WatchContext,
 ) -> Result<Outcomes, String> {
     let cluster = &watched.cluster;
     if !cluster.nodes.iter().any(|n| n.name.value.as_str() == node) {

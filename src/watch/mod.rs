@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod confirm;
+pub mod context;
 pub mod drift;
 pub mod event;
 pub mod heal;
@@ -33,8 +34,8 @@ use tokio::task::JoinHandle;
 use crate::fleet::{ConnectOptions, select};
 use crate::model::{Cluster, Config};
 use crate::state::ClusterState;
+use crate::watch::context::WatchContext;
 use crate::watch::event::Event;
-use crate::watch::node::Shared;
 use crate::watch::settings::Overrides;
 use crate::watch::status::FleetStatus;
 
@@ -114,7 +115,7 @@ struct NodeHandle {
 
 /// Every watched node's task, by (cluster, node).
 struct Fleet {
-    shared: Shared,
+    shared: WatchContext,
     nodes: BTreeMap<(String, String), NodeHandle>,
 }
 
@@ -204,7 +205,7 @@ pub async fn run(
     mut reload: mpsc::UnboundedReceiver<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = Shared { status: status.clone(), events: events.clone(), options, agents: Default::default() };
+    let shared = WatchContext { status: status.clone(), events: events.clone(), options, agents: Default::default() };
     let mut fleet = Fleet { shared, nodes: BTreeMap::new() };
     fleet.reconcile(&lab.config);
     let mut files = lab.files;
@@ -260,7 +261,7 @@ pub async fn once(
     status: Arc<Mutex<FleetStatus>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> bool {
-    let shared = Shared { status: status.clone(), events, options, agents: Default::default() };
+    let shared = WatchContext { status: status.clone(), events, options, agents: Default::default() };
     let mut work = Vec::new();
     for cluster in &config.clusters {
         let watched = Arc::new(Watched::new(cluster.clone()));

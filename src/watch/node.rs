@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::fleet::{self, NodeConn, NodeFailure};
@@ -18,15 +18,16 @@ use crate::model::{Cluster, HealthCheck, Node};
 use crate::protocol::{GetGeneration, HealthCheckSpec, HealthProbe, Method, Pong, Probe, ProbeReply};
 use crate::transport::client::ClientError;
 use crate::watch::backoff::Backoff;
+use crate::watch::context::WatchContext;
 use crate::watch::drift::{Drift, DriftKind, drift};
 use crate::watch::event::Event;
 use crate::watch::rate::HealLimit;
 use crate::watch::secrets::KeyedHashes;
 use crate::watch::settings::{Timing, health_timing, node_timing};
-use crate::watch::status::{FleetStatus, HealthStatus, NodeState, NodeStatus, SessionStatus, Verdict};
+use crate::watch::status::{HealthStatus, NodeState, SessionStatus, Verdict};
 use crate::watch::threshold::Threshold;
 use crate::watch::truth::{Landed, Truth};
-use crate::watch::{WatchOptions, Watched, heal};
+use crate::watch::{Watched, heal};
 
 /// A heal running this long while drift waits for the next one is said to be still running (once): a
 /// heal holds the node's lease, and a slow one would otherwise hold back every later heal silently.
@@ -35,34 +36,6 @@ const SLOW_HEAL: Duration = Duration::from_secs(5);
 /// Nodes that host no session are checked for stray sessions this often, not every round: the ping
 /// alone is what keeps an idle node cheap.
 const IDLE_PROBE_EVERY: Duration = Duration::from_secs(60);
-
-/// What every node task shares.
-#[derive(Clone)]
-pub struct Shared {
-    pub status: Arc<Mutex<FleetStatus>>,
-    pub events: mpsc::UnboundedSender<Event>,
-    pub options: Arc<WatchOptions>,
-    /// (cluster, agent identity) → the node that reached that agent first: two nodes of a lab that
-    /// reach one agent home would share its lease, state and generations, so the second is not watched.
-    pub agents: Arc<Mutex<BTreeMap<(String, String), String>>>,
-}
-
-impl Shared {
-    fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    /// Changes this node's entry of the status (created on first use).
-    fn update<R>(&self, cluster: &str, node: &str, f: impl FnOnce(&mut NodeStatus) -> R) -> R {
-        let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Every ping lands here: look the entry up before allocating its key.
-        if let Some(entry) = status.clusters.get_mut(cluster).and_then(|c| c.nodes.get_mut(node)) {
-            return f(entry);
-        }
-        let entry = status.clusters.entry(cluster.to_string()).or_default().nodes.entry(node.to_string()).or_default();
-        f(entry)
-    }
-}
 
 /// Where a node is reached, shown in the status.
 pub fn address(cluster: &Cluster, node: &Node) -> String {
@@ -91,7 +64,7 @@ type Connecting = Pin<Box<dyn Future<Output = Result<NodeConn, NodeFailure>> + S
 type PingResult = Result<(Pong, Duration), String>;
 
 struct NodeTask {
-    shared: Shared,
+    shared: WatchContext,
     cluster: String,
     node: String,
     conn: Option<NodeConn>,
@@ -111,7 +84,7 @@ struct NodeTask {
 }
 
 /// Watches `node` of the cluster in `spec` until the task is aborted or the node leaves the file.
-pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: Shared) {
+pub async fn run(mut spec: watch::Receiver<Arc<Watched>>, node: String, shared: WatchContext) {
     let cluster = spec.borrow().cluster.name.value.to_string();
     let mut task = NodeTask::new(shared, cluster, node);
     let mut connecting: Option<Connecting> = None;
@@ -210,7 +183,7 @@ fn first_round(interval: Duration) -> tokio::time::Instant {
 }
 
 /// `--once`: connect, one ping, one probe of every session and health check, then close.
-pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
+pub async fn once(watched: Arc<Watched>, node: String, shared: WatchContext) {
     let cluster = watched.cluster.name.value.to_string();
     let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else { return };
     let timing = node_timing(&watched.cluster, model, &shared.options.overrides);
@@ -236,7 +209,7 @@ pub async fn once(watched: Arc<Watched>, node: String, shared: Shared) {
     }
 }
 
-fn connect(watched: &Arc<Watched>, node: &str, shared: &Shared) -> Connecting {
+fn connect(watched: &Arc<Watched>, node: &str, shared: &WatchContext) -> Connecting {
     let watched = watched.clone();
     let node = node.to_string();
     let options = shared.options.clone();
@@ -269,7 +242,7 @@ fn seconds(d: Duration) -> String {
 
 impl NodeTask {
     /// A node not yet connected; the threshold is tuned to the node's settings before the first round.
-    fn new(shared: Shared, cluster: String, node: String) -> Self {
+    fn new(shared: WatchContext, cluster: String, node: String) -> Self {
         NodeTask {
             shared,
             cluster,
