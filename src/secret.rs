@@ -25,8 +25,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::plan::FieldChange;
-use crate::state::spec::{EnvSpec, SessionSpec, hash_of, hex_digest};
+use crate::state::spec::{SessionSpec, hash_of, hex_digest};
 use crate::state::{ClusterState, SessionState};
 
 /// How a secret's value (and its digest) is shown everywhere bai prints.
@@ -136,58 +135,6 @@ pub fn settle_session(want: &mut SessionState, observed: Option<&SessionSpec>, o
     {
         want.spec = Some(seen.clone());
         want.hash = observed_hash.to_string();
-    }
-}
-
-/// An env variable as a plan shows it: a literal's value, a secret's reference with `(sensitive)` in
-/// place of its value. The digest is left out: it changes when the value does, which
-/// [`secret_changes`] reports without showing it.
-pub fn env_field(env: &EnvSpec) -> serde_json::Value {
-    match env {
-        EnvSpec::Value(v) => serde_json::json!({ "value": v }),
-        EnvSpec::FromEnv { var, .. } => serde_json::json!({ "from_env": var, "value": SENSITIVE }),
-        EnvSpec::FromFile { path, .. } => serde_json::json!({ "from_file": path, "value": SENSITIVE }),
-    }
-}
-
-/// How the before side of a secret reads when the node recorded no digest of it (a container made by a
-/// bai from before digests): replaced once, and the plan says why.
-const UNRECORDED: &str = "(sensitive, no digest recorded)";
-
-/// The secrets whose value changed while their reference stayed: both digests known and different, or
-/// one about to be recorded where the node has none. Shown as `(sensitive)`; [`reason`] words it.
-pub fn secret_changes(before: &SessionSpec, after: &SessionSpec) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    for (name, b) in &before.env {
-        let Some(a) = after.env.get(name) else { continue };
-        if !b.is_secret() || b.with_digest(None) != a.with_digest(None) {
-            continue;
-        }
-        let was = match (b.digest(), a.digest()) {
-            (Some(old), Some(new)) if old != new => SENSITIVE,
-            (None, Some(_)) => UNRECORDED,
-            _ => continue,
-        };
-        out.push(FieldChange { path: format!("env.{name}"), before: Some(was.into()), after: Some(SENSITIVE.into()) });
-    }
-    out
-}
-
-/// Whether a field change is a secret's (as made by [`secret_changes`]).
-pub fn is_secret_change(f: &FieldChange) -> bool {
-    let is = |v: &Option<serde_json::Value>, what: &str| v.as_ref().and_then(serde_json::Value::as_str) == Some(what);
-    f.path.starts_with("env.") && (is(&f.before, SENSITIVE) || is(&f.before, UNRECORDED)) && is(&f.after, SENSITIVE)
-}
-
-/// The plan's reason for a secret's change.
-pub fn reason(f: &FieldChange) -> String {
-    if f.before == f.after {
-        format!("`{}`: {SENSITIVE} → {SENSITIVE} (the secret's value changed)", f.path)
-    } else {
-        format!(
-            "`{}`: {SENSITIVE} → {SENSITIVE} (its container was made by an earlier bai that recorded no digest)",
-            f.path
-        )
     }
 }
 
@@ -347,7 +294,7 @@ fn percent_encoded(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::{ClusterName, NodeName, Restart, SessionName};
-    use crate::state::spec::ResourceSpec;
+    use crate::state::spec::{EnvSpec, ResourceSpec};
 
     fn spec(env: &[(&str, EnvSpec)]) -> SessionSpec {
         SessionSpec {
@@ -438,6 +385,7 @@ mod tests {
 
     #[test]
     fn secrets_show_as_sensitive_and_a_value_change_says_so() {
+        use crate::plan::fields::{env_field, is_secret_change, reason, secret_changes};
         let field = env_field(&known("d1"));
         assert_eq!(field, serde_json::json!({"from_env": "TOKEN", "value": "(sensitive)"}));
         assert!(!field.to_string().contains("d1"));

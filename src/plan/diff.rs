@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use crate::config::value::format_size;
 use crate::graph::{Kind, ResourceGraph, ResourceId};
 use crate::plan::dependants::dependant_edges;
+use crate::plan::fields::{is_secret_change, reason, secret_changes, session_fields};
 use crate::plan::risk::risks_of;
 use crate::plan::{Action, Change, FieldChange, Plan, show_value};
 use crate::state::spec::SourceKind;
-use crate::state::{ClusterState, SessionState, session_fields};
+use crate::state::{ClusterState, SessionState};
 
 /// The plan that takes each cluster from `observed` to `desired`. Clusters are given as
 /// (desired, observed, graph of desired) triples, in the order they should be reported.
@@ -55,8 +56,8 @@ fn field(path: &str, before: Option<serde_json::Value>, after: Option<serde_json
 }
 
 fn reason_of(f: &FieldChange) -> String {
-    if crate::secret::is_secret_change(f) {
-        return crate::secret::reason(f);
+    if is_secret_change(f) {
+        return reason(f);
     }
     // Sizes read better in the units a lab is written in; the JSON `fields` keep exact bytes.
     let show = |v: Option<&serde_json::Value>| match (f.path.as_str(), v.and_then(serde_json::Value::as_u64)) {
@@ -228,7 +229,7 @@ fn diff_cluster(desired: &ClusterState, observed: &ClusterState) -> Vec<Change> 
                 let fields = match (&have.spec, &want.spec) {
                     (Some(a), Some(b)) => {
                         let mut fields = changed_fields(&session_fields(a), &session_fields(b));
-                        fields.extend(crate::secret::secret_changes(a, b));
+                        fields.extend(secret_changes(a, b));
                         fields.sort_by(|x, y| x.path.cmp(&y.path));
                         fields
                     }

@@ -2,6 +2,7 @@
 
 mod dependants;
 mod diff;
+pub mod fields;
 mod render_json;
 mod render_markdown;
 mod render_text;

@@ -180,37 +180,6 @@ impl ClusterState {
     }
 }
 
-/// Converts a spec to the fields a plan compares and shows (`resources.gpus`, `env.A`, …).
-pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value> {
-    fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-        serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
-    }
-    let mut fields = BTreeMap::new();
-    fields.insert("image".into(), json(&spec.image));
-    fields.insert("image_ref".into(), json(&spec.image_ref));
-    fields.insert("image_digest".into(), json(&spec.image_digest));
-    fields.insert("node".into(), json(&spec.node));
-    fields.insert("command".into(), json(&spec.command));
-    for (k, v) in &spec.env {
-        // A secret shows its reference and `(sensitive)`, never its value or digest.
-        fields.insert(format!("env.{k}"), crate::secret::env_field(v));
-    }
-    for m in &spec.mounts {
-        fields.insert(
-            format!("mounts.{}", m.destination),
-            serde_json::json!({"vfolder": m.vfolder, "readonly": m.readonly}),
-        );
-    }
-    fields.insert("resources.cpus".into(), json(&spec.resources.cpus));
-    fields.insert("resources.memory".into(), json(&spec.resources.memory));
-    fields.insert("resources.gpus".into(), json(&spec.resources.gpus));
-    for (k, v) in &spec.ports {
-        fields.insert(format!("ports.{k}"), json(v));
-    }
-    fields.insert("restart".into(), json(&spec.restart));
-    fields
-}
-
 impl ClusterState {
     /// This state as a snapshot, shaped the way nodes report it (what `bai status --format json` writes).
     pub fn to_snapshot(&self) -> snapshot::ClusterSnapshot {
