@@ -109,15 +109,15 @@ pub struct RecordedSession {
 
 /// A record without its content: what `list_generations` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
+pub struct GenerationSummary {
     pub number: u64,
     #[serde(flatten)]
     pub meta: Meta,
 }
 
 impl GenerationRecord {
-    pub fn summary(&self) -> Summary {
-        Summary { number: self.number, meta: self.meta.clone() }
+    pub fn summary(&self) -> GenerationSummary {
+        GenerationSummary { number: self.number, meta: self.meta.clone() }
     }
 }
 

@@ -447,7 +447,7 @@ pub struct ListGenerations {
 /// a rollback can tell "pruned" from "never recorded").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListGenerationsReply {
-    pub generations: Vec<crate::generation::Summary>,
+    pub generations: Vec<crate::generation::GenerationSummary>,
     pub lowest_pruned: Option<u64>,
 }
 

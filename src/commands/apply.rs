@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
-use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::fleet::execute::{self, ChangeContext, ChangeOutcome, ChangeResult};
 use bai::fleet::secrets::SecretValues;
 use bai::fleet::sources::Sources;
 use bai::generation::Extras;
@@ -180,7 +180,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
         let sources = Sources::new(c);
-        let input = Input {
+        let input = ChangeContext {
             cluster: c,
             desired,
             observed,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bai::fleet;
 use bai::model::Cluster;
-use bai::watch::confirm::{Watched, confirm};
+use bai::watch::confirm::{SessionToConfirm, confirm};
 
 use crate::commands::Printer;
 use crate::commands::generations::Stamp;
@@ -17,7 +17,7 @@ use bai::reconcile::Observation;
 
 /// What one cluster's apply changed: the sessions to watch and the generation it recorded.
 pub struct Applied {
-    pub sessions: Vec<Watched>,
+    pub sessions: Vec<SessionToConfirm>,
     pub number: u64,
 }
 

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use bai::fleet::NodeConn;
-use bai::fleet::execute::{ChangeResult, Outcome as ChangeOutcome};
-use bai::generation::{Extras, Meta, Summary, config_hash, now_rfc3339, record_of};
+use bai::fleet::execute::{ChangeOutcome, ChangeResult};
+use bai::generation::{Extras, GenerationSummary, Meta, config_hash, now_rfc3339, record_of};
 use bai::model::{Cluster, NodeName};
 use bai::protocol::{
     BAI_VERSION, ListGenerations, ListGenerationsReply, Method, RecordGeneration, RecordGenerationReply,
@@ -166,7 +166,7 @@ struct ClusterRows {
 }
 
 fn rows(lists: &BTreeMap<String, ListGenerationsReply>) -> Vec<Row> {
-    let mut by_number: BTreeMap<u64, (Summary, Vec<NodeMark>)> = BTreeMap::new();
+    let mut by_number: BTreeMap<u64, (GenerationSummary, Vec<NodeMark>)> = BTreeMap::new();
     for (node, list) in lists {
         let newest = list.generations.iter().map(|g| g.number).max();
         for g in &list.generations {

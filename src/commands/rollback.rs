@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bai::fleet::execute::{self, ChangeResult, Input, Outcome as ChangeOutcome};
+use bai::fleet::execute::{self, ChangeContext, ChangeOutcome, ChangeResult};
 use bai::generation::{
     GenerationRecord, Meta, Pick, RecordedSource, check_source, cluster_with_sources, config_hash, graph_of, pick,
     state_of, target,
@@ -121,7 +121,7 @@ fn execute_prepared(
     progress: &Progress,
 ) -> (Vec<ChangeResult>, bool) {
     let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
-    let input = Input {
+    let input = ChangeContext {
         cluster: &p.exec_cluster,
         desired: &p.desired,
         observed: &p.observed,

@@ -30,7 +30,7 @@ use crate::transport::client::ClientError;
 
 /// What happened to one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ChangeOutcome {
     Done(String),
     Failed(String),
     Skipped(String),
@@ -39,12 +39,12 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct ChangeResult {
     pub change: Change,
-    pub outcome: Outcome,
+    pub outcome: ChangeOutcome,
     pub elapsed: Duration,
 }
 
 /// Everything a change needs besides its node's connection.
-pub struct Input<'a> {
+pub struct ChangeContext<'a> {
     pub cluster: &'a Cluster,
     pub desired: &'a ClusterState,
     pub observed: &'a ClusterState,
@@ -174,7 +174,7 @@ enum State {
 
 /// Runs `changes` (one cluster's, in plan order) over `conns`, calling `report` as each finishes.
 pub async fn execute(
-    input: &Input<'_>,
+    input: &ChangeContext<'_>,
     changes: &[Change],
     conns: &mut BTreeMap<String, NodeConn>,
     report: &(dyn Fn(&ChangeResult) + Sync),
@@ -199,11 +199,11 @@ pub async fn execute(
                 let node = step.node.as_str();
                 // A broken node's own failure says more than the skip it causes.
                 let settled = if let Some(reason) = broken.get(node) {
-                    Some(Outcome::Failed(reason.clone()))
+                    Some(ChangeOutcome::Failed(reason.clone()))
                 } else if let Some(&j) = step.needs.iter().find(|&&j| state[j] == State::Finished(false)) {
-                    Some(Outcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
+                    Some(ChangeOutcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
                 } else if !busy.contains(node) && !conns.contains_key(node) {
-                    Some(Outcome::Failed(format!("node `{node}` is not connected")))
+                    Some(ChangeOutcome::Failed(format!("node `{node}` is not connected")))
                 } else {
                     None
                 };
@@ -235,11 +235,11 @@ pub async fn execute(
         let outcome = match outcome {
             Ok(detail) => {
                 conns.insert(step.node.clone(), conn);
-                Outcome::Done(detail)
+                ChangeOutcome::Done(detail)
             }
             Err(ChangeError::Change(message)) => {
                 conns.insert(step.node.clone(), conn);
-                Outcome::Failed(message)
+                ChangeOutcome::Failed(message)
             }
             Err(ChangeError::Node(message)) => {
                 // Dropping the connection makes the agent stop whatever it was still doing and free the
@@ -247,10 +247,10 @@ pub async fn execute(
                 drop(conn);
                 let reason = format!("node `{node}` stopped answering: {message}");
                 broken.insert(node, reason.clone());
-                Outcome::Failed(reason)
+                ChangeOutcome::Failed(reason)
             }
         };
-        state[i] = State::Finished(matches!(outcome, Outcome::Done(_)));
+        state[i] = State::Finished(matches!(outcome, ChangeOutcome::Done(_)));
         let result = ChangeResult { change: step.change.clone(), outcome, elapsed };
         report(&result);
         results[i] = Some(result);
@@ -263,7 +263,7 @@ pub async fn execute(
         .map(|(step, result)| {
             result.unwrap_or_else(|| ChangeResult {
                 change: step.change.clone(),
-                outcome: Outcome::Skipped("it waited on a change that never finished".into()),
+                outcome: ChangeOutcome::Skipped("it waited on a change that never finished".into()),
                 elapsed: Duration::ZERO,
             })
         })
@@ -289,7 +289,7 @@ impl From<ClientError> for ChangeError {
     }
 }
 
-async fn run_change(input: &Input<'_>, conn: &mut NodeConn, change: &Change) -> Result<String, ChangeError> {
+async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Change) -> Result<String, ChangeError> {
     let cluster = input.cluster.name.value.to_string();
     let name = change.id.name.clone();
     match (change.id.kind, change.action) {
@@ -420,7 +420,11 @@ const CHUNK: usize = 1 << 20;
 
 /// Uploads a build context or archive when the image needs one, prepared once for the run
 /// ([`Sources`]); the agent skips a blob it has.
-async fn upload_source(input: &Input<'_>, conn: &mut NodeConn, image: &str) -> Result<ImageSource, ChangeError> {
+async fn upload_source(
+    input: &ChangeContext<'_>,
+    conn: &mut NodeConn,
+    image: &str,
+) -> Result<ImageSource, ChangeError> {
     let prepared = input.sources.get(image);
     let prepared = prepared.as_ref().as_ref().map_err(|why| ChangeError::Change(why.clone()))?;
     let Some((blob, sha)) = &prepared.blob else { return Ok(prepared.source.clone()) };
@@ -495,7 +499,7 @@ mod tests {
         let observed = observed(&desired);
         let graph = build_graph(cluster);
         let plan = diff(&[(&desired, &observed, &graph)]);
-        let input = Input {
+        let input = ChangeContext {
             cluster,
             desired: &desired,
             observed: &observed,
@@ -516,7 +520,7 @@ mod tests {
         (results, log)
     }
 
-    fn outcome_of<'r>(results: &'r [ChangeResult], id: &str, node: &str) -> &'r Outcome {
+    fn outcome_of<'r>(results: &'r [ChangeResult], id: &str, node: &str) -> &'r ChangeOutcome {
         results
             .iter()
             .find(|r| r.change.id.to_string() == id && r.change.node.as_deref() == Some(node))
@@ -536,7 +540,7 @@ mod tests {
             _ => Answer::Ok(Duration::ZERO),
         })
         .await;
-        assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Done(_))), "{results:?}");
+        assert!(results.iter().all(|r| matches!(r.outcome, ChangeOutcome::Done(_))), "{results:?}");
         let image_done = log.finished("a", "ensure_image", "slow").expect("the slow image was made");
         let other = log.finished("b", "create_session", "on-b").expect("b's session was made");
         assert!(other < image_done, "b's session waited for a's image: {:?}", log.lines());
@@ -553,17 +557,17 @@ mod tests {
             _ => Answer::Ok(Duration::ZERO),
         })
         .await;
-        assert_eq!(outcome_of(&results, "image:a/slow", "a"), &Outcome::Failed("no such image".into()));
+        assert_eq!(outcome_of(&results, "image:a/slow", "a"), &ChangeOutcome::Failed("no such image".into()));
         assert_eq!(
             outcome_of(&results, "session:on-a", "a"),
-            &Outcome::Skipped("`image:a/slow` failed or was skipped".into())
+            &ChangeOutcome::Skipped("`image:a/slow` failed or was skipped".into())
         );
         assert_eq!(
             outcome_of(&results, "session:after-a", "b"),
-            &Outcome::Skipped("`session:on-a` failed or was skipped".into())
+            &ChangeOutcome::Skipped("`session:on-a` failed or was skipped".into())
         );
-        assert!(matches!(outcome_of(&results, "session:on-b", "b"), Outcome::Done(_)), "{results:?}");
-        assert!(matches!(outcome_of(&results, "vfolder:va", "a"), Outcome::Done(_)), "a still answers");
+        assert!(matches!(outcome_of(&results, "session:on-b", "b"), ChangeOutcome::Done(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "vfolder:va", "a"), ChangeOutcome::Done(_)), "a still answers");
         assert!(!log.lines().iter().any(|l| l.contains("on-a") || l.contains("after-a")), "{:?}", log.lines());
     }
 
@@ -575,16 +579,16 @@ mod tests {
             _ => Answer::HangUp,
         })
         .await;
-        assert!(matches!(outcome_of(&results, "node:a", "a"), Outcome::Done(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "node:a", "a"), ChangeOutcome::Done(_)), "{results:?}");
         for id in ["vfolder:va", "image:a/slow"] {
             let outcome = outcome_of(&results, id, "a");
             assert!(
-                matches!(outcome, Outcome::Failed(m) if m.starts_with("node `a` stopped answering")),
+                matches!(outcome, ChangeOutcome::Failed(m) if m.starts_with("node `a` stopped answering")),
                 "{id}: {outcome:?}"
             );
         }
-        assert!(matches!(outcome_of(&results, "session:on-b", "b"), Outcome::Done(_)), "{results:?}");
-        assert!(matches!(outcome_of(&results, "session:after-a", "b"), Outcome::Skipped(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "session:on-b", "b"), ChangeOutcome::Done(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "session:after-a", "b"), ChangeOutcome::Skipped(_)), "{results:?}");
         assert_eq!(results.len(), 8, "every change is reported once: {results:?}");
     }
 
@@ -610,7 +614,7 @@ mod tests {
     #[tokio::test]
     async fn a_move_removes_the_old_session_only_once_the_new_one_runs() {
         let (results, log) = walk(on_b_differs_on("a"), |_, _, _| Answer::Ok(Duration::ZERO)).await;
-        assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Done(_))), "{results:?}");
+        assert!(results.iter().all(|r| matches!(r.outcome, ChangeOutcome::Done(_))), "{results:?}");
         assert_eq!(log.lines(), ["b create_session on-b", "a remove_session on-b"]);
 
         let (results, log) = walk(on_b_differs_on("a"), |node, method, _| match (node, method) {
@@ -620,7 +624,7 @@ mod tests {
         .await;
         assert_eq!(
             outcome_of(&results, "session:on-b", "a"),
-            &Outcome::Skipped("`session:on-b` failed or was skipped".into()),
+            &ChangeOutcome::Skipped("`session:on-b` failed or was skipped".into()),
             "the old session stays where the new one could not be made"
         );
         assert_eq!(log.lines(), ["b create_session on-b"], "nothing was removed: {results:?}");
@@ -641,7 +645,7 @@ mod tests {
             _ => Answer::Ok(Duration::ZERO),
         })
         .await;
-        let Outcome::Done(detail) = outcome_of(&results, "vfolder:gone", "a") else { panic!("{results:?}") };
+        let ChangeOutcome::Done(detail) = outcome_of(&results, "vfolder:gone", "a") else { panic!("{results:?}") };
         assert!(!detail.contains('\u{1b}') && !detail.contains('\n'), "escaped: {detail:?}");
 
         // An answer of the wrong shape is not taken for success.
@@ -650,6 +654,6 @@ mod tests {
             _ => Answer::Ok(Duration::ZERO),
         })
         .await;
-        assert!(matches!(outcome_of(&results, "image:a/slow", "a"), Outcome::Failed(_)), "{results:?}");
+        assert!(matches!(outcome_of(&results, "image:a/slow", "a"), ChangeOutcome::Failed(_)), "{results:?}");
     }
 }

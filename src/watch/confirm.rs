@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::fleet::NodeConn;
-use crate::fleet::execute::{ChangeResult, Outcome};
+use crate::fleet::execute::{ChangeOutcome, ChangeResult};
 use crate::graph::Kind;
 use crate::model::{Cluster, HealthCheck};
 use crate::plan::Action;
@@ -27,7 +27,7 @@ use crate::watch::threshold::Threshold;
 
 /// One session to confirm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Watched {
+pub struct SessionToConfirm {
     pub session: String,
     pub node: String,
     pub check: Option<HealthCheckSpec>,
@@ -45,10 +45,10 @@ pub struct Verdict {
 }
 
 /// The sessions an apply created or replaced, with their probe settings.
-pub fn sessions_to_confirm(cluster: &Cluster, results: &[ChangeResult]) -> Vec<Watched> {
+pub fn sessions_to_confirm(cluster: &Cluster, results: &[ChangeResult]) -> Vec<SessionToConfirm> {
     let changed: BTreeSet<&str> = results
         .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Done(_)))
+        .filter(|r| matches!(r.outcome, ChangeOutcome::Done(_)))
         .filter(|r| r.change.id.kind == Kind::Session && matches!(r.change.action, Action::Create | Action::Replace))
         .map(|r| r.change.id.name.as_str())
         .collect();
@@ -70,7 +70,7 @@ pub fn sessions_to_confirm(cluster: &Cluster, results: &[ChangeResult]) -> Vec<W
                 (None, Some(n)) => (None, node_timing(cluster, n, &none)),
                 (None, None) => (None, health_timing_default()),
             };
-            Watched { session: s.name.value.to_string(), node: s.node.value.to_string(), check, timing }
+            SessionToConfirm { session: s.name.value.to_string(), node: s.node.value.to_string(), check, timing }
         })
         .collect()
 }
@@ -96,7 +96,7 @@ struct Track {
 pub async fn confirm(
     conns: &mut BTreeMap<String, NodeConn>,
     cluster: &str,
-    watched: &[Watched],
+    watched: &[SessionToConfirm],
     window: Duration,
 ) -> Vec<Verdict> {
     let start = Instant::now();
@@ -159,7 +159,7 @@ async fn probe_node(
     conn: &mut NodeConn,
     cluster: &str,
     node: String,
-    watched: &[Watched],
+    watched: &[SessionToConfirm],
     indices: Vec<usize>,
 ) -> (Vec<usize>, Result<ProbeReply, String>) {
     let checks: Vec<HealthProbe> = indices
@@ -189,7 +189,11 @@ async fn probe_node(
 }
 
 /// Each due session's result from its node's answer: (index, healthy, what was seen).
-fn judge(watched: &[Watched], indices: &[usize], reply: Result<ProbeReply, String>) -> Vec<(usize, bool, String)> {
+fn judge(
+    watched: &[SessionToConfirm],
+    indices: &[usize],
+    reply: Result<ProbeReply, String>,
+) -> Vec<(usize, bool, String)> {
     let reply = match reply {
         Ok(reply) => reply,
         Err(why) => return indices.iter().map(|&i| (i, false, why.clone())).collect(),
@@ -222,8 +226,8 @@ mod tests {
     use crate::protocol::HealthResult;
     use crate::state::snapshot::SessionSnapshot;
 
-    fn watched(session: &str, check: bool) -> Watched {
-        Watched {
+    fn watched(session: &str, check: bool) -> SessionToConfirm {
+        SessionToConfirm {
             session: session.into(),
             node: "n".into(),
             check: check.then(|| HealthCheckSpec::Http { port: 80, path: "/".into() }),

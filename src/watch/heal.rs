@@ -94,7 +94,7 @@ async fn heal_node(
     let graph = build_graph(cluster);
     let plan = diff(&[(&desired, &observed, &graph)]);
     let changes = heal_changes(&plan.changes, drifted, node, &desired);
-    let input = execute::Input {
+    let input = execute::ChangeContext {
         cluster,
         desired: &desired,
         observed: &observed,
@@ -110,8 +110,8 @@ async fn heal_node(
     let mut prerequisite_failures = Vec::new();
     for r in results {
         let outcome = match r.outcome {
-            execute::Outcome::Done(d) => Ok(d),
-            execute::Outcome::Failed(d) | execute::Outcome::Skipped(d) => Err(d),
+            execute::ChangeOutcome::Done(d) => Ok(d),
+            execute::ChangeOutcome::Failed(d) | execute::ChangeOutcome::Skipped(d) => Err(d),
         };
         match r.change.id.kind {
             Kind::Session => {

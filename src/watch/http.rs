@@ -144,7 +144,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
-    use crate::watch::status::{NodeState, NodeStatus};
+    use crate::watch::status::{Liveness, NodeStatus};
 
     struct Server {
         addr: SocketAddr,
@@ -155,7 +155,7 @@ mod tests {
 
     async fn start() -> Server {
         let mut fleet = FleetStatus { version: "9.9.9-test".into(), ..FleetStatus::default() };
-        let node = NodeStatus { state: NodeState::Up, pings_total: 7, ..NodeStatus::default() };
+        let node = NodeStatus { state: Liveness::Up, pings_total: 7, ..NodeStatus::default() };
         fleet.clusters.entry("lab".into()).or_default().nodes.insert("gpu1".into(), node);
         let status = Arc::new(Mutex::new(fleet));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");

@@ -15,7 +15,7 @@
 
 use std::fmt::Display;
 
-use super::status::{FleetStatus, NodeState, NodeStatus, RTT_BUCKETS, RttHistogram, Verdict};
+use super::status::{FleetStatus, Liveness, NodeStatus, RTT_BUCKETS, RttHistogram, Verdict};
 
 /// Renders the whole exposition. Families come in a fixed order and samples within a family sorted by
 /// cluster, node and session (the status maps are sorted), so two scrapes of the same state are
@@ -62,9 +62,9 @@ pub fn render_metrics(status: &FleetStatus) -> String {
     );
     for (cluster, node, n) in nodes() {
         let value = match n.state {
-            NodeState::Up => 1,
-            NodeState::Down => 0,
-            NodeState::Unknown => continue,
+            Liveness::Up => 1,
+            Liveness::Down => 0,
+            Liveness::Unknown => continue,
         };
         f.sample("", &[("cluster", cluster), ("node", node)], value);
     }
@@ -74,7 +74,7 @@ pub fn render_metrics(status: &FleetStatus) -> String {
         Family::new("bai_node_state", Kind::Gauge, "The node's verdict under the threshold model, one-hot over state.");
     for (cluster, node, n) in nodes() {
         // Sorted by the state label, as the Go client sorts samples within a family.
-        for (label, state) in [("down", NodeState::Down), ("unknown", NodeState::Unknown), ("up", NodeState::Up)] {
+        for (label, state) in [("down", Liveness::Down), ("unknown", Liveness::Unknown), ("up", Liveness::Up)] {
             f.sample("", &[("cluster", cluster), ("node", node), ("state", label)], u8::from(n.state == state));
         }
     }
@@ -294,7 +294,7 @@ mod tests {
     fn small_status() -> FleetStatus {
         let mut status = FleetStatus { version: "0.1.0".into(), started_unix: 1_700_000_000, ..FleetStatus::default() };
         let mut gpu1 = NodeStatus {
-            state: NodeState::Up,
+            state: Liveness::Up,
             address: "10.0.0.1:22".into(),
             pings_total: 3,
             heals_total: 1,
@@ -314,7 +314,7 @@ mod tests {
             },
         );
         let gpu2 = NodeStatus {
-            state: NodeState::Down,
+            state: Liveness::Down,
             pings_total: 2,
             ping_failures_total: 2,
             probe_errors_total: 4,
@@ -497,7 +497,7 @@ bai_drifted_sessions{cluster="lab"} 1
 
     #[test]
     fn health_is_exported_only_for_a_settled_verdict() {
-        let mut node = NodeStatus { state: NodeState::Up, ..NodeStatus::default() };
+        let mut node = NodeStatus { state: Liveness::Up, ..NodeStatus::default() };
         let health = |verdict| Some(HealthStatus { verdict, detail: None });
         node.sessions.insert("none".into(), SessionStatus { container: "exited".into(), ..SessionStatus::default() });
         node.sessions
@@ -553,9 +553,9 @@ bai_drifted_sessions{cluster="lab"} 1
         let nodes = &mut status.clusters.entry("lab".into()).or_default().nodes;
         nodes.insert(
             "gpu1".into(),
-            NodeStatus { state: NodeState::Up, gpus: Some(8), gpu_utilization: Some(37.5), ..NodeStatus::default() },
+            NodeStatus { state: Liveness::Up, gpus: Some(8), gpu_utilization: Some(37.5), ..NodeStatus::default() },
         );
-        nodes.insert("cpu1".into(), NodeStatus { state: NodeState::Up, gpus: Some(0), ..NodeStatus::default() });
+        nodes.insert("cpu1".into(), NodeStatus { state: Liveness::Up, gpus: Some(0), ..NodeStatus::default() });
         nodes.insert("gone".into(), NodeStatus::default());
         let text = render_metrics(&status);
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("bai_node_gpu")).collect();

@@ -24,7 +24,7 @@ use crate::watch::event::Event;
 use crate::watch::rate::HealLimit;
 use crate::watch::secrets::KeyedHashes;
 use crate::watch::settings::{Timing, health_timing, node_timing};
-use crate::watch::status::{HealthStatus, NodeState, SessionStatus, Verdict};
+use crate::watch::status::{HealthStatus, Liveness, SessionStatus, Verdict};
 use crate::watch::threshold::Threshold;
 use crate::watch::truth::{Landed, Truth};
 use crate::watch::{Watched, heal};
@@ -325,9 +325,9 @@ impl NodeTask {
         let event = self.shared.update(cluster, node, |n| {
             n.pings_total += 1;
             n.state = match verdict {
-                Some(true) => NodeState::Up,
-                Some(false) => NodeState::Down,
-                None => NodeState::Unknown,
+                Some(true) => Liveness::Up,
+                Some(false) => Liveness::Down,
+                None => Liveness::Unknown,
             };
             match &ping {
                 Ok((pong, rtt)) => {

@@ -28,7 +28,7 @@ pub struct ClusterStatus {
 /// A node's verdict under the threshold model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NodeState {
+pub enum Liveness {
     /// Not enough answers or misses yet to say.
     #[default]
     Unknown,
@@ -48,7 +48,7 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeStatus {
-    pub state: NodeState,
+    pub state: Liveness,
     /// `host:port` for SSH nodes, `local` for local ones.
     pub address: String,
     /// Round trip of the last answered ping, in milliseconds.
@@ -121,7 +121,7 @@ impl FleetStatus {
     /// Whether everything watched is up, healthy, running and as the file says.
     pub fn all_good(&self) -> bool {
         self.clusters.values().flat_map(|c| c.nodes.values()).all(|n| {
-            n.state == NodeState::Up
+            n.state == Liveness::Up
                 && n.sessions.values().all(|s| {
                     s.container == "running"
                         && s.drift.is_none()
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn all_good_needs_every_node_up_and_every_session_running_and_healthy() {
         let mut fleet = FleetStatus::default();
-        let mut node = NodeStatus { state: NodeState::Up, ..NodeStatus::default() };
+        let mut node = NodeStatus { state: Liveness::Up, ..NodeStatus::default() };
         node.sessions.insert(
             "job".into(),
             SessionStatus {
@@ -170,7 +170,7 @@ mod tests {
         fleet.clusters.entry("lab".into()).or_default().nodes.insert("n2".into(), sick);
         assert!(!fleet.all_good());
         let mut down = node;
-        down.state = NodeState::Down;
+        down.state = Liveness::Down;
         fleet.clusters.entry("lab".into()).or_default().nodes.insert("n2".into(), down);
         assert!(!fleet.all_good());
     }

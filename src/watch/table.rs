@@ -2,13 +2,13 @@
 //! its state, last round trip, load and GPUs, and under it a row per session with its container, health
 //! and drift. Plain text, sorted, the same status always giving the same table.
 
-use crate::watch::status::{FleetStatus, NodeState, NodeStatus, SessionStatus, Verdict};
+use crate::watch::status::{FleetStatus, Liveness, NodeStatus, SessionStatus, Verdict};
 
 fn node_state(n: &NodeStatus) -> &'static str {
     match n.state {
-        NodeState::Up => "up",
-        NodeState::Down => "down",
-        NodeState::Unknown => "unknown",
+        Liveness::Up => "up",
+        Liveness::Down => "down",
+        Liveness::Unknown => "unknown",
     }
 }
 
@@ -47,7 +47,7 @@ pub fn render_table(status: &FleetStatus) -> String {
                 name.clone(),
                 node_state(n).to_string(),
                 n.last_rtt_ms
-                    .filter(|_| n.state != NodeState::Down)
+                    .filter(|_| n.state != Liveness::Down)
                     .map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms")),
                 n.load1.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
                 match (n.gpus, n.gpu_utilization) {
@@ -100,7 +100,7 @@ mod tests {
     fn a_row_per_node_and_per_session_aligned() {
         let mut status = FleetStatus::default();
         let mut up = NodeStatus {
-            state: NodeState::Up,
+            state: Liveness::Up,
             address: "127.0.0.1:2222".into(),
             last_rtt_ms: Some(0.4123),
             load1: Some(0.5),
@@ -125,7 +125,7 @@ mod tests {
             },
         );
         let down = NodeStatus {
-            state: NodeState::Down,
+            state: Liveness::Down,
             last_rtt_ms: Some(1.0),
             last_error: Some("timeout 2s".into()),
             ..NodeStatus::default()

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use bai::watch::metrics::render_metrics;
-use bai::watch::status::{ClusterStatus, FleetStatus, HealthStatus, NodeState, NodeStatus, SessionStatus, Verdict};
+use bai::watch::status::{ClusterStatus, FleetStatus, HealthStatus, Liveness, NodeStatus, SessionStatus, Verdict};
 
 /// A node name that needs every escape the format has, plus non-ASCII that needs none.
 const AWKWARD: &str = "rack \"7\" \\ gpu\nnode-ü";
@@ -31,7 +31,7 @@ fn fleet() -> FleetStatus {
     };
 
     let mut gpu1 = NodeStatus {
-        state: NodeState::Up,
+        state: Liveness::Up,
         address: "10.0.0.1:22".into(),
         last_rtt_ms: Some(0.8),
         pings_total: 120,
@@ -48,14 +48,14 @@ fn fleet() -> FleetStatus {
     gpu1.sessions.insert("trainer".into(), session("exited", Some(Verdict::Unhealthy), Some("container exited"), 2));
     gpu1.sessions.insert("warming".into(), session("running", Some(Verdict::Unknown), None, 0));
 
-    let mut awkward = NodeStatus { state: NodeState::Up, pings_total: 5, ..NodeStatus::default() };
+    let mut awkward = NodeStatus { state: Liveness::Up, pings_total: 5, ..NodeStatus::default() };
     for rtt in [0.004, 0.02, 0.3, 1.7, 4.0] {
         awkward.rtt.observe(rtt);
     }
     awkward.sessions.insert("db".into(), session("running", None, Some("image differs"), 1));
 
     let down = NodeStatus {
-        state: NodeState::Down,
+        state: Liveness::Down,
         last_error: Some("connection refused".into()),
         pings_total: 40,
         ping_failures_total: 40,
