@@ -12,7 +12,7 @@
 //! connection broke fails the rest of its changes; other nodes carry on. The outcome of every change is
 //! data, reported as it finishes and returned in plan order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -116,6 +116,11 @@ fn steps(changes: &[Change], observed: &ClusterState, graph: &ResourceGraph) -> 
         .filter(|(_, (c, _))| c.action != Action::Delete)
         .map(|(i, (c, _))| (&c.id, i))
         .collect();
+    // Each node's changes, so that a delete looks at its own node's only (a fleet has many).
+    let mut on_node: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, (c, _)) in split.iter().enumerate() {
+        on_node.entry(node_of(c)).or_default().push(i);
+    }
     split
         .iter()
         .enumerate()
@@ -134,8 +139,9 @@ fn steps(changes: &[Change], observed: &ClusterState, graph: &ResourceGraph) -> 
                 }
             } else {
                 let depth = delete_depth(change.id.kind);
-                for (j, (other, _)) in split.iter().enumerate() {
-                    if j == i || node_of(other) != node {
+                for &j in on_node.get(&node).into_iter().flatten() {
+                    let other = &split[j].0;
+                    if j == i {
                         continue;
                     }
                     if other.action != Action::Delete {
@@ -163,13 +169,109 @@ fn steps(changes: &[Change], observed: &ClusterState, graph: &ResourceGraph) -> 
         .collect()
 }
 
-/// Where a step stands in the walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Running,
-    /// Finished; `true` when it was done.
-    Finished(bool),
+/// Where the walk stands: which steps are finished and how, and whose turn has come on which node.
+struct Walk<'s> {
+    steps: &'s [Step],
+    /// Per step: `None` until finished, then whether it was done.
+    done: Vec<Option<bool>>,
+    results: Vec<Option<ChangeResult>>,
+    /// Per step, how many of its `after` have not finished.
+    pending: Vec<usize>,
+    /// Per step, the steps that have it in their `after`.
+    dependents: Vec<Vec<usize>>,
+    /// Steps whose turn has come, per node, in plan order.
+    ready: HashMap<&'s str, BTreeSet<usize>>,
+    /// Nodes running no change that have a step whose turn has come.
+    startable: BTreeSet<&'s str>,
+    busy: HashSet<&'s str>,
+    /// Nodes whose connection broke, with why.
+    broken: HashMap<&'s str, String>,
+}
+
+impl<'s> Walk<'s> {
+    fn new(steps: &'s [Step], report: &(dyn Fn(&ChangeResult) + Sync)) -> Self {
+        let mut dependents = vec![Vec::new(); steps.len()];
+        for (i, step) in steps.iter().enumerate() {
+            for &j in &step.after {
+                dependents[j].push(i);
+            }
+        }
+        let mut walk = Walk {
+            steps,
+            done: vec![None; steps.len()],
+            results: vec![None; steps.len()],
+            pending: steps.iter().map(|s| s.after.len()).collect(),
+            dependents,
+            ready: HashMap::new(),
+            startable: BTreeSet::new(),
+            busy: HashSet::new(),
+            broken: HashMap::new(),
+        };
+        let first: Vec<usize> = (0..steps.len()).filter(|&i| walk.pending[i] == 0).collect();
+        walk.turn_comes(first, report);
+        walk
+    }
+
+    /// Records how step `i` ended and lets the steps that waited for it take their turn.
+    fn finish(&mut self, i: usize, outcome: ChangeOutcome, elapsed: Duration, report: &(dyn Fn(&ChangeResult) + Sync)) {
+        self.record(i, outcome, elapsed, report);
+        let mut turn = Vec::new();
+        self.release(i, &mut turn);
+        self.turn_comes(turn, report);
+    }
+
+    fn record(&mut self, i: usize, outcome: ChangeOutcome, elapsed: Duration, report: &(dyn Fn(&ChangeResult) + Sync)) {
+        self.done[i] = Some(matches!(outcome, ChangeOutcome::Done(_)));
+        let result = ChangeResult { change: self.steps[i].change.clone(), outcome, elapsed };
+        report(&result);
+        self.results[i] = Some(result);
+    }
+
+    /// Adds to `turn` the dependents of finished step `i` whose last wait it was.
+    fn release(&mut self, i: usize, turn: &mut Vec<usize>) {
+        for &d in &self.dependents[i] {
+            self.pending[d] -= 1;
+            if self.pending[d] == 0 {
+                turn.push(d);
+            }
+        }
+    }
+
+    /// Steps whose turn has come: a step that cannot run is settled at once (which may let others take
+    /// their turn: a worklist, not recursion, since chains of `depends-on` may be long); the others queue
+    /// on their node.
+    fn turn_comes(&mut self, mut turn: Vec<usize>, report: &(dyn Fn(&ChangeResult) + Sync)) {
+        while let Some(i) = turn.pop() {
+            let step = &self.steps[i];
+            let node = step.node.as_str();
+            // A broken node's own failure says more than the skip it causes.
+            let settled = if let Some(reason) = self.broken.get(node) {
+                Some(ChangeOutcome::Failed(reason.clone()))
+            } else {
+                step.needs
+                    .iter()
+                    .find(|&&j| self.done[j] == Some(false))
+                    .map(|&j| ChangeOutcome::Skipped(format!("`{}` failed or was skipped", self.steps[j].change.id)))
+            };
+            match settled {
+                Some(outcome) => {
+                    self.record(i, outcome, Duration::ZERO, report);
+                    self.release(i, &mut turn);
+                }
+                None => {
+                    self.ready.entry(node).or_default().insert(i);
+                    if !self.busy.contains(node) {
+                        self.startable.insert(node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `node` has a step whose turn has come.
+    fn has_ready(&self, node: &str) -> bool {
+        self.ready.get(node).is_some_and(|q| !q.is_empty())
+    }
 }
 
 /// Runs `changes` (one cluster's, in plan order) over `conns`, calling `report` as each finishes.
@@ -180,65 +282,49 @@ pub async fn execute(
     report: &(dyn Fn(&ChangeResult) + Sync),
 ) -> Vec<ChangeResult> {
     let steps = steps(changes, input.observed, input.graph);
-    let mut state = vec![State::Waiting; steps.len()];
-    let mut results: Vec<Option<ChangeResult>> = vec![None; steps.len()];
-    let mut busy: HashSet<&str> = HashSet::new();
-    let mut broken: HashMap<&str, String> = HashMap::new();
+    let mut walk = Walk::new(&steps, report);
     let mut running = FuturesUnordered::new();
     let parallel = input.parallel.max(1);
     loop {
-        // Start, or settle without running, every step whose turn has come, in plan order; settling one
-        // may free others, hence the loop.
-        let mut progressed = true;
-        while progressed {
-            progressed = false;
-            for (i, step) in steps.iter().enumerate() {
-                if state[i] != State::Waiting || step.after.iter().any(|&j| !matches!(state[j], State::Finished(_))) {
-                    continue;
+        while running.len() < parallel {
+            let Some(node) = walk.startable.pop_first() else { break };
+            let Some(i) = walk.ready.get_mut(node).and_then(BTreeSet::pop_first) else { continue };
+            let unable = match (walk.broken.get(node), conns.remove(node)) {
+                (Some(reason), conn) => Err((ChangeOutcome::Failed(reason.clone()), conn)),
+                (None, None) => Err((ChangeOutcome::Failed(format!("node `{node}` is not connected")), None)),
+                (None, Some(conn)) => Ok(conn),
+            };
+            match unable {
+                Err((outcome, conn)) => {
+                    if let Some(conn) = conn {
+                        conns.insert(node.to_string(), conn);
+                    }
+                    walk.finish(i, outcome, Duration::ZERO, report);
+                    if walk.has_ready(node) {
+                        walk.startable.insert(node);
+                    }
                 }
-                let node = step.node.as_str();
-                // A broken node's own failure says more than the skip it causes.
-                let settled = if let Some(reason) = broken.get(node) {
-                    Some(ChangeOutcome::Failed(reason.clone()))
-                } else if let Some(&j) = step.needs.iter().find(|&&j| state[j] == State::Finished(false)) {
-                    Some(ChangeOutcome::Skipped(format!("`{}` failed or was skipped", steps[j].change.id)))
-                } else if !busy.contains(node) && !conns.contains_key(node) {
-                    Some(ChangeOutcome::Failed(format!("node `{node}` is not connected")))
-                } else {
-                    None
-                };
-                if let Some(outcome) = settled {
-                    state[i] = State::Finished(false);
-                    let result = ChangeResult { change: step.change.clone(), outcome, elapsed: Duration::ZERO };
-                    report(&result);
-                    results[i] = Some(result);
-                    progressed = true;
-                    continue;
+                Ok(mut conn) => {
+                    walk.busy.insert(node);
+                    let step = &steps[i];
+                    running.push(async move {
+                        let started = Instant::now();
+                        let outcome = run_change(input, &mut conn, &step.change).await;
+                        (i, conn, outcome, started.elapsed())
+                    });
                 }
-                if busy.contains(node) || running.len() >= parallel {
-                    continue;
-                }
-                let Some(mut conn) = conns.remove(node) else { continue };
-                busy.insert(node);
-                state[i] = State::Running;
-                running.push(async move {
-                    let started = Instant::now();
-                    let outcome = run_change(input, &mut conn, &step.change).await;
-                    (i, conn, outcome, started.elapsed())
-                });
             }
         }
         let Some((i, conn, outcome, elapsed)) = running.next().await else { break };
-        let step = &steps[i];
-        let node = step.node.as_str();
-        busy.remove(node);
+        let node = steps[i].node.as_str();
+        walk.busy.remove(node);
         let outcome = match outcome {
             Ok(detail) => {
-                conns.insert(step.node.clone(), conn);
+                conns.insert(node.to_string(), conn);
                 ChangeOutcome::Done(detail)
             }
             Err(ChangeError::Change(message)) => {
-                conns.insert(step.node.clone(), conn);
+                conns.insert(node.to_string(), conn);
                 ChangeOutcome::Failed(message)
             }
             Err(ChangeError::Node(message)) => {
@@ -246,20 +332,20 @@ pub async fn execute(
                 // lease; nothing more is sent to this node.
                 drop(conn);
                 let reason = format!("node `{node}` stopped answering: {message}");
-                broken.insert(node, reason.clone());
+                walk.broken.insert(node, reason.clone());
                 ChangeOutcome::Failed(reason)
             }
         };
-        state[i] = State::Finished(matches!(outcome, ChangeOutcome::Done(_)));
-        let result = ChangeResult { change: step.change.clone(), outcome, elapsed };
-        report(&result);
-        results[i] = Some(result);
+        walk.finish(i, outcome, elapsed, report);
+        if walk.has_ready(node) {
+            walk.startable.insert(node);
+        }
     }
     // The walk follows a DAG and settles what cannot run, so every step finishes; were one ever left, it
     // is reported rather than lost.
     steps
         .iter()
-        .zip(results)
+        .zip(walk.results)
         .map(|(step, result)| {
             result.unwrap_or_else(|| ChangeResult {
                 change: step.change.clone(),
