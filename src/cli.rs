@@ -139,6 +139,11 @@ pub struct ConvergeArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub confirm_healthy: Option<std::time::Duration>,
 
+    /// `json`: stdout holds only the diagnostics document (schema/diagnostics.schema.json) of every
+    /// failure and warning met, with no error on success; the plan and the report go to stderr
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -330,65 +330,86 @@ pub fn plain_handler(width: usize) -> miette::GraphicalReportHandler {
         .with_width(width)
 }
 
-#[derive(Serialize)]
-struct JsonLabel<'a> {
-    file: &'a str,
-    line: usize,
-    column: usize,
-    offset: usize,
-    length: usize,
-    text: Option<&'a str>,
+/// A label as the JSON document shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelObject {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub offset: usize,
+    pub length: usize,
+    pub text: Option<String>,
 }
 
-#[derive(Serialize)]
-struct JsonDiagnostic<'a> {
-    code: &'static str,
-    severity: Severity,
-    message: &'a str,
-    help: Option<&'a str>,
-    labels: Vec<JsonLabel<'a>>,
+/// One diagnostic as the JSON document shows it (schema/diagnostics.schema.json): a lab problem with its
+/// labels, or a failure met while running, with none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiagnosticObject {
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+    pub help: Option<String>,
+    pub labels: Vec<LabelObject>,
+}
+
+impl DiagnosticObject {
+    pub fn of_problem(p: &Problem, sources: &SourceMap) -> Self {
+        DiagnosticObject {
+            code: p.code.as_str().to_string(),
+            severity: p.severity,
+            message: p.message.clone(),
+            help: p.help.clone(),
+            labels: p
+                .labels
+                .iter()
+                .filter_map(|l| {
+                    let file = sources.get(l.loc.file)?;
+                    let (line, column) = file.line_column(l.loc.span.offset());
+                    Some(LabelObject {
+                        file: file.name.clone(),
+                        line,
+                        column,
+                        offset: l.loc.span.offset(),
+                        length: l.loc.span.len(),
+                        text: l.text.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    pub fn of_failure(f: &crate::failure::Failure) -> Self {
+        DiagnosticObject {
+            code: f.code.clone(),
+            severity: f.severity,
+            message: f.message.clone(),
+            help: f.help.clone(),
+            labels: Vec::new(),
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
     format_version: u32,
-    diagnostics: Vec<JsonDiagnostic<'a>>,
+    diagnostics: &'a [DiagnosticObject],
     summary: Tally,
 }
 
 /// The `validate --format json` document (schema/diagnostics.schema.json) for one or more files.
 pub fn render_json(reports: &[(&[Problem], &SourceMap)]) -> String {
-    let mut diagnostics = Vec::new();
-    let mut summary = Tally::default();
-    for (problems, sources) in reports {
-        let tally = Tally::of(problems);
-        summary.errors += tally.errors;
-        summary.warnings += tally.warnings;
-        diagnostics.extend(problems.iter().map(|p| {
-            JsonDiagnostic {
-                code: p.code.as_str(),
-                severity: p.severity,
-                message: &p.message,
-                help: p.help.as_deref(),
-                labels: p
-                    .labels
-                    .iter()
-                    .filter_map(|l| {
-                        let file = sources.get(l.loc.file)?;
-                        let (line, column) = file.line_column(l.loc.span.offset());
-                        Some(JsonLabel {
-                            file: &file.name,
-                            line,
-                            column,
-                            offset: l.loc.span.offset(),
-                            length: l.loc.span.len(),
-                            text: l.text.as_deref(),
-                        })
-                    })
-                    .collect(),
-            }
-        }));
-    }
+    let objects: Vec<DiagnosticObject> = reports
+        .iter()
+        .flat_map(|(problems, sources)| problems.iter().map(|p| DiagnosticObject::of_problem(p, sources)))
+        .collect();
+    render_document(&objects)
+}
+
+/// The diagnostics document for any set of diagnostics: `validate`'s, and every command's under
+/// `--format json` when it fails (the lab's problems, then what failed while it ran).
+pub fn render_document(diagnostics: &[DiagnosticObject]) -> String {
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let summary = Tally { errors, warnings: diagnostics.len() - errors };
     let report = JsonReport { format_version: 1, diagnostics, summary };
     let mut s = serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');

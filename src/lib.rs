@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod config;
 pub mod diagnostic;
+pub mod failure;
 pub mod fleet;
 pub mod fmt;
 pub mod generation;

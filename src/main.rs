@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => commands::rollback::run(args, cluster, &printer),
         Command::Agent => commands::agent::run(),
     };
+    printer.finish(outcome);
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,
         Outcome::Failed => ExitCode::from(1),

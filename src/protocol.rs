@@ -135,6 +135,10 @@ pub struct Response {
 pub struct RpcError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The stable code of the agent's typed error (`bai::docker::image_missing`); absent, the kind's
+    /// (see [`RpcError::error_code`]). The controller uses a code from a node only when it is well formed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +160,38 @@ pub enum ErrorKind {
 
 impl RpcError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        RpcError { kind, message: message.into() }
+        RpcError { kind, message: message.into(), code: None }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// A typed error of the agent as the reply's error: its code travels with it.
+    pub fn of(kind: ErrorKind, error: &dyn miette::Diagnostic) -> Self {
+        RpcError::new(kind, error.to_string()).with_code(crate::failure::code_of(error))
+    }
+
+    /// The error's code: the one it carries, else its kind's.
+    pub fn error_code(&self) -> &str {
+        match &self.code {
+            Some(code) => code,
+            None => match self.kind {
+                ErrorKind::BadRequest => "bai::agent::bad_request",
+                ErrorKind::VersionMismatch => "bai::agent::version_mismatch",
+                ErrorKind::LeaseHeld => "bai::agent::lease_held",
+                ErrorKind::NoLease => "bai::agent::no_lease",
+                ErrorKind::Refused => "bai::agent::refused",
+                ErrorKind::Failed => "bai::agent::failed",
+            },
+        }
+    }
+}
+
+impl miette::Diagnostic for RpcError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(self.error_code()))
     }
 }
 

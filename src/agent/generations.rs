@@ -17,7 +17,7 @@ struct Index {
 }
 
 fn failed(path: &Path, e: impl std::fmt::Display) -> RpcError {
-    RpcError::new(ErrorKind::Failed, format!("cannot use `{}`: {e}", path.display()))
+    RpcError::new(ErrorKind::Failed, format!("cannot use `{}`: {e}", path.display())).with_code("bai::agent::records")
 }
 
 fn file(dir: &Path, number: u64) -> PathBuf {

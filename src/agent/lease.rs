@@ -65,6 +65,7 @@ fn describe_holder(text: &str) -> String {
 
 fn failed(path: &Path, e: std::io::Error) -> RpcError {
     RpcError::new(ErrorKind::Failed, format!("cannot use the lease file `{}`: {e}", path.display()))
+        .with_code("bai::agent::lease_file")
 }
 
 /// Takes the lease, or says who holds it and since when.

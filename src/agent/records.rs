@@ -31,7 +31,7 @@ pub struct ClusterRecord {
 const FILE: &str = "cluster.json";
 
 fn failed(path: &Path, e: impl std::fmt::Display) -> RpcError {
-    RpcError::new(ErrorKind::Failed, format!("cannot use `{}`: {e}", path.display()))
+    RpcError::new(ErrorKind::Failed, format!("cannot use `{}`: {e}", path.display())).with_code("bai::agent::records")
 }
 
 /// The record, or `None` when the node was never enrolled in the cluster.

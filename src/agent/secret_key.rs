@@ -25,6 +25,7 @@ pub fn path(home: &Home, cluster: &str) -> PathBuf {
 
 fn failed(path: &Path, e: impl std::fmt::Display) -> RpcError {
     RpcError::new(ErrorKind::Failed, format!("cannot use the secret key `{}`: {e}", path.display()))
+        .with_code("bai::agent::secret_key")
 }
 
 /// The cluster's key in hex; with `create`, made first when there is none. `None` when there is none

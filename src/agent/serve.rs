@@ -135,7 +135,9 @@ impl Agent {
         if self.engine.is_none() {
             self.engine = Some(Engine::connect().map_err(RpcError::from)?);
         }
-        self.engine.as_ref().ok_or_else(|| RpcError::new(ErrorKind::Failed, "Docker is not reachable"))
+        self.engine.as_ref().ok_or_else(|| {
+            RpcError::new(ErrorKind::Failed, "Docker is not reachable").with_code("bai::docker::connect")
+        })
     }
 
     /// The cluster of this connection, checked against the request's; mutations also need the lease.
@@ -236,8 +238,9 @@ impl Agent {
                 // An engine refusing the container may echo its environment: no secret leaves in an error.
                 self.engine()?.create_session(&req, &|name: &str| vfolder::path_of(&root, name)).await.map_err(
                     |e| {
-                        let e = RpcError::from(e);
-                        RpcError::new(e.kind, crate::secret::redact(&e.message, &req.secrets))
+                        let mut e = RpcError::from(e);
+                        e.message = crate::secret::redact(&e.message, &req.secrets);
+                        e
                     },
                 )?;
                 to_value(&Ack {})

@@ -90,14 +90,15 @@ impl Owner {
 
 fn failed(what: &str, path: &Path, e: impl Into<std::io::Error>) -> RpcError {
     RpcError::new(ErrorKind::Failed, format!("cannot {what} `{}`: {}", path.display(), e.into()))
+        .with_code("bai::vfolder::io")
 }
 
 fn refused(message: String) -> RpcError {
-    RpcError::new(ErrorKind::Refused, message)
+    RpcError::new(ErrorKind::Refused, message).with_code("bai::vfolder::refused")
 }
 
 fn conflict(name: &str, why: &str) -> RpcError {
-    refused(format!("vfolder `{name}`: {why}; bai leaves it alone"))
+    refused(format!("vfolder `{name}`: {why}; bai leaves it alone")).with_code("bai::vfolder::conflict")
 }
 
 /// A name the controller may ask for: a plain path component, not one of bai's own.

@@ -13,14 +13,19 @@ use bai::plan::{Plan, diff, render_text};
 use bai::reconcile::{self, KeyMaking};
 use bai::state::ClusterState;
 
-use crate::cli::ConvergeArgs;
+use bai::failure::Failure;
+
+use crate::cli::{ConvergeArgs, StatusFormat};
 use crate::commands::confirm;
 use crate::commands::generations;
 use crate::commands::lock as lockfile;
 use crate::commands::remote;
 use crate::commands::saved_plan;
-use crate::commands::{Outcome, Printer, check};
+use crate::commands::{JsonDiagnostics, Outcome, Printer, check};
 use bai::reconcile::Observation;
+
+/// A command line that asks for what cannot be done.
+pub(crate) const USAGE: &str = "bai::cli::usage";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Goal {
@@ -37,6 +42,9 @@ pub fn run_destroy(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer
 }
 
 fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    if args.format == StatusFormat::Json {
+        printer.json_diagnostics(JsonDiagnostics::Always);
+    }
     let (connect, allow_data_loss) = (&args.connect, args.allow_data_loss);
     // `bai apply PLAN`: the lab comes from the plan, which was reviewed already (no prompt, like
     // `terraform apply PLANFILE`), and must still be what the plan was made against.
@@ -44,18 +52,20 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         Goal::Apply => match saved_plan::read(&args.file) {
             Ok(saved) => saved,
             Err(e) => {
-                eprintln!("error: {e}");
+                printer.fail(Failure::error("bai::plan::unreadable", e));
                 return Outcome::Failed;
             }
         },
         Goal::Destroy => None,
     };
     if goal == Goal::Destroy && args.confirm_healthy.is_some() {
-        eprintln!("error: --confirm-healthy is for `bai apply`: a destroy leaves no session to watch");
+        printer
+            .fail(Failure::error(USAGE, "--confirm-healthy is for `bai apply`: a destroy leaves no session to watch"));
         return Outcome::Failed;
     }
     if saved.is_some() && (!connect.on.is_empty() || cluster.is_some()) {
-        eprintln!("error: a saved plan names its clusters and nodes itself: drop --on and --cluster");
+        printer
+            .fail(Failure::error(USAGE, "a saved plan names its clusters and nodes itself: drop --on and --cluster"));
         return Outcome::Failed;
     }
     let lab_path = saved.as_ref().map_or_else(|| args.file.clone(), |s| std::path::PathBuf::from(&s.lab));
@@ -71,7 +81,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         Some(saved) => saved_plan::check_config(saved, &saved_plan::config_of(&lab, file)),
         None => Vec::new(),
     };
-    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys, printer) else { return Outcome::Failed };
     // The lock is checked before any node is reached: a mismatch changes nothing anywhere.
     let mut lock = match goal {
         Goal::Apply => match lockfile::prepare(
@@ -107,8 +117,8 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             }
             None => runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, true, connect.parallel)),
         };
-        remote::print_failures(&r.failures);
-        remote::print_conflicts(&r);
+        remote::print_failures(printer, &r.failures);
+        remote::print_conflicts(printer, &r);
         if let Some(s) = &saved {
             stale.extend(saved_plan::check_nodes(&runtime, s, c.name.value.as_str(), &mut r));
         }
@@ -123,9 +133,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
                 // stops the run before anything changes.
                 let wanted = ClusterState::desired(c).restrict(&r.reachable());
                 let desired = runtime.block_on(reconcile::desired(&c.root, wanted, &mut r, &observed, KeyMaking::Make));
-                for message in desired.unresolved.messages() {
-                    eprintln!("error: {message}");
-                }
+                printer.failures(&desired.unresolved.failures(bai::diagnostic::Severity::Error));
                 unresolved_secrets |= !desired.unresolved.is_empty();
                 (desired.state, desired.secrets)
             }
@@ -139,7 +147,10 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         reached.push(r);
     }
     if unresolved_secrets {
-        eprintln!("error: nothing was changed: every secret must be readable on the controller to apply");
+        printer.fail(Failure::error(
+            "bai::secret::unresolved",
+            "nothing was changed: every secret must be readable on the controller to apply",
+        ));
         return Outcome::Failed;
     }
     let unreachable: usize = reached.iter().map(|r| r.failures.len()).sum();
@@ -151,22 +162,22 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             stale.extend(bai::plan::saved::plan_differences(&s.plan, &plan));
         }
         if !stale.is_empty() {
-            saved_plan::refuse(&args.file, &stale);
+            printer.fail(saved_plan::refusal(&args.file, &stale));
             return Outcome::Failed;
         }
         plan = s.plan.clone();
     }
-    printer.stdout(&render_text(&plan));
+    printer.plan_text(&render_text(&plan));
     if plan.summary().is_empty() {
         if unreachable > 0 {
             return Outcome::Failed;
         }
-        return match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, false)) {
+        return match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, false, printer)) {
             Some(Err(())) => Outcome::Failed,
             _ => Outcome::Ok,
         };
     }
-    if !yes && !confirm(goal) {
+    if !yes && !confirm(goal, printer) {
         return Outcome::Failed;
     }
     let mut results: Vec<ChangeResult> = Vec::new();
@@ -200,13 +211,15 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             Goal::Apply | Goal::Destroy => Extras::default(),
         };
         let number = generations::current(r).unwrap_or(0) + 1;
-        recorded &= generations::record(&runtime, c, desired, &extras, &mut r.conns, &done, number, &stamp.meta);
+        let not_recorded = generations::record(&runtime, c, desired, &extras, &mut r.conns, &done, number, &stamp.meta);
+        recorded &= not_recorded.is_empty();
+        printer.failures(&not_recorded);
         applied.push(confirm::Applied { sessions: bai::watch::confirm::sessions_to_confirm(c, &done), number });
         results.extend(done);
     }
     progress.finish();
     let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
-    print_report(&plan, &results, &failures);
+    print_report(printer, &plan, &results, &failures);
     let failed = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
     if failed || !failures.is_empty() || !recorded {
         return Outcome::Failed;
@@ -217,7 +230,7 @@ fn converge(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
             return Outcome::Failed;
         }
     }
-    match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, true)) {
+    match lock.as_mut().map(|l| lockfile::finish(l, clusters, &mut reached, &runtime, true, printer)) {
         Some(Err(())) => Outcome::Failed,
         _ => Outcome::Ok,
     }
@@ -254,7 +267,7 @@ impl Progress {
     pub(crate) fn report(&self, result: &ChangeResult) {
         let (mark, detail) = match &result.outcome {
             ChangeOutcome::Done(d) => ("ok  ", d.as_str()),
-            ChangeOutcome::Failed(d) => ("FAIL", d.as_str()),
+            ChangeOutcome::Failed(f) => ("FAIL", f.message.as_str()),
             ChangeOutcome::Skipped(d) => ("skip", d.as_str()),
         };
         let node = result.change.node.as_deref().unwrap_or("-");
@@ -293,18 +306,23 @@ impl Progress {
     }
 }
 
-fn confirm(goal: Goal) -> bool {
-    confirm_verb(match goal {
+fn confirm(goal: Goal, printer: &Printer) -> bool {
+    let verb = match goal {
         Goal::Apply => "apply",
         Goal::Destroy => "destroy",
-    })
+    };
+    confirm_verb(verb, printer)
 }
 
 /// Asks on the terminal whether to `verb` the plan shown; no terminal is a refusal.
-pub(crate) fn confirm_verb(verb: &str) -> bool {
+pub(crate) fn confirm_verb(verb: &str, printer: &Printer) -> bool {
     if !std::io::stdin().is_terminal() {
-        eprintln!(
-            "error: refusing to {verb} without confirmation: there is no terminal to ask; pass --yes to go ahead"
+        printer.fail(
+            Failure::error(
+                "bai::cli::not_confirmed",
+                format!("refusing to {verb} without confirmation: there is no terminal to ask"),
+            )
+            .help("pass --yes to go ahead"),
         );
         return false;
     }
@@ -319,7 +337,12 @@ pub(crate) fn confirm_verb(verb: &str) -> bool {
 }
 
 /// The end report: changes by outcome, then nodes as succeeded, failed, skipped or unreachable.
-pub(crate) fn print_report(plan: &Plan, results: &[ChangeResult], unreachable: &[bai::fleet::NodeFailure]) {
+pub(crate) fn print_report(
+    printer: &Printer,
+    plan: &Plan,
+    results: &[ChangeResult],
+    unreachable: &[bai::fleet::NodeFailure],
+) {
     let count = |f: fn(&ChangeOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
     let done = count(|o| matches!(o, ChangeOutcome::Done(_)));
     let failed = count(|o| matches!(o, ChangeOutcome::Failed(_)));
@@ -353,9 +376,17 @@ pub(crate) fn print_report(plan: &Plan, results: &[ChangeResult], unreachable: &
         unreachable.len(),
         list(&unreachable)
     );
-    for r in results {
-        if let ChangeOutcome::Failed(why) = &r.outcome {
-            eprintln!("  failed: {} on `{}`: {why}", r.change.id, r.change.node.as_deref().unwrap_or("-"));
-        }
-    }
+    let failed: Vec<Failure> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            ChangeOutcome::Failed(f) => Some(f.clone().context(format_args!(
+                "{} {} on `{}` failed",
+                r.change.action.sign(),
+                r.change.id,
+                r.change.node.as_deref().unwrap_or("-")
+            ))),
+            _ => None,
+        })
+        .collect();
+    printer.failures(&failed);
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use bai::failure::Failure;
 use bai::fleet;
 use bai::model::Cluster;
 use bai::watch::confirm::{SessionToConfirm, confirm};
@@ -55,13 +56,16 @@ pub fn confirm_or_roll_back(
             if v.healthy {
                 eprintln!("healthy: session `{}` on `{}` ({})", v.session, v.node, v.detail);
             } else {
-                eprintln!(
-                    "error: session `{}` on `{}` is not healthy after {}s: {}",
-                    v.session,
-                    v.node,
-                    how.window.as_secs_f64(),
-                    v.detail
-                );
+                printer.fail(Failure::error(
+                    "bai::confirm::unhealthy",
+                    format!(
+                        "session `{}` on `{}` is not healthy after {}s: {}",
+                        v.session,
+                        v.node,
+                        how.window.as_secs_f64(),
+                        v.detail
+                    ),
+                ));
                 bad_nodes.push(v.node.clone());
             }
         }
@@ -82,7 +86,10 @@ pub fn confirm_or_roll_back(
         let mut back = match reobserve(runtime, name, r, &bad_nodes) {
             Ok(back) => back,
             Err(why) => {
-                eprintln!("error: cannot roll back: {why}; the nodes are left at generation {}", a.number);
+                printer.fail(Failure::error(
+                    "bai::confirm::rollback_failed",
+                    format!("cannot roll back: {why}; the nodes are left at generation {}", a.number),
+                ));
                 continue;
             }
         };
@@ -94,8 +101,9 @@ pub fn confirm_or_roll_back(
                 bad_nodes.join(", ")
             );
         } else {
-            eprintln!(
-                "error: the rollback did not complete: check `bai status` and run `bai rollback --to {target}` once the cause is fixed"
+            printer.fail(
+                Failure::error("bai::confirm::rollback_failed", "the rollback did not complete")
+                    .help(format!("check `bai status` and run `bai rollback --to {target}` once the cause is fixed")),
             );
         }
         r.conns.append(&mut back.conns);

@@ -8,6 +8,7 @@ use bai::source::{FileId, SourceMap};
 
 use crate::cli::FmtArgs;
 use crate::commands::{Outcome, Printer};
+use bai::failure::Failure;
 
 pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
     let mut failed = false;
@@ -17,7 +18,7 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
         let text = match bai::config::load::read_source(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: cannot read `{name}`: {e}");
+                printer.fail(Failure::error("bai::fmt::read", format!("cannot read `{name}`: {e}")));
                 failed = true;
                 continue;
             }
@@ -43,7 +44,7 @@ pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
             continue;
         }
         if let Err(e) = write_atomically(path, &formatted) {
-            eprintln!("error: cannot write `{name}`: {e}");
+            printer.fail(Failure::error("bai::fmt::write", format!("cannot write `{name}`: {e}")));
             failed = true;
         } else {
             eprintln!("formatted {name}");

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use bai::failure::Failure;
 use bai::fleet::NodeConn;
 use bai::fleet::execute::{ChangeOutcome, ChangeResult};
 use bai::generation::{Extras, GenerationSummary, Meta, config_hash, now_rfc3339, record_of};
@@ -75,14 +76,14 @@ pub fn record(
     results: &[ChangeResult],
     number: u64,
     meta: &Meta,
-) -> bool {
+) -> Vec<Failure> {
     let nodes = touched(results);
     if nodes.is_empty() {
-        return true;
+        return Vec::new();
     }
     let keep = u64::from(cluster.generations.keep());
     let mut recorded = Vec::new();
-    let mut ok = true;
+    let mut failures = Vec::new();
     for node in &nodes {
         let Some(conn) = conns.get_mut(node) else { continue };
         let record = record_of(desired, &NodeName(node.clone()), extras, number, meta.clone());
@@ -99,16 +100,15 @@ pub fn record(
                     eprintln!("node `{node}`: pruned generations {} (keep={keep})", pruned.join(", "));
                 }
             }
-            Err(e) => {
-                ok = false;
-                eprintln!("error: node `{node}`: the changes were made, but generation {number} was not recorded: {e}");
-            }
+            Err(e) => failures.push(Failure::of(&e).context(format_args!(
+                "node `{node}`: the changes were made, but generation {number} was not recorded"
+            ))),
         }
     }
     if !recorded.is_empty() {
         eprintln!("Recorded generation {number} of cluster `{}` on {}.", cluster.name.value, recorded.join(", "));
     }
-    ok
+    failures
 }
 
 /// Every reachable node's list of generations, by node name.
@@ -116,22 +116,22 @@ pub fn list_all(
     runtime: &tokio::runtime::Runtime,
     cluster: &Cluster,
     reached: &mut Observation,
-) -> (BTreeMap<String, ListGenerationsReply>, Vec<String>) {
+) -> (BTreeMap<String, ListGenerationsReply>, Vec<Failure>) {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for (node, conn) in &mut reached.conns {
         let call = conn.client.call::<ListGenerationsReply>(Method::ListGenerations(ListGenerations {
             cluster: cluster.name.value.to_string(),
         }));
-        match runtime.block_on(call).map_err(|e| e.to_string()).and_then(|mut reply| {
-            bai::untrusted::check_generations(&mut reply)
-                .map(|()| reply)
-                .map_err(|why| format!("its answer is not believable: {why}"))
+        match runtime.block_on(call).map_err(|e| Failure::of(&e)).and_then(|mut reply| {
+            bai::untrusted::check_generations(&mut reply).map(|()| reply).map_err(|why| {
+                Failure::error("bai::agent::unbelievable", format!("its answer is not believable: {why}"))
+            })
         }) {
             Ok(reply) => {
                 out.insert(node.clone(), reply);
             }
-            Err(e) => errors.push(format!("node `{node}`: cannot list generations: {e}")),
+            Err(f) => errors.push(f.context(format_args!("node `{node}`: cannot list generations"))),
         }
     }
     (out, errors)
@@ -196,18 +196,18 @@ pub fn run(args: &GenerationsArgs, cluster: Option<&str>, printer: &Printer) -> 
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys, printer) else {
+        return Outcome::Failed;
+    };
     let mut failed = false;
     let mut all = Vec::new();
     for c in &lab.config().clusters {
         let mut reached =
             runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
-        remote::print_failures(&reached.failures);
+        remote::print_failures(printer, &reached.failures);
         failed |= !reached.failures.is_empty();
         let (lists, errors) = list_all(&runtime, c, &mut reached);
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
+        printer.failures(&errors);
         failed |= !errors.is_empty();
         all.push(ClusterRows { name: c.name.value.to_string(), generations: rows(&lists) });
     }

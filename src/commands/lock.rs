@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bai::config::load::ReadError;
+use bai::failure::Failure;
 use bai::fleet::context;
 use bai::lock::{self, ClusterLock, Lock, LockedImage, LockedSource, Update};
 use bai::model::{Cluster, Config, ImageSource};
@@ -35,7 +36,7 @@ pub fn read(path: &Path, printer: &Printer) -> Result<Option<Lock>, ()> {
         Ok(text) => text,
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
+            printer.fail(Failure::error("bai::lock::read", format!("cannot read `{}`: {e}", path.display())));
             return Err(());
         }
     };
@@ -45,14 +46,14 @@ pub fn read(path: &Path, printer: &Printer) -> Result<Option<Lock>, ()> {
 }
 
 /// Writes the lock when its text changed; says so.
-pub fn write(path: &Path, lock: &Lock) -> Result<(), ()> {
+pub fn write(path: &Path, lock: &Lock, printer: &Printer) -> Result<(), ()> {
     let text = lock::format::format(lock);
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
     let tmp = path.with_extension("lock.tmp");
     std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-        eprintln!("error: cannot write `{}`: {e}", path.display());
+        printer.fail(Failure::error("bai::lock::write", format!("cannot write `{}`: {e}", path.display())));
     })?;
     eprintln!("wrote {}", path.display());
     Ok(())
@@ -60,9 +61,10 @@ pub fn write(path: &Path, lock: &Lock) -> Result<(), ()> {
 
 /// What the lab would lock now from local facts alone: the agent binary's hash and, for every image a
 /// session uses, its ref and the hash of its context or archive (pulled images: the config's pin).
-pub fn wanted(config: &Config, agent_binary: &Path) -> Result<Lock, String> {
-    let agent = bai::transport::ssh::agent_sha256(agent_binary)
-        .map_err(|e| format!("cannot hash the agent binary `{}`: {e}", agent_binary.display()))?;
+pub fn wanted(config: &Config, agent_binary: &Path) -> Result<Lock, Failure> {
+    let agent = bai::transport::ssh::agent_sha256(agent_binary).map_err(|e| {
+        Failure::error(LOCAL_FACTS, format!("cannot hash the agent binary `{}`: {e}", agent_binary.display()))
+    })?;
     let mut lock = Lock { agent: Some(agent), clusters: BTreeMap::new() };
     for cluster in &config.clusters {
         lock.clusters.insert(cluster.name.value.to_string(), wanted_images(cluster)?);
@@ -70,7 +72,10 @@ pub fn wanted(config: &Config, agent_binary: &Path) -> Result<Lock, String> {
     Ok(lock)
 }
 
-fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, String> {
+/// A context, archive or agent binary that cannot be read to lock it.
+const LOCAL_FACTS: &str = "bai::lock::local_facts";
+
+fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, Failure> {
     let used: std::collections::BTreeSet<String> =
         ClusterState::desired(cluster).images.keys().map(|(_, image)| image.to_string()).collect();
     let mut images = ClusterLock::new();
@@ -79,8 +84,12 @@ fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, String> {
         let source = match &image.source {
             ImageSource::Pull => LockedSource::Pull { digest: image.digest.as_ref().map(|d| d.value.clone()) },
             ImageSource::Build { context: dir, dockerfile } => {
-                let (_, sha) = context::pack(&dir.value)
-                    .map_err(|e| format!("image `{name}`: cannot pack build context `{}`: {e}", dir.value.display()))?;
+                let (_, sha) = context::pack(&dir.value).map_err(|e| {
+                    Failure::error(
+                        LOCAL_FACTS,
+                        format!("image `{name}`: cannot pack build context `{}`: {e}", dir.value.display()),
+                    )
+                })?;
                 LockedSource::Build {
                     context_sha256: sha,
                     dockerfile: dockerfile.as_ref().map_or_else(|| "Dockerfile".into(), |d| d.value.clone()),
@@ -88,8 +97,12 @@ fn wanted_images(cluster: &Cluster) -> Result<ClusterLock, String> {
                 }
             }
             ImageSource::Archive { path } => LockedSource::Archive {
-                sha256: context::file_sha256(&path.value)
-                    .map_err(|e| format!("image `{name}`: cannot read archive `{}`: {e}", path.value.display()))?,
+                sha256: context::file_sha256(&path.value).map_err(|e| {
+                    Failure::error(
+                        LOCAL_FACTS,
+                        format!("image `{name}`: cannot read archive `{}`: {e}", path.value.display()),
+                    )
+                })?,
                 image_id: None,
             },
         };
@@ -118,17 +131,17 @@ pub fn prepare(
 ) -> Result<Prepared, ()> {
     let path = path_for(file);
     let old = read(&path, printer)?;
-    let wanted = wanted(config, agent_binary).map_err(|e| eprintln!("error: {e}"))?;
+    let wanted = wanted(config, agent_binary).map_err(|e| printer.fail(e))?;
     if let Some(old) = &old {
         let mismatches = lock::compare(old, &wanted);
         if !mismatches.is_empty() && !update_lock {
-            for m in &mismatches {
-                eprintln!("error: {m}");
-            }
-            eprintln!(
-                "  help: nothing was changed on any node; `bai apply --update-lock` moves {} to what the lab has now",
+            let help = format!(
+                "nothing was changed on any node; `bai apply --update-lock` moves {} to what the lab has now",
                 path.display()
             );
+            let failures: Vec<Failure> =
+                mismatches.iter().map(|m| Failure::error("bai::lock::mismatch", m.to_string()).help(&help)).collect();
+            printer.failures(&failures);
             return Err(());
         }
     }
@@ -187,13 +200,15 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys, printer) else {
+        return Outcome::Failed;
+    };
     let path = path_for(&args.file);
     let Ok(old) = read(&path, printer) else { return Outcome::Failed };
     let wanted = match wanted(lab.config(), &options.agent_binary) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: {e}");
+            printer.fail(e);
             return Outcome::Failed;
         }
     };
@@ -204,11 +219,11 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     for c in &lab.config().clusters {
         let reached =
             runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
-        remote::print_failures(&reached.failures);
+        remote::print_failures(printer, &reached.failures);
         failed |= !reached.failures.is_empty();
         record(&mut lock, c.name.value.as_str(), &reached.snapshots);
     }
-    if write(&path, &lock).is_err() || failed { Outcome::Failed } else { Outcome::Ok }
+    if write(&path, &lock, printer).is_err() || failed { Outcome::Failed } else { Outcome::Ok }
 }
 
 /// Makes the plan replace the images on nodes that differ from the lock (built from another context,
@@ -249,6 +264,7 @@ pub fn finish(
     reached: &mut [bai::reconcile::Observation],
     runtime: &tokio::runtime::Runtime,
     observe_again: bool,
+    printer: &Printer,
 ) -> Result<(), ()> {
     for (c, r) in clusters.iter().zip(reached.iter_mut()) {
         let name = c.name.value.as_str();
@@ -258,9 +274,10 @@ pub fn finish(
                 for conn in r.conns.values_mut() {
                     match bai::fleet::observe(conn, name).await {
                         Ok(s) => out.push(s),
-                        Err(f) => {
-                            eprintln!("warning: node `{}` not observed for {}: {}", f.node, lock::FILE_NAME, f.message)
-                        }
+                        Err(f) => printer.fail(Failure {
+                            severity: bai::diagnostic::Severity::Warning,
+                            ..f.failure().context(format_args!("{} not updated from this node", lock::FILE_NAME))
+                        }),
                     }
                 }
                 out
@@ -273,5 +290,5 @@ pub fn finish(
     if !prepared.existed {
         eprintln!("{}: created beside the lab; commit it with the lab", lock::FILE_NAME);
     }
-    write(&prepared.path, &prepared.update.lock)
+    write(&prepared.path, &prepared.update.lock, printer)
 }

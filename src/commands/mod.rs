@@ -16,13 +16,17 @@ pub mod status;
 pub mod validate;
 pub mod watch;
 
+use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::OnceLock;
 
 use bai::config::load::LoadOptions;
 use bai::config::{self, Loaded};
-use bai::diagnostic::{Code, Problem, plain_handler, render_graphical, sort_problems};
+use bai::diagnostic::{
+    Code, DiagnosticObject, Problem, plain_handler, render_document, render_graphical, sort_problems,
+};
+use bai::failure::Failure;
 use bai::model::Config;
 use bai::suggest;
 use bai::validate::validate;
@@ -40,9 +44,24 @@ pub enum Outcome {
     Changes,
 }
 
-/// Output settings shared by every command.
+/// Output settings shared by every command, and the diagnostics a `--format json` run writes at its end.
 pub struct Printer {
     pub color: bool,
+    /// When the diagnostics document goes to stdout: set by a command run with `--format json`.
+    json: Cell<Option<JsonDiagnostics>>,
+    /// Every problem and failure reported, for that document.
+    kept: RefCell<Vec<DiagnosticObject>>,
+}
+
+/// When a command run with `--format json` writes the diagnostics document (schema/diagnostics.schema.json)
+/// on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonDiagnostics {
+    /// Instead of its own document, when it fails (`plan`, `status`): a script reads the failure the way it
+    /// reads `validate`'s problems.
+    OnFailure,
+    /// Always, as its only output on stdout (`apply`, `destroy`, `rollback`): empty of errors on success.
+    Always,
 }
 
 impl Printer {
@@ -52,7 +71,25 @@ impl Printer {
             Color::Never => false,
             Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         };
-        Printer { color }
+        Printer { color, json: Cell::new(None), kept: RefCell::new(Vec::new()) }
+    }
+
+    /// `--format json`: the diagnostics document is written on stdout as `when` says, at the end.
+    pub fn json_diagnostics(&self, when: JsonDiagnostics) {
+        self.json.set(Some(when));
+    }
+
+    /// Whether stdout is the diagnostics document's alone (`apply --format json`).
+    pub fn stdout_is_json(&self) -> bool {
+        self.json.get() == Some(JsonDiagnostics::Always)
+    }
+
+    fn handler(&self) -> miette::GraphicalReportHandler {
+        if self.color {
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode()).with_width(100)
+        } else {
+            plain_handler(100)
+        }
     }
 
     /// Prints diagnostics the way people read them, on stderr.
@@ -60,13 +97,51 @@ impl Printer {
         if problems.is_empty() {
             return;
         }
-        let handler = if self.color {
-            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode()).with_width(100)
-        } else {
-            plain_handler(100)
-        };
-        let text = render_graphical(problems, loaded_sources, &handler);
+        if self.json.get().is_some() {
+            self.kept.borrow_mut().extend(problems.iter().map(|p| DiagnosticObject::of_problem(p, loaded_sources)));
+        }
+        let text = render_graphical(problems, loaded_sources, &self.handler());
         let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+
+    /// Prints failures met while running, with their codes, the way problems are printed; messages are
+    /// not wrapped (they hold paths and commands to copy).
+    pub fn failures<'a>(&self, failures: impl IntoIterator<Item = &'a Failure>) {
+        let failures: Vec<&Failure> = failures.into_iter().collect();
+        if failures.is_empty() {
+            return;
+        }
+        if self.json.get().is_some() {
+            self.kept.borrow_mut().extend(failures.iter().map(|f| DiagnosticObject::of_failure(f)));
+        }
+        let owned: Vec<Failure> = failures.into_iter().cloned().collect();
+        let text = bai::failure::render_graphical(&owned, &self.handler().with_wrap_lines(false));
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+
+    /// Prints one failure.
+    pub fn fail(&self, failure: Failure) {
+        self.failures([&failure]);
+    }
+
+    /// The end of a command: the diagnostics document on stdout where `--format json` asks for it.
+    pub fn finish(&self, outcome: Outcome) {
+        match self.json.get() {
+            Some(JsonDiagnostics::Always) => {}
+            Some(JsonDiagnostics::OnFailure) if outcome == Outcome::Failed => {}
+            _ => return,
+        }
+        self.stdout(&render_document(&self.kept.borrow()));
+    }
+
+    /// The plan a converging command shows before it acts: on stdout, unless stdout is the diagnostics
+    /// document's (`--format json`), then on stderr with the rest of the run's prose.
+    pub fn plan_text(&self, text: &str) {
+        if self.stdout_is_json() {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            self.stdout(text);
+        }
     }
 
     /// Writes to stdout; a closed pipe (`bai plan | head`) is not an error worth reporting.

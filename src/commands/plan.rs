@@ -17,9 +17,13 @@ use bai::plan::saved::Against;
 use bai::state::snapshot::NodeSnapshot;
 
 use crate::cli::{ConnectArgs, PlanArgs, PlanFormat, PlanOutput};
-use crate::commands::{Outcome, Printer, check, remote, saved_plan};
+use crate::commands::{JsonDiagnostics, Outcome, Printer, check, remote, saved_plan};
+use bai::failure::Failure;
 
 pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    if args.output.format == PlanFormat::Json {
+        printer.json_diagnostics(JsonDiagnostics::OnFailure);
+    }
     let mut lab = check(&args.file, cluster);
     if lab.has_errors() {
         printer.diagnostics(&lab.problems, &lab.loaded.sources);
@@ -45,7 +49,7 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     } else if args.offline {
         (BTreeMap::new(), Against::Offline)
     } else {
-        match observe_live(&lab, &args.connect, &mut digests) {
+        match observe_live(&lab, &args.connect, &mut digests, printer) {
             Some((observed, snapshots)) => {
                 reports = snapshots;
                 (observed, Against::Live)
@@ -66,7 +70,7 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     if let Some(out) = &args.out {
         let saved = saved_plan::build(&lab, &args.file, cluster, against, &observed, &reports, &plan);
         if let Err(e) = saved_plan::write(out, &saved) {
-            eprintln!("error: {e}");
+            printer.fail(e);
             return Outcome::Failed;
         }
         eprintln!(
@@ -89,30 +93,30 @@ fn observe_live(
     lab: &crate::commands::Lab,
     connect: &ConnectArgs,
     digests: &mut BTreeMap<ClusterName, Digests>,
+    printer: &Printer,
 ) -> Option<(Observed, Reports)> {
-    let (runtime, options) = remote::start(connect.accept_new_host_keys)?;
+    let (runtime, options) = remote::start(connect.accept_new_host_keys, printer)?;
     let mut observed = BTreeMap::new();
     let mut reports = BTreeMap::new();
     let mut failed = false;
     for c in &lab.config().clusters {
         let mut r = runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, false, connect.parallel));
-        remote::print_failures(&r.failures);
-        remote::print_conflicts(&r);
+        remote::print_failures(printer, &r.failures);
+        remote::print_conflicts(printer, &r);
         failed |= !r.failures.is_empty();
         // Secrets digested under the nodes' keys (never made here), so that a changed value plans the
         // replace `apply` will make; one that cannot be read here is taken as unchanged.
         let (keyed, _, unresolved) =
             runtime.block_on(bai::fleet::secrets::keyed(&c.root, ClusterState::desired(c), &mut r.conns, false));
-        for message in unresolved.messages() {
-            eprintln!("warning: {message} (its value is taken as unchanged)");
-        }
+        remote::print_unresolved_as_unchanged(printer, &unresolved);
         digests.insert(c.name.value.clone(), bai::secret::digests_of(&keyed));
         observed.insert(c.name.value.clone(), r.observed(c));
         reports.insert(c.name.value.to_string(), r.snapshots);
     }
     if failed {
-        eprintln!(
-            "error: cannot plan without every node's state; fix the nodes above, narrow the run with --on, or plan with --offline"
+        printer.fail(
+            Failure::error("bai::plan::incomplete", "cannot plan without every node's state")
+                .help("fix the nodes above, narrow the run with --on, or plan with --offline"),
         );
         return None;
     }

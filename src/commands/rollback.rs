@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bai::failure::Failure;
 use bai::fleet::execute::{self, ChangeContext, ChangeOutcome, ChangeResult};
 use bai::generation::{
     GenerationRecord, Meta, Pick, RecordedSource, check_source, cluster_with_sources, config_hash, graph_of, pick,
@@ -47,25 +48,30 @@ struct Prepared {
 
 pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
     let converge = &args.converge;
+    if converge.format == crate::cli::StatusFormat::Json {
+        printer.json_diagnostics(crate::commands::JsonDiagnostics::Always);
+    }
     let connect = &converge.connect;
     let lab = check(&converge.file, cluster);
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, options)) = remote::start(connect.accept_new_host_keys, printer) else { return Outcome::Failed };
     let stamp = Stamp::new(&lab, &converge.file);
     let mut failed = false;
     let mut reached: Vec<Observation> = Vec::new();
     let mut prepared: Vec<Option<Prepared>> = Vec::new();
     for c in &lab.config().clusters {
         let mut r = runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, true, connect.parallel));
-        remote::print_failures(&r.failures);
+        remote::print_failures(printer, &r.failures);
         failed |= !r.failures.is_empty();
         match prepare(&runtime, c, &mut r, args.to, &stamp) {
             Ok(p) => prepared.push(Some(p)),
             Err(why) => {
-                eprintln!("error: cluster `{}`: {why}", c.name.value);
+                printer.failures(
+                    &why.into_iter().map(|f| f.context(format_args!("cluster `{}`", c.name.value))).collect::<Vec<_>>(),
+                );
                 failed = true;
                 prepared.push(None);
             }
@@ -74,14 +80,14 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     }
     let triples: Vec<_> = prepared.iter().flatten().map(|p| (&p.desired, &p.observed, &p.graph)).collect();
     let plan = diff(&triples);
-    printer.stdout(&render_text(&plan));
+    printer.plan_text(&render_text(&plan));
     let mut blocked = false;
     for p in prepared.iter().flatten() {
         let lab_cluster = lab.config().clusters.iter().find(|c| c.name.value == p.desired.name);
-        blocked |= lab_cluster.is_none_or(|c| !caveats(p, &plan.changes, c));
+        blocked |= lab_cluster.is_none_or(|c| !caveats(p, &plan.changes, c, printer));
     }
     if blocked {
-        eprintln!("error: rollback refused: see above");
+        printer.fail(Failure::error(REFUSED, "rollback refused: see above"));
         return Outcome::Failed;
     }
     if plan.summary().is_empty() {
@@ -90,7 +96,7 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
         }
         return if failed { Outcome::Failed } else { Outcome::Ok };
     }
-    if !converge.yes && !confirm_verb("roll back") {
+    if !converge.yes && !confirm_verb("roll back", printer) {
         return Outcome::Failed;
     }
     let mut results: Vec<ChangeResult> = Vec::new();
@@ -98,19 +104,21 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     let mut recorded = true;
     for (r, p) in reached.iter_mut().zip(&prepared) {
         let Some(p) = p else { continue };
-        let (done, ok) = execute_prepared(&runtime, p, &plan, r, converge.allow_data_loss, connect.parallel, &progress);
-        recorded &= ok;
+        let (done, not_recorded) =
+            execute_prepared(&runtime, p, &plan, r, converge.allow_data_loss, connect.parallel, &progress);
+        recorded &= not_recorded.is_empty();
+        printer.failures(&not_recorded);
         results.extend(done);
     }
     progress.finish();
     let failures: Vec<_> = reached.iter().flat_map(|r| r.failures.clone()).collect();
-    print_report(&plan, &results, &failures);
+    print_report(printer, &plan, &results, &failures);
     let bad = results.iter().any(|r| !matches!(r.outcome, ChangeOutcome::Done(_)));
     if bad || failed || !recorded { Outcome::Failed } else { Outcome::Ok }
 }
 
-/// Runs one prepared cluster's share of `plan` and records the new generation; false when recording
-/// failed somewhere.
+/// Runs one prepared cluster's share of `plan` and records the new generation; returns the results and
+/// where recording failed.
 fn execute_prepared(
     runtime: &tokio::runtime::Runtime,
     p: &Prepared,
@@ -119,7 +127,7 @@ fn execute_prepared(
     allow_data_loss: bool,
     parallel: usize,
     progress: &Progress,
-) -> (Vec<ChangeResult>, bool) {
+) -> (Vec<ChangeResult>, Vec<Failure>) {
     let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
     let input = ChangeContext {
         cluster: &p.exec_cluster,
@@ -135,9 +143,9 @@ fn execute_prepared(
     };
     let report = |result: &ChangeResult| progress.report(result);
     let done = runtime.block_on(execute::execute(&input, &changes, &mut r.conns, &report));
-    let recorded =
+    let not_recorded =
         generations::record(runtime, &p.exec_cluster, &p.desired, &p.extras, &mut r.conns, &done, p.number, &p.meta);
-    (done, recorded)
+    (done, not_recorded)
 }
 
 /// `apply --confirm-healthy`: the nodes of `r` (observed again after the apply) back to generation
@@ -152,25 +160,30 @@ pub(crate) fn roll_back_now(
     printer: &Printer,
 ) -> bool {
     let (lists, errors) = generations::list_all(runtime, c, r);
-    let prepared =
-        if errors.is_empty() { prepare_at(runtime, c, r, lists, target, how.stamp) } else { Err(errors.join("; ")) };
+    let prepared = if errors.is_empty() {
+        prepare_at(runtime, c, r, lists, target, how.stamp).map_err(|why| vec![Failure::error(REFUSED, why)])
+    } else {
+        Err(errors)
+    };
     let p = match prepared {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("error: cluster `{}`: cannot roll back: {why}", c.name.value);
+            let context = format!("cluster `{}`: cannot roll back", c.name.value);
+            printer.failures(&why.into_iter().map(|f| f.context(&context)).collect::<Vec<_>>());
             return false;
         }
     };
     let plan = diff(&[(&p.desired, &p.observed, &p.graph)]);
-    printer.stdout(&render_text(&plan));
-    if !caveats(&p, &plan.changes, c) {
+    printer.plan_text(&render_text(&plan));
+    if !caveats(&p, &plan.changes, c, printer) {
         return false;
     }
     let progress = Progress::new(&plan);
-    let (results, recorded) = execute_prepared(runtime, &p, &plan, r, how.allow_data_loss, how.parallel, &progress);
+    let (results, not_recorded) = execute_prepared(runtime, &p, &plan, r, how.allow_data_loss, how.parallel, &progress);
     progress.finish();
-    print_report(&plan, &results, &r.failures);
-    recorded && results.iter().all(|r| matches!(r.outcome, ChangeOutcome::Done(_)))
+    printer.failures(&not_recorded);
+    print_report(printer, &plan, &results, &r.failures);
+    not_recorded.is_empty() && results.iter().all(|r| matches!(r.outcome, ChangeOutcome::Done(_)))
 }
 
 /// The desired state of one cluster at the target generation, from its nodes' records.
@@ -180,15 +193,20 @@ fn prepare(
     r: &mut Observation,
     to: Option<u64>,
     stamp: &Stamp,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, Vec<Failure>> {
     let (lists, errors) = generations::list_all(runtime, c, r);
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        return Err(errors);
     }
+    let refused = |why: String| vec![Failure::error(REFUSED, why)];
     let known: BTreeSet<u64> = lists.values().flat_map(|l| l.generations.iter().map(|g| g.number)).collect();
-    let target = target(&known, to)?;
-    prepare_at(runtime, c, r, lists, target, stamp)
+    let target = target(&known, to).map_err(refused)?;
+    prepare_at(runtime, c, r, lists, target, stamp).map_err(refused)
 }
+
+/// A rollback that cannot be made as asked: a target no node holds, a pruned record, a secret or source
+/// the lab does not name.
+const REFUSED: &str = "bai::rollback::refused";
 
 /// The desired state of the nodes of `r` at generation `target` (0: before the first, when they held
 /// nothing), from the records in `lists`.
@@ -270,7 +288,7 @@ fn prepare_at(
 /// Prints what the rollback cannot restore; false when an image to rebuild or reload cannot be made
 /// from the lab as its generation made it (see [`check_source`]: the lab's own context or archive, with
 /// the sha256 the record holds; never a path from the record).
-fn caveats(p: &Prepared, changes: &[bai::plan::Change], lab: &Cluster) -> bool {
+fn caveats(p: &Prepared, changes: &[bai::plan::Change], lab: &Cluster, printer: &Printer) -> bool {
     let name = &p.desired.name;
     let n = p.target;
     eprintln!(
@@ -302,7 +320,10 @@ fn caveats(p: &Prepared, changes: &[bai::plan::Change], lab: &Cluster) -> bool {
         });
         if let Err(why) = check_source(lab, image, &recorded, n) {
             ok = false;
-            eprintln!("error: image `{image}` cannot be restored: {why}");
+            printer.fail(Failure::error(
+                "bai::rollback::source_changed",
+                format!("image `{image}` cannot be restored: {why}"),
+            ));
         }
     }
     ok

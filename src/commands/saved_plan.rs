@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use bai::failure::Failure;
 use bai::plan::Plan;
 use bai::plan::saved::{self, Against, ConfigFingerprint, NodeFingerprint, SavedPlan};
 use bai::protocol::{BAI_VERSION, ListGenerations, ListGenerationsReply, Method};
@@ -66,9 +67,10 @@ pub fn build(
 }
 
 /// Writes the plan file (pretty JSON: a reviewer may read it).
-pub fn write(path: &Path, saved: &SavedPlan) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(saved).map_err(|e| format!("cannot encode the plan: {e}"))?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write the plan to `{}`: {e}", path.display()))
+pub fn write(path: &Path, saved: &SavedPlan) -> Result<(), Failure> {
+    let fail = |m: String| Failure::error("bai::plan::write", m);
+    let text = serde_json::to_string_pretty(saved).map_err(|e| fail(format!("cannot encode the plan: {e}")))?;
+    std::fs::write(path, text + "\n").map_err(|e| fail(format!("cannot write the plan to `{}`: {e}", path.display())))
 }
 
 /// A saved plan, when `path` holds one; `None` for anything else (a lab file). A lab file never starts
@@ -181,11 +183,13 @@ fn applied_by_this_plan(
         .next()
 }
 
-/// Prints a refusal: why the saved plan cannot be applied, and what to do.
-pub fn refuse(path: &Path, why: &[String]) {
-    eprintln!("error: refusing to apply the saved plan `{}`: it is stale", path.display());
+/// The refusal of a stale plan: why the saved plan cannot be applied, and what to do.
+pub fn refusal(path: &Path, why: &[String]) -> Failure {
+    let mut message = format!("refusing to apply the saved plan `{}`: it is stale", path.display());
     for line in why {
-        eprintln!("  - {line}");
+        message.push_str("\n  - ");
+        message.push_str(line);
     }
-    eprintln!("  help: make a new plan (`bai plan LAB -o PLAN`), review it, and apply that");
+    Failure::error("bai::plan::stale", message)
+        .help("make a new plan (`bai plan LAB -o PLAN`), review it, and apply that")
 }

@@ -10,22 +10,27 @@ use bai::state::ClusterState;
 use bai::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 
 use crate::cli::{StatusArgs, StatusFormat};
-use crate::commands::{Outcome, Printer, check, remote};
+use crate::commands::{JsonDiagnostics, Outcome, Printer, check, remote};
 
 pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    if args.format == StatusFormat::Json {
+        printer.json_diagnostics(JsonDiagnostics::OnFailure);
+    }
     let lab = check(&args.file, cluster);
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys, printer) else {
+        return Outcome::Failed;
+    };
     let mut snapshot = Snapshot { format_version: FORMAT_VERSION, clusters: Vec::new() };
     let mut text = String::new();
     let mut failed = false;
     for c in &lab.config().clusters {
         let mut reached =
             runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
-        remote::print_failures(&reached.failures);
+        remote::print_failures(printer, &reached.failures);
         failed |= !reached.failures.is_empty();
         // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
         // changed value reads as drift; one that cannot be read here is taken as unchanged.
@@ -37,9 +42,7 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
             &observed,
             KeyMaking::ReadOnly,
         ));
-        for message in unresolved.messages() {
-            eprintln!("warning: {message} (its value is taken as unchanged)");
-        }
+        remote::print_unresolved_as_unchanged(printer, &unresolved);
         let _ = writeln!(text, "cluster `{}`", c.name.value);
         let mut nodes = reached.snapshots.clone();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -123,6 +126,9 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     }
     match args.format {
         StatusFormat::Text => printer.stdout(&text),
+        // A snapshot that misses a node would plan that node as empty: a failed run writes the
+        // diagnostics document instead (see `Printer::finish`).
+        StatusFormat::Json if failed => {}
         StatusFormat::Json => {
             let mut json = serde_json::to_string_pretty(&snapshot).unwrap_or_default();
             json.push('\n');

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bai::diagnostic::{plain_handler, render_graphical};
+use bai::failure::Failure;
 use bai::watch::event::Event;
 use bai::watch::settings::Overrides;
 use bai::watch::status::FleetStatus;
@@ -43,7 +44,9 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         return Outcome::Failed;
     }
     let lab = watched(first);
-    let Some((runtime, connect)) = remote::start(args.connect.accept_new_host_keys) else { return Outcome::Failed };
+    let Some((runtime, connect)) = remote::start(args.connect.accept_new_host_keys, printer) else {
+        return Outcome::Failed;
+    };
     let mut overrides = Overrides {
         interval: args.interval,
         timeout: args.timeout,
@@ -74,7 +77,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("error: cannot listen on {addr}: {e}");
+                    printer.fail(Failure::error("bai::watch::listen", format!("cannot listen on {addr}: {e}")));
                     return Outcome::Failed;
                 }
             };
@@ -103,7 +106,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         let signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot handle signals: {e}");
+                printer.fail(Failure::error("bai::watch::signals", format!("cannot handle signals: {e}")));
                 return Outcome::Failed;
             }
         };

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::failure::Failure;
 use crate::fleet::NodeConn;
 use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceGraph, ResourceId};
@@ -32,7 +33,8 @@ use crate::transport::client::ClientError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeOutcome {
     Done(String),
-    Failed(String),
+    /// With the code of what failed (`bai::docker::image_missing`, `bai::agent::timeout`).
+    Failed(Failure),
     Skipped(String),
 }
 
@@ -185,7 +187,7 @@ struct Walk<'s> {
     startable: BTreeSet<&'s str>,
     busy: HashSet<&'s str>,
     /// Nodes whose connection broke, with why.
-    broken: HashMap<&'s str, String>,
+    broken: HashMap<&'s str, Failure>,
 }
 
 impl<'s> Walk<'s> {
@@ -291,7 +293,13 @@ pub async fn execute(
             let Some(i) = walk.ready.get_mut(node).and_then(BTreeSet::pop_first) else { continue };
             let unable = match (walk.broken.get(node), conns.remove(node)) {
                 (Some(reason), conn) => Err((ChangeOutcome::Failed(reason.clone()), conn)),
-                (None, None) => Err((ChangeOutcome::Failed(format!("node `{node}` is not connected")), None)),
+                (None, None) => Err((
+                    ChangeOutcome::Failed(Failure::error(
+                        "bai::agent::not_connected",
+                        format!("node `{node}` is not connected"),
+                    )),
+                    None,
+                )),
                 (None, Some(conn)) => Ok(conn),
             };
             match unable {
@@ -323,15 +331,15 @@ pub async fn execute(
                 conns.insert(node.to_string(), conn);
                 ChangeOutcome::Done(detail)
             }
-            Err(ChangeError::Change(message)) => {
+            Err(ChangeError::Change(failure)) => {
                 conns.insert(node.to_string(), conn);
-                ChangeOutcome::Failed(message)
+                ChangeOutcome::Failed(failure)
             }
-            Err(ChangeError::Node(message)) => {
+            Err(ChangeError::Node(failure)) => {
                 // Dropping the connection makes the agent stop whatever it was still doing and free the
                 // lease; nothing more is sent to this node.
                 drop(conn);
-                let reason = format!("node `{node}` stopped answering: {message}");
+                let reason = failure.context(format_args!("node `{node}` stopped answering"));
                 walk.broken.insert(node, reason.clone());
                 ChangeOutcome::Failed(reason)
             }
@@ -358,22 +366,36 @@ pub async fn execute(
 
 enum ChangeError {
     /// The connection is gone: the node's remaining changes cannot run.
-    Node(String),
+    Node(Failure),
     /// This change failed; the node still answers.
-    Change(String),
+    Change(Failure),
+}
+
+impl ChangeError {
+    /// A change the controller could not even send, with its code.
+    fn change(code: &str, message: impl Into<String>) -> Self {
+        ChangeError::Change(Failure::error(code, message))
+    }
 }
 
 impl From<ClientError> for ChangeError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Rpc(e) => ChangeError::Change(e.message),
-            e @ ClientError::Timeout { .. } => ChangeError::Node(format!(
-                "{e}; the change may be half made there: `bai plan` shows where the node stands"
-            )),
-            other => ChangeError::Node(other.to_string()),
+            ClientError::Rpc(e) => ChangeError::Change(Failure::of(&e)),
+            e @ ClientError::Timeout { .. } => {
+                let mut f = Failure::of(&e);
+                f.message.push_str("; the change may be half made there: `bai plan` shows where the node stands");
+                ChangeError::Node(f)
+            }
+            other => ChangeError::Node(Failure::of(&other)),
         }
     }
 }
+
+/// A change whose resource the plan holds but the desired state does not: a plan made against another lab.
+const NOT_PLANNED: &str = "bai::apply::not_planned";
+/// A build context or archive that cannot be packed or read on the controller.
+const SOURCE: &str = "bai::image::source";
 
 async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Change) -> Result<String, ChangeError> {
     let cluster = input.cluster.name.value.to_string();
@@ -396,11 +418,14 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
             let node = change.id.node.clone().unwrap_or_default();
             let key = (node.as_str().into(), name.as_str().into());
             let Some(state) = input.desired.images.get(&key) else {
-                return Err(ChangeError::Change(format!("image `{name}` is not in the configuration")));
+                return Err(ChangeError::change(NOT_PLANNED, format!("image `{name}` is not in the configuration")));
             };
             let entry = input.lock.and_then(|l| l.get(name.as_str()));
             let source = upload_source(input, conn, &name).await?;
-            let locked = entry.map(|e| locked_facts(&name, e, &source)).transpose().map_err(ChangeError::Change)?;
+            let locked = entry
+                .map(|e| locked_facts(&name, e, &source))
+                .transpose()
+                .map_err(|m| ChangeError::change("bai::lock::changed", m))?;
             let reply: EnsureImageReply = conn
                 .client
                 .call(Method::EnsureImage(EnsureImage {
@@ -434,7 +459,7 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
         }
         (Kind::Vfolder, _) => {
             let Some(v) = input.desired.vfolders.get(name.as_str()) else {
-                return Err(ChangeError::Change(format!("vfolder `{name}` is not in the configuration")));
+                return Err(ChangeError::change(NOT_PLANNED, format!("vfolder `{name}` is not in the configuration")));
             };
             let _: Ack = conn
                 .client
@@ -454,12 +479,12 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
         }
         (Kind::Session, _) => {
             let Some(s) = input.desired.sessions.get(name.as_str()) else {
-                return Err(ChangeError::Change(format!("session `{name}` is not in the configuration")));
+                return Err(ChangeError::change(NOT_PLANNED, format!("session `{name}` is not in the configuration")));
             };
             let Some(spec) = s.spec.clone() else {
-                return Err(ChangeError::Change(format!("session `{name}` has no spec")));
+                return Err(ChangeError::change(NOT_PLANNED, format!("session `{name}` has no spec")));
             };
-            let secrets = input.secrets.of_session(&name).map_err(|e| ChangeError::Change(e.to_string()))?;
+            let secrets = input.secrets.of_session(&name).map_err(|e| ChangeError::Change(Failure::of(&e)))?;
             // A replace is one `create_session`: the agent makes the new container before the old one goes
             // and keeps the old one when the engine refuses the new.
             let _: Ack = conn
@@ -512,11 +537,12 @@ async fn upload_source(
     image: &str,
 ) -> Result<ImageSource, ChangeError> {
     let prepared = input.sources.get(image);
-    let prepared = prepared.as_ref().as_ref().map_err(|why| ChangeError::Change(why.clone()))?;
+    let prepared = prepared.as_ref().as_ref().map_err(|why| ChangeError::change(SOURCE, why.clone()))?;
     let Some((blob, sha)) = &prepared.blob else { return Ok(prepared.source.clone()) };
     let mut offset = 0u64;
     loop {
-        let chunk = blob.chunk(offset, CHUNK).map_err(|e| ChangeError::Change(format!("image `{image}`: {e}")))?;
+        let chunk =
+            blob.chunk(offset, CHUNK).map_err(|e| ChangeError::change(SOURCE, format!("image `{image}`: {e}")))?;
         let last = offset + chunk.len() as u64 >= blob.len() || chunk.is_empty();
         let reply: PutBlobReply = conn
             .client
@@ -643,7 +669,11 @@ mod tests {
             _ => Answer::Ok(Duration::ZERO),
         })
         .await;
-        assert_eq!(outcome_of(&results, "image:a/slow", "a"), &ChangeOutcome::Failed("no such image".into()));
+        assert!(
+            matches!(outcome_of(&results, "image:a/slow", "a"), ChangeOutcome::Failed(f)
+                if f.message == "no such image" && f.code == "bai::agent::failed"),
+            "{results:?}"
+        );
         assert_eq!(
             outcome_of(&results, "session:on-a", "a"),
             &ChangeOutcome::Skipped("`image:a/slow` failed or was skipped".into())
@@ -669,7 +699,7 @@ mod tests {
         for id in ["vfolder:va", "image:a/slow"] {
             let outcome = outcome_of(&results, id, "a");
             assert!(
-                matches!(outcome, ChangeOutcome::Failed(m) if m.starts_with("node `a` stopped answering")),
+                matches!(outcome, ChangeOutcome::Failed(f) if f.message.starts_with("node `a` stopped answering")),
                 "{id}: {outcome:?}"
             );
         }

@@ -13,6 +13,7 @@ pub mod sources;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::failure::Failure;
 use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Observe};
 use crate::state::snapshot::NodeSnapshot;
@@ -37,13 +38,32 @@ pub struct ConnectOptions {
 pub struct NodeFailure {
     pub node: String,
     pub unreachable: bool,
+    /// The stable code of the error behind it (`bai::ssh::unknown_host_key`); docs/errors.md.
+    pub code: String,
     pub message: String,
     pub help: Option<String>,
 }
 
 impl NodeFailure {
-    fn unreachable(node: &str, message: String, help: Option<String>) -> Self {
-        NodeFailure { node: node.to_string(), unreachable: true, message, help }
+    pub fn unreachable(node: &str, code: impl Into<String>, message: String, help: Option<String>) -> Self {
+        NodeFailure { node: node.to_string(), unreachable: true, code: code.into(), message, help }
+    }
+
+    /// A node that answered but is refused, or whose answer is.
+    pub fn refused(node: &str, code: impl Into<String>, message: String, help: Option<String>) -> Self {
+        NodeFailure { unreachable: false, ..NodeFailure::unreachable(node, code, message, help) }
+    }
+
+    /// The failure as the user reads it: `node `a` unreachable: …`.
+    pub fn failure(&self) -> Failure {
+        let what = if self.unreachable { "unreachable" } else { "refused" };
+        let named = format!("node `{}`", self.node);
+        // Most messages name the node already (`node `a` (10.0.0.1:22): …`): say it once.
+        let message = match self.message.strip_prefix(&named) {
+            Some(rest) => format!("{named} {what}{rest}"),
+            None => format!("{named} {what}: {}", self.message),
+        };
+        Failure::error(self.code.clone(), message).help_opt(self.help.clone())
     }
 }
 
@@ -124,6 +144,7 @@ pub async fn open(
         Err(_) => {
             return Err(NodeFailure::unreachable(
                 name,
+                "bai::agent::start_timeout",
                 format!(
                     "node `{name}`: installing and starting the agent took longer than {}",
                     crate::config::value::format_duration(deadlines.change)
@@ -150,7 +171,12 @@ async fn start_agent(
     let name = node.name.value.as_str();
     Ok(if node.is_local() {
         crate::transport::local::spawn(&options.agent_binary).map_err(|e| {
-            NodeFailure::unreachable(name, format!("node `{name}`: cannot start the local agent: {e}"), None)
+            NodeFailure::unreachable(
+                name,
+                "bai::agent::local_start",
+                format!("node `{name}`: cannot start the local agent: {e}"),
+                None,
+            )
         })?
     } else {
         let target = ssh_target(cluster, node, options.accept_new_host_keys);
@@ -177,13 +203,16 @@ async fn start_agent(
 
 fn hello_failure(name: &str, e: ClientError) -> NodeFailure {
     match e {
-        ClientError::Rpc(e) if e.kind == ErrorKind::LeaseHeld => NodeFailure {
-            node: name.to_string(),
-            unreachable: false,
-            message: e.message,
-            help: Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
-        },
-        e => NodeFailure::unreachable(name, format!("node `{name}`: {e}"), None),
+        ClientError::Rpc(e) if e.kind == ErrorKind::LeaseHeld => NodeFailure::refused(
+            name,
+            e.error_code().to_string(),
+            e.message,
+            Some("a second `bai apply` waits its turn; the lease ends when the other run ends or dies".into()),
+        ),
+        e => {
+            let f = Failure::of(&e);
+            NodeFailure::unreachable(name, f.code, format!("node `{name}`: {}", f.message), f.help)
+        }
     }
 }
 
@@ -215,6 +244,7 @@ pub fn shared_agent_failure(cluster: &str, a: &str, b: &str) -> NodeFailure {
     NodeFailure {
         node: b.to_string(),
         unreachable: false,
+        code: "bai::agent::shared_home".into(),
         message: format!(
             "nodes `{a}` and `{b}` reach the same agent (one machine, one agent home): they would share one \
              apply lease, one state and one history, so nothing of cluster `{cluster}` is changed or shown"
@@ -228,8 +258,8 @@ pub fn shared_agent_failure(cluster: &str, a: &str, b: &str) -> NodeFailure {
 }
 
 fn ssh_failure(node: &str, e: &crate::transport::ssh::SshError) -> NodeFailure {
-    use miette::Diagnostic;
-    NodeFailure::unreachable(node, e.to_string(), e.help().map(|h| h.to_string()))
+    let f = Failure::of(e);
+    NodeFailure::unreachable(node, f.code, f.message, f.help)
 }
 
 /// What one node holds for the cluster, checked as what a node says must be ([`crate::untrusted`]).
@@ -249,13 +279,21 @@ pub async fn observe(conn: &mut NodeConn, cluster: &str) -> Result<NodeSnapshot,
                  check `docker info` on the node, or raise `timeouts observe=`"
                     .to_string()
             });
-            NodeFailure::unreachable(&node, format!("node `{node}`: observing failed: {e}"), help)
+            let f = Failure::of(&e);
+            NodeFailure::unreachable(
+                &node,
+                f.code,
+                format!("node `{node}`: observing failed: {}", f.message),
+                help.or(f.help),
+            )
         })?;
-    crate::untrusted::check_snapshot(&node, &mut snapshot).map_err(|why| NodeFailure {
-        node: node.clone(),
-        unreachable: false,
-        message: format!("node `{node}`: its answer to `observe` is not believable: {why}"),
-        help: Some("the node's agent may be compromised or broken; nothing on it was changed".into()),
+    crate::untrusted::check_snapshot(&node, &mut snapshot).map_err(|why| {
+        NodeFailure::refused(
+            &node,
+            "bai::agent::unbelievable",
+            format!("node `{node}`: its answer to `observe` is not believable: {why}"),
+            Some("the node's agent may be compromised or broken; nothing on it was changed".into()),
+        )
     })?;
     Ok(snapshot)
 }
@@ -279,5 +317,16 @@ mod tests {
         assert_eq!(shared_agents(told), vec![("a".into(), "c".into()), ("a".into(), "f".into())]);
         assert!(shared_agents([("a", Some("1")), ("b", Some("2"))]).is_empty());
         assert!(shared_agents([("a", None), ("b", None)]).is_empty(), "no identity, nothing to compare");
+    }
+
+    #[test]
+    fn a_node_failure_names_its_node_once_and_keeps_its_code() {
+        let at =
+            NodeFailure::unreachable("a", "bai::ssh::connect", "node `a` (10.0.0.1:22): cannot connect".into(), None);
+        assert_eq!(at.failure().message, "node `a` unreachable (10.0.0.1:22): cannot connect");
+        assert_eq!(at.failure().code, "bai::ssh::connect");
+        let other = NodeFailure::refused("b", "bai::agent::lease_held", "held by x".into(), Some("wait".into()));
+        assert_eq!(other.failure().message, "node `b` refused: held by x");
+        assert_eq!(other.failure().help.as_deref(), Some("wait"));
     }
 }

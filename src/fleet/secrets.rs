@@ -214,6 +214,13 @@ impl Unresolved {
     pub fn messages(&self) -> Vec<String> {
         self.secrets.iter().map(ToString::to_string).chain(self.nodes.iter().cloned()).collect()
     }
+
+    /// Each as a failure with its code, at `severity` (an apply refuses, a plan reads on as unchanged).
+    pub fn failures(&self, severity: crate::diagnostic::Severity) -> Vec<crate::failure::Failure> {
+        let secrets = self.secrets.iter().map(|e| crate::failure::Failure::of(e));
+        let nodes = self.nodes.iter().map(|m| crate::failure::Failure::error("bai::secret::node_key", m.clone()));
+        secrets.chain(nodes).map(|f| crate::failure::Failure { severity, ..f }).collect()
+    }
 }
 
 /// `desired` with the digest of every secret it can resolve (files under `lab_root`), each under the key

@@ -19,21 +19,34 @@ use crate::untrusted;
 /// thousands of sessions, a generation record with its lock file) are a few megabytes.
 pub const MAX_REPLY: usize = 16 << 20;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ClientError {
     #[error("{0}")]
+    #[diagnostic(transparent)]
     Rpc(#[from] RpcError),
     #[error("the agent connection failed: {0}")]
+    #[diagnostic(code(bai::agent::io), help("the connection to the node dropped; run again"))]
     Io(#[from] std::io::Error),
     #[error("the agent closed the connection")]
+    #[diagnostic(
+        code(bai::agent::closed),
+        help("the agent on the node stopped (killed, out of memory, or the node rebooted); run again")
+    )]
     Closed,
     #[error("the agent answered something else: {0}")]
+    #[diagnostic(
+        code(bai::agent::protocol),
+        help("the node runs something else than this bai's agent, or a broken one; nothing more is asked of it")
+    )]
     Protocol(String),
     #[error("the agent's answer to `{method}` grew past {} MiB without ending: the node's reply is not used", MAX_REPLY >> 20)]
+    #[diagnostic(code(bai::agent::too_long))]
     TooLong { method: &'static str },
     #[error("no answer to `{method}` within {}", crate::config::value::format_duration(*after))]
+    #[diagnostic(code(bai::agent::timeout))]
     Timeout { method: &'static str, after: Duration },
     #[error("the connection is not usable after an earlier call ({0})")]
+    #[diagnostic(code(bai::agent::unusable))]
     Unusable(String),
 }
 
@@ -270,6 +283,8 @@ fn answer_of<T: DeserializeOwned>(line: &[u8], id: u64) -> Option<Result<T, Clie
     }
     if let Some(mut error) = response.error {
         untrusted::clean(&mut error.message);
+        // A code is shown and matched on: one that is not a well-formed code is the kind's.
+        error.code = error.code.filter(|c| crate::failure::well_formed(c));
         return Some(Err(ClientError::Rpc(error)));
     }
     let result = response.result.map_or("null", RawValue::get);

@@ -111,7 +111,8 @@ async fn heal_node(
     for r in results {
         let outcome = match r.outcome {
             execute::ChangeOutcome::Done(d) => Ok(d),
-            execute::ChangeOutcome::Failed(d) | execute::ChangeOutcome::Skipped(d) => Err(d),
+            execute::ChangeOutcome::Failed(f) => Err(format!("{} [{}]", f.message, f.code)),
+            execute::ChangeOutcome::Skipped(d) => Err(d),
         };
         match r.change.id.kind {
             Kind::Session => {

@@ -215,23 +215,18 @@ fn connect(watched: &Arc<Watched>, node: &str, shared: &WatchContext) -> Connect
     let options = shared.options.clone();
     Box::pin(async move {
         let Some(model) = watched.cluster.nodes.iter().find(|n| n.name.value.as_str() == node) else {
-            return Err(NodeFailure {
-                node: node.clone(),
-                unreachable: true,
-                message: "not in the file".into(),
-                help: None,
-            });
+            return Err(NodeFailure::unreachable(&node, "bai::watch::not_in_file", "not in the file".into(), None));
         };
         // Connecting is bounded by the SSH connect timeout; installing and starting the agent gets as long again.
         let limit = fleet::ssh_target(&watched.cluster, model, false).connect_timeout * 2;
         match tokio::time::timeout(limit, fleet::open(&watched.cluster, model, &options.connect, false)).await {
             Ok(result) => result,
-            Err(_) => Err(NodeFailure {
-                node: node.clone(),
-                unreachable: true,
-                message: format!("node `{node}`: no agent session within {}s", limit.as_secs()),
-                help: None,
-            }),
+            Err(_) => Err(NodeFailure::unreachable(
+                &node,
+                "bai::agent::start_timeout",
+                format!("node `{node}`: no agent session within {}s", limit.as_secs()),
+                None,
+            )),
         }
     })
 }

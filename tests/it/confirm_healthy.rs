@@ -39,7 +39,8 @@ fn an_unhealthy_session_rolls_its_node_back_to_the_previous_generation() {
     let out = lab.run(&["apply", "--yes", "--confirm-healthy", "3s"]);
     assert_code(&out, 1, "an unhealthy apply fails");
     let err = stderr_of(&out);
-    assert!(err.contains("error: session `web-a` on `node0` is not healthy after 3s: HTTP 404"), "{err}");
+    assert!(err.contains("session `web-a` on `node0` is not healthy after 3s: HTTP 404"), "{err}");
+    assert!(err.contains("bai::confirm::unhealthy"), "printed with its code: {err}");
     assert!(err.contains("Rolling node node0 of cluster") && err.contains("back to generation 1"), "{err}");
     assert!(err.contains("Rolled back: node node0"), "{err}");
     assert!(stdout_of(&out).contains("-/+ session:web-a"), "the rollback's plan is shown: {}", stdout_of(&out));

@@ -10,6 +10,7 @@ mod compromised_node;
 mod confirm_healthy;
 mod container_names;
 mod docker;
+mod errors;
 mod examples;
 mod flake;
 mod fuzz;

@@ -79,3 +79,41 @@ fn every_code_is_documented_in_the_language_reference() {
         Code::ALL.iter().map(|c| c.as_str()).filter(|c| !reference.contains(&format!("`{c}`"))).collect();
     assert!(missing.is_empty(), "codes missing from schema/README.md: {missing:?}");
 }
+
+#[test]
+fn every_run_time_code_is_documented() {
+    // The codes bai's own code gives failures: `code(bai::…)` on typed errors and `"bai::…"` literals,
+    // outside test modules (they sit at the end of their files).
+    let docs = std::fs::read_to_string(root().join("docs/errors.md")).expect("docs/errors.md exists");
+    let reference = std::fs::read_to_string(root().join("schema/README.md")).expect("reference exists");
+    let mut files = vec![root().join("src")];
+    let mut codes = std::collections::BTreeSet::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read source");
+        let code_part = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        for (at, _) in code_part.match_indices("bai::") {
+            let before = &code_part[..at];
+            if !(before.ends_with('"') || before.ends_with("code(")) {
+                continue;
+            }
+            let code: String = code_part[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':')
+                .collect();
+            if code.split("::").count() == 3 {
+                codes.insert(code);
+            }
+        }
+    }
+    assert!(codes.len() > 100, "the scan found the codes ({})", codes.len());
+    let undocumented: Vec<&String> =
+        codes.iter().filter(|c| !docs.contains(&format!("`{c}`")) && !reference.contains(&format!("`{c}`"))).collect();
+    assert!(undocumented.is_empty(), "codes missing from docs/errors.md: {undocumented:?}");
+}
