@@ -86,7 +86,7 @@ use bai::protocol::Method;
 use bai::transport::client::AgentClient;
 use bai::transport::ssh::{SshTarget, connect, shell_word};
 use sha2::{Digest as _, Sha256};
-use sshfleet::{Fleet, SSHD, USER, machine, output};
+use sshfleet::{SSHD, Sshd, USER, machine, output};
 
 /// The `bai` binary under test, built by cargo (release, for `cargo bench`).
 const BAI: &str = env!("CARGO_BIN_EXE_bai");
@@ -181,7 +181,7 @@ fn bench_main() -> Result<(), String> {
     let mut held = Vec::new();
     for &n in &options.counts {
         // Fresh nodes for every count: nothing of another lab (no other cluster's state) on them.
-        let fleet = Fleet::start(n, "fanout")?;
+        let fleet = Sshd::try_start(n, "fanout")?;
         let lab = write_lab(&fleet, n)?;
         eprintln!("fanout: {n} nodes: setup apply");
         let setup = run_checked(bai_apply(&lab, n), "setup `bai apply`")?;
@@ -223,8 +223,8 @@ fn bench_main() -> Result<(), String> {
             eprintln!(
                 "  {} (client key {}, known_hosts {})",
                 lab.display(),
-                fleet.client_key().display(),
-                fleet.known_hosts().display()
+                fleet.client_key_path().display(),
+                fleet.known_hosts_path().display()
             );
         }
         eprintln!("fanout: press Enter (or close stdin) to stop them");
@@ -259,12 +259,12 @@ fn bai_noop(lab: &Path, n: usize) -> Result<Duration, String> {
 }
 
 /// The OpenSSH client's arguments up to (excluding) the remote command, for node `i`.
-fn ssh_args(fleet: &Fleet, i: usize) -> Vec<String> {
+fn ssh_args(fleet: &Sshd, i: usize) -> Vec<String> {
     vec![
         "-i".into(),
-        fleet.client_key().display().to_string(),
+        fleet.client_key_path().display().to_string(),
         "-o".into(),
-        format!("UserKnownHostsFile={}", fleet.known_hosts().display()),
+        format!("UserKnownHostsFile={}", fleet.known_hosts_path().display()),
         "-o".into(),
         "StrictHostKeyChecking=yes".into(),
         "-o".into(),
@@ -278,7 +278,7 @@ fn ssh_args(fleet: &Fleet, i: usize) -> Vec<String> {
 }
 
 /// `ssh … true` on the first `n` nodes at once, until the last client is reaped.
-fn ssh_true(fleet: &Fleet, n: usize) -> Result<Duration, String> {
+fn ssh_true(fleet: &Sshd, n: usize) -> Result<Duration, String> {
     let started = Instant::now();
     let mut children = Vec::with_capacity(n);
     for i in 0..n {
@@ -354,7 +354,7 @@ fn ping_child(mut child: Child, version: &str, what: &str) -> Result<Vec<f64>, S
     }
 }
 
-fn rpc_local(fleet: &Fleet, version: &str) -> Result<Rpc, String> {
+fn rpc_local(fleet: &Sshd, version: &str) -> Result<Rpc, String> {
     let home = fleet.scratch().join("local-agent-home");
     fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
     let child = Command::new(BAI)
@@ -370,7 +370,7 @@ fn rpc_local(fleet: &Fleet, version: &str) -> Result<Rpc, String> {
     Ok(Rpc::of("local pipe", format!("`{BAI} agent` as a child process"), &samples))
 }
 
-fn rpc_openssh(fleet: &Fleet, agent: &Path, version: &str) -> Result<Rpc, String> {
+fn rpc_openssh(fleet: &Sshd, agent: &Path, version: &str) -> Result<Rpc, String> {
     let remote = format!("{} agent", shell_word(&agent.display().to_string()));
     let child = Command::new("ssh")
         .args(ssh_args(fleet, 0))
@@ -385,14 +385,14 @@ fn rpc_openssh(fleet: &Fleet, agent: &Path, version: &str) -> Result<Rpc, String
 }
 
 /// The agent over bai's own SSH client: connect, exec, `hello`, pings, as `bai apply` does per node.
-fn rpc_russh(fleet: &Fleet, agent: &Path) -> Result<Rpc, String> {
+fn rpc_russh(fleet: &Sshd, agent: &Path) -> Result<Rpc, String> {
     let target = SshTarget {
         node: "node0".to_owned(),
         host: "127.0.0.1".to_owned(),
         port: fleet.port(0),
         user: USER.to_owned(),
-        identity: Some(fleet.client_key().to_path_buf()),
-        known_hosts: fleet.known_hosts().to_path_buf(),
+        identity: Some(fleet.client_key_path().to_path_buf()),
+        known_hosts: fleet.known_hosts_path().to_path_buf(),
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(10),
     };
@@ -455,11 +455,11 @@ fn sha256_file(path: &Path) -> Result<String, String> {
 }
 
 /// The lab for the first `n` nodes of the fleet: cluster `fanout-<n>`, one vfolder per node; returns its path.
-fn write_lab(fleet: &Fleet, n: usize) -> Result<PathBuf, String> {
+fn write_lab(fleet: &Sshd, n: usize) -> Result<PathBuf, String> {
     let mut text = format!(
         "cluster \"fanout-{n}\" {{\n    ssh user=\"{USER}\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"10s\"\n",
-        fleet.client_key().display(),
-        fleet.known_hosts().display()
+        fleet.client_key_path().display(),
+        fleet.known_hosts_path().display()
     );
     for i in 0..n {
         text.push_str(&format!(

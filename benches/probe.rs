@@ -79,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use bai::watch::status::RTT_BUCKETS;
 use serde_json::Value;
-use sshfleet::{Fleet, USER, descendants, die_with_parent, free_port, machine, output};
+use sshfleet::{Sshd, USER, descendants, die_with_parent, free_port, machine, output};
 
 /// The `bai` binary under test, built by cargo (release, for `cargo bench`).
 const BAI: &str = env!("CARGO_BIN_EXE_bai");
@@ -208,7 +208,7 @@ struct Row {
 
 fn bench_main() -> Result<(), String> {
     let options = parse_args()?;
-    let fleet = Fleet::start(options.sshd, TAG)?;
+    let fleet = Sshd::try_start(options.sshd, TAG)?;
     install_agents(&fleet)?;
 
     eprintln!("probe: 1-node baseline watcher");
@@ -229,7 +229,7 @@ fn bench_main() -> Result<(), String> {
 
 /// Installs the agent in every server's `$HOME`, unmeasured: a K-node lab, one node per server, and one
 /// `bai watch --once` over it.
-fn install_agents(fleet: &Fleet) -> Result<(), String> {
+fn install_agents(fleet: &Sshd) -> Result<(), String> {
     let ports: Vec<u16> = (0..fleet.len()).map(|k| fleet.port(k)).collect();
     let lab = write_lab(fleet, "install", &ports)?;
     let started = Instant::now();
@@ -241,11 +241,11 @@ fn install_agents(fleet: &Fleet) -> Result<(), String> {
 }
 
 /// The lab `NAME.kdl` in the fleet's scratch directory: node i on `ports[i]`; returns its path.
-fn write_lab(fleet: &Fleet, name: &str, ports: &[u16]) -> Result<PathBuf, String> {
+fn write_lab(fleet: &Sshd, name: &str, ports: &[u16]) -> Result<PathBuf, String> {
     let mut text = format!(
         "cluster \"{CLUSTER}\" {{\n    ssh user=\"{USER}\" identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"20s\"\n",
-        fleet.client_key().display(),
-        fleet.known_hosts().display()
+        fleet.client_key_path().display(),
+        fleet.known_hosts_path().display()
     );
     for (i, port) in ports.iter().enumerate() {
         text.push_str(&format!("    node \"node{i}\" address=\"127.0.0.1\" {{\n        ssh port={port}\n    }}\n"));
@@ -257,7 +257,7 @@ fn write_lab(fleet: &Fleet, name: &str, ports: &[u16]) -> Result<PathBuf, String
 }
 
 /// N nodes spread round-robin over the fleet's servers.
-fn spread(fleet: &Fleet, n: usize) -> Vec<u16> {
+fn spread(fleet: &Sshd, n: usize) -> Vec<u16> {
     (0..n).map(|i| fleet.port(i % fleet.len())).collect()
 }
 
@@ -266,7 +266,7 @@ struct Baseline {
     anon_kib: u64,
 }
 
-fn baseline_rss(fleet: &Fleet, options: &Options) -> Result<Baseline, String> {
+fn baseline_rss(fleet: &Sshd, options: &Options) -> Result<Baseline, String> {
     let lab = write_lab(fleet, "baseline-1", &spread(fleet, 1))?;
     let mut watcher = Watcher::start(&lab, options, fleet.scratch(), "baseline-1")?;
     watcher.wait_all_up(1, UP_DEADLINE)?;
@@ -278,7 +278,7 @@ fn baseline_rss(fleet: &Fleet, options: &Options) -> Result<Baseline, String> {
     Ok(Baseline { rss_kib: mem.rss_kib, anon_kib: mem.anon_kib })
 }
 
-fn measure(fleet: &Fleet, options: &Options, n: usize) -> Result<Row, String> {
+fn measure(fleet: &Sshd, options: &Options, n: usize) -> Result<Row, String> {
     let lab = write_lab(fleet, &format!("probe-{n}"), &spread(fleet, n))?;
     eprintln!("probe: {n} nodes: starting the watcher");
     let mut watcher = Watcher::start(&lab, options, fleet.scratch(), &format!("probe-{n}"))?;
@@ -739,7 +739,7 @@ fn verdict(text: String, ok: bool, applies: bool) -> String {
     }
 }
 
-fn print_report(options: &Options, fleet: &Fleet, baseline: &Baseline, rows: &[Row]) {
+fn print_report(options: &Options, fleet: &Sshd, baseline: &Baseline, rows: &[Row]) {
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
     let args = if args.is_empty() { String::new() } else { format!(" -- {}", args.join(" ")) };
     println!("## bai watch probe benchmark\n");

@@ -51,5 +51,6 @@ pub fn json(text: &str) -> serde_json::Value {
 
 pub mod images;
 pub mod load;
+#[path = "../../harness/sshd.rs"]
 pub mod sshd;
 pub mod sshlab;
