@@ -9,6 +9,7 @@ use bai::source::{FileId, SourceMap};
 use crate::cli::FmtArgs;
 use crate::commands::{Outcome, Printer};
 use bai::failure::Failure;
+use bai::reconcile::Reporter;
 
 pub fn run(args: &FmtArgs, printer: &Printer) -> Outcome {
     let mut failed = false;

@@ -2,7 +2,6 @@
 
 pub mod agent;
 pub mod apply;
-pub mod confirm;
 pub mod diff;
 pub mod fmt;
 pub mod generations;
@@ -10,15 +9,15 @@ pub mod graph;
 pub mod lock;
 pub mod plan;
 pub mod remote;
+pub mod report;
 pub mod rollback;
-pub mod saved_plan;
 pub mod status;
 pub mod validate;
 pub mod watch;
 
-use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::OnceLock;
 
 use bai::config::load::LoadOptions;
@@ -48,9 +47,11 @@ pub enum Outcome {
 pub struct Printer {
     pub color: bool,
     /// When the diagnostics document goes to stdout: set by a command run with `--format json`.
-    json: Cell<Option<JsonDiagnostics>>,
+    json: Mutex<Option<JsonDiagnostics>>,
     /// Every problem and failure reported, for that document.
-    kept: RefCell<Vec<DiagnosticObject>>,
+    kept: Mutex<Vec<DiagnosticObject>>,
+    /// The progress of the changes running now ([`report`]).
+    progress: Mutex<Option<report::Progress>>,
 }
 
 /// When a command run with `--format json` writes the diagnostics document (schema/diagnostics.schema.json)
@@ -71,17 +72,27 @@ impl Printer {
             Color::Never => false,
             Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         };
-        Printer { color, json: Cell::new(None), kept: RefCell::new(Vec::new()) }
+        Printer { color, json: Mutex::new(None), kept: Mutex::new(Vec::new()), progress: Mutex::new(None) }
     }
 
     /// `--format json`: the diagnostics document is written on stdout as `when` says, at the end.
     pub fn json_diagnostics(&self, when: JsonDiagnostics) {
-        self.json.set(Some(when));
+        *lock(&self.json) = Some(when);
+    }
+
+    fn json(&self) -> Option<JsonDiagnostics> {
+        *lock(&self.json)
     }
 
     /// Whether stdout is the diagnostics document's alone (`apply --format json`).
     pub fn stdout_is_json(&self) -> bool {
-        self.json.get() == Some(JsonDiagnostics::Always)
+        self.json() == Some(JsonDiagnostics::Always)
+    }
+
+    fn keep(&self, objects: impl IntoIterator<Item = DiagnosticObject>) {
+        if self.json().is_some() {
+            lock(&self.kept).extend(objects);
+        }
     }
 
     fn handler(&self) -> miette::GraphicalReportHandler {
@@ -97,41 +108,30 @@ impl Printer {
         if problems.is_empty() {
             return;
         }
-        if self.json.get().is_some() {
-            self.kept.borrow_mut().extend(problems.iter().map(|p| DiagnosticObject::of_problem(p, loaded_sources)));
-        }
+        self.keep(problems.iter().map(|p| DiagnosticObject::of_problem(p, loaded_sources)));
         let text = render_graphical(problems, loaded_sources, &self.handler());
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
 
     /// Prints failures met while running, with their codes, the way problems are printed; messages are
     /// not wrapped (they hold paths and commands to copy).
-    pub fn failures<'a>(&self, failures: impl IntoIterator<Item = &'a Failure>) {
-        let failures: Vec<&Failure> = failures.into_iter().collect();
+    fn print_failures(&self, failures: &[Failure]) {
         if failures.is_empty() {
             return;
         }
-        if self.json.get().is_some() {
-            self.kept.borrow_mut().extend(failures.iter().map(|f| DiagnosticObject::of_failure(f)));
-        }
-        let owned: Vec<Failure> = failures.into_iter().cloned().collect();
-        let text = bai::failure::render_graphical(&owned, &self.handler().with_wrap_lines(false));
+        self.keep(failures.iter().map(DiagnosticObject::of_failure));
+        let text = bai::failure::render_graphical(failures, &self.handler().with_wrap_lines(false));
         let _ = std::io::stderr().write_all(text.as_bytes());
-    }
-
-    /// Prints one failure.
-    pub fn fail(&self, failure: Failure) {
-        self.failures([&failure]);
     }
 
     /// The end of a command: the diagnostics document on stdout where `--format json` asks for it.
     pub fn finish(&self, outcome: Outcome) {
-        match self.json.get() {
+        match self.json() {
             Some(JsonDiagnostics::Always) => {}
             Some(JsonDiagnostics::OnFailure) if outcome == Outcome::Failed => {}
             _ => return,
         }
-        self.stdout(&render_document(&self.kept.borrow()));
+        self.stdout(&render_document(&lock(&self.kept)));
     }
 
     /// The plan a converging command shows before it acts: on stdout, unless stdout is the diagnostics
@@ -149,6 +149,11 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     }
+}
+
+/// A printer's mutex: what it guards stays usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A lab read and validated, restricted to the clusters the user selected.

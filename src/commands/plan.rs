@@ -5,20 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use bai::diagnostic::{Code, Problem, sort_problems};
-use bai::graph::build_graph;
-use bai::model::{ClusterName, Config, NodeName};
-use bai::plan::{Plan, diff, render_json, render_markdown, render_text};
+use bai::failure::Failure;
+use bai::model::{ClusterName, NodeName};
+use bai::plan::saved::Against;
+use bai::plan::{Plan, render_json, render_markdown, render_text};
+use bai::reconcile::survey::{plan_against, survey};
+use bai::reconcile::{Reporter, saved_plan};
 use bai::secret::Digests;
 use bai::state::ClusterState;
-use bai::state::snapshot::{FORMAT_VERSION, Snapshot};
+use bai::state::snapshot::{FORMAT_VERSION, NodeSnapshot, Snapshot};
 use bai::validate::check_inventory;
 
-use bai::plan::saved::Against;
-use bai::state::snapshot::NodeSnapshot;
-
 use crate::cli::{ConnectArgs, PlanArgs, PlanFormat, PlanOutput};
-use crate::commands::{JsonDiagnostics, Outcome, Printer, check, remote, saved_plan};
-use bai::failure::Failure;
+use crate::commands::{JsonDiagnostics, Outcome, Printer, check, remote};
 
 pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
     if args.output.format == PlanFormat::Json {
@@ -68,7 +67,16 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     let only = (against == Against::Live && !args.connect.on.is_empty()).then(|| reached_nodes(&reports));
     let plan = plan_against(lab.config(), &observed, only.as_ref(), &digests);
     if let Some(out) = &args.out {
-        let saved = saved_plan::build(&lab, &args.file, cluster, against, &observed, &reports, &plan);
+        let saved = saved_plan::build(
+            lab.config(),
+            &lab.loaded.sources,
+            &args.file,
+            cluster,
+            against,
+            &observed,
+            &reports,
+            &plan,
+        );
         if let Err(e) = saved_plan::write(out, &saved) {
             printer.fail(e);
             return Outcome::Failed;
@@ -95,23 +103,18 @@ fn observe_live(
     digests: &mut BTreeMap<ClusterName, Digests>,
     printer: &Printer,
 ) -> Option<(Observed, Reports)> {
-    let (runtime, options) = remote::start(connect.accept_new_host_keys, printer)?;
+    let engine = remote::start(connect, printer)?;
     let mut observed = BTreeMap::new();
     let mut reports = BTreeMap::new();
     let mut failed = false;
-    for c in &lab.config().clusters {
-        let mut r = runtime.block_on(bai::reconcile::reach(c, &connect.on, &options, false, connect.parallel));
-        remote::print_failures(printer, &r.failures);
-        remote::print_conflicts(printer, &r);
-        failed |= !r.failures.is_empty();
-        // Secrets digested under the nodes' keys (never made here), so that a changed value plans the
-        // replace `apply` will make; one that cannot be read here is taken as unchanged.
-        let (keyed, _, unresolved) =
-            runtime.block_on(bai::fleet::secrets::keyed(&c.root, ClusterState::desired(c), &mut r.conns, false));
-        remote::print_unresolved_as_unchanged(printer, &unresolved);
-        digests.insert(c.name.value.clone(), bai::secret::digests_of(&keyed));
-        observed.insert(c.name.value.clone(), r.observed(c));
-        reports.insert(c.name.value.to_string(), r.snapshots);
+    // Secrets are digested under the nodes' keys, so that a changed value plans the replace `apply` will
+    // make; one that cannot be read here is taken as unchanged.
+    for s in survey(&engine, lab.config(), &connect.on, printer) {
+        printer.failures(&s.conflicts);
+        failed |= !s.failures.is_empty();
+        digests.insert(s.cluster.clone(), bai::secret::digests_of(&s.desired));
+        reports.insert(s.cluster.to_string(), s.snapshots);
+        observed.insert(s.cluster, s.observed);
     }
     if failed {
         printer.fail(
@@ -126,36 +129,6 @@ fn observe_live(
 /// The nodes that reported, per cluster.
 fn reached_nodes(reports: &BTreeMap<String, Vec<NodeSnapshot>>) -> BTreeMap<String, BTreeSet<NodeName>> {
     reports.iter().map(|(c, nodes)| (c.clone(), nodes.iter().map(|n| NodeName(n.name.clone())).collect())).collect()
-}
-
-/// Plans every cluster of `config` against what `observed` holds for it (nothing, when absent); with
-/// `only`, for those nodes of each cluster alone.
-pub fn plan_against(
-    config: &Config,
-    observed: &BTreeMap<ClusterName, ClusterState>,
-    only: Option<&BTreeMap<String, BTreeSet<NodeName>>>,
-    digests: &BTreeMap<ClusterName, Digests>,
-) -> Plan {
-    let prepared: Vec<_> = config
-        .clusters
-        .iter()
-        .map(|c| {
-            let have =
-                observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
-            let mut desired = match digests.get(&c.name.value) {
-                Some(d) => ClusterState::desired(c).with_digests(d),
-                None => ClusterState::desired(c),
-            };
-            if let Some(only) = only {
-                desired = desired.restrict(&only.get(c.name.value.as_str()).cloned().unwrap_or_default());
-            }
-            // A digest not known (offline, a snapshot, a value not readable here) reads as unchanged.
-            bai::secret::settle_unknown(&mut desired, &have);
-            (desired, have, build_graph(c))
-        })
-        .collect();
-    let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
-    diff(&triples)
 }
 
 pub fn emit(plan: &Plan, output: &PlanOutput, printer: &Printer) -> Outcome {

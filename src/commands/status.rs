@@ -4,9 +4,8 @@
 use std::fmt::Write as _;
 
 use bai::config::value::format_size_approx;
-use bai::reconcile::KeyMaking;
+use bai::reconcile::survey::{Surveyed, survey};
 use bai::secret::without_digests;
-use bai::state::ClusterState;
 use bai::state::snapshot::{ClusterSnapshot, FORMAT_VERSION, Snapshot};
 
 use crate::cli::{StatusArgs, StatusFormat};
@@ -21,32 +20,15 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some((runtime, options)) = remote::start(args.connect.accept_new_host_keys, printer) else {
-        return Outcome::Failed;
-    };
+    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
     let mut snapshot = Snapshot { format_version: FORMAT_VERSION, clusters: Vec::new() };
     let mut text = String::new();
     let mut failed = false;
-    for c in &lab.config().clusters {
-        let mut reached =
-            runtime.block_on(bai::reconcile::reach(c, &args.connect.on, &options, false, args.connect.parallel));
-        remote::print_failures(printer, &reached.failures);
-        failed |= !reached.failures.is_empty();
-        // Secrets are digested under the nodes' keys (never made here: status changes nothing), so that a
-        // changed value reads as drift; one that cannot be read here is taken as unchanged.
-        let observed = reached.observed(c);
-        let bai::reconcile::Desired { state: desired, unresolved, .. } = runtime.block_on(bai::reconcile::desired(
-            &c.root,
-            ClusterState::desired(c),
-            &mut reached,
-            &observed,
-            KeyMaking::ReadOnly,
-        ));
-        remote::print_unresolved_as_unchanged(printer, &unresolved);
-        let _ = writeln!(text, "cluster `{}`", c.name.value);
-        let mut nodes = reached.snapshots.clone();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        for n in &nodes {
+    for surveyed in survey(&engine, lab.config(), &args.connect.on, printer) {
+        failed |= !surveyed.failures.is_empty();
+        let Surveyed { cluster, mut snapshots, desired, failures, .. } = surveyed;
+        let _ = writeln!(text, "cluster `{cluster}`");
+        for n in &snapshots {
             let inv = n.inventory.as_ref();
             let gpus = inv.map_or_else(String::new, |i| match (&i.gpu_error, i.gpus.len()) {
                 (Some(reason), 0) => format!("0 GPUs ({reason})"),
@@ -112,17 +94,17 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
                 }
             }
         }
-        for f in &reached.failures {
+        for f in &failures {
             let _ = writeln!(text, "  node {}: unreachable", f.node);
         }
         // The snapshot shows secrets by reference only: no digest (`bai plan --state` reads an unknown
         // digest as unchanged).
-        for session in nodes.iter_mut().flat_map(|n| n.sessions.iter_mut()) {
+        for session in snapshots.iter_mut().flat_map(|n| n.sessions.iter_mut()) {
             if let Some(spec) = session.spec.as_mut() {
                 *spec = without_digests(spec);
             }
         }
-        snapshot.clusters.push(ClusterSnapshot { name: c.name.value.to_string(), nodes });
+        snapshot.clusters.push(ClusterSnapshot { name: cluster.to_string(), nodes: snapshots });
     }
     match args.format {
         StatusFormat::Text => printer.stdout(&text),

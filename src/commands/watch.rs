@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bai::diagnostic::{plain_handler, render_graphical};
 use bai::failure::Failure;
+use bai::reconcile::Reporter;
 use bai::watch::event::Event;
 use bai::watch::settings::Overrides;
 use bai::watch::status::FleetStatus;
@@ -44,9 +45,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         return Outcome::Failed;
     }
     let lab = watched(first);
-    let Some((runtime, connect)) = remote::start(args.connect.accept_new_host_keys, printer) else {
-        return Outcome::Failed;
-    };
+    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
     let mut overrides = Overrides {
         interval: args.interval,
         timeout: args.timeout,
@@ -59,7 +58,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         overrides.success_threshold = Some(1);
     }
     let options = Arc::new(WatchOptions {
-        connect,
+        connect: engine.options.clone(),
         overrides,
         selectors: args.connect.on.clone(),
         heal: args.heal,
@@ -71,7 +70,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         ..FleetStatus::default()
     }));
     let json = args.format == StatusFormat::Json;
-    runtime.block_on(async {
+    engine.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(addr) = args.listen {
             let listener = match tokio::net::TcpListener::bind(addr).await {

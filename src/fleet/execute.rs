@@ -564,40 +564,13 @@ async fn upload_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::scripted::{self, Answer, Log};
+    use crate::fleet::scripted::{self, Answer, LAB, Log};
     use crate::graph::build_graph;
     use crate::model::Config;
     use crate::plan::diff;
 
-    /// Nodes `a` and `b`; `slow` is a's image, `fast` b's; `after-a` on b depends on `on-a`.
-    const LAB: &str = r#"cluster "t" {
-    node "a" address="10.0.0.1"
-    node "b" address="10.0.0.2"
-    image "slow" ref="example.org/slow:1"
-    image "fast" ref="example.org/fast:1"
-    vfolder "va" node="a"
-    session "on-a" image="slow" node="a" {
-        command "run"
-    }
-    session "on-b" image="fast" node="b" {
-        command "run"
-    }
-    session "after-a" image="fast" node="b" {
-        command "run"
-        depends-on "on-a"
-    }
-}
-"#;
-
     fn config(text: &str) -> Config {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("lab.kdl");
-        std::fs::write(&path, text).expect("write lab");
-        let loaded = crate::config::load(&path);
-        let mut problems = loaded.problems;
-        problems.extend(crate::validate::validate(&loaded.config));
-        assert!(problems.iter().all(|p| !p.is_error()), "the test lab is valid: {problems:?}");
-        loaded.config
+        scripted::lab(text).2.config
     }
 
     /// Applies the plan from `observed` to the lab over scripted agents for `a` and `b`.

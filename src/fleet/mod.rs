@@ -2,6 +2,7 @@
 //! SSH), observing them in parallel. Failures are data, one per node, so that one bad node never stops
 //! the others.
 
+pub mod connector;
 pub mod context;
 pub mod execute;
 #[cfg(test)]
@@ -11,9 +12,11 @@ pub mod select;
 pub mod sources;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::failure::Failure;
+use crate::fleet::connector::Connector;
 use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Observe};
 use crate::state::snapshot::NodeSnapshot;
@@ -23,14 +26,33 @@ use crate::transport::ssh::{SshTarget, connect};
 /// The vfolder root of a node without `vfolder-root`.
 pub const DEFAULT_VFOLDER_ROOT: &str = "~/.local/share/bai/vfolders";
 
-/// How to reach nodes: flags of the run, and the agent binary to install.
-#[derive(Debug, Clone)]
+/// How to reach nodes: flags of the run, the agent binary to install, and how an agent is started.
+#[derive(Clone)]
 pub struct ConnectOptions {
     pub accept_new_host_keys: bool,
     /// The bai binary to run as the agent: this very program.
     pub agent_binary: PathBuf,
     /// `user@host pid N`, shown to a second controller refused the lease.
     pub holder: String,
+    /// [`connector::Real`] but in tests.
+    pub connector: Arc<dyn Connector>,
+}
+
+impl ConnectOptions {
+    /// Nodes reached the real way, this program installed as their agent.
+    pub fn new(accept_new_host_keys: bool, agent_binary: PathBuf) -> Self {
+        ConnectOptions { accept_new_host_keys, agent_binary, holder: holder(), connector: Arc::new(connector::Real) }
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("accept_new_host_keys", &self.accept_new_host_keys)
+            .field("agent_binary", &self.agent_binary)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a node could not be worked on.
@@ -139,7 +161,7 @@ pub async fn open(
 ) -> Result<NodeConn, NodeFailure> {
     let name = node.name.value.as_str();
     let deadlines = deadlines(cluster, node);
-    let stream = match tokio::time::timeout(deadlines.change, start_agent(cluster, node, options)).await {
+    let stream = match tokio::time::timeout(deadlines.change, options.connector.start(cluster, node, options)).await {
         Ok(stream) => stream?,
         Err(_) => {
             return Err(NodeFailure::unreachable(
@@ -163,7 +185,7 @@ pub async fn open(
 }
 
 /// The agent's stdio on the node: a local child process, or over SSH after installing the agent.
-async fn start_agent(
+pub(crate) async fn start_agent(
     cluster: &Cluster,
     node: &Node,
     options: &ConnectOptions,

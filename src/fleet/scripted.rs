@@ -1,14 +1,19 @@
 //! A scripted agent for unit tests: it speaks the JSON-lines protocol over an in-process pipe, answers
 //! each call as the test's script says (after a delay, with an error, or by hanging up), and logs when
-//! each call started and finished, so that the executor's ordering, skipping and broken-node handling are
-//! tested without SSH or Docker. The integration suite drives the real agent.
+//! each call started and finished, so that the executor's ordering, skipping and broken-node handling, the
+//! engine's runs and the watcher's transitions are tested without SSH or Docker. [`Agents`] is a
+//! [`Connector`]: every node the engine or the watcher reaches gets a scripted agent of its own. A
+//! successful answer has the shape the method answers with, for the node asked (an empty node: no
+//! session, no generation). The integration suite drives the real agent.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::fleet::NodeConn;
+use crate::fleet::connector::{Connector, Starting};
+use crate::fleet::{ConnectOptions, NodeConn};
+use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Request, Response, RpcError};
 use crate::transport::AgentStream;
 use crate::transport::client::AgentClient;
@@ -71,18 +76,64 @@ fn subject(method: &Method) -> String {
     }
 }
 
-/// A successful reply of the shape `method` answers with.
-fn reply_to(method: &str) -> serde_json::Value {
-    match method {
-        "ensure_image" => serde_json::json!({"id": "sha256:scripted"}),
-        "put_blob" => serde_json::json!({"complete": true}),
-        "remove_vfolder" => serde_json::json!({"outcome": "deleted"}),
+/// A successful reply of the shape `request` answers with, from the agent of `node`.
+fn reply_to(node: &str, request: &Method) -> serde_json::Value {
+    use crate::protocol::{BAI_VERSION, PROTOCOL_VERSION};
+    match request {
+        Method::Hello(h) => serde_json::json!({
+            "protocol": PROTOCOL_VERSION, "version": BAI_VERSION, "arch": std::env::consts::ARCH,
+            "lease": h.lease, "identity": format!("scripted-{node}"),
+        }),
+        Method::Ping => serde_json::json!({"uptime_s": 1, "load1": null, "gpus": 0}),
+        Method::Observe(o) => serde_json::json!({"name": o.node, "agent": null}),
+        Method::Probe(_) => serde_json::json!({"sessions": [], "unowned": [], "health": []}),
+        Method::EnsureImage(_) => serde_json::json!({"id": "sha256:scripted"}),
+        Method::PutBlob(_) => serde_json::json!({"complete": true}),
+        Method::RemoveVfolder(_) => serde_json::json!({"outcome": "deleted"}),
+        Method::RecordGeneration(_) => serde_json::json!({"pruned": []}),
+        Method::ListGenerations(_) => serde_json::json!({"generations": [], "lowest_pruned": null}),
         _ => serde_json::json!({}),
     }
 }
 
+/// How every scripted agent of a test answers: by node, method and subject.
+pub type Script = Arc<dyn Fn(&str, &'static str, &str) -> Answer + Send + Sync>;
+
+/// The connector that gives every node a scripted agent answering as `script` says.
+#[derive(Clone)]
+pub struct Agents {
+    pub log: Log,
+    pub script: Script,
+}
+
+impl Connector for Agents {
+    fn start<'a>(&'a self, _: &'a Cluster, node: &'a Node, _: &'a ConnectOptions) -> Starting<'a> {
+        let (script, name) = (self.script.clone(), node.name.value.to_string());
+        let asked = name.clone();
+        let stream = stream(&name, &self.log, move |method, subject| script(&asked, method, subject));
+        Box::pin(async move { Ok(stream) })
+    }
+}
+
+/// Options that reach every node through `agents`.
+pub fn options(agents: Agents) -> ConnectOptions {
+    // The lock hashes the agent binary: the test binary stands in for it.
+    let binary = std::env::current_exe().unwrap_or_default();
+    ConnectOptions { connector: Arc::new(agents), ..ConnectOptions::new(false, binary) }
+}
+
 /// A connection to a scripted agent for `node`: `script` says how each call is answered.
 pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Answer + Send + 'static) -> NodeConn {
+    NodeConn {
+        node: node.to_string(),
+        client: AgentClient::new(stream(node, log, script)),
+        vfolder_root: "/vfolders".into(),
+        identity: None,
+    }
+}
+
+/// The stdio of a scripted agent for `node`.
+fn stream(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Answer + Send + 'static) -> AgentStream {
     let (controller, agent) = tokio::io::duplex(1 << 16);
     let (reader, writer) = tokio::io::split(controller);
     let stream = AgentStream { reader: Box::new(reader), writer: Box::new(writer), keepalive: Box::new(()) };
@@ -97,7 +148,7 @@ pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Ans
             let (result, error) = match script(method, &about) {
                 Answer::Ok(delay) => {
                     tokio::time::sleep(delay).await;
-                    (Some(reply_to(method)), None)
+                    (Some(reply_to(&name, &request.method)), None)
                 }
                 Answer::With(result) => (Some(result), None),
                 Answer::Fail(message) => (None, Some(RpcError::new(ErrorKind::Failed, message))),
@@ -113,10 +164,38 @@ pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Ans
             }
         }
     });
-    NodeConn {
-        node: node.to_string(),
-        client: AgentClient::new(stream),
-        vfolder_root: "/vfolders".into(),
-        identity: None,
+    stream
+}
+
+/// The lab the scripted tests share: nodes `a` and `b`; `slow` is a's image, `fast` b's; `after-a` on b
+/// depends on `on-a`.
+pub const LAB: &str = r#"cluster "t" {
+    node "a" address="10.0.0.1"
+    node "b" address="10.0.0.2"
+    image "slow" ref="example.org/slow:1"
+    image "fast" ref="example.org/fast:1"
+    vfolder "va" node="a"
+    session "on-a" image="slow" node="a" {
+        command "run"
     }
+    session "on-b" image="fast" node="b" {
+        command "run"
+    }
+    session "after-a" image="fast" node="b" {
+        command "run"
+        depends-on "on-a"
+    }
+}
+"#;
+
+/// `text` written as `lab.kdl` in a directory of its own, loaded and checked valid.
+pub fn lab(text: &str) -> (tempfile::TempDir, std::path::PathBuf, crate::config::Loaded) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lab.kdl");
+    std::fs::write(&path, text).expect("write lab");
+    let loaded = crate::config::load(&path);
+    let mut problems = loaded.problems.clone();
+    problems.extend(crate::validate::validate(&loaded.config));
+    assert!(problems.iter().all(|p| !p.is_error()), "the test lab is valid: {problems:?}");
+    (dir, path, loaded)
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
+use crate::failure::Failure;
 use crate::fleet::{self, ConnectOptions, NodeConn, NodeFailure, select};
 use crate::model::{Cluster, NodeName};
 use crate::state::ClusterState;
@@ -29,6 +30,24 @@ impl Observation {
 
     pub fn observed(&self, cluster: &Cluster) -> ClusterState {
         ClusterState::observed(&cluster.name.value, self.snapshots.clone())
+    }
+
+    /// Vfolders whose marker a node cannot vouch for (a FIFO, a link, a huge file where the marker was),
+    /// as warnings: bai leaves them alone, and says so wherever it plans, since the plan cannot show them.
+    pub fn conflicts(&self) -> Vec<Failure> {
+        self.snapshots
+            .iter()
+            .flat_map(|n| {
+                n.unowned.iter().filter_map(move |u| {
+                    u.reason.as_ref().map(|why| {
+                        Failure::warning(
+                            "bai::vfolder::conflict",
+                            format!("node `{}`: vfolder `{}`: {why}; bai leaves it alone", n.name, u.name),
+                        )
+                    })
+                })
+            })
+            .collect()
     }
 }
 

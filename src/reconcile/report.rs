@@ -9,6 +9,10 @@ use crate::fleet::execute::ChangeResult;
 use crate::plan::Plan;
 use crate::source::SourceMap;
 
+/// A step failed and has said why through the reporter: the caller stops, with nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
+
 /// What a run reports, in the order it happens.
 pub trait Reporter: Sync {
     /// Problems in a file the run read (the lock file), pointing into `sources`.
@@ -52,12 +56,18 @@ pub trait Reporter: Sync {
 #[derive(Default)]
 pub struct Recorded {
     pub lines: std::sync::Mutex<Vec<String>>,
+    /// What it answers when asked to go ahead.
+    pub go_ahead: bool,
 }
 
 #[cfg(test)]
 impl Recorded {
     fn push(&self, line: String) {
         self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -85,13 +95,18 @@ impl Reporter for Recorded {
 
     fn confirm(&self, verb: &str) -> bool {
         self.push(format!("confirm {verb}"));
-        true
+        self.go_ahead
     }
 
     fn executing(&self, _: &Plan) {}
 
     fn change(&self, result: &ChangeResult) {
-        self.push(format!("change {} {:?}", result.change.id, result.outcome));
+        let outcome = match &result.outcome {
+            crate::fleet::execute::ChangeOutcome::Done(_) => "done".to_string(),
+            crate::fleet::execute::ChangeOutcome::Failed(f) => format!("failed {}", f.code),
+            crate::fleet::execute::ChangeOutcome::Skipped(_) => "skipped".to_string(),
+        };
+        self.push(format!("change {} {outcome}", result.change.id));
     }
 
     fn executed(&self, _: &Plan, results: &[ChangeResult], unreachable: &[NodeFailure]) {

@@ -285,3 +285,126 @@ pub async fn once(
     }
     status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).all_good()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::fleet::scripted::{self, Agents, Answer, LAB, Log};
+    use crate::watch::status::Liveness;
+
+    fn config() -> Config {
+        scripted::lab(LAB).2.config
+    }
+
+    /// What a probe of `a` answers when `on-a` runs as the file says.
+    fn running_on_a(config: &Config) -> serde_json::Value {
+        let hash = Watched::new(config.clusters[0].clone()).on("a").hashes["on-a"].clone();
+        serde_json::json!({
+            "sessions": [{"name": "on-a", "spec_hash": hash, "state": "running"}],
+            "unowned": [], "health": [], "generation": null,
+        })
+    }
+
+    fn options(script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + 'static) -> Arc<WatchOptions> {
+        let agents = Agents { log: Log::default(), script: Arc::new(script) };
+        Arc::new(WatchOptions {
+            connect: scripted::options(agents),
+            overrides: Overrides {
+                interval: Some(Duration::from_millis(20)),
+                timeout: Some(Duration::from_millis(500)),
+                failure_threshold: Some(1),
+                success_threshold: Some(1),
+            },
+            selectors: Vec::new(),
+            heal: false,
+            heal_limit: 3,
+        })
+    }
+
+    fn fresh_status() -> Arc<Mutex<FleetStatus>> {
+        Arc::new(Mutex::new(FleetStatus::default()))
+    }
+
+    #[tokio::test]
+    async fn once_holds_each_node_up_or_down_and_each_session_to_the_file() {
+        let config = config();
+        let probe = running_on_a(&config);
+        let opts = options(move |node, method, _| match (node, method) {
+            ("b", "hello") => Answer::HangUp,
+            ("a", "probe") => Answer::With(probe.clone()),
+            _ => Answer::Ok(Duration::ZERO),
+        });
+        let status = fresh_status();
+        let (events, mut seen) = mpsc::unbounded_channel();
+        let good = once(&config, opts, status.clone(), events).await;
+        assert!(!good, "b is down");
+        let s = status.lock().expect("status").clone();
+        let (a, b) = (&s.clusters["t"].nodes["a"], &s.clusters["t"].nodes["b"]);
+        assert_eq!(a.state, Liveness::Up, "{a:?}");
+        assert_eq!(a.sessions["on-a"].container, "running");
+        assert_eq!(a.sessions["on-a"].drift, None);
+        assert_eq!(b.state, Liveness::Down, "{b:?}");
+        assert!(b.last_error.as_deref().is_some_and(|e| e.contains("closed the connection")), "{b:?}");
+        let mut lines = Vec::new();
+        while let Ok(event) = seen.try_recv() {
+            lines.push(event.line());
+        }
+        assert!(lines.iter().any(|l| l.starts_with("node a up")), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_session_missing_from_its_node_is_drift() {
+        let config = config();
+        let opts = options(|_, _, _| Answer::Ok(Duration::ZERO));
+        let status = fresh_status();
+        let good = once(&config, opts, status.clone(), mpsc::unbounded_channel().0).await;
+        assert!(!good);
+        let s = status.lock().expect("status").clone();
+        let on_a = &s.clusters["t"].nodes["a"].sessions["on-a"];
+        assert_eq!(on_a.container, "missing", "{on_a:?}");
+        assert!(on_a.drift.is_some(), "{on_a:?}");
+        assert_eq!(s.clusters["t"].nodes["b"].state, Liveness::Up, "b answers");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_stops_answering_pings_goes_down_and_comes_back() {
+        let config = config();
+        let probe = running_on_a(&config);
+        // a answers its first pings, fails the next ones, then answers again.
+        let pings = Arc::new(AtomicUsize::new(0));
+        let counted = pings.clone();
+        let opts = options(move |node, method, _| match (node, method) {
+            ("a", "ping") => match counted.fetch_add(1, Ordering::SeqCst) {
+                3..=5 => Answer::Fail("the node is busy".into()),
+                _ => Answer::Ok(Duration::ZERO),
+            },
+            ("a", "probe") => Answer::With(probe.clone()),
+            _ => Answer::Ok(Duration::ZERO),
+        });
+        let lab = Lab { config: config.clone(), files: Vec::new() };
+        let loader: Loader = Box::new(|| Err("no reloads here".into()));
+        let (events, mut seen) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watcher =
+            tokio::spawn(run(lab, loader, opts, fresh_status(), events, mpsc::unbounded_channel().1, async {
+                let _ = stopped.await;
+            }));
+        let mut lines: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lines.iter().filter(|l| l.starts_with("node a up")).nth(1).is_none() {
+            match tokio::time::timeout_at(deadline, seen.recv()).await {
+                Ok(Some(event)) => lines.push(event.line()),
+                _ => panic!("no down and up again within 10 s: {lines:?}"),
+            }
+        }
+        let _ = stop.send(());
+        let _ = watcher.await;
+        let a: Vec<&String> = lines.iter().filter(|l| l.starts_with("node a ")).collect();
+        assert!(a[0].starts_with("node a up"), "{a:?}");
+        assert!(a[1].starts_with("node a down after 1 missed ping") && a[1].contains("the node is busy"), "{a:?}");
+        assert!(a[2].starts_with("node a up"), "{a:?}");
+        assert!(pings.load(Ordering::SeqCst) >= 7);
+    }
+}

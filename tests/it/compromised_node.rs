@@ -110,7 +110,8 @@ fn names_a_node_forges_are_refused_and_never_printed_raw() {
     let r = run(&["plan", &lab.path().display().to_string()], Duration::from_secs(120));
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
     assert_inert(&format!("{}{}", r.stdout, r.stderr), "plan");
-    assert!(r.stderr.contains("node `node1`: its answer to `observe` is not believable"), "{}", r.stderr);
+    assert!(r.stderr.contains("node `node1` refused: its answer to `observe` is not believable"), "{}", r.stderr);
+    assert!(r.stderr.contains("bai::agent::unbelievable"), "with its code: {}", r.stderr);
     assert!(r.stderr.contains("not a name bai gives"), "{}", r.stderr);
 }
 

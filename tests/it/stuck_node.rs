@@ -39,7 +39,7 @@ fn a_mute_agent_is_given_up_at_its_deadline_and_the_other_nodes_finish() {
     lab.compromise(1, "mute");
     let path = lab.path().display().to_string();
     let limit = Duration::from_secs(90);
-    let said = "node `node1`: observing failed: no answer to `observe` within 2s";
+    let said = "node `node1` unreachable: observing failed: no answer to `observe` within 2s";
 
     let plan = bai_within(&["plan", &path], limit);
     assert_failed_saying(&plan, said, "plan");

@@ -1,4 +1,4 @@
-//! `bai apply --confirm-healthy WINDOW` at the CLI edge: after a successful apply, the sessions it
+//! `bai apply --confirm-healthy WINDOW`: after a successful apply, the sessions it
 //! created or replaced are watched (`bai::watch::confirm`); when one is not healthy by the end of the
 //! window, the nodes holding the unhealthy ones go back to their previous generation at once, and the run
 //! fails, reporting both the failure and the rollback. Healthy sessions on other nodes are kept: their
@@ -6,15 +6,12 @@
 
 use std::time::Duration;
 
-use bai::failure::Failure;
-use bai::fleet;
-use bai::model::Cluster;
-use bai::watch::confirm::{SessionToConfirm, confirm};
-
-use crate::commands::Printer;
-use crate::commands::generations::Stamp;
-use crate::commands::rollback;
-use bai::reconcile::Observation;
+use crate::failure::Failure;
+use crate::fleet;
+use crate::model::Cluster;
+use crate::reconcile::record::Stamp;
+use crate::reconcile::{Engine, Observation, Reporter, rollback};
+use crate::watch::confirm::{SessionToConfirm, confirm};
 
 /// What one cluster's apply changed: the sessions to watch and the generation it recorded.
 pub struct Applied {
@@ -22,21 +19,22 @@ pub struct Applied {
     pub number: u64,
 }
 
-pub struct How<'a> {
+/// How the sessions are confirmed and, when one is not healthy, its nodes rolled back.
+pub struct Gate<'a> {
+    /// How long the sessions have to turn healthy.
     pub window: Duration,
     pub stamp: &'a Stamp,
     pub allow_data_loss: bool,
-    pub parallel: usize,
 }
 
 /// True when every watched session turned healthy in time.
 pub fn confirm_or_roll_back(
-    runtime: &tokio::runtime::Runtime,
+    engine: &Engine,
     clusters: &[Cluster],
     reached: &mut [Observation],
     applied: &[Applied],
-    how: &How<'_>,
-    printer: &Printer,
+    how: &Gate<'_>,
+    reporter: &dyn Reporter,
 ) -> bool {
     let mut all_ok = true;
     for ((c, r), a) in clusters.iter().zip(reached.iter_mut()).zip(applied) {
@@ -44,19 +42,19 @@ pub fn confirm_or_roll_back(
             continue;
         }
         let name = c.name.value.as_str();
-        eprintln!(
+        reporter.note(&format!(
             "Confirming that {} changed session{} of cluster `{name}` turn healthy within {}s…",
             a.sessions.len(),
             if a.sessions.len() == 1 { "" } else { "s" },
             how.window.as_secs_f64()
-        );
-        let verdicts = runtime.block_on(confirm(&mut r.conns, name, &a.sessions, how.window));
+        ));
+        let verdicts = engine.block_on(confirm(&mut r.conns, name, &a.sessions, how.window));
         let mut bad_nodes: Vec<String> = Vec::new();
         for v in &verdicts {
             if v.healthy {
-                eprintln!("healthy: session `{}` on `{}` ({})", v.session, v.node, v.detail);
+                reporter.note(&format!("healthy: session `{}` on `{}` ({})", v.session, v.node, v.detail));
             } else {
-                printer.fail(Failure::error(
+                reporter.fail(Failure::error(
                     "bai::confirm::unhealthy",
                     format!(
                         "session `{}` on `{}` is not healthy after {}s: {}",
@@ -72,36 +70,37 @@ pub fn confirm_or_roll_back(
         bad_nodes.sort();
         bad_nodes.dedup();
         if bad_nodes.is_empty() {
-            eprintln!("Cluster `{name}`: every changed session is healthy; generation {} stands.", a.number);
+            reporter
+                .note(&format!("Cluster `{name}`: every changed session is healthy; generation {} stands.", a.number));
             continue;
         }
         all_ok = false;
         let target = a.number - 1;
-        eprintln!(
+        reporter.note(&format!(
             "Rolling node{} {} of cluster `{name}` back to generation {target}{}…",
             if bad_nodes.len() == 1 { "" } else { "s" },
             bad_nodes.join(", "),
             if target == 0 { " (before the first: what bai placed there is removed)" } else { "" }
-        );
-        let mut back = match reobserve(runtime, name, r, &bad_nodes) {
+        ));
+        let mut back = match reobserve(engine, name, r, &bad_nodes) {
             Ok(back) => back,
             Err(why) => {
-                printer.fail(Failure::error(
+                reporter.fail(Failure::error(
                     "bai::confirm::rollback_failed",
                     format!("cannot roll back: {why}; the nodes are left at generation {}", a.number),
                 ));
                 continue;
             }
         };
-        let rolled = rollback::roll_back_now(runtime, c, &mut back, target, how, printer);
+        let rolled = rollback::roll_back_now(engine, c, &mut back, target, how.stamp, how.allow_data_loss, reporter);
         if rolled {
             let (nodes, verb) = if bad_nodes.len() == 1 { ("node", "is") } else { ("nodes", "are") };
-            eprintln!(
+            reporter.note(&format!(
                 "Rolled back: {nodes} {} of cluster `{name}` {verb} as in generation {target} again.",
                 bad_nodes.join(", ")
-            );
+            ));
         } else {
-            printer.fail(
+            reporter.fail(
                 Failure::error("bai::confirm::rollback_failed", "the rollback did not complete")
                     .help(format!("check `bai status` and run `bai rollback --to {target}` once the cause is fixed")),
             );
@@ -113,18 +112,13 @@ pub fn confirm_or_roll_back(
 
 /// The connections of `nodes` taken out of `r` and each node observed again: the rollback plans against
 /// what the apply left.
-fn reobserve(
-    runtime: &tokio::runtime::Runtime,
-    cluster: &str,
-    r: &mut Observation,
-    nodes: &[String],
-) -> Result<Observation, String> {
+fn reobserve(engine: &Engine, cluster: &str, r: &mut Observation, nodes: &[String]) -> Result<Observation, String> {
     let mut back = Observation::default();
     for node in nodes {
         let Some(mut conn) = r.conns.remove(node) else {
             return Err(format!("node `{node}` is no longer connected"));
         };
-        let snapshot = runtime.block_on(fleet::observe(&mut conn, cluster));
+        let snapshot = engine.block_on(fleet::observe(&mut conn, cluster));
         back.conns.insert(node.clone(), conn);
         match snapshot {
             Ok(s) => back.snapshots.push(s),

@@ -1,42 +1,44 @@
-//! Saved plan files at the CLI edge: writing what `bai plan -o` made, telling a plan file from a lab
-//! file, and the checks `bai apply PLAN` runs before it changes anything (see `bai::plan::saved`).
+//! Saved plan files in a run: writing what `bai plan -o` made, telling a plan file from a lab file, and
+//! the checks `bai apply PLAN` runs before it changes anything (the format is [`crate::plan::saved`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use bai::failure::Failure;
-use bai::plan::Plan;
-use bai::plan::saved::{self, Against, ConfigFingerprint, NodeFingerprint, SavedPlan};
-use bai::protocol::{BAI_VERSION, ListGenerations, ListGenerationsReply, Method};
-use bai::state::ClusterState;
-use bai::state::snapshot::NodeSnapshot;
-
-use crate::commands::Lab;
-use crate::commands::generations::LOCK_FILE;
-use bai::reconcile::Observation;
+use crate::failure::Failure;
+use crate::model::Config;
+use crate::plan::Plan;
+use crate::plan::saved::{self, Against, ConfigFingerprint, NodeFingerprint, SavedPlan};
+use crate::protocol::{BAI_VERSION, ListGenerations, ListGenerationsReply, Method};
+use crate::reconcile::record::LOCK_FILE;
+use crate::reconcile::{Engine, Observation};
+use crate::source::SourceMap;
+use crate::state::ClusterState;
+use crate::state::snapshot::NodeSnapshot;
 
 /// The configuration fingerprint of a loaded lab: its files by the names diagnostics use, and the lock
 /// file beside `file`.
-pub fn config_of(lab: &Lab, file: &Path) -> ConfigFingerprint {
+pub fn config_of(sources: &SourceMap, file: &Path) -> ConfigFingerprint {
     let dir = file.parent().unwrap_or(Path::new(""));
-    let lock = bai::config::load::read_source(&dir.join(LOCK_FILE)).ok();
-    let files: Vec<(String, &str)> = lab.loaded.sources.files().map(|(_, f)| (f.name.clone(), f.text())).collect();
+    let lock = crate::config::load::read_source(&dir.join(LOCK_FILE)).ok();
+    let files: Vec<(String, &str)> = sources.files().map(|(_, f)| (f.name.clone(), f.text())).collect();
     ConfigFingerprint::of(&files, lock.as_deref())
 }
 
 /// Builds the saved plan: the touched nodes of each cluster fingerprinted from what they reported
 /// (`snapshots`, by cluster), or as empty when the plan was made against empty nodes.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
-    lab: &Lab,
+    config: &Config,
+    sources: &SourceMap,
     file: &Path,
     cluster: Option<&str>,
     against: Against,
-    observed: &BTreeMap<bai::model::ClusterName, ClusterState>,
+    observed: &BTreeMap<crate::model::ClusterName, ClusterState>,
     snapshots: &BTreeMap<String, Vec<NodeSnapshot>>,
     plan: &Plan,
 ) -> SavedPlan {
     let mut nodes = BTreeMap::new();
-    for c in &lab.config().clusters {
+    for c in &config.clusters {
         let name = c.name.value.to_string();
         let empty = ClusterState::empty(c.name.value.clone());
         let have = observed.get(&c.name.value).unwrap_or(&empty);
@@ -60,7 +62,7 @@ pub fn build(
         lab: file.display().to_string(),
         cluster: cluster.map(str::to_string),
         against,
-        config: config_of(lab, file),
+        config: config_of(sources, file),
         nodes,
         plan: plan.clone(),
     }
@@ -120,12 +122,7 @@ pub fn touched(saved: &SavedPlan, cluster: &str) -> Vec<String> {
 
 /// After observing: every touched node is reachable and as it was. Names each node and what changed;
 /// a node whose newer generation was recorded by this very plan makes it "already applied".
-pub fn check_nodes(
-    runtime: &tokio::runtime::Runtime,
-    saved: &SavedPlan,
-    cluster: &str,
-    reached: &mut Observation,
-) -> Vec<String> {
+pub fn check_nodes(engine: &Engine, saved: &SavedPlan, cluster: &str, reached: &mut Observation) -> Vec<String> {
     let mut why = Vec::new();
     let Some(expected) = saved.nodes.get(cluster) else { return why };
     let reported: BTreeMap<String, NodeFingerprint> =
@@ -144,7 +141,7 @@ pub fn check_nodes(
             continue;
         }
         if now.generation > then.generation
-            && let Some(applied) = applied_by_this_plan(runtime, saved, cluster, node, then.generation, reached)
+            && let Some(applied) = applied_by_this_plan(engine, saved, cluster, node, then.generation, reached)
         {
             why.push(format!("this plan was already applied: node `{node}` {applied}"));
             continue;
@@ -162,7 +159,7 @@ pub fn check_nodes(
 
 /// `recorded generation N by … at …` when one of the node's generations after `since` came from `saved`.
 fn applied_by_this_plan(
-    runtime: &tokio::runtime::Runtime,
+    engine: &Engine,
     saved: &SavedPlan,
     cluster: &str,
     node: &str,
@@ -173,8 +170,8 @@ fn applied_by_this_plan(
     let call = conn
         .client
         .call::<ListGenerationsReply>(Method::ListGenerations(ListGenerations { cluster: cluster.to_string() }));
-    let mut reply = runtime.block_on(call).ok()?;
-    bai::untrusted::check_generations(&mut reply).ok()?;
+    let mut reply = engine.block_on(call).ok()?;
+    crate::untrusted::check_generations(&mut reply).ok()?;
     reply
         .generations
         .iter()

@@ -1,0 +1,47 @@
+//! The engine a command that talks to nodes drives: the async runtime, how nodes are reached, and how many
+//! are worked on at once. Every step the engine takes (observe, plan, execute, record) goes through one
+//! [`Engine`], so that commands only parse arguments, call the engine and render what it reports.
+
+use std::future::Future;
+
+use crate::failure::Failure;
+use crate::fleet::ConnectOptions;
+use crate::model::Cluster;
+use crate::reconcile::Observation;
+
+pub struct Engine {
+    runtime: tokio::runtime::Runtime,
+    pub options: ConnectOptions,
+    /// At most this many nodes are connected, observed or changed at once.
+    pub parallel: usize,
+}
+
+impl Engine {
+    /// An engine that installs this very program as the agent.
+    pub fn start(accept_new_host_keys: bool, parallel: usize) -> Result<Engine, Failure> {
+        let agent_binary = std::env::current_exe().map_err(|e| {
+            Failure::error("bai::cli::agent_binary", format!("cannot find the bai binary to install as agent: {e}"))
+        })?;
+        Engine::with_options(ConnectOptions::new(accept_new_host_keys, agent_binary), parallel)
+    }
+
+    /// An engine that reaches nodes as `options` say (tests: a scripted connector).
+    pub fn with_options(options: ConnectOptions, parallel: usize) -> Result<Engine, Failure> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::error("bai::cli::runtime", format!("cannot start the async runtime: {e}")))?;
+        Ok(Engine { runtime, options, parallel })
+    }
+
+    /// Runs `work` to its end on the engine's runtime.
+    pub fn block_on<F: Future>(&self, work: F) -> F::Output {
+        self.runtime.block_on(work)
+    }
+
+    /// The selected nodes of `cluster` reached and observed; with `lease`, each holding the apply lease.
+    pub fn reach(&self, cluster: &Cluster, selectors: &[String], lease: bool) -> Observation {
+        self.block_on(crate::reconcile::reach(cluster, selectors, &self.options, lease, self.parallel))
+    }
+}
