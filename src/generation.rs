@@ -123,12 +123,12 @@ impl GenerationRecord {
 
 /// What the desired state leaves out but a record keeps: session dependencies and image sources.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Extras {
+pub struct RecordExtras {
     pub depends_on: BTreeMap<String, Vec<String>>,
     pub sources: BTreeMap<String, RecordedSource>,
 }
 
-impl Extras {
+impl RecordExtras {
     /// From the lab as loaded: `lab_dir` is the lab file's directory. Contexts and archives are hashed
     /// as `sources` prepared them for the nodes (the same sha256 the nodes were sent); one that cannot be
     /// read gets no hash (the apply that used it would have failed on it).
@@ -157,7 +157,7 @@ impl Extras {
                 (i.name.value.to_string(), source)
             })
             .collect();
-        Extras { depends_on, sources }
+        RecordExtras { depends_on, sources }
     }
 }
 
@@ -271,7 +271,13 @@ pub fn unnamed_secret_sources(restored: &ClusterState, lab: &ClusterState) -> Ve
 }
 
 /// `node`'s part of `state` as generation `number`.
-pub fn record_of(state: &ClusterState, node: &NodeName, extras: &Extras, number: u64, meta: Meta) -> GenerationRecord {
+pub fn record_of(
+    state: &ClusterState,
+    node: &NodeName,
+    extras: &RecordExtras,
+    number: u64,
+    meta: Meta,
+) -> GenerationRecord {
     let n = state.nodes.get(node);
     GenerationRecord {
         number,
@@ -316,9 +322,9 @@ pub fn record_of(state: &ClusterState, node: &NodeName, extras: &Extras, number:
 }
 
 /// The desired state the records describe (one record per node), and their extras.
-pub fn state_of(cluster: &ClusterName, records: &[&GenerationRecord]) -> (ClusterState, Extras) {
+pub fn state_of(cluster: &ClusterName, records: &[&GenerationRecord]) -> (ClusterState, RecordExtras) {
     let mut state = ClusterState::empty(cluster.clone());
-    let mut extras = Extras::default();
+    let mut extras = RecordExtras::default();
     for r in records {
         let node = NodeName(r.node.clone());
         if r.enrolled {
@@ -549,7 +555,7 @@ mod tests {
     }
 
     /// Two nodes: `a` with an image, a vfolder and two sessions (one depending on the other), `b` bare.
-    fn state() -> (ClusterState, Extras) {
+    fn state() -> (ClusterState, RecordExtras) {
         let mut s = ClusterState::empty(ClusterName("lab".into()));
         for n in ["a", "b"] {
             s.nodes.insert(
@@ -579,7 +585,7 @@ mod tests {
                 },
             );
         }
-        let extras = Extras {
+        let extras = RecordExtras {
             depends_on: BTreeMap::from([("job-a".into(), vec![]), ("job-b".into(), vec!["job-a".into()])]),
             sources: BTreeMap::from([(
                 "box".into(),
@@ -610,7 +616,7 @@ mod tests {
     #[test]
     fn an_empty_state_records_a_node_that_left() {
         let empty = ClusterState::empty(ClusterName("lab".into()));
-        let r = record_of(&empty, &NodeName("a".into()), &Extras::default(), 4, meta());
+        let r = record_of(&empty, &NodeName("a".into()), &RecordExtras::default(), 4, meta());
         assert!(!r.enrolled);
         let (back, _) = state_of(&empty.name, &[&r]);
         assert_eq!(back, empty);

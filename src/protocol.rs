@@ -264,10 +264,11 @@ pub struct PutBlob {
     pub last: bool,
 }
 
-/// Where an image comes from on the node.
+/// How the node makes an image: pull it, build it from a context uploaded as a blob, or load an
+/// uploaded archive (the lab says where each comes from: [`crate::model::ImageSource`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ImageSource {
+pub enum ImageRecipe {
     Pull,
     /// A tar of the build context, uploaded earlier as a blob.
     Build {
@@ -286,7 +287,7 @@ pub struct EnsureImage {
     pub name: String,
     pub spec: ImageSpec,
     pub spec_hash: String,
-    pub source: ImageSource,
+    pub source: ImageRecipe,
     /// What `bai.lock` says of the image, enforced by the agent; absent without a lock entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<LockedFacts>,

@@ -27,7 +27,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use crate::model::Restart;
-use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageSource, RpcError, container_name, labels};
+use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageRecipe, RpcError, container_name, labels};
 use crate::state::snapshot::{ContainerState, SessionSnapshot, Unowned, UnownedKind};
 use crate::state::spec::{EnvSpec, ImageSpec};
 
@@ -281,7 +281,7 @@ impl Engine {
         let segment = image_segment(&spec.reference)?;
         let locked = req.locked.clone().unwrap_or_default();
         match &req.source {
-            ImageSource::Pull => {
+            ImageRecipe::Pull => {
                 // The lock's digest pins the pull as the config's own `digest` would; the config's wins
                 // (the controller refuses a lock that disagrees with it before getting here).
                 let mut pinned = spec.clone();
@@ -298,7 +298,7 @@ impl Engine {
                     }
                 }
             }
-            ImageSource::Build { context_sha256, dockerfile } => {
+            ImageRecipe::Build { context_sha256, dockerfile } => {
                 // A node whose ref already is the locked image has exactly it: building again could only
                 // give another id (builds are not reproducible).
                 let current = self.image_facts(&spec.reference).await?.map(|f| f.0);
@@ -306,7 +306,7 @@ impl Engine {
                     self.build(spec, context_sha256, dockerfile, &blob_path(context_sha256)).await?
                 }
             }
-            ImageSource::Archive { sha256 } => {
+            ImageRecipe::Archive { sha256 } => {
                 self.load(spec, sha256, &blob_path(sha256)).await?;
                 if let Some(want) = &locked.image_id {
                     let got = self.image_facts(&spec.reference).await?.map(|f| f.0);
@@ -328,7 +328,7 @@ impl Engine {
             Ok(image) => Ok(image.id.unwrap_or_default()),
             Err(e) if is_not_found(&e) => match req.source {
                 // `docker load` tags from the archive's own manifest, which may not name this reference.
-                ImageSource::Archive { .. } => Err(DockerError::NotInArchive { reference: spec.reference.clone() }),
+                ImageRecipe::Archive { .. } => Err(DockerError::NotInArchive { reference: spec.reference.clone() }),
                 _ => Err(DockerError::ImageMissing { reference: spec.reference.clone() }),
             },
             Err(e) => Err(api(format!("inspecting image {}", spec.reference))(e)),

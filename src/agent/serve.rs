@@ -193,9 +193,9 @@ impl Agent {
                         spec_hash: req.spec_hash.clone(),
                         id: id.clone(),
                         content: match &req.source {
-                            ImageSource::Pull => None,
-                            ImageSource::Build { context_sha256, .. } => Some(context_sha256.clone()),
-                            ImageSource::Archive { sha256 } => Some(sha256.clone()),
+                            ImageRecipe::Pull => None,
+                            ImageRecipe::Build { context_sha256, .. } => Some(context_sha256.clone()),
+                            ImageRecipe::Archive { sha256 } => Some(sha256.clone()),
                         },
                     },
                 );

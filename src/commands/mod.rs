@@ -157,13 +157,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A lab read and validated, restricted to the clusters the user selected.
-pub struct Lab {
+pub struct CheckedLab {
     pub loaded: Loaded,
     /// Every problem, sorted; errors and warnings.
     pub problems: Vec<Problem>,
 }
 
-impl Lab {
+impl CheckedLab {
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(Problem::is_error)
     }
@@ -183,7 +183,7 @@ pub fn set_load_options(options: LoadOptions) {
 }
 
 /// Loads and validates a lab; `--cluster` keeps one cluster (an unknown name is a problem).
-pub fn check(path: &Path, cluster: Option<&str>) -> Lab {
+pub fn check(path: &Path, cluster: Option<&str>) -> CheckedLab {
     let mut loaded = match LOAD_OPTIONS.get() {
         Some(options) => config::load::load_with(path, options),
         None => config::load(path),
@@ -206,5 +206,5 @@ pub fn check(path: &Path, cluster: Option<&str>) -> Lab {
     }
     problems.extend(validate(&loaded.config));
     sort_problems(&mut problems);
-    Lab { loaded, problems }
+    CheckedLab { loaded, problems }
 }

@@ -98,7 +98,7 @@ type Reports = BTreeMap<String, Vec<NodeSnapshot>>;
 /// Observes every selected node of every cluster (no lease: planning never waits for an apply).
 /// `None` when a node could not be reached: a plan that misses a node would be wrong about it.
 fn observe_live(
-    lab: &crate::commands::Lab,
+    lab: &crate::commands::CheckedLab,
     connect: &ConnectArgs,
     digests: &mut BTreeMap<ClusterName, Digests>,
     printer: &Printer,

@@ -14,7 +14,7 @@ use bai::watch::event::Event;
 use bai::watch::settings::Overrides;
 use bai::watch::status::FleetStatus;
 use bai::watch::table::render_table;
-use bai::watch::{self, Lab, WatchOptions};
+use bai::watch::{self, WatchOptions, WatchedLab};
 use tokio::sync::mpsc;
 
 use crate::cli::{StatusFormat, WatchArgs};
@@ -24,13 +24,13 @@ use crate::commands::{Outcome, Printer, check, remote};
 const RECENT: usize = 8;
 
 /// The watcher's view of a checked lab: the model and the files to watch for changes.
-fn watched(lab: crate::commands::Lab) -> Lab {
+fn watched(lab: crate::commands::CheckedLab) -> WatchedLab {
     let files = lab.loaded.sources.files().map(|(_, f)| f.path.clone()).collect();
-    Lab { config: lab.loaded.config, files }
+    WatchedLab { config: lab.loaded.config, files }
 }
 
 /// A reload: the lab, or its errors rendered for the `config_rejected` event (warnings are not news).
-fn reload(path: &std::path::Path, cluster: Option<&str>) -> Result<Lab, String> {
+fn reload(path: &std::path::Path, cluster: Option<&str>) -> Result<WatchedLab, String> {
     let lab = check(path, cluster);
     if lab.has_errors() {
         return Err(render_graphical(&lab.problems, &lab.loaded.sources, &plain_handler(100)));

@@ -506,18 +506,18 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
 
 /// What the agent is to enforce for an image with a lock entry. The context or archive about to be sent
 /// must be the locked one: it was checked before the run, but the file may have changed since.
-fn locked_facts(image: &str, entry: &crate::lock::LockedImage, source: &ImageSource) -> Result<LockedFacts, String> {
+fn locked_facts(image: &str, entry: &crate::lock::LockedImage, source: &ImageRecipe) -> Result<LockedFacts, String> {
     use crate::lock::LockedSource;
     let sent = match source {
-        ImageSource::Pull => None,
-        ImageSource::Build { context_sha256, .. } => Some(context_sha256.as_str()),
-        ImageSource::Archive { sha256 } => Some(sha256.as_str()),
+        ImageRecipe::Pull => None,
+        ImageRecipe::Build { context_sha256, .. } => Some(context_sha256.as_str()),
+        ImageRecipe::Archive { sha256 } => Some(sha256.as_str()),
     };
     if sent != entry.source.content() {
         return Err(format!(
             "image `{image}`: bai.lock pins sha256 `{}`, but the {} now hashes to `{}`",
             entry.source.content().unwrap_or("-"),
-            if matches!(source, ImageSource::Archive { .. }) { "archive" } else { "build context" },
+            if matches!(source, ImageRecipe::Archive { .. }) { "archive" } else { "build context" },
             sent.unwrap_or("-")
         ));
     }
@@ -535,7 +535,7 @@ async fn upload_source(
     input: &ChangeContext<'_>,
     conn: &mut NodeConn,
     image: &str,
-) -> Result<ImageSource, ChangeError> {
+) -> Result<ImageRecipe, ChangeError> {
     let prepared = input.sources.get(image);
     let prepared = prepared.as_ref().as_ref().map_err(|why| ChangeError::change(SOURCE, why.clone()))?;
     let Some((blob, sha)) = &prepared.blob else { return Ok(prepared.source.clone()) };

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::fleet::context;
-use crate::model::{Cluster, ImageSource as ConfigSource};
-use crate::protocol::ImageSource;
+use crate::model::{Cluster, ImageSource};
+use crate::protocol::ImageRecipe;
 
 /// The bytes a node is sent for an image.
 #[derive(Debug)]
@@ -56,7 +56,7 @@ impl Blob {
 #[derive(Debug)]
 pub struct Prepared {
     /// What `ensure_image` is told.
-    pub source: ImageSource,
+    pub source: ImageRecipe,
     /// What is uploaded first, with its sha256; `None` for a pulled image.
     pub blob: Option<(Blob, String)>,
 }
@@ -94,22 +94,22 @@ fn prepare(cluster: &Cluster, image: &str) -> Result<Prepared, String> {
         return Err(format!("image `{image}` is not in the configuration"));
     };
     Ok(match &config.source {
-        ConfigSource::Pull => Prepared { source: ImageSource::Pull, blob: None },
-        ConfigSource::Build { context, dockerfile } => {
+        ImageSource::Pull => Prepared { source: ImageRecipe::Pull, blob: None },
+        ImageSource::Build { context, dockerfile } => {
             let (bytes, sha) = context::pack(&context.value)
                 .map_err(|e| format!("cannot pack build context `{}`: {e}", context.value.display()))?;
             let dockerfile = dockerfile.as_ref().map_or_else(|| "Dockerfile".to_string(), |d| d.value.clone());
             Prepared {
-                source: ImageSource::Build { context_sha256: sha.clone(), dockerfile },
+                source: ImageRecipe::Build { context_sha256: sha.clone(), dockerfile },
                 blob: Some((Blob::Packed(bytes), sha)),
             }
         }
-        ConfigSource::Archive { path } => {
+        ImageSource::Archive { path } => {
             let read = |e: std::io::Error| format!("cannot read archive `{}`: {e}", path.value.display());
             let len = std::fs::metadata(&path.value).map_err(read)?.len();
             let sha = context::file_sha256(&path.value).map_err(read)?;
             Prepared {
-                source: ImageSource::Archive { sha256: sha.clone() },
+                source: ImageRecipe::Archive { sha256: sha.clone() },
                 blob: Some((Blob::File { path: path.value.clone(), len }, sha)),
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::failure::Failure;
 use crate::fleet;
 use crate::model::Cluster;
-use crate::reconcile::record::Stamp;
+use crate::reconcile::record::RunStamp;
 use crate::reconcile::{Engine, Observation, Reporter, rollback};
 use crate::watch::confirm::{SessionToConfirm, confirm};
 
@@ -23,7 +23,7 @@ pub struct Applied {
 pub struct Gate<'a> {
     /// How long the sessions have to turn healthy.
     pub window: Duration,
-    pub stamp: &'a Stamp,
+    pub stamp: &'a RunStamp,
     pub allow_data_loss: bool,
 }
 

@@ -12,13 +12,13 @@ use crate::failure::Failure;
 use crate::fleet::execute::{self, ChangeContext, ChangeOutcome, ChangeResult};
 use crate::fleet::secrets::SecretValues;
 use crate::fleet::sources::Sources;
-use crate::generation::Extras;
+use crate::generation::RecordExtras;
 use crate::graph::{ResourceGraph, build_graph};
 use crate::model::Config;
 use crate::plan::diff;
 use crate::plan::saved::SavedPlan;
 use crate::reconcile::confirm_healthy::{Applied, Gate, confirm_or_roll_back};
-use crate::reconcile::record::{self, Generation, Stamp};
+use crate::reconcile::record::{self, Generation, RunStamp};
 use crate::reconcile::{self, Engine, KeyMaking, Observation, Reporter, lockfile, saved_plan};
 use crate::source::SourceMap;
 use crate::state::ClusterState;
@@ -169,7 +169,7 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
     let mut results: Vec<ChangeResult> = Vec::new();
     reporter.executing(&plan);
     // Generations: every node a run touched records this run's number (see `record::record`).
-    let mut stamp = Stamp::new(request.sources, file);
+    let mut stamp = RunStamp::new(request.sources, file);
     stamp.meta.plan_id = saved.as_ref().map(|s| s.id.clone());
     let mut recorded = true;
     let mut applied: Vec<Applied> = Vec::new();
@@ -193,8 +193,10 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
         // Destroy records an empty generation: a later rollback can bring the cluster back. The sources
         // are hashed only when some node of the cluster records a generation.
         let extras = match goal {
-            Goal::Apply if !record::touched(&done).is_empty() => Extras::from_cluster(c, &stamp.lab_dir, &sources),
-            Goal::Apply | Goal::Destroy => Extras::default(),
+            Goal::Apply if !record::touched(&done).is_empty() => {
+                RecordExtras::from_cluster(c, &stamp.lab_dir, &sources)
+            }
+            Goal::Apply | Goal::Destroy => RecordExtras::default(),
         };
         let number = record::current(r).unwrap_or(0) + 1;
         let generation = Generation { cluster: c, desired, extras: &extras, number, meta: &stamp.meta };

@@ -1,4 +1,4 @@
-//! A run recorded as a generation: what every record of one run shares ([`Stamp`]), which nodes a run
+//! A run recorded as a generation: what every record of one run shares ([`RunStamp`]), which nodes a run
 //! touched, each node's record of the new generation (`apply`, `destroy` and `rollback` alike), and the
 //! generations the nodes keep (`bai generations`, `bai rollback`).
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::failure::Failure;
 use crate::fleet::NodeConn;
 use crate::fleet::execute::{ChangeOutcome, ChangeResult};
-use crate::generation::{Extras, Meta, config_hash, now_rfc3339, record_of};
+use crate::generation::{Meta, RecordExtras, config_hash, now_rfc3339, record_of};
 use crate::model::{Cluster, NodeName};
 use crate::protocol::{
     BAI_VERSION, ListGenerations, ListGenerationsReply, Method, RecordGeneration, RecordGenerationReply,
@@ -21,13 +21,13 @@ use crate::state::ClusterState;
 pub const LOCK_FILE: &str = "bai.lock";
 
 /// What every record of one run shares, computed once from the lab as loaded.
-pub struct Stamp {
+pub struct RunStamp {
     pub meta: Meta,
     /// The lab file's directory: recorded source paths are relative to it.
     pub lab_dir: PathBuf,
 }
 
-impl Stamp {
+impl RunStamp {
     pub fn new(sources: &SourceMap, file: &Path) -> Self {
         let lab_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let lock = crate::config::load::read_source(&lab_dir.join(LOCK_FILE)).ok();
@@ -42,7 +42,7 @@ impl Stamp {
             plan_id: None,
             rollback_of: None,
         };
-        Stamp { meta, lab_dir }
+        RunStamp { meta, lab_dir }
     }
 }
 
@@ -64,7 +64,7 @@ pub fn current(reached: &Observation) -> Option<u64> {
 pub struct Generation<'a> {
     pub cluster: &'a Cluster,
     pub desired: &'a ClusterState,
-    pub extras: &'a Extras,
+    pub extras: &'a RecordExtras,
     pub number: u64,
     pub meta: &'a Meta,
 }

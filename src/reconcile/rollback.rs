@@ -25,7 +25,7 @@ use crate::graph::{Kind, ResourceGraph};
 use crate::model::{Cluster, Config, NodeName};
 use crate::plan::{Action, Plan, diff};
 use crate::protocol::{GetGeneration, Method};
-use crate::reconcile::record::{self, Generation, Stamp};
+use crate::reconcile::record::{self, Generation, RunStamp};
 use crate::reconcile::{Engine, Observation, Reporter};
 use crate::source::SourceMap;
 use crate::state::ClusterState;
@@ -39,7 +39,7 @@ struct Prepared {
     secrets: crate::fleet::secrets::SecretValues,
     observed: ClusterState,
     graph: ResourceGraph,
-    extras: crate::generation::Extras,
+    extras: crate::generation::RecordExtras,
     target: u64,
     number: u64,
     meta: Meta,
@@ -62,7 +62,7 @@ pub struct RollbackRequest<'a> {
 /// `bai rollback`: every selected node back to its state at the target generation, recorded as a new
 /// generation. True when everything asked was done.
 pub fn rollback(engine: &Engine, request: &RollbackRequest<'_>, reporter: &dyn Reporter) -> bool {
-    let stamp = Stamp::new(request.sources, request.file);
+    let stamp = RunStamp::new(request.sources, request.file);
     let mut failed = false;
     let mut reached: Vec<Observation> = Vec::new();
     let mut prepared: Vec<Option<Prepared>> = Vec::new();
@@ -166,7 +166,7 @@ pub fn roll_back_now(
     c: &Cluster,
     r: &mut Observation,
     target: u64,
-    stamp: &Stamp,
+    stamp: &RunStamp,
     allow_data_loss: bool,
     reporter: &dyn Reporter,
 ) -> bool {
@@ -202,7 +202,7 @@ fn prepare(
     c: &Cluster,
     r: &mut Observation,
     to: Option<u64>,
-    stamp: &Stamp,
+    stamp: &RunStamp,
 ) -> Result<Prepared, Vec<Failure>> {
     let (lists, errors) = record::list_all(engine, c, r);
     if !errors.is_empty() {
@@ -226,7 +226,7 @@ fn prepare_at(
     r: &mut Observation,
     lists: BTreeMap<String, crate::protocol::ListGenerationsReply>,
     target: u64,
-    stamp: &Stamp,
+    stamp: &RunStamp,
 ) -> Result<Prepared, String> {
     let known = lists.values().flat_map(|l| l.generations.iter().map(|g| g.number));
     let current = known.chain(record::current(r)).max().unwrap_or(0);

@@ -95,13 +95,13 @@ impl Watched {
 }
 
 /// A valid lab and the files it was read from (watched for changes).
-pub struct Lab {
+pub struct WatchedLab {
     pub config: Config,
     pub files: Vec<PathBuf>,
 }
 
 /// Reads the lab again; `Err` carries the rendered diagnostics.
-pub type Loader = Box<dyn Fn() -> Result<Lab, String> + Send + Sync>;
+pub type Loader = Box<dyn Fn() -> Result<WatchedLab, String> + Send + Sync>;
 
 /// How often the lab's files are checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
@@ -197,7 +197,7 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 /// Watches until `shutdown` resolves: reloads the lab when one of its files changes or `reload` fires
 /// (SIGHUP), keeping the previous lab when the new one has errors.
 pub async fn run(
-    lab: Lab,
+    lab: WatchedLab,
     loader: Loader,
     options: Arc<WatchOptions>,
     status: Arc<Mutex<FleetStatus>>,
@@ -383,7 +383,7 @@ mod tests {
             ("a", "probe") => Answer::With(probe.clone()),
             _ => Answer::Ok(Duration::ZERO),
         });
-        let lab = Lab { config: config.clone(), files: Vec::new() };
+        let lab = WatchedLab { config: config.clone(), files: Vec::new() };
         let loader: Loader = Box::new(|| Err("no reloads here".into()));
         let (events, mut seen) = mpsc::unbounded_channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

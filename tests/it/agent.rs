@@ -343,7 +343,7 @@ fn the_agent_refuses_image_references_that_would_address_another_endpoint() {
             name: format!("img-{i}"),
             spec,
             spec_hash: "h".into(),
-            source: bai::protocol::ImageSource::Pull,
+            source: bai::protocol::ImageRecipe::Pull,
             locked: None,
         };
         let reply = agent.call(&line(10 + i as u64, Method::EnsureImage(req)));

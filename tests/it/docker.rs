@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bai::agent::docker::{DockerError, Engine};
 use bai::model::Restart;
-use bai::protocol::{CreateSession, EnsureImage, ErrorKind, ImageSource, RpcError, container_name, labels};
+use bai::protocol::{CreateSession, EnsureImage, ErrorKind, ImageRecipe, RpcError, container_name, labels};
 use bai::state::snapshot::{ContainerState, Unowned, UnownedKind};
 use bai::state::spec::{EnvSpec, ImageSpec, MountSpec, ResourceSpec, SessionSpec, SourceKind, hash_of};
 use serde_json::Value;
@@ -276,11 +276,11 @@ async fn session_refusals_name_what_is_missing_but_never_a_secret() {
     assert!(!docker(&["inspect", &container_name(&cluster, "train")]).status.success());
 }
 
-fn image_request(reference: &str, source: ImageSource) -> EnsureImage {
+fn image_request(reference: &str, source: ImageRecipe) -> EnsureImage {
     let kind = match source {
-        ImageSource::Pull => SourceKind::Pull,
-        ImageSource::Build { .. } => SourceKind::Build,
-        ImageSource::Archive { .. } => SourceKind::Archive,
+        ImageRecipe::Pull => SourceKind::Pull,
+        ImageRecipe::Build { .. } => SourceKind::Build,
+        ImageRecipe::Archive { .. } => SourceKind::Archive,
     };
     let spec = ImageSpec { reference: reference.into(), source: kind, digest: None };
     EnsureImage { cluster: "lab".into(), name: "img".into(), spec_hash: hash_of(&spec), spec, source, locked: None }
@@ -303,7 +303,7 @@ async fn ensure_image_builds_from_a_context_blob() {
     tar_of(ctx.path(), &blobs.path().join("good"));
     let blob_path = |sha: &str| blobs.path().join(sha);
 
-    let source = ImageSource::Build { context_sha256: "good".into(), dockerfile: "Dockerfile".into() };
+    let source = ImageRecipe::Build { context_sha256: "good".into(), dockerfile: "Dockerfile".into() };
     let id = engine.ensure_image(&image_request(&tag, source), &blob_path).await.expect("the image is built");
     assert!(id.starts_with("sha256:"), "{id}");
     assert!(engine.image_exists(&tag).await.expect("inspect"));
@@ -313,7 +313,7 @@ async fn ensure_image_builds_from_a_context_blob() {
     let bad = context(&format!("{DOCKERFILE}RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo marker-line; exit 7\"]\n"));
     tar_of(bad.path(), &blobs.path().join("bad"));
     let bad_tag = unique("bai-test/unbuilt:b");
-    let source = ImageSource::Build { context_sha256: "bad".into(), dockerfile: "Dockerfile".into() };
+    let source = ImageRecipe::Build { context_sha256: "bad".into(), dockerfile: "Dockerfile".into() };
     let err = engine.ensure_image(&image_request(&bad_tag, source), &blob_path).await.expect_err("the build fails");
     let message = err.to_string();
     assert!(message.contains(&bad_tag) && message.contains("marker-line"), "{message}");
@@ -321,7 +321,7 @@ async fn ensure_image_builds_from_a_context_blob() {
     let ancestor = format!("ancestor={id}");
     assert_eq!(docker_ok(&["ps", "-aq", "--filter", &ancestor]), "", "the failed step's container was left behind");
 
-    let source = ImageSource::Build { context_sha256: "absent".into(), dockerfile: "Dockerfile".into() };
+    let source = ImageRecipe::Build { context_sha256: "absent".into(), dockerfile: "Dockerfile".into() };
     let err = engine.ensure_image(&image_request(&bad_tag, source), &blob_path).await.expect_err("no blob");
     assert!(matches!(err, DockerError::Blob { .. }) && err.to_string().contains(&bad_tag), "{err}");
 }
@@ -340,7 +340,7 @@ async fn ensure_image_loads_an_archive_and_checks_its_tag() {
     assert!(!engine.image_exists(&tag).await.expect("inspect"));
 
     let blob_path = |sha: &str| blobs.path().join(sha);
-    let source = ImageSource::Archive { sha256: "saved".into() };
+    let source = ImageRecipe::Archive { sha256: "saved".into() };
     let id = engine.ensure_image(&image_request(&tag, source.clone()), &blob_path).await.expect("loaded");
     assert!(engine.image_exists(&tag).await.expect("inspect"), "docker load brought the tag back");
     assert_eq!(id, docker_ok(&["image", "inspect", "--format", "{{.Id}}", IMAGE]));
@@ -353,11 +353,11 @@ async fn ensure_image_loads_an_archive_and_checks_its_tag() {
 #[tokio::test]
 async fn pull_skips_present_images_and_names_an_unreachable_reference() {
     let engine = engine();
-    let present = engine.ensure_image(&image_request(IMAGE, ImageSource::Pull), &|_| PathBuf::new()).await;
+    let present = engine.ensure_image(&image_request(IMAGE, ImageRecipe::Pull), &|_| PathBuf::new()).await;
     assert!(present.as_ref().is_ok_and(|id| id.starts_with("sha256:")), "{present:?}");
 
     let reference = "registry.invalid/bai/none:1";
-    let req = image_request(reference, ImageSource::Pull);
+    let req = image_request(reference, ImageRecipe::Pull);
     let no_blobs = |_: &str| PathBuf::new();
     let pull = engine.ensure_image(&req, &no_blobs);
     let err = tokio::time::timeout(Duration::from_secs(90), pull)
