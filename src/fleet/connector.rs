@@ -1,6 +1,6 @@
 //! The connector seam: how the controller starts a node's agent and gets its stdio. The real connector
 //! runs a child process for `local=#true` and goes over SSH for every other node; tests put a
-//! [`crate::fleet::scripted`] agent in its place, so that the engine's runs and the watcher are driven end
+//! scripted agent (`fleet::scripted`) in its place, so that the engine's runs and the watcher are driven end
 //! to end in one process, without SSH or Docker.
 
 use std::future::Future;

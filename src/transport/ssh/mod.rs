@@ -1,0 +1,239 @@
+//! The SSH transport: how the controller reaches a node. A russh client connects with OpenSSH's host-key
+//! rules (`known_hosts`, `accept-new` on request, a changed key always refused), authenticates with an
+//! identity file or ssh-agent, runs fixed commands, starts the agent as a byte stream ([`AgentStream`]), and
+//! installs the agent binary Nix-style under a content address.
+//!
+//! Security rule of this module: no remote command is ever built from user data. Every command is a fixed
+//! string, at most completed with a hex SHA-256 this module computed itself; everything else crosses the
+//! channel as bytes (stdin) and never meets a shell.
+//!
+//! Here: the target, the session and connecting. Beside it: `error` (every failure, with its code),
+//! `host_key` (checking inside the handshake), `auth` (identity file or ssh-agent), `exec` (fixed
+//! commands, processes, the agent's stream), `install` (the agent binary under its content address).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use std::time::SystemTime;
+
+use futures_util::TryFutureExt;
+use russh::client::{self, AuthResult, Handle, Msg};
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::AgentStream;
+use super::exec_stdout::{ExecStdout, signal_text};
+pub use super::exit_status::ExitStatus;
+use super::known_hosts;
+
+/// Where and how to reach one node.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    /// The node's name in the lab, for messages.
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// `None`: the keys of ssh-agent, then `~/.ssh/id_ed25519`, then `~/.ssh/id_rsa` (see [`KeySources`]).
+    pub identity: Option<PathBuf>,
+    /// An OpenSSH `known_hosts` file (hashed entries and `[host]:port` forms understood).
+    pub known_hosts: PathBuf,
+    /// Trust and record a host key never seen before, like OpenSSH's `StrictHostKeyChecking=accept-new`.
+    /// A changed key is refused regardless.
+    pub accept_new_host_keys: bool,
+    /// Limit for TCP connect, key exchange and authentication together.
+    pub connect_timeout: Duration,
+}
+
+mod auth;
+mod error;
+mod exec;
+mod host_key;
+mod install;
+
+pub use auth::*;
+pub use error::*;
+pub use exec::*;
+use host_key::*;
+pub use install::*;
+
+/// One authenticated SSH connection to a node. Channels open concurrently on it (`&self`).
+pub struct SshSession {
+    handle: Arc<Handle<Client>>,
+    node: String,
+    host: String,
+    port: u16,
+}
+
+/// russh's own list with AES-256-GCM moved ahead of ChaCha20-Poly1305.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
+fn client_config() -> client::Config {
+    client::Config {
+        // TCP_NODELAY is set by `open_stream` (russh's `nodelay` applies only when russh connects itself).
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        // AES-GCM first: with AES-NI it seals a small packet (a ping, its answer) for less than ring's
+        // ChaCha20-Poly1305, whose software path showed in the watcher's profile; both are AEADs OpenSSH
+        // offers by default (BENCHMARKS.md has the A/B, within the run-to-run noise).
+        preferred: russh::Preferred { cipher: std::borrow::Cow::Borrowed(CIPHERS), ..russh::Preferred::default() },
+        // russh's default key-exchange order is kept on purpose: it starts with mlkem768x25519 (cheap, and
+        // post-quantum where the server has it) then curve25519; it has no sntrup761, the one expensive
+        // exchange OpenSSH's own client prefers. OpenSSH 9.2 thus settles on curve25519.
+        ..client::Config::default()
+    }
+}
+
+/// Opens and authenticates a connection; the whole of it bounded by `target.connect_timeout`. Without an
+/// identity file, keys come from [`KeySources::from_env`].
+pub async fn connect(target: &SshTarget) -> Result<SshSession, SshError> {
+    connect_with(target, &KeySources::from_env()).await
+}
+
+/// [`connect`] with the key sources given rather than read from the environment.
+pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSession, SshError> {
+    // Read an explicit identity before touching the network: a typo in its path is the user's to fix.
+    let explicit = match &target.identity {
+        Some(path) => Some((path.as_path(), load_identity(target, path)?)),
+        None => None,
+    };
+    let verdict = Arc::new(Mutex::new(None));
+    let handler = Client {
+        host: target.host.clone(),
+        port: target.port,
+        known_hosts: target.known_hosts.clone(),
+        accept_new: target.accept_new_host_keys,
+        verdict: Arc::clone(&verdict),
+    };
+    let attempt = async {
+        let mut handle = open_stream(target)
+            .and_then(|stream| client::connect_stream(Arc::new(client_config()), stream, handler))
+            .await
+            .map_err(|source| {
+                let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
+                host_key_error(target, verdict).unwrap_or_else(|| SshError::Connect {
+                    node: target.node.clone(),
+                    host: target.host.clone(),
+                    port: target.port,
+                    source: Box::new(source),
+                })
+            })?;
+        authenticate(&mut handle, target, explicit, keys).await?;
+        Ok(handle)
+    };
+    let handle = match tokio::time::timeout(target.connect_timeout, attempt).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(SshError::ConnectTimeout {
+                node: target.node.clone(),
+                host: target.host.clone(),
+                port: target.port,
+                seconds: target.connect_timeout.as_secs_f64(),
+            });
+        }
+    };
+    Ok(SshSession { handle: Arc::new(handle), node: target.node.clone(), host: target.host.clone(), port: target.port })
+}
+
+/// How much of the server's output one read takes in: a whole packet or several, where russh alone reads
+/// a packet's length and its body separately and then once more to learn there is nothing left.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The TCP connection under an SSH session, reads through [`READ_BUFFER`], and TCP_NODELAY: without it
+/// every request/response on a warm connection waits ~40 ms for delayed ACKs.
+async fn open_stream(target: &SshTarget) -> Result<BufReader<TcpStream>, russh::Error> {
+    let socket = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    socket.set_nodelay(true)?;
+    Ok(BufReader::with_capacity(READ_BUFFER, socket))
+}
+
+impl SshSession {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn open(&self, command: &str) -> Result<russh::Channel<Msg>, SshError> {
+        let channel = self.handle.channel_open_session().await.map_err(|e| self.session_error(e))?;
+        channel.exec(true, command).await.map_err(|e| self.session_error(e))?;
+        Ok(channel)
+    }
+
+    fn session_error(&self, source: russh::Error) -> SshError {
+        SshError::Session {
+            node: self.node.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            source: Box::new(source),
+        }
+    }
+    /// Ends the connection politely; channels still open on it end too.
+    pub async fn close(self) {
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/home/me/.local/share/bai/agent/ab12/bai"), "/home/me/.local/share/bai/agent/ab12/bai");
+        assert_eq!(shell_word("/home/my user/bai"), "'/home/my user/bai'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$HOME`x`"), "'$HOME`x`'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn sessions_cross_tasks() {
+        // The executor and the probe share sessions between tasks.
+        fn shareable<T: Send + Sync>() {}
+        shareable::<SshSession>();
+        shareable::<RemoteStatus>();
+        shareable::<SshError>();
+    }
+
+    #[test]
+    fn known_hosts_lines_count_comments() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, "# one\nhost-a ssh-ed25519 AAAA\n# three\n\nhost-e ssh-ed25519 AAAA\n").expect("write");
+        assert_eq!(file_line(&path, 1), 2);
+        assert_eq!(file_line(&path, 3), 5);
+        assert_eq!(file_line(&dir.path().join("absent"), 3), 3);
+    }
+
+    #[test]
+    fn arch_names_agree() {
+        assert_eq!(normalize_arch("arm64"), normalize_arch("aarch64"));
+        assert_eq!(normalize_arch("amd64"), normalize_arch("x86_64"));
+        assert_ne!(normalize_arch("x86_64"), normalize_arch("aarch64"));
+    }
+
+    #[test]
+    fn elf_header_names_the_machine() {
+        let mut header = [0u8; 20];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[5] = 1;
+        header[18] = 0xb7;
+        assert_eq!(elf_arch(&header), Some("aarch64"));
+        header[18] = 0x3e;
+        assert_eq!(elf_arch(&header), Some("x86_64"));
+        assert_eq!(elf_arch(b"#!/bin/sh\n"), None);
+    }
+}
