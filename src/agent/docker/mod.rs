@@ -1,0 +1,238 @@
+//! The agent's Docker half: images and session containers on the node, through the local engine's API
+//! (bollard). Everything bai creates carries its ownership labels ([`crate::protocol::labels`]), and
+//! nothing without them for the cluster at hand is ever stopped, replaced or removed: a container that
+//! merely holds a managed name (`bai.<cluster>.<session>`) is reported by [`Engine::unowned`] and refused
+//! by the methods that would change it.
+//!
+//! Secrets travel in [`CreateSession::secrets`] and end up in the container's environment; they never
+//! appear in an error message or in `Debug` output of anything here.
+//!
+//! Here: the engine connection and what its parts share. Beside it: `error` (every failure, with its
+//! code), `images` (finding and making images), `sessions` (the session containers).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::exec::StartExecOptions;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, ExecConfig, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncReadExt;
+
+use crate::model::Restart;
+use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageRecipe, RpcError, container_name, labels};
+use crate::state::snapshot::{ContainerState, SessionSnapshot, Unowned, UnownedKind};
+use crate::state::spec::{EnvSpec, ImageSpec};
+
+/// The directory a session starts in; `.local/bin` under it leads the container's `PATH`.
+pub const WORK_DIR: &str = "/home/work";
+
+/// What Docker itself uses when an image declares no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Lines of build output kept to explain a failed build.
+const BUILD_LOG_TAIL: usize = 20;
+
+/// Blobs are streamed to the engine in chunks of this size, so a multi-gigabyte image archive never
+/// sits in the agent's memory.
+const CHUNK: usize = 1 << 20;
+
+/// Seconds a session gets to exit after SIGTERM before `remove_session` kills it.
+const STOP_GRACE_S: i32 = 10;
+
+mod error;
+mod images;
+mod sessions;
+
+pub use error::*;
+pub use images::*;
+
+fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
+    let action = action.into();
+    move |source| DockerError::Api { action, source }
+}
+
+/// `reference` as one segment of an API path (`/images/{segment}/json`), once it is known to be an image
+/// reference: bollard splices names into paths as they are, and `../../containers/x/json?x=` would
+/// address another endpoint.
+fn image_segment(reference: &str) -> Result<String, DockerError> {
+    crate::reference::check(reference)
+        .map_err(|reason| DockerError::InvalidReference { reference: reference.to_string(), reason })?;
+    Ok(crate::reference::path_segment(reference))
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// The local Docker engine.
+pub struct Engine {
+    docker: Docker,
+    /// bollard speaks API 1.53 unless told otherwise, and older engines (Debian's 20.10 speaks 1.41)
+    /// reject that outright; the first call agrees on a version, once.
+    negotiated: tokio::sync::OnceCell<()>,
+}
+impl Engine {
+    /// Connects to the engine `DOCKER_HOST` names, or the local socket. Nothing is sent yet: a missing
+    /// socket fails here, an engine that does not answer fails at the first call.
+    pub fn connect() -> Result<Engine, DockerError> {
+        let docker = Docker::connect_with_defaults().map_err(|source| DockerError::Connect { source })?;
+        Ok(Engine { docker, negotiated: tokio::sync::OnceCell::new() })
+    }
+
+    /// The client, once the API version is agreed. `negotiate_version` updates the version shared by all
+    /// clones of the client, so negotiating on a clone is enough.
+    async fn api(&self) -> Result<&Docker, DockerError> {
+        self.negotiated
+            .get_or_try_init(|| async { self.docker.clone().negotiate_version().await.map(drop) })
+            .await
+            .map_err(|source| DockerError::Connect { source })?;
+        Ok(&self.docker)
+    }
+
+    /// The engine's version string, e.g. `20.10.24+dfsg1`.
+    pub async fn version(&self) -> Result<String, DockerError> {
+        let v = self.api().await?.version().await.map_err(api("reporting its version"))?;
+        Ok(v.version.unwrap_or_default())
+    }
+    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {
+        match self.api().await?.inspect_container(container, None).await {
+            Ok(inspect) => Ok(Some(inspect)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting container {container}"))(e)),
+        }
+    }
+}
+
+/// The engine's own words for a failure, without bollard's wrapping.
+fn message_of(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerStreamError { error } => error.trim().to_string(),
+        BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A file as a stream of chunks. Generic over the chunk type so that bollard's `Bytes` is inferred at
+/// the call site without a direct dependency on the `bytes` crate.
+fn read_chunks<B: From<Vec<u8>>>(file: tokio::fs::File) -> impl Stream<Item = Result<B, std::io::Error>> {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(B::from(buf)), Some(file)))
+            }
+            // Yield the error, then end the stream.
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::sessions::*;
+    use super::*;
+    use crate::state::spec::{ResourceSpec, SessionSpec};
+
+    #[test]
+    fn references_split_like_the_docker_cli() {
+        assert_eq!(split_reference("ubuntu"), ("ubuntu", "latest"));
+        assert_eq!(split_reference("ubuntu:24.04"), ("ubuntu", "24.04"));
+        assert_eq!(split_reference("localhost:5000/team/img"), ("localhost:5000/team/img", "latest"));
+        assert_eq!(split_reference("localhost:5000/team/img:2"), ("localhost:5000/team/img", "2"));
+        assert_eq!(split_reference("cr.io/a/b@sha256:abc"), ("cr.io/a/b", "sha256:abc"));
+    }
+
+    fn request(env: BTreeMap<String, EnvSpec>, secrets: BTreeMap<String, String>) -> CreateSession {
+        CreateSession {
+            cluster: "lab".into(),
+            node: "n1".into(),
+            name: "train".into(),
+            spec: SessionSpec {
+                image: "img".into(),
+                image_ref: "img:1".into(),
+                image_digest: None,
+                node: "n1".into(),
+                command: vec![],
+                env,
+                mounts: vec![],
+                resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+                ports: BTreeMap::new(),
+                restart: Restart::No,
+            },
+            spec_hash: "h".into(),
+            vfolder_root: "/v".into(),
+            secrets,
+        }
+    }
+
+    #[test]
+    fn env_holds_values_secrets_and_a_path_led_by_local_bin() {
+        let env =
+            BTreeMap::from([("A".into(), EnvSpec::Value("1".into())), ("TOKEN".into(), EnvSpec::from_env("HF_TOKEN"))]);
+        let req = request(env, BTreeMap::from([("TOKEN".into(), "s3cret".into())]));
+        assert_eq!(
+            session_env(&req, Some("/opt/conda/bin:/bin")).as_deref(),
+            Ok(
+                &["A=1".to_string(), "TOKEN=s3cret".into(), "PATH=/home/work/.local/bin:/opt/conda/bin:/bin".into()][..]
+            )
+        );
+        assert_eq!(
+            session_env(&request(BTreeMap::new(), BTreeMap::new()), None).as_deref(),
+            Ok(&[format!("PATH=/home/work/.local/bin:{DEFAULT_PATH}")][..])
+        );
+    }
+
+    #[test]
+    fn env_errors_name_variables_never_values() {
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::from_file("/secret"))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("TOKEN"), "{err}");
+        let env = BTreeMap::from([("PATH".into(), EnvSpec::Value("/evil".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("PATH") && !err.contains("/evil"), "{err}");
+        let env = BTreeMap::from([("TOKEN".into(), EnvSpec::from_env("T"))]);
+        let err = session_env(&request(env, BTreeMap::from([("TOKEN".into(), "s3c\0ret".into())])), None).unwrap_err();
+        assert!(err.contains("TOKEN") && err.contains("NUL") && !err.contains("s3c"), "{err}");
+        let env = BTreeMap::from([("X=Y".into(), EnvSpec::Value("v".into()))]);
+        let err = session_env(&request(env, BTreeMap::new()), None).unwrap_err();
+        assert!(err.contains("`X=Y` is not an environment variable name"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked_before_reaching_api_paths() {
+        assert_eq!(checked_name("lab", "train").ok().as_deref(), Some("bai.lab.train"));
+        assert!(checked_name("lab", "../x").is_err());
+        assert!(checked_name("lab", "a?b").is_err());
+        assert!(checked_name("", "x").is_err());
+        assert_eq!(checked_name("a", "x.train").ok().as_deref(), Some("bai.a.x.train"));
+        assert!(checked_name("a.x", "train").is_err(), "the same container name from a dotted cluster");
+    }
+
+    #[test]
+    fn ownership_needs_both_labels() {
+        let l =
+            |c: &str, s: &str| HashMap::from([(labels::CLUSTER.into(), c.into()), (labels::SESSION.into(), s.into())]);
+        assert!(owned(Some(&l("lab", "x")), "lab", "x"));
+        assert!(!owned(Some(&l("other", "x")), "lab", "x"));
+        assert!(!owned(Some(&l("lab", "y")), "lab", "x"));
+        assert!(!owned(None, "lab", "x"));
+        let refused: RpcError = DockerError::NotOwned { container: "bai.lab.x".into(), cluster: "lab".into() }.into();
+        assert_eq!(refused.kind, ErrorKind::Refused);
+    }
+}

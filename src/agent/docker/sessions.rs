@@ -1,0 +1,455 @@
+//! Session containers: listing the cluster's own and the ones squatting its names, creating one (a
+//! replacement is made before the old one goes), removing one, its state, and running a check in it.
+//! Nothing without bai's labels for the cluster is ever touched.
+
+use super::*;
+
+impl Engine {
+    /// Managed containers of `cluster`, running or not. A container with the cluster label but no
+    /// session label is not a session and is left out.
+    pub async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
+        let docker = self.api().await?;
+        // A node reports its own sessions only: nodes may share an engine (tests, nested labs), and a
+        // session placed for another node is that node's to report.
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{}={cluster}", labels::CLUSTER), format!("{}={node}", labels::NODE)],
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let listed = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(api(format!("listing the containers of cluster {cluster}")))?;
+        let mut sessions = Vec::new();
+        for c in listed {
+            let labels = c.labels.unwrap_or_default();
+            let Some(name) = labels.get(labels::SESSION) else { continue };
+            // A replacement not yet renamed (or left by an agent that died half way) is not the session.
+            let replacement = replacement_name(&container_name(cluster, name));
+            if c.names.iter().flatten().any(|n| n.trim_start_matches('/') == replacement) {
+                continue;
+            }
+            let state = c.state.map_or(ContainerState::Created, |s| container_state(s.as_ref()));
+            // The listing has no exit code (only a "Exited (3) 2 minutes ago" status line): ask for it.
+            let exit_code = match (state, &c.id) {
+                (ContainerState::Exited | ContainerState::Dead, Some(id)) => match docker
+                    .inspect_container(id, None)
+                    .await
+                {
+                    Ok(inspect) => inspect.state.and_then(|s| s.exit_code),
+                    // Removed between the listing and now: it is gone, not an error.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(api(format!("inspecting container {}", container_name(cluster, name)))(e)),
+                },
+                _ => None,
+            };
+            sessions.push(SessionSnapshot {
+                name: name.clone(),
+                spec_hash: labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
+                state,
+                exit_code,
+                spec: labels.get(labels::SPEC).and_then(|s| serde_json::from_str(s).ok()),
+            });
+        }
+        sessions.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(sessions)
+    }
+
+    /// Containers holding a name `bai.<cluster>.<x>` without bai's labels for this cluster and session
+    /// (no labels, or another cluster's): conflicts to report, never to touch. Names are the full
+    /// container names, as `docker ps` shows them.
+    pub async fn unowned(&self, cluster: &str) -> Result<Vec<Unowned>, DockerError> {
+        let docker = self.api().await?;
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let listed = docker.list_containers(Some(options)).await.map_err(api("listing containers"))?;
+        let prefix = container_name(cluster, "");
+        let mut unowned: Vec<Unowned> = listed
+            .into_iter()
+            .filter_map(|c| {
+                let name = c
+                    .names?
+                    .into_iter()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))?;
+                let session = &name[prefix.len()..];
+                let session = session.strip_suffix(REPLACEMENT_SUFFIX).unwrap_or(session);
+                (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned {
+                    kind: UnownedKind::Container,
+                    name,
+                    reason: None,
+                })
+            })
+            .collect();
+        unowned.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(unowned)
+    }
+}
+
+impl Engine {
+    /// Creates and starts the session's container, replacing an owned container of the same name and
+    /// refusing ([`DockerError::NotOwned`]) one that is not bai's. The image must be on the node.
+    pub async fn create_session(
+        &self,
+        req: &CreateSession,
+        vfolder_path: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<(), DockerError> {
+        let docker = self.api().await?;
+        let container = checked_name(&req.cluster, &req.name)?;
+        let spec = &req.spec;
+
+        // Everything that can be refused is checked before the old container goes away.
+        let existing = self.inspect_container(&container).await?;
+        if let Some(existing) = &existing
+            && !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), &req.cluster, &req.name)
+        {
+            return Err(DockerError::NotOwned { container, cluster: req.cluster.clone() });
+        }
+        let image = match docker.inspect_image(&image_segment(&spec.image_ref)?).await {
+            Ok(image) => image,
+            Err(e) if is_not_found(&e) => return Err(DockerError::ImageMissing { reference: spec.image_ref.clone() }),
+            Err(e) => return Err(api(format!("inspecting image {}", spec.image_ref))(e)),
+        };
+        let image_path = image
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|e| e.strip_prefix("PATH=").map(str::to_string));
+        let env = session_env(req, image_path.as_deref())
+            .map_err(|reason| DockerError::Invalid { container: container.clone(), reason })?;
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let host = vfolder_path(&m.vfolder);
+                let host = host.to_str().filter(|h| !h.contains(':')).ok_or_else(|| DockerError::Invalid {
+                    container: container.clone(),
+                    reason: format!("vfolder {} has a host path Docker cannot bind: {}", m.vfolder, host.display()),
+                })?;
+                if m.destination.contains(':') {
+                    return Err(DockerError::Invalid {
+                        container: container.clone(),
+                        reason: format!("mount destination {} contains ':'", m.destination),
+                    });
+                }
+                Ok(format!("{host}:{}{}", m.destination, if m.readonly { ":ro" } else { "" }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let memory = match spec.resources.memory {
+            Some(bytes) => Some(i64::try_from(bytes).map_err(|_| DockerError::Invalid {
+                container: container.clone(),
+                reason: format!("memory limit {bytes} is larger than Docker accepts"),
+            })?),
+            None => None,
+        };
+        let gpus = spec.resources.gpus;
+        let host_config = HostConfig {
+            binds: Some(binds),
+            nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
+            memory,
+            device_requests: (gpus > 0).then(|| {
+                vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    count: Some(i64::from(gpus)),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
+            restart_policy: Some(RestartPolicy { name: Some(restart_policy(spec.restart)), maximum_retry_count: None }),
+            ..Default::default()
+        };
+        // Serializing the spec cannot fail (plain data, string map keys); were it ever empty, `sessions`
+        // would read the label as "no spec" rather than fail.
+        let labels = HashMap::from([
+            (labels::CLUSTER.to_string(), req.cluster.clone()),
+            (labels::NODE.to_string(), req.node.clone()),
+            (labels::SESSION.to_string(), req.name.clone()),
+            (labels::SPEC_HASH.to_string(), req.spec_hash.clone()),
+            (labels::SPEC.to_string(), serde_json::to_string(spec).unwrap_or_default()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image_ref.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(env),
+            working_dir: Some(WORK_DIR.into()),
+            labels: Some(labels),
+            // Exposed, never published: health checks reach the container's own address from the node.
+            exposed_ports: (!spec.ports.is_empty()).then(|| spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+
+        // A replacement left behind by an agent that died half way through a replace is bai's to clear.
+        let next = replacement_name(&container);
+        self.remove_leftover_replacement(&next, &req.cluster, &req.name).await?;
+        let Some(old_id) = existing.and_then(|e| e.id) else {
+            return self.create_and_start(docker, &container, body).await;
+        };
+
+        // Replace. The new container is created, not started, under a name no session can hold, before the
+        // old one goes: whatever the engine refuses in it (the image, a mount, the command) leaves the
+        // running session as it was. Only starting it can still fail after the old one is gone.
+        let options = CreateContainerOptionsBuilder::default().name(&next).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|source| DockerError::ReplacementRefused { container: container.clone(), source })?;
+        let discard_new = || async {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&created.id, Some(force)).await;
+        };
+        if let Err(e) = self.remove_container_by_id(&old_id, &container).await {
+            discard_new().await;
+            return Err(e);
+        }
+        let rename = RenameContainerOptionsBuilder::default().name(&container).build();
+        let started = match docker.rename_container(&created.id, rename).await {
+            Ok(()) => docker.start_container(&created.id, None).await.map_err(|e| ("starting", e)),
+            Err(e) => Err(("renaming", e)),
+        };
+        if let Err((doing, source)) = started {
+            // A created-but-never-started container would look like a session with the right spec; take it
+            // away so that the next plan creates it again.
+            discard_new().await;
+            return Err(DockerError::ReplacementNotStarted { container, doing, source });
+        }
+        Ok(())
+    }
+
+    /// Creates and starts a container where none holds the name.
+    pub(super) async fn create_and_start(
+        &self,
+        docker: &Docker,
+        container: &str,
+        body: ContainerCreateBody,
+    ) -> Result<(), DockerError> {
+        let options = CreateContainerOptionsBuilder::default().name(container).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(api(format!("creating container {container}")))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            // A created-but-never-started container would look like a session with the right spec; take it
+            // away so that the next plan creates it again. Best effort: the start error is what matters.
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&created.id, Some(force)).await;
+            return Err(api(format!("starting container {container}"))(e));
+        }
+        Ok(())
+    }
+
+    /// Removes the replacement container `next` of session `session` if one was left behind; refuses one
+    /// that holds the name without being bai's.
+    pub(super) async fn remove_leftover_replacement(
+        &self,
+        next: &str,
+        cluster: &str,
+        session: &str,
+    ) -> Result<(), DockerError> {
+        let Some(leftover) = self.inspect_container(next).await? else { return Ok(()) };
+        if !owned(leftover.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, session) {
+            return Err(DockerError::NotOwned { container: next.to_string(), cluster: cluster.to_string() });
+        }
+        match leftover.id {
+            Some(id) => self.remove_container_by_id(&id, next).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after a grace period) and removes the session's container. `Ok(false)`
+    /// when there is none; [`DockerError::NotOwned`] when the name is held by a container that is not bai's
+    /// for this cluster.
+    pub async fn remove_session(&self, cluster: &str, name: &str) -> Result<bool, DockerError> {
+        let container = checked_name(cluster, name)?;
+        self.remove_leftover_replacement(&replacement_name(&container), cluster, name).await?;
+        let Some(existing) = self.inspect_container(&container).await? else { return Ok(false) };
+        if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
+        let Some(id) = existing.id else { return Ok(false) };
+        self.remove_container_by_id(&id, &container).await
+    }
+
+    /// Stops and removes a container bai checked it owns, by id; `Ok(false)` when it went meanwhile.
+    pub(super) async fn remove_container_by_id(&self, id: &str, container: &str) -> Result<bool, DockerError> {
+        let docker = self.api().await?;
+        let stop = StopContainerOptionsBuilder::default().t(STOP_GRACE_S).build();
+        match docker.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(api(format!("stopping container {container}"))(e)),
+        }
+        // Forced, because a container with a restart policy may already be starting again.
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(id, Some(remove)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("removing container {container}"))(e)),
+        }
+    }
+
+    /// The state of one managed container: its state, its exit code once it has stopped, and its IP on
+    /// the default bridge (or its first network) while it has one. `None` when there is no container.
+    pub async fn session_state(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<(ContainerState, Option<i64>, Option<String>)>, DockerError> {
+        let container = checked_name(cluster, name)?;
+        let Some(inspect) = self.inspect_container(&container).await? else { return Ok(None) };
+        if !owned(inspect.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        let (state, code) = inspect.state.map_or((ContainerState::Created, None), |s| {
+            (s.status.map_or(ContainerState::Created, |st| container_state(st.as_ref())), s.exit_code)
+        });
+        let exit_code = matches!(state, ContainerState::Exited | ContainerState::Dead).then_some(code).flatten();
+        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let ip_of = |net: &bollard::models::EndpointSettings| net.ip_address.clone().filter(|ip| !ip.is_empty());
+        let mut others: Vec<_> = networks.iter().filter(|(k, _)| k.as_str() != "bridge").collect();
+        others.sort_by(|a, b| a.0.cmp(b.0));
+        let ip = networks.get("bridge").and_then(ip_of).or_else(|| others.into_iter().find_map(|(_, n)| ip_of(n)));
+        Ok(Some((state, exit_code, ip)))
+    }
+
+    /// Runs `argv` in the session's running container (no shell, no TTY, output discarded) and returns
+    /// its exit code. Refuses ([`DockerError::NotOwned`]) a container that is not bai's for this cluster,
+    /// and a missing one ([`DockerError::Invalid`]); Docker itself refuses a stopped one.
+    ///
+    /// It waits for the command however long it runs: callers bound it with a timeout. Docker has no way
+    /// to stop an exec'd process, so a command that outlives its caller keeps running in the container.
+    pub async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError> {
+        let docker = self.api().await?;
+        let container = checked_name(cluster, name)?;
+        let invalid = |reason: &str| DockerError::Invalid { container: container.clone(), reason: reason.into() };
+        if argv.is_empty() {
+            return Err(invalid("an empty command cannot be run"));
+        }
+        let Some(existing) = self.inspect_container(&container).await? else {
+            return Err(invalid("there is no such container"));
+        };
+        if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, name) {
+            return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
+        }
+        // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
+        let Some(id) = existing.id else { return Err(invalid("Docker reported no id for it")) };
+        let config = ExecConfig {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let action = || format!("running {:?} in container {container}", argv.join(" "));
+        let created = docker.create_exec(&id, config).await.map_err(api(action()))?;
+        let start = StartExecOptions { detach: true, tty: false, output_capacity: None };
+        docker.start_exec(&created.id, Some(start)).await.map_err(api(action()))?;
+        // Detached, so the end is learnt by asking; start quick (most checks are instant), then back off.
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let inspect = docker.inspect_exec(&created.id).await.map_err(api(action()))?;
+            if inspect.running != Some(true) {
+                // Not running and no code: the engine has not started it yet, or it never will; the
+                // caller's timeout settles the second case.
+                if let Some(code) = inspect.exit_code {
+                    return Ok(code);
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Whether a container's labels make it bai's session `session` of `cluster`.
+pub(super) fn owned(labels: Option<&HashMap<String, String>>, cluster: &str, session: &str) -> bool {
+    labels.is_some_and(|l| {
+        l.get(labels::CLUSTER).is_some_and(|c| c == cluster) && l.get(labels::SESSION).is_some_and(|s| s == session)
+    })
+}
+
+/// The container name of a session, after checking that both parts are plain names: they are spliced
+/// into API paths, where a `/` or `?` would address something else entirely. The cluster may not hold a
+/// `.`: session names may, so cluster `a` with session `x.train` and cluster `a.x` with session `train`
+/// would both be `bai.a.x.train` (the controller refuses such a lab before it gets here).
+pub(super) fn checked_name(cluster: &str, session: &str) -> Result<String, DockerError> {
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let container = container_name(cluster, session);
+    if !(plain(cluster) && plain(session)) {
+        Err(DockerError::Invalid { container, reason: "cluster and session names may hold only [A-Za-z0-9._-]".into() })
+    } else if cluster.contains('.') {
+        Err(DockerError::Invalid {
+            container,
+            reason: format!(
+                "cluster name `{cluster}` holds a `.`, which makes container names ambiguous \
+                 (`bai.<cluster>.<session>`, and session names may hold a `.`)"
+            ),
+        })
+    } else {
+        Ok(container)
+    }
+}
+
+/// Marks the name a replacement container is created under before the old one goes: session names never
+/// hold a `_`, so no session's container can have it.
+pub(super) const REPLACEMENT_SUFFIX: &str = "_next";
+
+pub(super) fn replacement_name(container: &str) -> String {
+    format!("{container}{REPLACEMENT_SUFFIX}")
+}
+
+/// Docker's state words, mapped onto what the snapshot knows. `removing` is on its way to gone;
+/// `stopping` still runs.
+pub(super) fn container_state(status: &str) -> ContainerState {
+    match status {
+        "running" | "stopping" => ContainerState::Running,
+        "restarting" => ContainerState::Restarting,
+        "paused" => ContainerState::Paused,
+        "exited" => ContainerState::Exited,
+        "dead" | "removing" => ContainerState::Dead,
+        _ => ContainerState::Created,
+    }
+}
+
+pub(super) fn restart_policy(restart: Restart) -> RestartPolicyNameEnum {
+    match restart {
+        Restart::No => RestartPolicyNameEnum::NO,
+        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        Restart::Always => RestartPolicyNameEnum::ALWAYS,
+        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+    }
+}
+
+/// The container's environment: literal values, secret values by variable name, and `PATH` with
+/// `/home/work/.local/bin` first and then the image's own `PATH`. Errors name variables, never values.
+pub(super) fn session_env(req: &CreateSession, image_path: Option<&str>) -> Result<Vec<String>, String> {
+    let mut env = Vec::with_capacity(req.spec.env.len() + 1);
+    for (name, value) in &req.spec.env {
+        if name == "PATH" {
+            return Err(format!(
+                "sets PATH, which bai composes itself ({WORK_DIR}/.local/bin, then the image's PATH); \
+                 put programs in {WORK_DIR}/.local/bin instead"
+            ));
+        }
+        // Shown escaped: a name that is not one may hold anything.
+        if !crate::protocol::is_env_name(name) {
+            return Err(format!("`{}` is not an environment variable name", name.escape_debug()));
+        }
+        let value = match value {
+            EnvSpec::Value(v) => v,
+            EnvSpec::FromEnv { .. } | EnvSpec::FromFile { .. } => req
+                .secrets
+                .get(name)
+                .ok_or_else(|| format!("the value of secret variable {name} was not sent with the request"))?,
+        };
+        // The engine would refuse it and echo the variable, value and all, in its error.
+        if value.contains('\0') {
+            return Err(format!("the value of {name} holds a NUL character, which no environment value can"));
+        }
+        env.push(format!("{name}={value}"));
+    }
+    env.push(format!("PATH={WORK_DIR}/.local/bin:{}", image_path.unwrap_or(DEFAULT_PATH)));
+    Ok(env)
+}
