@@ -4,37 +4,32 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::{bai, json, stderr_of, stdout_of};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// The shared [`crate::support::locallab::LocalLab`] with this file's lab: a workstation node, an image
+/// with a default command, two vfolders and two sessions.
+struct LocalLab(crate::support::locallab::LocalLab);
 
-/// A throwaway lab on the local node, cleaned up on drop.
-struct LocalLab {
-    dir: tempfile::TempDir,
-    cluster: String,
+impl std::ops::Deref for LocalLab {
+    type Target = crate::support::locallab::LocalLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl LocalLab {
     fn new() -> Self {
-        crate::support::images::require_docker();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = LocalLab(crate::support::locallab::LocalLab::new("it"));
         // A tag of its own, built from the Dockerfile with a default command (`side-job` and the stray
         // container rely on it): other labs build `bai-it/box:1` without one on the same engine, concurrently.
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);
-        let lab = LocalLab { dir, cluster };
+        crate::support::images::write_context(&lab.file("img"), crate::support::images::DOCKERFILE);
         lab.write("GREETING=\"hi\"", "");
         lab
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
-    }
-
     fn vfolders(&self) -> PathBuf {
-        self.dir.path().join("vfolders")
+        self.file("vfolders")
     }
 
     /// Writes the lab; `env` goes into the session, `extra` into the cluster.
@@ -67,20 +62,7 @@ impl LocalLab {
             cluster = self.cluster,
             root = self.vfolders().display(),
         );
-        std::fs::write(self.path(), text).expect("write lab");
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        bai()
-            .env("BAI_HOME", self.dir.path().join("agent-home"))
-            .args(args)
-            .arg(self.path())
-            .output()
-            .expect("bai runs")
-    }
-
-    fn container(&self, session: &str) -> String {
-        format!("bai.{}.{session}", self.cluster)
+        self.write_text(&text);
     }
 
     fn inspect(&self, session: &str) -> serde_json::Value {
@@ -92,7 +74,6 @@ impl LocalLab {
 
 impl Drop for LocalLab {
     fn drop(&mut self) {
-        crate::support::images::remove_cluster_containers(&self.cluster);
         let _ = Command::new("docker").args(["rm", "-f", &self.container("stray")]).output();
     }
 }
@@ -104,9 +85,12 @@ fn assert_code(out: &std::process::Output, code: i32) {
 #[test]
 fn apply_creates_everything_and_a_second_apply_changes_nothing() {
     let lab = LocalLab::new();
-    let out = lab.run(&["apply", "--yes"]);
-    assert_code(&out, 0);
-    assert!(stdout_of(&out).contains("Plan: 6 to create"), "{}", stdout_of(&out));
+    let out = lab.expect(0, &["apply", "--yes"]);
+    // The whole plan, and the end of the report.
+    lab.snapshot("first_apply_plan", &stdout_of(&out));
+    let err = stderr_of(&out);
+    let report: Vec<&str> = err.lines().filter(|l| l.starts_with("Applied ") || l.starts_with("Nodes: ")).collect();
+    lab.snapshot("first_apply_report", &report.join("\n"));
 
     // The real container, as the session asked.
     let c = lab.inspect("web-1");

@@ -45,6 +45,7 @@ fn a_node_failure_carries_its_code_in_text_and_in_json() {
     let out = lab.run(&["apply", "--yes", "--format", "json"]);
     assert_code(&out, 1, "apply --format json with an unknown host key");
     assert_eq!(codes_of(&out, "apply's failure"), ["bai::ssh::unknown_host_key"]);
+    lab.snapshot("unknown_host_key_apply_json", &stdout_of(&out));
     assert!(lab.container(0).is_none(), "nothing was made");
 }
 

@@ -3,20 +3,25 @@
 
 use std::process::Command;
 
-use crate::support::images::{BOX_DOCKERFILE, docker_ok, remove_cluster_containers, require_docker};
-use crate::support::{bai, stderr_of, stdout_of};
+use crate::support::images::{BOX_DOCKERFILE, docker_ok};
+use crate::support::locallab::{LocalLab, text};
+use crate::support::stdout_of;
 
-struct ReplaceLab {
-    dir: tempfile::TempDir,
-    cluster: String,
+/// The shared [`LocalLab`] with one session, `keep`.
+struct ReplaceLab(LocalLab);
+
+impl std::ops::Deref for ReplaceLab {
+    type Target = LocalLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl ReplaceLab {
     fn new() -> Self {
-        require_docker();
-        let dir = tempfile::tempdir().expect("tempdir");
-        crate::support::images::write_context(&dir.path().join("img"), BOX_DOCKERFILE);
-        ReplaceLab { dir, cluster: format!("replace-{}", std::process::id()) }
+        let lab = ReplaceLab(LocalLab::new("replace"));
+        crate::support::images::write_context(&lab.file("img"), BOX_DOCKERFILE);
+        lab
     }
 
     /// The lab with session `keep` running `command` (KDL arguments; none leaves it to the image, which
@@ -28,25 +33,16 @@ impl ReplaceLab {
              build context=\"./img\"\n    }}\n    session \"keep\" image=\"box\" node=\"ws\" {{\n{command}    }}\n}}\n",
             self.cluster
         );
-        std::fs::write(self.dir.path().join("lab.kdl"), text).expect("write lab");
+        self.write_text(&text);
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        bai()
-            .env("BAI_HOME", self.dir.path().join("agent-home"))
-            .args(args)
-            .arg(self.dir.path().join("lab.kdl"))
-            .output()
-            .expect("bai runs")
-    }
-
-    fn container(&self) -> String {
-        format!("bai.{}.keep", self.cluster)
+    fn keep(&self) -> String {
+        self.container("keep")
     }
 
     /// The id and state of the session's container.
     fn id_and_state(&self) -> (String, String) {
-        let out = docker_ok(&["inspect", "--format", "{{.Id}} {{.State.Status}}", &self.container()]);
+        let out = docker_ok(&["inspect", "--format", "{{.Id}} {{.State.Status}}", &self.keep()]);
         let (id, state) = out.split_once(' ').expect("id and state");
         (id.to_string(), state.to_string())
     }
@@ -61,38 +57,27 @@ impl ReplaceLab {
     }
 }
 
-impl Drop for ReplaceLab {
-    fn drop(&mut self) {
-        remove_cluster_containers(&self.cluster);
-    }
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", stdout_of(out), stderr_of(out))
-}
-
 #[test]
 fn a_replacement_the_engine_refuses_leaves_the_running_session_as_it_was() {
     let lab = ReplaceLab::new();
     lab.write(r#""/bin/busybox" "sleep" "3600""#);
-    let first = lab.run(&["apply", "--yes"]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    lab.expect(0, &["apply", "--yes"]);
     let (old_id, state) = lab.id_and_state();
     assert_eq!(state, "running");
 
     // No command, and the image has none: Docker refuses to create the new container.
     lab.write("");
-    let refused = lab.run(&["apply", "--yes"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let refused = lab.expect(1, &["apply", "--yes"]);
     let out = text(&refused);
     assert!(out.contains("-/+ session:keep"), "a replace was planned: {out}");
     assert!(out.contains("Docker refused the new container for") && out.contains("the running one is kept"), "{out}");
+    assert!(out.contains("bai::docker::replacement_refused"), "with the agent's code: {out}");
     assert_eq!(lab.id_and_state(), (old_id.clone(), "running".to_string()), "the old container still runs: {out}");
-    assert_eq!(lab.containers(), vec![lab.container()], "nothing else is left behind: {out}");
+    assert_eq!(lab.containers(), vec![lab.keep()], "nothing else is left behind: {out}");
 
     // A replacement left half way (an agent killed between creating it and taking the old one away) is
     // neither the session nor a conflict, and the next replace clears it.
-    let leftover = format!("{}_next", lab.container());
+    let leftover = format!("{}_next", lab.keep());
     let labels =
         [format!("ai.bai.cluster={}", lab.cluster), "ai.bai.node=ws".to_string(), "ai.bai.session=keep".to_string()];
     let mut create = vec!["create", "--name", &leftover];
@@ -114,7 +99,7 @@ fn a_replacement_the_engine_refuses_leaves_the_running_session_as_it_was() {
     let (new_id, state) = lab.id_and_state();
     assert_ne!(new_id, old_id, "the session was replaced");
     assert_eq!(state, "running");
-    assert_eq!(lab.containers(), vec![lab.container()], "the leftover is gone: {}", text(&fixed));
+    assert_eq!(lab.containers(), vec![lab.keep()], "the leftover is gone: {}", text(&fixed));
     let plan = lab.run(&["plan"]);
     assert!(stdout_of(&plan).contains("No changes"), "{}", text(&plan));
 

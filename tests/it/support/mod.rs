@@ -51,6 +51,37 @@ pub fn json(text: &str) -> serde_json::Value {
 
 pub mod images;
 pub mod load;
+pub mod locallab;
 #[path = "../../harness/sshd.rs"]
 pub mod sshd;
 pub mod sshlab;
+
+/// Compares `output` whole with the snapshot `<calling test file>__<name>` in tests/it/snapshots, with
+/// what differs between runs filtered out: the lab's directory, its cluster name, timings, the sshd
+/// harness's ports and host keys.
+#[track_caller]
+pub fn snapshot(name: &str, output: &str, lab_dir: &Path, cluster: &str) {
+    let caller = std::panic::Location::caller();
+    let file = Path::new(caller.file()).file_stem().and_then(|s| s.to_str()).unwrap_or("it");
+    let name = format!("{file}__{name}");
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("tests/it/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.add_filter(&regex_escape(&lab_dir.display().to_string()), "[LAB]");
+    settings.add_filter(&regex_escape(cluster), "[CLUSTER]");
+    settings.add_filter(r"\(\d+\.\ds\)", "([T]s)");
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    settings.add_filter(r"-p \d+ 127\.0\.0\.1", "-p [PORT] 127.0.0.1");
+    settings.add_filter(r"SHA256:[A-Za-z0-9+/]+", "SHA256:[FINGERPRINT]");
+    settings.bind(|| insta::assert_snapshot!(name, output));
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}

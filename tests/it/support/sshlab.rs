@@ -86,6 +86,12 @@ impl SshLab {
         bai().args(args).output().expect("bai runs")
     }
 
+    /// Compares `output` whole with a snapshot ([`crate::support::snapshot`]).
+    #[track_caller]
+    pub fn snapshot(&self, name: &str, output: &str) {
+        crate::support::snapshot(name, output, self.dir.path(), &self.cluster);
+    }
+
     /// Node i's session container: its VERSION and its spec hash label; `None` when there is none.
     pub fn container(&self, i: usize) -> Option<(String, String)> {
         let name = format!("bai.{}.job-{i}", self.cluster);
