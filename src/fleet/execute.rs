@@ -24,9 +24,8 @@ use crate::fleet::NodeConn;
 use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceGraph, ResourceId};
 use crate::model::Cluster;
-use crate::plan::{Action, Change};
+use crate::plan::{Action, Change, ResourceState};
 use crate::protocol::*;
-use crate::state::ClusterState;
 use crate::transport::client::ClientError;
 
 /// What happened to one change.
@@ -45,17 +44,15 @@ pub struct ChangeResult {
     pub elapsed: Duration,
 }
 
-/// Everything a change needs besides its node's connection.
+/// Everything a change needs besides its node's connection and what it carries (its desired state).
 pub struct ChangeContext<'a> {
     pub cluster: &'a Cluster,
-    pub desired: &'a ClusterState,
-    pub observed: &'a ClusterState,
     pub graph: &'a ResourceGraph,
     pub allow_data_loss: bool,
     pub parallel: usize,
     /// The cluster's entries of `bai.lock`, enforced on every image made; `None` without a lock.
     pub lock: Option<&'a crate::lock::ClusterLock>,
-    /// The secret values read for `desired`'s digests: what the containers get.
+    /// The secret values read for the desired state's digests: what the containers get.
     pub secrets: &'a crate::fleet::secrets::SecretValues,
     /// The images' contexts and archives, packed and hashed once for every node.
     pub sources: &'a Sources<'a>,
@@ -75,12 +72,12 @@ struct Step {
 
 /// A move to another node is a delete on the old node and a create on the new one. Returns the changes
 /// with, for each delete half, the index of its create half.
-fn split_moves(changes: &[Change], observed: &ClusterState) -> Vec<(Change, Option<usize>)> {
+fn split_moves(changes: &[Change]) -> Vec<(Change, Option<usize>)> {
     let mut out: Vec<(Change, Option<usize>)> = Vec::new();
     for c in changes {
-        let old_node = match c.id.kind {
-            Kind::Session => observed.sessions.get(c.id.name.as_str()).map(|s| s.node.to_string()),
-            Kind::Vfolder => observed.vfolders.get(c.id.name.as_str()).map(|v| v.node.to_string()),
+        let old_node = match &c.before {
+            Some(ResourceState::Session(s)) => Some(s.node.to_string()),
+            Some(ResourceState::Vfolder(v)) => Some(v.node.to_string()),
             _ => None,
         };
         match old_node {
@@ -88,8 +85,10 @@ fn split_moves(changes: &[Change], observed: &ClusterState) -> Vec<(Change, Opti
                 let mut delete = c.clone();
                 delete.action = Action::Delete;
                 delete.node = Some(old);
+                delete.after = None;
                 let mut create = c.clone();
                 create.action = Action::Create;
+                create.before = None;
                 out.push((create, None));
                 out.push((delete, Some(out.len() - 1)));
             }
@@ -109,8 +108,8 @@ fn delete_depth(kind: Kind) -> usize {
 }
 
 /// The walk: each change with what it follows.
-fn steps(changes: &[Change], observed: &ClusterState, graph: &ResourceGraph) -> Vec<Step> {
-    let split = split_moves(changes, observed);
+fn steps(changes: &[Change], graph: &ResourceGraph) -> Vec<Step> {
+    let split = split_moves(changes);
     let node_of = |c: &Change| c.node.clone().unwrap_or_default();
     let making: HashMap<&ResourceId, usize> = split
         .iter()
@@ -283,7 +282,7 @@ pub async fn execute(
     conns: &mut BTreeMap<String, NodeConn>,
     report: &(dyn Fn(&ChangeResult) + Sync),
 ) -> Vec<ChangeResult> {
-    let steps = steps(changes, input.observed, input.graph);
+    let steps = steps(changes, input.graph);
     let mut walk = Walk::new(&steps, report);
     let mut running = FuturesUnordered::new();
     let parallel = input.parallel.max(1);
@@ -392,8 +391,11 @@ impl From<ClientError> for ChangeError {
     }
 }
 
-/// A change whose resource the plan holds but the desired state does not: a plan made against another lab.
-const NOT_PLANNED: &str = "bai::apply::not_planned";
+/// A change that carries no desired state to make (a bai bug: every plan's creates, updates and replaces
+/// carry theirs).
+fn unplanned(change: &Change) -> ChangeError {
+    ChangeError::change("bai::apply::not_planned", format!("{} carries no desired state to make", change.id))
+}
 /// A build context or archive that cannot be packed or read on the controller.
 const SOURCE: &str = "bai::image::source";
 
@@ -406,7 +408,8 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
             Ok("left the cluster".into())
         }
         (Kind::Node, _) => {
-            let labels = input.desired.nodes.get(name.as_str()).map(|n| n.labels.clone()).unwrap_or_default();
+            let Some(ResourceState::Node(state)) = &change.after else { return Err(unplanned(change)) };
+            let labels = state.labels.clone();
             let _: Ack = conn.client.call(Method::SetLabels(SetLabels { cluster, labels })).await?;
             Ok("enrolled".into())
         }
@@ -415,11 +418,7 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
             Ok("forgotten (left in Docker's cache)".into())
         }
         (Kind::Image, _) => {
-            let node = change.id.node.clone().unwrap_or_default();
-            let key = (node.as_str().into(), name.as_str().into());
-            let Some(state) = input.desired.images.get(&key) else {
-                return Err(ChangeError::change(NOT_PLANNED, format!("image `{name}` is not in the configuration")));
-            };
+            let Some(ResourceState::Image(state)) = &change.after else { return Err(unplanned(change)) };
             let entry = input.lock.and_then(|l| l.get(name.as_str()));
             let source = upload_source(input, conn, &name).await?;
             let locked = entry
@@ -458,9 +457,7 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
             })
         }
         (Kind::Vfolder, _) => {
-            let Some(v) = input.desired.vfolders.get(name.as_str()) else {
-                return Err(ChangeError::change(NOT_PLANNED, format!("vfolder `{name}` is not in the configuration")));
-            };
+            let Some(ResourceState::Vfolder(v)) = &change.after else { return Err(unplanned(change)) };
             let _: Ack = conn
                 .client
                 .call(Method::EnsureVfolder(EnsureVfolder {
@@ -478,12 +475,8 @@ async fn run_change(input: &ChangeContext<'_>, conn: &mut NodeConn, change: &Cha
             Ok("removed".into())
         }
         (Kind::Session, _) => {
-            let Some(s) = input.desired.sessions.get(name.as_str()) else {
-                return Err(ChangeError::change(NOT_PLANNED, format!("session `{name}` is not in the configuration")));
-            };
-            let Some(spec) = s.spec.clone() else {
-                return Err(ChangeError::change(NOT_PLANNED, format!("session `{name}` has no spec")));
-            };
+            let Some(ResourceState::Session(s)) = &change.after else { return Err(unplanned(change)) };
+            let Some(spec) = s.spec.clone() else { return Err(unplanned(change)) };
             let secrets = input.secrets.of_session(&name).map_err(|e| ChangeError::Change(Failure::of(&e)))?;
             // A replace is one `create_session`: the agent makes the new container before the old one goes
             // and keeps the old one when the engine refuses the new.
@@ -568,6 +561,7 @@ mod tests {
     use crate::graph::build_graph;
     use crate::model::Config;
     use crate::plan::diff;
+    use crate::state::ClusterState;
 
     fn config(text: &str) -> Config {
         scripted::lab(text).2.config
@@ -578,16 +572,24 @@ mod tests {
         observed: impl FnOnce(&ClusterState) -> ClusterState,
         script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + Clone + 'static,
     ) -> (Vec<ChangeResult>, Log) {
+        walk_plan(observed, |_| {}, script).await
+    }
+
+    /// [`walk`], with the plan altered by `tamper` before it runs.
+    async fn walk_plan(
+        observed: impl FnOnce(&ClusterState) -> ClusterState,
+        tamper: impl FnOnce(&mut crate::plan::Plan),
+        script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + Clone + 'static,
+    ) -> (Vec<ChangeResult>, Log) {
         let config = config(LAB);
         let cluster = &config.clusters[0];
         let desired = ClusterState::desired(cluster);
         let observed = observed(&desired);
         let graph = build_graph(cluster);
-        let plan = diff(&[(&desired, &observed, &graph)]);
+        let mut plan = diff(&[(&desired, &observed, &graph)]);
+        tamper(&mut plan);
         let input = ChangeContext {
             cluster,
-            desired: &desired,
-            observed: &observed,
             graph: &graph,
             allow_data_loss: false,
             parallel: 8,
@@ -744,5 +746,55 @@ mod tests {
         })
         .await;
         assert!(matches!(outcome_of(&results, "image:a/slow", "a"), ChangeOutcome::Failed(_)), "{results:?}");
+    }
+
+    #[test]
+    fn every_change_carries_its_states_and_a_saved_plan_gets_them_back() {
+        let config = config(LAB);
+        let cluster = &config.clusters[0];
+        let desired = ClusterState::desired(cluster);
+        let mut observed = desired.clone();
+        observed.sessions.get_mut("on-b").expect("on-b").hash = "other".into();
+        observed.sessions.remove("on-a");
+        let mut gone = observed.vfolders.get("va").expect("va").clone();
+        gone.node = crate::model::NodeName("a".into());
+        observed.vfolders.insert(crate::model::VfolderName("gone".into()), gone);
+        let plan = diff(&[(&desired, &observed, &build_graph(cluster))]);
+        let of = |id: &str| plan.changes.iter().find(|c| c.id.to_string() == id).expect(id);
+        let session = |s: &Option<ResourceState>| match s {
+            Some(ResourceState::Session(s)) => s.hash.clone(),
+            other => panic!("{other:?}"),
+        };
+        let create = of("session:on-a");
+        assert!(create.before.is_none() && create.after.is_some(), "{create:?}");
+        let replace = of("session:on-b");
+        assert_eq!(session(&replace.before), "other");
+        assert_eq!(session(&replace.after), desired.sessions["on-b"].hash);
+        let delete = of("vfolder:gone");
+        assert!(matches!(delete.before, Some(ResourceState::Vfolder(_))) && delete.after.is_none(), "{delete:?}");
+        // A plan file holds no state; the states of the plan made now are carried over.
+        let text = serde_json::to_string(&plan).expect("serializes");
+        let read: crate::plan::Plan = serde_json::from_str(&text).expect("reads");
+        assert!(read.changes.iter().all(|c| c.before.is_none() && c.after.is_none()));
+        let carried = crate::plan::saved::carry_states(&read, &plan);
+        for (c, p) in carried.changes.iter().zip(&plan.changes) {
+            assert_eq!((&c.before, &c.after), (&p.before, &p.after), "{}", c.id);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_without_its_desired_state_fails_and_sends_nothing() {
+        let strip = |plan: &mut crate::plan::Plan| {
+            for c in plan.changes.iter_mut().filter(|c| c.id.to_string() == "session:on-b") {
+                c.after = None;
+            }
+        };
+        let (results, log) = walk_plan(nothing, strip, |_, _, _| Answer::Ok(Duration::ZERO)).await;
+        assert!(
+            matches!(outcome_of(&results, "session:on-b", "b"), ChangeOutcome::Failed(f) if f.code == "bai::apply::not_planned"),
+            "{results:?}"
+        );
+        assert!(!log.lines().contains(&"b create_session on-b".to_string()), "{:?}", log.lines());
+        assert_eq!(outcome_of(&results, "session:on-a", "a"), &ChangeOutcome::Done("running".into()));
     }
 }

@@ -18,7 +18,7 @@ use crate::graph::{Kind, ResourceGraph, ResourceId};
 use crate::plan::dependants::dependant_edges;
 use crate::plan::fields::{is_secret_change, reason, secret_changes, session_fields};
 use crate::plan::risk::risks_of;
-use crate::plan::{Action, Change, FieldChange, Plan, show_value};
+use crate::plan::{Action, Change, FieldChange, Plan, ResourceState, show_value};
 use crate::state::spec::SourceKind;
 use crate::state::{ClusterState, SessionState};
 
@@ -31,6 +31,8 @@ pub fn diff(clusters: &[(&ClusterState, &ClusterState, &ResourceGraph)]) -> Plan
         let mut changes = diff_cluster(desired, observed);
         for c in &mut changes {
             c.risks = risks_of(c, desired, observed);
+            c.before = ResourceState::of(observed, &c.id);
+            c.after = if c.action == Action::Delete { None } else { ResourceState::of(desired, &c.id) };
         }
         order(&mut changes, graph);
         plan.edges.extend(dependant_edges(&desired.name, &changes, graph, observed));
@@ -40,15 +42,7 @@ pub fn diff(clusters: &[(&ClusterState, &ClusterState, &ResourceGraph)]) -> Plan
 }
 
 fn change(cluster: &ClusterState, id: ResourceId, node: Option<&str>, action: Action) -> Change {
-    Change {
-        cluster: cluster.name.clone(),
-        id,
-        node: node.map(str::to_string),
-        action,
-        reasons: Vec::new(),
-        fields: Vec::new(),
-        risks: Vec::new(),
-    }
+    Change::new(cluster.name.clone(), id, node.map(str::to_string), action)
 }
 
 fn field(path: &str, before: Option<serde_json::Value>, after: Option<serde_json::Value>) -> FieldChange {

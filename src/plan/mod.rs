@@ -17,8 +17,9 @@ pub use risk::Risk;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::ResourceId;
+use crate::graph::{Kind, ResourceId};
 use crate::model::ClusterName;
+use crate::state::{ClusterState, ImageState, NodeState, SessionState, VfolderState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,7 +60,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     serde_json::Value::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub cluster: ClusterName,
     pub id: ResourceId,
@@ -72,6 +73,63 @@ pub struct Change {
     /// What a reviewer must not miss about this change, sorted (see [`Risk`] for the rules).
     #[serde(default)]
     pub risks: Vec<Risk>,
+    /// The resource as observed (`None` for a create) and as desired (`None` for a delete), spec and hash
+    /// included, taken when the plan was made: what the executor carries out, with nothing looked up
+    /// again. Not part of the plan a person or a file reads (a saved plan gets them again from the state
+    /// it is checked against, [`saved::carry_states`]), nor of what makes two changes the same.
+    #[serde(skip)]
+    pub before: Option<ResourceState>,
+    #[serde(skip)]
+    pub after: Option<ResourceState>,
+}
+
+impl Change {
+    /// A change with no reasons, fields, risks or states yet.
+    pub fn new(cluster: ClusterName, id: ResourceId, node: Option<String>, action: Action) -> Self {
+        Change {
+            cluster,
+            id,
+            node,
+            action,
+            reasons: Vec::new(),
+            fields: Vec::new(),
+            risks: Vec::new(),
+            before: None,
+            after: None,
+        }
+    }
+}
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.cluster, &self.id, &self.node, self.action, &self.reasons, &self.fields, &self.risks)
+            == (&other.cluster, &other.id, &other.node, other.action, &other.reasons, &other.fields, &other.risks)
+    }
+}
+
+/// One resource's state, desired or observed, as a change carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResourceState {
+    Node(NodeState),
+    Image(ImageState),
+    Vfolder(VfolderState),
+    Session(SessionState),
+}
+
+impl ResourceState {
+    /// The resource `id` in `state`, when it holds it.
+    pub fn of(state: &ClusterState, id: &ResourceId) -> Option<ResourceState> {
+        let name = id.name.as_str();
+        match id.kind {
+            Kind::Node => state.nodes.get(name).cloned().map(ResourceState::Node),
+            Kind::Image => {
+                let node = id.node.as_deref()?;
+                state.images.get(&(node.into(), name.into())).cloned().map(ResourceState::Image)
+            }
+            Kind::Vfolder => state.vfolders.get(name).cloned().map(ResourceState::Vfolder),
+            Kind::Session => state.sessions.get(name).cloned().map(ResourceState::Session),
+        }
+    }
 }
 
 /// `from` must exist before `to`: `to` depends on `from`.
@@ -158,13 +216,10 @@ mod tests {
     fn a_plan_survives_json_round_trips() {
         let lab = ClusterName("lab".into());
         let change = |id: ResourceId, action, fields, risks| Change {
-            cluster: lab.clone(),
-            node: Some("gpu-01".into()),
-            id,
-            action,
             reasons: vec!["why".into()],
             fields,
             risks,
+            ..Change::new(lab.clone(), id, Some("gpu-01".into()), action)
         };
         let plan = Plan {
             clusters: vec![lab.clone(), ClusterName("empty".into())],

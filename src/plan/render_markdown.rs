@@ -205,13 +205,10 @@ mod tests {
 
     fn change(id: ResourceId, node: Option<&str>, action: Action, risks: Vec<Risk>) -> Change {
         Change {
-            cluster: ClusterName("lab".into()),
-            id,
-            node: node.map(str::to_string),
-            action,
             reasons: vec!["`quota`: 1GiB → 2GiB".into()],
             fields: vec![FieldChange { path: "quota".into(), before: Some(1.into()), after: Some(2.into()) }],
             risks,
+            ..Change::new(ClusterName("lab".into()), id, node.map(str::to_string), action)
         }
     }
 

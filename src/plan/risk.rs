@@ -74,15 +74,7 @@ mod tests {
     use crate::state::{SessionState, VfolderState};
 
     fn change(id: ResourceId, action: Action) -> Change {
-        Change {
-            cluster: ClusterName("lab".into()),
-            id,
-            node: Some("n1".into()),
-            action,
-            reasons: Vec::new(),
-            fields: Vec::new(),
-            risks: Vec::new(),
-        }
+        Change::new(ClusterName("lab".into()), id, Some("n1".into()), action)
     }
 
     fn empty() -> ClusterState {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::graph::Kind;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Change, Plan};
 use crate::state::ClusterState;
 use crate::state::snapshot::NodeSnapshot;
 use crate::state::spec::hex_digest;
@@ -244,6 +244,23 @@ pub fn same_changes(a: &Plan, b: &Plan) -> bool {
         v
     };
     key(a) == key(b)
+}
+
+/// `saved`'s changes with the states (before and after) of the same changes in `fresh`, the plan made now
+/// and found to be the same ([`same_changes`]): a plan file carries no state, and the executor carries
+/// out what a change holds.
+pub fn carry_states(saved: &Plan, fresh: &Plan) -> Plan {
+    let key = |c: &Change| (c.cluster.to_string(), c.id.to_string(), c.action, c.node.clone());
+    let states: std::collections::HashMap<_, _> =
+        fresh.changes.iter().map(|c| (key(c), (c.before.clone(), c.after.clone()))).collect();
+    let mut out = saved.clone();
+    for c in &mut out.changes {
+        if let Some((before, after)) = states.get(&key(c)) {
+            c.before = before.clone();
+            c.after = after.clone();
+        }
+    }
+    out
 }
 
 /// The changes of `plan` that `now` lacks or makes differently, for the refusal message.

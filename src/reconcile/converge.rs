@@ -152,7 +152,8 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
             reporter.fail(saved_plan::refusal(request.plan_file, &stale));
             return false;
         }
-        plan = s.plan.clone();
+        // Carried out exactly as saved, with the states the plan made now holds for the same changes.
+        plan = crate::plan::saved::carry_states(&s.plan, &plan);
     }
     reporter.plan(&plan);
     if plan.summary().is_empty() {
@@ -173,14 +174,12 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
     stamp.meta.plan_id = saved.as_ref().map(|s| s.id.clone());
     let mut recorded = true;
     let mut applied: Vec<Applied> = Vec::new();
-    for ((c, r), (desired, observed, graph, secrets)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
+    for ((c, r), (desired, _, graph, secrets)) in clusters.iter().zip(reached.iter_mut()).zip(&prepared) {
         let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == c.name.value).cloned().collect();
         let entries = lock.as_ref().and_then(|l| l.update.lock.clusters.get(c.name.value.as_str()));
         let sources = Sources::new(c);
         let input = ChangeContext {
             cluster: c,
-            desired,
-            observed,
             graph,
             allow_data_loss: request.allow_data_loss,
             parallel: engine.parallel,

@@ -135,8 +135,6 @@ fn execute_prepared(
     let changes: Vec<_> = plan.changes.iter().filter(|ch| ch.cluster == p.desired.name).cloned().collect();
     let input = ChangeContext {
         cluster: &p.exec_cluster,
-        desired: &p.desired,
-        observed: &p.observed,
         graph: &p.graph,
         allow_data_loss,
         parallel: engine.parallel,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::fleet::execute;
 use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceId, build_graph};
-use crate::plan::{Action, Change, diff};
+use crate::plan::{Action, Change, ResourceState, diff};
 use crate::reconcile::{self, KeyMaking};
 use crate::state::ClusterState;
 use crate::watch::Watched;
@@ -96,8 +96,6 @@ async fn heal_node(
     let changes = heal_changes(&plan.changes, drifted, node, &desired);
     let input = execute::ChangeContext {
         cluster,
-        desired: &desired,
-        observed: &observed,
         graph: &graph,
         allow_data_loss: false,
         parallel: 1,
@@ -162,14 +160,11 @@ fn heal_changes(plan: &[Change], drifted: &BTreeMap<String, Drift>, node: &str, 
     for (name, d) in drifted {
         let planned = out.iter().any(|c| c.id.kind == Kind::Session && &c.id.name == name);
         if !planned && desired.sessions.contains_key(name.as_str()) {
+            let id = ResourceId::session(name);
             out.push(Change {
-                cluster: desired.name.clone(),
-                id: ResourceId::session(name),
-                node: Some(node.to_string()),
-                action: Action::Replace,
                 reasons: vec![d.reason.clone()],
-                fields: Vec::new(),
-                risks: Vec::new(),
+                after: ResourceState::of(desired, &id),
+                ..Change::new(desired.name.clone(), id, Some(node.to_string()), Action::Replace)
             });
         }
     }
@@ -189,15 +184,7 @@ mod tests {
             Kind::Vfolder => ResourceId::vfolder(name),
             Kind::Session => ResourceId::session(name),
         };
-        Change {
-            cluster: ClusterName("lab".into()),
-            id,
-            node: Some(node.into()),
-            action,
-            reasons: vec![],
-            fields: vec![],
-            risks: vec![],
-        }
+        Change::new(ClusterName("lab".into()), id, Some(node.into()), action)
     }
 
     #[test]
