@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::agent::docker::Engine;
+use crate::agent::containers::Containers;
 use crate::protocol::{HealthCheckSpec, HealthProbe, HealthResult};
 use crate::state::snapshot::ContainerState;
 
@@ -43,7 +43,7 @@ pub enum HttpError {
 
 /// Runs one check and reports it; the whole of it, container lookup included, is bounded by the
 /// probe's timeout.
-pub async fn check(engine: &Engine, cluster: &str, probe: &HealthProbe) -> HealthResult {
+pub async fn check<E: Containers>(engine: &E, cluster: &str, probe: &HealthProbe) -> HealthResult {
     let limit = Duration::from_millis(probe.timeout_ms);
     let (healthy, detail) = match tokio::time::timeout(limit, run(engine, cluster, probe)).await {
         Ok(outcome) => outcome,
@@ -52,7 +52,7 @@ pub async fn check(engine: &Engine, cluster: &str, probe: &HealthProbe) -> Healt
     HealthResult { session: probe.session.clone(), healthy, detail }
 }
 
-async fn run(engine: &Engine, cluster: &str, probe: &HealthProbe) -> (bool, String) {
+async fn run<E: Containers>(engine: &E, cluster: &str, probe: &HealthProbe) -> (bool, String) {
     let (state, exit_code, ip) = match engine.session_state(cluster, &probe.session).await {
         Ok(Some(found)) => found,
         Ok(None) => return (false, "container missing".into()),

@@ -2,6 +2,7 @@
 //! bai owns on one node — Docker images and containers, vfolder directories — and reports the node's
 //! inventory. It depends only on [`crate::protocol`] and the state types; it never reads a lab file.
 
+pub mod containers;
 pub mod docker;
 pub mod generations;
 pub mod health;

@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
+use crate::agent::containers::Containers;
 use crate::agent::docker::{self, Engine};
 use crate::agent::home::{Home, is_safe_component};
 use crate::agent::lease::{self, Lease};
@@ -21,12 +22,17 @@ use crate::agent::{generations, health, inventory, vfolder};
 use crate::protocol::*;
 use crate::state::snapshot::{AgentInfo, ImageSnapshot, NodeSnapshot};
 
-struct Agent {
+struct Agent<E> {
     home: Home,
-    engine: Option<Engine>,
+    /// Connected on first use: a node without Docker still answers `hello`, `ping` and vfolder calls.
+    engine: Option<E>,
+    connect: Connect<E>,
     hello: Option<Hello>,
     lease: Option<Lease>,
 }
+
+/// How the agent reaches its container engine.
+pub type Connect<E> = Box<dyn FnMut() -> Result<E, docker::DockerError> + Send>;
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -49,14 +55,24 @@ const AHEAD: usize = 64;
 /// While a call runs, the connection is still read: when it closes (the controller exited, was killed,
 /// or gave the call up at its deadline), the call is abandoned and the agent ends, which frees the
 /// apply lease at once rather than when a stuck image pull or a wedged Docker engine returns.
-pub async fn serve<R, W>(reader: R, mut writer: W, home: Home) -> std::io::Result<()>
+pub async fn serve<R, W>(reader: R, writer: W, home: Home) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    serve_with(reader, writer, home, Box::new(Engine::connect)).await
+}
+
+/// [`serve`] with the container engine `connect` gives (tests: [`crate::agent::containers::InMemory`]).
+pub async fn serve_with<R, W, E>(reader: R, mut writer: W, home: Home, connect: Connect<E>) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    E: Containers,
+{
     let mut lines = BufReader::new(reader).lines();
     let mut ahead: VecDeque<String> = VecDeque::new();
-    let mut agent = Agent { home, engine: None, hello: None, lease: None };
+    let mut agent = Agent { home, engine: None, connect, hello: None, lease: None };
     loop {
         let line = match ahead.pop_front() {
             Some(line) => line,
@@ -130,10 +146,10 @@ fn change_of(method: &Method) -> Option<String> {
     })
 }
 
-impl Agent {
-    fn engine(&mut self) -> Result<&Engine, RpcError> {
+impl<E: Containers> Agent<E> {
+    fn engine(&mut self) -> Result<&E, RpcError> {
         if self.engine.is_none() {
-            self.engine = Some(Engine::connect().map_err(RpcError::from)?);
+            self.engine = Some((self.connect)().map_err(RpcError::from)?);
         }
         self.engine.as_ref().ok_or_else(|| {
             RpcError::new(ErrorKind::Failed, "Docker is not reachable").with_code("bai::docker::connect")

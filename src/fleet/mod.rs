@@ -6,6 +6,8 @@ pub mod connector;
 pub mod context;
 pub mod execute;
 #[cfg(test)]
+pub mod in_process;
+#[cfg(test)]
 pub mod scripted;
 pub mod secrets;
 pub mod select;

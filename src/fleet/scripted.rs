@@ -117,9 +117,14 @@ impl Connector for Agents {
 
 /// Options that reach every node through `agents`.
 pub fn options(agents: Agents) -> ConnectOptions {
+    options_with(agents)
+}
+
+/// Options that reach every node through `connector`.
+pub fn options_with(connector: impl Connector + 'static) -> ConnectOptions {
     // The lock hashes the agent binary: the test binary stands in for it.
     let binary = std::env::current_exe().unwrap_or_default();
-    ConnectOptions { connector: Arc::new(agents), ..ConnectOptions::new(false, binary) }
+    ConnectOptions { connector: Arc::new(connector), ..ConnectOptions::new(false, binary) }
 }
 
 /// A connection to a scripted agent for `node`: `script` says how each call is answered.

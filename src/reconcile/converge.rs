@@ -220,6 +220,27 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
     lock.as_mut().is_none_or(|l| lockfile::finish(engine, l, clusters, &mut reached, true, reporter).is_ok())
 }
 
+impl<'a> ConvergeRequest<'a> {
+    /// Everything `loaded` (from `file`) holds, on every node, without asking: what the engine's tests run.
+    #[cfg(test)]
+    pub fn everything(goal: Goal, loaded: &'a crate::config::Loaded, file: &'a Path) -> Self {
+        ConvergeRequest {
+            goal,
+            config: &loaded.config,
+            sources: &loaded.sources,
+            file,
+            saved: None,
+            plan_file: file,
+            selectors: &[],
+            prune_lock: true,
+            update_lock: false,
+            yes: true,
+            allow_data_loss: false,
+            confirm_healthy: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -236,6 +257,48 @@ mod tests {
         done: bool,
     }
 
+    /// Converges the lab of `file` through `options`.
+    fn converge_through(options: crate::fleet::ConnectOptions, goal: Goal, file: &Path) -> (bool, Recorded) {
+        let loaded = crate::config::load(file);
+        let engine = Engine::with_options(options, 4).expect("engine");
+        let request = ConvergeRequest::everything(goal, &loaded, file);
+        let reported = Recorded::default();
+        let done = converge(&engine, &request, &reported);
+        (done, reported)
+    }
+
+    #[test]
+    fn through_the_real_agent_an_apply_converges_records_and_a_destroy_takes_it_all_away() {
+        use crate::agent::containers::InMemory;
+        use crate::fleet::in_process::InProcess;
+        let (dir, file, _) = scripted::lab(LAB);
+        let containers = InMemory::default();
+        let nodes = dir.path().join("nodes");
+        let options = || scripted::options_with(InProcess { root: nodes.clone(), engine: containers.clone() });
+
+        let (done, reported) = converge_through(options(), Goal::Apply, &file);
+        let lines = reported.lines();
+        assert!(done, "{lines:?}");
+        assert_eq!(lines.first().map(String::as_str), Some("plan 8 changes"), "{lines:?}");
+        assert_eq!(containers.running(), ["t/after-a on b", "t/on-a on a", "t/on-b on b"]);
+        let vfolder = nodes.join("a/.local/share/bai/vfolders/va");
+        assert!(vfolder.is_dir(), "the agent made the vfolder on a");
+        assert!(nodes.join("a/bai/clusters").exists() || nodes.join("a/bai").is_dir(), "a's agent home");
+
+        // Observed through the agent's records and the engine: nothing left to do.
+        let (done, reported) = converge_through(options(), Goal::Apply, &file);
+        assert!(done);
+        assert_eq!(reported.lines(), ["plan 0 changes"]);
+
+        let (done, reported) = converge_through(options(), Goal::Destroy, &file);
+        let lines = reported.lines();
+        assert!(done, "{lines:?}");
+        assert_eq!(lines.first().map(String::as_str), Some("plan 8 changes"), "{lines:?}");
+        assert!(containers.running().is_empty());
+        assert!(!vfolder.exists(), "the empty vfolder is removed");
+        assert!(lines.iter().any(|l| l.starts_with("note Recorded generation 2 of cluster `t`")), "{lines:?}");
+    }
+
     /// Converges [`LAB`] over scripted agents answering as `script` says.
     fn converge_lab(
         goal: Goal,
@@ -247,20 +310,7 @@ mod tests {
         let log = Log::default();
         let agents = Agents { log: log.clone(), script: Arc::new(script) };
         let engine = Engine::with_options(scripted::options(agents), 4).expect("engine");
-        let request = ConvergeRequest {
-            goal,
-            config: &loaded.config,
-            sources: &loaded.sources,
-            file: &file,
-            saved: None,
-            plan_file: &file,
-            selectors: &[],
-            prune_lock: true,
-            update_lock: false,
-            yes,
-            allow_data_loss: false,
-            confirm_healthy: None,
-        };
+        let request = ConvergeRequest { yes, ..ConvergeRequest::everything(goal, &loaded, &file) };
         let reported = Recorded { go_ahead, ..Recorded::default() };
         let done = converge(&engine, &request, &reported);
         Run { dir, log, reported, done }

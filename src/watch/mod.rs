@@ -308,12 +308,16 @@ mod tests {
     }
 
     fn options(script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + 'static) -> Arc<WatchOptions> {
-        let agents = Agents { log: Log::default(), script: Arc::new(script) };
+        watch_options(scripted::options(Agents { log: Log::default(), script: Arc::new(script) }))
+    }
+
+    /// Fast rounds, one answer or miss decides.
+    fn watch_options(connect: ConnectOptions) -> Arc<WatchOptions> {
         Arc::new(WatchOptions {
-            connect: scripted::options(agents),
+            connect,
             overrides: Overrides {
                 interval: Some(Duration::from_millis(20)),
-                timeout: Some(Duration::from_millis(500)),
+                timeout: Some(Duration::from_secs(2)),
                 failure_threshold: Some(1),
                 success_threshold: Some(1),
             },
@@ -406,5 +410,36 @@ mod tests {
         assert!(a[1].starts_with("node a down after 1 missed ping") && a[1].contains("the node is busy"), "{a:?}");
         assert!(a[2].starts_with("node a up"), "{a:?}");
         assert!(pings.load(Ordering::SeqCst) >= 7);
+    }
+
+    #[test]
+    fn through_the_real_agent_an_applied_lab_is_all_good_and_a_lost_session_is_drift() {
+        use crate::agent::containers::{Containers, InMemory};
+        use crate::fleet::in_process::InProcess;
+        use crate::reconcile::converge::{ConvergeRequest, Goal, converge};
+        let (dir, file, loaded) = scripted::lab(LAB);
+        let containers = InMemory::default();
+        let options = scripted::options_with(InProcess { root: dir.path().join("nodes"), engine: containers.clone() });
+        let engine = crate::reconcile::Engine::with_options(options.clone(), 4).expect("engine");
+        let request = ConvergeRequest::everything(Goal::Apply, &loaded, &file);
+        assert!(converge(&engine, &request, &crate::reconcile::report::Recorded::default()));
+
+        let watch = |options: crate::fleet::ConnectOptions| {
+            let opts = watch_options(options);
+            let status = fresh_status();
+            let good = engine.block_on(once(&loaded.config, opts, status.clone(), mpsc::unbounded_channel().0));
+            let s = status.lock().expect("status").clone();
+            (good, s)
+        };
+        let (good, s) = watch(options.clone());
+        assert!(good, "{s:?}");
+        assert_eq!(s.clusters["t"].nodes["b"].sessions["after-a"].container, "running");
+
+        // A container gone behind bai's back is drift.
+        assert!(engine.block_on(containers.remove_session("t", "on-b")).expect("removed"));
+        let (good, s) = watch(options);
+        assert!(!good);
+        let on_b = &s.clusters["t"].nodes["b"].sessions["on-b"];
+        assert_eq!((on_b.container.as_str(), on_b.drift.is_some()), ("missing", true), "{on_b:?}");
     }
 }
