@@ -4,7 +4,7 @@
 //! machine with homes of their own keep working. Real OpenSSH servers on 127.0.0.1, all logging in as
 //! the same user, each with its own `$HOME` (so its own agent home).
 
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{stderr_of, stdout_of};
 
 #[test]

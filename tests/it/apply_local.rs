@@ -7,12 +7,12 @@ use std::process::Command;
 
 use crate::support::{bai, json, stderr_of, stdout_of};
 
-/// The shared [`crate::support::locallab::LocalLab`] with this file's lab: a workstation node, an image
+/// The shared [`crate::support::lab::LocalLab`] with this file's lab: a workstation node, an image
 /// with a default command, two vfolders and two sessions.
-struct LocalLab(crate::support::locallab::LocalLab);
+struct LocalLab(crate::support::lab::LocalLab);
 
 impl std::ops::Deref for LocalLab {
-    type Target = crate::support::locallab::LocalLab;
+    type Target = crate::support::lab::LocalLab;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -20,7 +20,7 @@ impl std::ops::Deref for LocalLab {
 
 impl LocalLab {
     fn new() -> Self {
-        let lab = LocalLab(crate::support::locallab::LocalLab::new("it"));
+        let lab = LocalLab(crate::support::lab::LocalLab::new("it"));
         // A tag of its own, built from the Dockerfile with a default command (`side-job` and the stray
         // container rely on it): other labs build `bai-it/box:1` without one on the same engine, concurrently.
         crate::support::images::write_context(&lab.file("img"), crate::support::images::DOCKERFILE);
@@ -66,15 +66,16 @@ impl LocalLab {
     }
 
     fn inspect(&self, session: &str) -> serde_json::Value {
-        let out = Command::new("docker").args(["inspect", &self.container(session)]).output().expect("docker runs");
-        assert!(out.status.success(), "container {} exists: {}", self.container(session), stderr_of(&out));
+        let out =
+            Command::new("docker").args(["inspect", &self.container_name(session)]).output().expect("docker runs");
+        assert!(out.status.success(), "container {} exists: {}", self.container_name(session), stderr_of(&out));
         json(&stdout_of(&out))[0].clone()
     }
 }
 
 impl Drop for LocalLab {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.container("stray")]).output();
+        let _ = Command::new("docker").args(["rm", "-f", &self.container_name("stray")]).output();
     }
 }
 
@@ -114,7 +115,7 @@ fn apply_creates_everything_and_a_second_apply_changes_nothing() {
     // `ro` is honoured inside the container, and the writable mount is writable.
     let write = |path: &str| {
         Command::new("docker")
-            .args(["exec", &lab.container("web-1"), "/bin/busybox", "sh", "-c", &format!("echo x > {path}")])
+            .args(["exec", &lab.container_name("web-1"), "/bin/busybox", "sh", "-c", &format!("echo x > {path}")])
             .output()
             .expect("docker exec")
             .status
@@ -165,7 +166,7 @@ fn what_bai_does_not_own_survives_apply_and_destroy() {
     assert_code(&lab.run(&["apply", "--yes"]), 0);
     // A container holding a managed name without bai's labels, and a plain directory in the vfolder root.
     let stray = Command::new("docker")
-        .args(["run", "-d", "--name", &lab.container("stray"), "bai-it/local-box:1"])
+        .args(["run", "-d", "--name", &lab.container_name("stray"), "bai-it/local-box:1"])
         .output()
         .expect("docker run");
     assert!(stray.status.success(), "{}", stderr_of(&stray));
@@ -202,7 +203,7 @@ fn destroy_protects_vfolder_data_unless_allowed() {
         .collect();
     assert_eq!(graves.len(), 1);
     assert_eq!(std::fs::read_to_string(graves[0].join("model.bin")).expect("kept"), "weights");
-    let gone = Command::new("docker").args(["inspect", &lab.container("web-1")]).output().expect("docker");
+    let gone = Command::new("docker").args(["inspect", &lab.container_name("web-1")]).output().expect("docker");
     assert!(!gone.status.success(), "the session container is gone");
     // Nothing left to destroy.
     let again = lab.run(&["destroy", "--yes"]);
@@ -217,7 +218,10 @@ fn apply_without_a_terminal_needs_yes() {
     assert_code(&out, 1);
     assert!(stderr_of(&out).contains("pass --yes"), "{}", stderr_of(&out));
     assert!(
-        Command::new("docker").args(["inspect", &lab.container("web-1")]).output().is_ok_and(|o| !o.status.success())
+        Command::new("docker")
+            .args(["inspect", &lab.container_name("web-1")])
+            .output()
+            .is_ok_and(|o| !o.status.success())
     );
 }
 
@@ -356,7 +360,7 @@ fn every_kind_updates_in_place_or_is_replaced_or_deleted() {
     assert!(stderr_of(&refused).contains("vfolder `ckpt` holds data"), "{}", stderr_of(&refused));
     assert!(
         Command::new("docker")
-            .args(["inspect", &lab.container("side-job")])
+            .args(["inspect", &lab.container_name("side-job")])
             .output()
             .is_ok_and(|o| !o.status.success())
     );

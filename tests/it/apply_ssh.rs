@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::{json, stderr_of, stdout_of};
 
-/// The shared [`crate::support::sshlab::SshLab`] with every session at one version, the way these tests
+/// The shared [`crate::support::lab::SshLab`] with every session at one version, the way these tests
 /// change the whole lab at once.
-struct SshLab(crate::support::sshlab::SshLab);
+struct SshLab(crate::support::lab::SshLab);
 
 impl std::ops::Deref for SshLab {
-    type Target = crate::support::sshlab::SshLab;
+    type Target = crate::support::lab::SshLab;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -27,7 +27,7 @@ impl std::ops::DerefMut for SshLab {
 
 impl SshLab {
     fn new(nodes: usize) -> Self {
-        let lab = SshLab(crate::support::sshlab::SshLab::new("ssh", nodes));
+        let lab = SshLab(crate::support::lab::SshLab::new("ssh", nodes));
         lab.write("1");
         lab
     }

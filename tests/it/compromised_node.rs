@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::sshlab::SshLab;
+use crate::support::lab::SshLab;
 
 /// A lab of two nodes: `node0` honest, `node1` compromised in `mode`.
 fn lab(mode: &str) -> SshLab {

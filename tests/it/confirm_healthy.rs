@@ -2,7 +2,7 @@
 //! healthy within the window has its node rolled back to the previous generation, and the run fails
 //! saying both. A real OpenSSH node, a busybox httpd session with an HTTP health check, the real Docker.
 
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{json, stderr_of, stdout_of};
 
 /// The web session at `version`: it serves `page` and its health check asks for `/index.html`.

@@ -4,7 +4,7 @@
 //! machine's Docker engine.
 
 use crate::schemas::{assert_valid, schema};
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{json, stderr_of, stdout_of};
 
 /// The codes of a diagnostics document, checked against its schema.

@@ -2,7 +2,7 @@
 //! lists them, `bai rollback` restores an earlier one (recorded as a new generation), and pruning keeps
 //! the newest few. A real OpenSSH server on 127.0.0.1, the real binary as the agent, the real Docker.
 
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{bai, json, stderr_of, stdout_of};
 
 /// One node with one vfolder and one session whose env carries the lab's version (the shared

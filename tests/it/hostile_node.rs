@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::images::docker;
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{stderr_of, stdout_of};
 
 /// The agent home of node `i`, as the harness's sshd sets `$HOME`.

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::support::images::{BOX_DOCKERFILE, docker_ok};
-use crate::support::locallab::{LocalLab, text};
+use crate::support::lab::{LocalLab, text};
 use crate::support::stdout_of;
 
 /// The shared [`LocalLab`] with one session, `keep`.
@@ -37,7 +37,7 @@ impl ReplaceLab {
     }
 
     fn keep(&self) -> String {
-        self.container("keep")
+        self.container_name("keep")
     }
 
     /// The id and state of the session's container.

@@ -2,7 +2,7 @@
 //! `bai apply PLAN` carries it out, or refuses it, naming what changed, when the lab or a touched node is
 //! not what the plan was made against. Real OpenSSH servers, the real binary as agent, the real Docker.
 
-use crate::support::sshlab::{SshLab, assert_code};
+use crate::support::lab::{SshLab, assert_code};
 use crate::support::{json, stderr_of, stdout_of};
 
 fn plan_to(lab: &SshLab, name: &str) -> String {

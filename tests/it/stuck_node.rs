@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::sshlab::SshLab;
+use crate::support::lab::SshLab;
 use crate::support::{stderr_of, stdout_of};
 
 /// Runs `bai ARGS…` and fails the test (rather than hanging the suite) when it takes over `limit`.

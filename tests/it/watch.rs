@@ -15,11 +15,11 @@ use crate::support::images::docker;
 use crate::support::{bai, json, stderr_of, stdout_of};
 
 /// A lab of real sshd nodes, written to a file the test can rewrite: the shared
-/// [`crate::support::sshlab::SshLab`] (servers, directory, cluster name, clean-up) with its own text.
-struct Lab(crate::support::sshlab::SshLab);
+/// [`crate::support::lab::SshLab`] (servers, directory, cluster name, clean-up) with its own text.
+struct Lab(crate::support::lab::SshLab);
 
 impl std::ops::Deref for Lab {
-    type Target = crate::support::sshlab::SshLab;
+    type Target = crate::support::lab::SshLab;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -33,7 +33,7 @@ impl std::ops::DerefMut for Lab {
 
 impl Lab {
     fn new(nodes: usize) -> Lab {
-        Lab(crate::support::sshlab::SshLab::new("watch", nodes))
+        Lab(crate::support::lab::SshLab::new("watch", nodes))
     }
 
     /// Writes the lab: the nodes `0..nodes` (plus `extra` KDL inside the cluster).

@@ -50,11 +50,10 @@ pub fn json(text: &str) -> serde_json::Value {
 }
 
 pub mod images;
+pub mod lab;
 pub mod load;
-pub mod locallab;
 #[path = "../../harness/sshd.rs"]
 pub mod sshd;
-pub mod sshlab;
 
 /// Compares `output` whole with the snapshot `<calling test file>__<name>` in tests/it/snapshots, with
 /// what differs between runs filtered out: the lab's directory, its cluster name, timings, the sshd
