@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::lab::LocalLab;
 use crate::support::{json, stderr_of, stdout_of};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -16,26 +17,25 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// How long a command may take before the test calls it hung.
 const LIMIT: Duration = Duration::from_secs(90);
 
-struct HostileLab {
-    dir: tempfile::TempDir,
-    cluster: String,
+/// The shared [`LocalLab`] with an attacking session.
+struct HostileLab(LocalLab);
+
+impl std::ops::Deref for HostileLab {
+    type Target = LocalLab;
+    fn deref(&self) -> &LocalLab {
+        &self.0
+    }
 }
 
 impl HostileLab {
     fn new() -> Self {
-        crate::support::images::require_docker();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("hs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::BOX_DOCKERFILE);
-        HostileLab { dir, cluster }
+        let lab = LocalLab::new("hs");
+        crate::support::images::write_context(&lab.file("img"), crate::support::images::BOX_DOCKERFILE);
+        HostileLab(lab)
     }
 
     fn vfolders(&self) -> PathBuf {
-        self.dir.path().join("vfolders")
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
+        self.file("vfolders")
     }
 
     /// One node; vfolder `data` with `quota`, and `legacy` vfolders too; one session `attacker` mounting
@@ -56,7 +56,7 @@ impl HostileLab {
             cluster = self.cluster,
             root = self.vfolders().display(),
         );
-        std::fs::write(self.path(), text).expect("write lab");
+        self.write_text(&text);
     }
 
     /// A vfolder as an earlier bai made it: the directory with its marker inside.
@@ -123,12 +123,6 @@ impl HostileLab {
             assert!(Instant::now() < deadline, "the session never finished planting");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for HostileLab {
-    fn drop(&mut self) {
-        crate::support::images::remove_cluster_containers(&self.cluster);
     }
 }
 

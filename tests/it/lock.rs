@@ -7,20 +7,25 @@ use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::images::{BOX_DOCKERFILE, docker, docker_ok, test_image, write_context};
-use crate::support::sshd::Sshd;
-use crate::support::{bai, json, stderr_of, stdout_of};
+use crate::support::lab::SshLab;
+use crate::support::{json, stderr_of, stdout_of};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// One lab: a directory with `lab.kdl`, the build context `img/`, the archive `offline.tar`, and the
 /// lock once written; nodes of its own.
 struct LockLab {
-    sshd: Sshd,
-    dir: tempfile::TempDir,
-    cluster: String,
+    lab: SshLab,
     /// Image refs, shared by labs made from the same files.
     box_ref: String,
     archive_ref: String,
+}
+
+impl std::ops::Deref for LockLab {
+    type Target = SshLab;
+    fn deref(&self) -> &SshLab {
+        &self.lab
+    }
 }
 
 fn unique(prefix: &str) -> String {
@@ -41,7 +46,6 @@ impl LockLab {
     fn new() -> Self {
         let tag = unique("lock");
         let lab = LockLab::with_refs(format!("bai-it/{tag}-box:1"), format!("bai-it/{tag}-offline:1"));
-        write_context(&lab.dir.path().join("img"), BOX_DOCKERFILE);
         save_archive(&lab.archive_ref, "", &lab.dir.path().join("offline.tar"));
         lab.write();
         lab
@@ -50,7 +54,6 @@ impl LockLab {
     /// A lab on nodes of its own with a copy of `other`'s files (context, archive, lock).
     fn copy_of(other: &LockLab) -> Self {
         let lab = LockLab::with_refs(other.box_ref.clone(), other.archive_ref.clone());
-        write_context(&lab.dir.path().join("img"), BOX_DOCKERFILE);
         std::fs::copy(other.dir.path().join("offline.tar"), lab.dir.path().join("offline.tar")).expect("copy");
         let lock = std::fs::read_to_string(other.lock_path()).expect("the other lab's lock");
         let renamed = lock.replace(&format!("cluster \"{}\"", other.cluster), &format!("cluster \"{}\"", lab.cluster));
@@ -60,13 +63,8 @@ impl LockLab {
     }
 
     fn with_refs(box_ref: String, archive_ref: String) -> Self {
-        LockLab {
-            sshd: Sshd::start(1),
-            dir: tempfile::tempdir().expect("tempdir"),
-            cluster: unique("lk"),
-            box_ref,
-            archive_ref,
-        }
+        // The shared lab writes the build context `img/` (busybox, BOX_DOCKERFILE).
+        LockLab { lab: SshLab::new("lk", 1), box_ref, archive_ref }
     }
 
     fn write(&self) {
@@ -84,11 +82,7 @@ impl LockLab {
             archive_ref = self.archive_ref,
             port = self.sshd.port(0),
         );
-        std::fs::write(self.path(), text).expect("write lab");
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
+        self.write_text(&text);
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -97,10 +91,6 @@ impl LockLab {
 
     fn lock(&self) -> String {
         std::fs::read_to_string(self.lock_path()).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        bai().args(args).arg(self.path()).output().expect("bai runs")
     }
 
     fn container_id(&self, session: &str) -> String {
@@ -125,8 +115,8 @@ impl LockLab {
 
 impl Drop for LockLab {
     fn drop(&mut self) {
+        // The nodes' agent records too; the shared lab then removes every container left.
         let _ = self.run(&["destroy", "--yes"]);
-        crate::support::images::remove_cluster_containers(&self.cluster);
     }
 }
 

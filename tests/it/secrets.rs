@@ -5,29 +5,33 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::lab::LocalLab;
 use crate::support::{bai, json, stderr_of, stdout_of};
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 const VAR: &str = "BAI_IT_SECRET_TOKEN";
 
+/// The shared [`LocalLab`] with two sessions holding secrets, and every output seen.
 struct SecretLab {
-    dir: tempfile::TempDir,
-    cluster: String,
+    lab: LocalLab,
     /// Every stdout and stderr seen, to be searched for the planted values.
     seen: Vec<String>,
 }
 
+impl std::ops::Deref for SecretLab {
+    type Target = LocalLab;
+    fn deref(&self) -> &LocalLab {
+        &self.lab
+    }
+}
+
 impl SecretLab {
     fn new() -> Self {
-        crate::support::images::require_docker();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = format!("sec-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = LocalLab::new("sec");
+        let cluster = &lab.cluster;
         // A tag of its own: other tests build `bai-it/box:1` from other Dockerfiles on the same engine, and
         // a tag moved under a lab's feet reads as a changed image.
-        crate::support::images::write_context(&dir.path().join("img"), crate::support::images::DOCKERFILE);
+        crate::support::images::write_context(&lab.file("img"), crate::support::images::DOCKERFILE);
         let text = format!(
             r#"cluster "{cluster}" {{
     node "ws" local=#true
@@ -46,12 +50,8 @@ impl SecretLab {
 }}
 "#
         );
-        std::fs::write(dir.path().join("lab.kdl"), text).expect("write lab");
-        SecretLab { dir, cluster, seen: Vec::new() }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab.kdl")
+        lab.write_text(&text);
+        SecretLab { lab, seen: Vec::new() }
     }
 
     fn home(&self) -> PathBuf {
@@ -110,12 +110,6 @@ impl SecretLab {
                 );
             }
         }
-    }
-}
-
-impl Drop for SecretLab {
-    fn drop(&mut self) {
-        crate::support::images::remove_cluster_containers(&self.cluster);
     }
 }
 
