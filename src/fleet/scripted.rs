@@ -115,11 +115,6 @@ impl Connector for Agents {
     }
 }
 
-/// Options that reach every node through `agents`.
-pub fn options(agents: Agents) -> ConnectOptions {
-    options_with(agents)
-}
-
 /// Options that reach every node through `connector`.
 pub fn options_with(connector: impl Connector + 'static) -> ConnectOptions {
     // The lock hashes the agent binary: the test binary stands in for it.

@@ -309,7 +309,7 @@ mod tests {
         let (dir, file, loaded) = scripted::lab(LAB);
         let log = Log::default();
         let agents = Agents { log: log.clone(), script: Arc::new(script) };
-        let engine = Engine::with_options(scripted::options(agents), 4).expect("engine");
+        let engine = Engine::with_options(scripted::options_with(agents), 4).expect("engine");
         let request = ConvergeRequest { yes, ..ConvergeRequest::everything(goal, &loaded, &file) };
         let reported = Recorded { go_ahead, ..Recorded::default() };
         let done = converge(&engine, &request, &reported);

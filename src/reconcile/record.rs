@@ -17,9 +17,6 @@ use crate::reconcile::{Engine, Observation, Reporter};
 use crate::source::SourceMap;
 use crate::state::ClusterState;
 
-/// The lock file a lab may have beside it.
-pub const LOCK_FILE: &str = "bai.lock";
-
 /// What every record of one run shares, computed once from the lab as loaded.
 pub struct RunStamp {
     pub meta: Meta,
@@ -30,7 +27,7 @@ pub struct RunStamp {
 impl RunStamp {
     pub fn new(sources: &SourceMap, file: &Path) -> Self {
         let lab_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let lock = crate::config::load::read_source(&lab_dir.join(LOCK_FILE)).ok();
+        let lock = crate::config::load::read_source(&crate::reconcile::lockfile::path_for(file)).ok();
         let files: Vec<(String, &str)> =
             sources.files().map(|(_, f)| (f.path.display().to_string(), f.text())).collect();
         let meta = Meta {

@@ -9,7 +9,6 @@ use crate::model::Config;
 use crate::plan::Plan;
 use crate::plan::saved::{self, Against, ConfigFingerprint, NodeFingerprint, SavedPlan};
 use crate::protocol::{BAI_VERSION, ListGenerations, ListGenerationsReply, Method};
-use crate::reconcile::record::LOCK_FILE;
 use crate::reconcile::{Engine, Observation};
 use crate::source::SourceMap;
 use crate::state::ClusterState;
@@ -18,8 +17,7 @@ use crate::state::snapshot::NodeSnapshot;
 /// The configuration fingerprint of a loaded lab: its files by the names diagnostics use, and the lock
 /// file beside `file`.
 pub fn config_of(sources: &SourceMap, file: &Path) -> ConfigFingerprint {
-    let dir = file.parent().unwrap_or(Path::new(""));
-    let lock = crate::config::load::read_source(&dir.join(LOCK_FILE)).ok();
+    let lock = crate::config::load::read_source(&crate::reconcile::lockfile::path_for(file)).ok();
     let files: Vec<(String, &str)> = sources.files().map(|(_, f)| (f.name.clone(), f.text())).collect();
     ConfigFingerprint::of(&files, lock.as_deref())
 }

@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn options(script: impl Fn(&str, &'static str, &str) -> Answer + Send + Sync + 'static) -> Arc<WatchOptions> {
-        watch_options(scripted::options(Agents { log: Log::default(), script: Arc::new(script) }))
+        watch_options(scripted::options_with(Agents { log: Log::default(), script: Arc::new(script) }))
     }
 
     /// Fast rounds, one answer or miss decides.
