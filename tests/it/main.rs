@@ -15,6 +15,7 @@ mod examples;
 mod flake;
 mod fuzz;
 mod generations;
+mod gpu_engine;
 mod hostile_lab;
 mod hostile_node;
 mod hostile_session;

@@ -49,11 +49,15 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bai printed invalid JSON ({e}):\n{text}"))
 }
 
+#[path = "../../harness/dockerd.rs"]
+pub mod dockerd;
 pub mod images;
 pub mod lab;
 pub mod load;
 #[path = "../../harness/sshd.rs"]
 pub mod sshd;
+
+pub use dockerd::GpuEngine;
 
 /// Compares `output` whole with the snapshot `<calling test file>__<name>` in tests/it/snapshots, with
 /// what differs between runs filtered out: the lab's directory, its cluster name, timings, the sshd
