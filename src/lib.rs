@@ -13,6 +13,7 @@ pub mod failure;
 pub mod fleet;
 pub mod fmt;
 pub mod generation;
+pub mod gpu;
 pub mod graph;
 pub mod lock;
 pub mod model;

@@ -247,12 +247,37 @@ pub struct Session {
     pub health: Option<Health>,
     pub depends_on: Vec<Spanned<SessionName>>,
     pub restart: Option<Spanned<Restart>>,
+    /// `shm-size "16GiB"`: the size of `/dev/shm`.
+    pub shm_size: Option<Spanned<u64>>,
+    /// `ulimit memlock=-1 stack=67108864`, in written order.
+    pub ulimits: Vec<Ulimit>,
+    /// `user uid=1000 gid=1000`: who the session's processes run as.
+    pub user: Option<User>,
+    /// `network "host"`: the container's network mode.
+    pub network: Option<Spanned<Network>>,
 }
 
 impl Session {
+    /// The GPU devices the session asks for: `gpus=N`, or as many as `gpu-devices` names.
     pub fn gpus(&self) -> u32 {
-        self.resources.gpus.as_ref().map_or(0, |g| g.value)
+        match (&self.resources.gpus, &self.resources.gpu_devices, &self.resources.mig) {
+            (Some(g), _, _) => g.value,
+            (None, Some(pins), _) => pins.value.len() as u32,
+            // `mig="1g.10gb"` alone: one instance.
+            (None, None, Some(_)) => 1,
+            (None, None, None) => 0,
+        }
     }
+
+    /// `/dev/shm` as the container gets it: as written, else [`Session::GPU_SHM_DEFAULT`] for a session with
+    /// GPUs, else Docker's own default (64 MiB).
+    pub fn shm_size(&self) -> Option<u64> {
+        self.shm_size.as_ref().map(|s| s.value).or((self.gpus() > 0).then_some(Self::GPU_SHM_DEFAULT))
+    }
+
+    /// `/dev/shm` of a GPU session that does not say: 1 GiB, NVIDIA's recommendation for its containers
+    /// (`--shm-size=1g`); Docker's 64 MiB makes PyTorch's data loaders fail with "bus error".
+    pub const GPU_SHM_DEFAULT: u64 = 1 << 30;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -261,6 +286,68 @@ pub struct Resources {
     pub cpus: Option<Spanned<f64>>,
     pub memory: Option<Spanned<u64>>,
     pub gpus: Option<Spanned<u32>>,
+    /// `gpu-devices="0,3"`: the devices themselves, as indices or UUIDs, all under the value's span.
+    pub gpu_devices: Option<Spanned<Vec<String>>>,
+    /// `mig="1g.10gb"`: the GPUs are MIG instances of this profile.
+    pub mig: Option<Spanned<String>>,
+}
+
+/// One `ulimit` of a session: Docker's limit `name` with its soft and hard values (`-1`: unlimited).
+#[derive(Debug, Clone)]
+pub struct Ulimit {
+    pub name: Spanned<String>,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+impl Ulimit {
+    /// The limits Docker knows (`docker run --ulimit`), which are the kernel's `RLIMIT_*`.
+    pub const NAMES: [&'static str; 15] = [
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
+}
+
+/// `user uid=1000 gid=1000`.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub loc: Loc,
+    pub uid: Spanned<u32>,
+    pub gid: Option<Spanned<u32>>,
+}
+
+/// A session's network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Docker's default bridge: the container has an address of its own on the node.
+    Bridge,
+    /// The node's own interfaces (NCCL across nodes, InfiniBand); published ports mean nothing there.
+    Host,
+    /// Loopback only.
+    None,
+}
+
+impl Network {
+    pub const ALL: [(&'static str, Network); 3] =
+        [("bridge", Network::Bridge), ("host", Network::Host), ("none", Network::None)];
+
+    pub fn as_str(self) -> &'static str {
+        Network::ALL.iter().find(|(_, n)| *n == self).map_or("bridge", |(s, _)| s)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +395,29 @@ impl Mount {
 pub struct Port {
     pub name: Spanned<String>,
     pub port: Spanned<u16>,
+    /// `publish=18888` or `publish="0.0.0.0:18888"`: reachable on the node at this address.
+    pub publish: Option<Spanned<Publish>>,
+}
+
+/// Where a port is published on its node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The node's address it listens on: `127.0.0.1` unless the lab says otherwise.
+    pub address: String,
+    pub port: u16,
+}
+
+impl Publish {
+    /// Loopback unless the lab says otherwise: a Jupyter published on every interface of a GPU node is
+    /// open to its whole network, which a lab must choose, not get by default.
+    pub const DEFAULT_ADDRESS: &'static str = "127.0.0.1";
+
+    /// Whether two publications can hold the same host port at once: not when either is on every address.
+    pub fn clashes_with(&self, other: &Publish) -> bool {
+        let any = |a: &str| a == "0.0.0.0" || a == "::";
+        self.port == other.port && (self.address == other.address || any(&self.address) || any(&other.address))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -237,6 +237,23 @@ pub struct Pong {
     /// GPU summary.
     #[serde(default)]
     pub gpu_utilization: Option<f64>,
+    /// Each GPU's use, for the watcher's per-GPU figures; left out on a node without GPUs, so that its
+    /// ping costs what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<GpuUse>,
+}
+
+/// One GPU's use, as a ping reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuUse {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total: u64,
+    #[serde(default)]
+    pub memory_used: Option<u64>,
+    #[serde(default)]
+    pub utilization: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -534,6 +551,9 @@ pub mod labels {
     pub const SPEC_HASH: &str = "ai.bai.spec-hash";
     /// The canonical spec JSON, so that a later plan can show field-level reasons.
     pub const SPEC: &str = "ai.bai.spec";
+    /// The GPU devices placed for the session, comma-separated, for people and tools reading `docker
+    /// inspect` (bai itself reads them from the spec).
+    pub const GPU_DEVICES: &str = "ai.bai.gpu-devices";
 }
 
 /// Whether a vfolder name is bai's own: every name starting with `.bai`, in any case (a vfolder root may

@@ -305,9 +305,10 @@ mod tests {
             command: vec![],
             env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             mounts: vec![],
-            resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+            resources: ResourceSpec { cpus: None, memory: None, gpus: 0, ..Default::default() },
             ports: BTreeMap::new(),
             restart: Restart::No,
+            ..Default::default()
         }
     }
 

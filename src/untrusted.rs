@@ -234,11 +234,26 @@ pub fn check_generations(reply: &mut crate::protocol::ListGenerationsReply) -> R
 }
 
 /// A node's inventory: GPU names, UUIDs and versions escaped, the GPU list bounded.
+fn clean_holder(h: &mut crate::state::snapshot::GpuHolder) {
+    clean_opt(&mut h.container);
+    clean_opt(&mut h.cluster);
+    clean_opt(&mut h.session);
+}
+
 pub fn check_inventory(inventory: &mut Inventory) -> Result<(), String> {
     entries("GPUs", inventory.gpus.len())?;
     for gpu in &mut inventory.gpus {
         clean(&mut gpu.name);
         clean(&mut gpu.uuid);
+        entries("MIG instances", gpu.mig.len())?;
+        entries("GPU users", gpu.holders.len())?;
+        gpu.holders.iter_mut().for_each(clean_holder);
+        for m in &mut gpu.mig {
+            clean(&mut m.uuid);
+            clean(&mut m.profile);
+            entries("GPU users", m.holders.len())?;
+            m.holders.iter_mut().for_each(clean_holder);
+        }
     }
     clean_opt(&mut inventory.gpu_error);
     clean_opt(&mut inventory.docker_version);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::agent::docker::{DockerError, Engine};
 use crate::protocol::{CreateSession, EnsureImage};
-use crate::state::snapshot::{ContainerState, SessionSnapshot, Unowned};
+use crate::state::snapshot::{ContainerState, GpuInfo, SessionSnapshot, Unowned};
 
 /// A session's container state, exit code and address, as a health check needs them.
 pub type SessionState = Option<(ContainerState, Option<i64>, Option<String>)>;
@@ -32,6 +32,7 @@ pub trait Containers {
     async fn remove_session(&self, cluster: &str, name: &str) -> Result<bool, DockerError>;
     async fn session_state(&self, cluster: &str, name: &str) -> Result<SessionState, DockerError>;
     async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError>;
+    async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError>;
 }
 
 impl Containers for Engine {
@@ -77,6 +78,10 @@ impl Containers for Engine {
 
     async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError> {
         Engine::exec(self, cluster, name, argv).await
+    }
+
+    async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError> {
+        Engine::gpu_holders(self, gpus).await
     }
 }
 
@@ -177,5 +182,10 @@ impl Containers for InMemory {
 
     async fn exec(&self, _: &str, _: &str, _: &[String]) -> Result<i64, DockerError> {
         Ok(0)
+    }
+
+    /// The in-memory engine runs on machines without GPUs: nothing holds any.
+    async fn gpu_holders(&self, _: &mut [GpuInfo]) -> Result<(), DockerError> {
+        Ok(())
     }
 }

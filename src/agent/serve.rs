@@ -179,17 +179,18 @@ impl<E: Containers> Agent<E> {
             Method::Hello(h) => self.hello(h),
             Method::Ping => {
                 let (uptime_s, load1) = inventory::uptime_and_load();
-                let (gpus, _) = inventory::gpus();
+                let gpus = inventory::gpu_use();
                 let rates: Vec<f64> = gpus.iter().filter_map(|g| g.utilization).map(f64::from).collect();
                 let gpu_utilization = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
-                to_value(&Pong { uptime_s, load1, gpus: gpus.len(), gpu_utilization })
+                to_value(&Pong { uptime_s, load1, gpus: gpus.len(), gpu_utilization, devices: gpus })
             }
             Method::Inventory => {
-                let version = match self.engine() {
-                    Ok(engine) => engine.version().await.ok(),
-                    Err(_) => None,
-                };
-                to_value(&inventory::inventory(version))
+                let mut inventory = inventory::inventory(None);
+                if let Ok(engine) = self.engine() {
+                    inventory.docker_version = engine.version().await.ok();
+                    engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
+                }
+                to_value(&inventory)
             }
             Method::Observe(o) => self.observe(o).await,
             Method::PutBlob(b) => self.put_blob(b),
@@ -342,7 +343,9 @@ impl<E: Containers> Agent<E> {
         let sessions = engine.sessions(&cluster, &o.node).await.map_err(RpcError::from)?;
         let mut unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
         unowned.extend(conflicts);
-        let version = engine.version().await.ok();
+        let mut inventory = inventory::inventory(engine.version().await.ok());
+        // Placement leaves alone what something else holds: an engine that cannot say is a failed observe.
+        engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
         let mut images = Vec::new();
         for (name, rec) in record.iter().flat_map(|r| &r.images) {
             // An image removed behind bai's back is not there any more, whatever the record says; nor is
@@ -369,7 +372,7 @@ impl<E: Containers> Agent<E> {
             name: o.node,
             agent: record.as_ref().map(|_| AgentInfo { version: BAI_VERSION.to_string() }),
             labels: record.map(|r| r.labels).unwrap_or_default(),
-            inventory: Some(inventory::inventory(version)),
+            inventory: Some(inventory),
             images,
             vfolders,
             sessions,

@@ -27,7 +27,9 @@ pub fn run(args: &DiffArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
         .iter()
         .map(|c| {
             let have = before.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
-            (ClusterState::desired(c), have, build_graph(c))
+            // GPU sessions keep the devices OLD gave them, as they would on the nodes.
+            let (desired, _) = ClusterState::desired_on(c, &have);
+            (desired, have, build_graph(c))
         })
         .collect();
     // A cluster dropped from the file: everything of it is deleted.

@@ -63,9 +63,21 @@ pub fn run(args: &PlanArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     }
     sort_problems(&mut lab.problems);
     printer.diagnostics(&lab.problems, &lab.loaded.sources);
+    // The lab against what the nodes have (a pinned device a node lacks) is wrong as surely as the file.
+    if lab.problems.iter().any(Problem::is_error) {
+        return Outcome::Failed;
+    }
     // A live plan narrowed with --on plans the selected nodes only, as `apply --on` would.
     let only = (against == Against::Live && !args.connect.on.is_empty()).then(|| reached_nodes(&reports));
-    let plan = plan_against(lab.config(), &observed, only.as_ref(), &digests);
+    let (plan, placement) = plan_against(lab.config(), &observed, only.as_ref(), &digests);
+    printer.failures(&placement);
+    if placement.iter().any(Failure::is_error) {
+        printer.fail(
+            Failure::error("bai::plan::unplaceable", "no plan: some sessions cannot be given their GPUs")
+                .help("change the sessions above, or free the devices something else holds"),
+        );
+        return Outcome::Failed;
+    }
     if let Some(out) = &args.out {
         let saved = saved_plan::build(
             lab.config(),

@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kdl::{KdlDocument, KdlNode};
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 use crate::config::reader::{Args, Ctx, NodeSpec, Reader};
 use crate::diagnostic::{Code, Problem};
 use crate::model::{
     Cluster, ClusterName, EnvValue, EnvVar, GenerationSettings, Health, HealthCheck, Image, ImageName, ImageSource,
-    Mount, Node, NodeName, Permission, Port, ProbeSettings, Resources, Restart, Session, SessionName, SshSettings,
-    Timeouts, Vfolder, VfolderName,
+    Mount, Network, Node, NodeName, Permission, Port, ProbeSettings, Publish, Resources, Restart, Session, SessionName,
+    SshSettings, Timeouts, Ulimit, User, Vfolder, VfolderName,
 };
 use crate::source::{Loc, Spanned};
 use crate::suggest;
@@ -61,7 +61,11 @@ const BUILD: NodeSpec = spec("build", &["context", "dockerfile"], Args::None, fa
 const ARCHIVE: NodeSpec = spec("archive", &[], Args::One("a tarball path"), false);
 const VFOLDER: NodeSpec = spec("vfolder", &["node", "permission", "quota"], Args::One("a vfolder name"), false);
 const SESSION: NodeSpec = spec("session", &["image", "node"], Args::One("a session name"), true);
-const RESOURCES: NodeSpec = spec("resources", &["cpus", "memory", "gpus"], Args::None, false);
+const RESOURCES: NodeSpec = spec("resources", &["cpus", "memory", "gpus", "gpu-devices", "mig"], Args::None, false);
+const SHM_SIZE: NodeSpec = spec("shm-size", &[], Args::One("a size"), false);
+const ULIMIT: NodeSpec = spec("ulimit", &Ulimit::NAMES, Args::None, false);
+const USER: NodeSpec = spec("user", &["uid", "gid"], Args::None, false);
+const NETWORK: NodeSpec = spec("network", &[], Args::One("a network mode"), false);
 const ENV_MAP: NodeSpec = NodeSpec { free_props: true, ..spec("env", &[], Args::None, false) };
 const ENV_REF: NodeSpec = spec("env", &["from-env", "from-file"], Args::One("a variable name"), false);
 const MOUNT: NodeSpec = spec("mount", &["alias", "readonly"], Args::One("a vfolder name"), false);
@@ -84,7 +88,20 @@ const CLUSTER_CHILDREN: &[&str] =
     &["ssh", "agent", "probe", "timeouts", "generations", "include", "node", "image", "vfolder", "session"];
 const NODE_CHILDREN: &[&str] = &["ssh", "gpus", "labels", "vfolder-root", "probe", "timeouts"];
 const IMAGE_CHILDREN: &[&str] = &["digest", "min-gpus", "build", "archive"];
-const SESSION_CHILDREN: &[&str] = &["resources", "env", "mount", "command", "port", "health", "depends-on", "restart"];
+const SESSION_CHILDREN: &[&str] = &[
+    "resources",
+    "env",
+    "mount",
+    "command",
+    "port",
+    "health",
+    "depends-on",
+    "restart",
+    "shm-size",
+    "ulimit",
+    "user",
+    "network",
+];
 
 fn unknown_child(ctx: &mut Ctx, node: &KdlNode, parent: &str, known: &[&str]) {
     let name = node.name().value();
@@ -493,10 +510,14 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
     let mut health = None;
     let mut depends_on = Vec::new();
     let mut restart = None;
+    let mut shm_size = None;
+    let mut ulimits: Vec<Ulimit> = Vec::new();
+    let mut user = None;
+    let mut network = None;
     let mut seen = Vec::new();
     for child in r.children() {
         let kind = child.name().value();
-        let single = matches!(kind, "resources" | "command" | "health" | "restart");
+        let single = matches!(kind, "resources" | "command" | "health" | "restart" | "shm-size" | "user" | "network");
         if single && !once(ctx, &mut seen, child, "session") {
             continue;
         }
@@ -508,16 +529,39 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
                 let r = ctx.open(child, &COMMAND);
                 command = r.args().iter().filter_map(|e| ctx.string(e, "command argument")).collect();
             }
-            "port" => {
-                let r = ctx.open(child, &PORT);
-                for entry in r.props() {
-                    let key = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
-                    let Some(port) = ctx.int(entry, &format!("port {key}"), 1, 65535) else { continue };
-                    ports.push(Port {
-                        name: Spanned::new(key, port.loc),
-                        port: Spanned::new(port.value as u16, port.loc),
-                    });
+            "port" => lower_port(ctx, child, &mut ports),
+            "shm-size" => {
+                let r = ctx.open(child, &SHM_SIZE);
+                shm_size = r.arg(0).and_then(|e| ctx.size(e, "shm-size"));
+                if let Some(s) = &shm_size
+                    && s.value == 0
+                {
+                    ctx.push(
+                        Problem::error(Code::OutOfRange, "`shm-size` must be more than 0 bytes")
+                            .primary(s.loc, "an empty /dev/shm")
+                            .help("leave `shm-size` out for the default, or write a size: `shm-size \"16GiB\"`"),
+                    );
+                    shm_size = None;
                 }
+            }
+            "ulimit" => lower_ulimits(ctx, child, &mut ulimits),
+            "user" => user = lower_user(ctx, child),
+            "network" => {
+                let r = ctx.open(child, &NETWORK);
+                network = r.arg(0).and_then(|e| ctx.string(e, "network")).and_then(|s| {
+                    match Network::ALL.iter().find(|(n, _)| *n == s.value) {
+                        Some((_, mode)) => Some(Spanned::new(*mode, s.loc)),
+                        None => {
+                            let help = suggest::help_for(&s.value, Network::ALL.iter().map(|(n, _)| *n), "modes");
+                            ctx.push(
+                                Problem::error(Code::InvalidValue, format!("`{}` is not a network mode", s.value))
+                                    .primary(s.loc, "unknown mode")
+                                    .help_opt(help.or_else(|| Some("bai knows `bridge`, `host` and `none`".into()))),
+                            );
+                            None
+                        }
+                    }
+                });
             }
             "health" => health = lower_health(ctx, child),
             "depends-on" => {
@@ -572,7 +616,152 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
         health,
         depends_on,
         restart,
+        shm_size,
+        ulimits,
+        user,
+        network,
     })
+}
+
+/// `port jupyter=8888`, several names at once, or one with `publish=18888` / `publish="0.0.0.0:18888"`.
+fn lower_port(ctx: &mut Ctx, node: &KdlNode, ports: &mut Vec<Port>) {
+    let r = ctx.open(node, &PORT);
+    let mut publish = None;
+    let mut named = Vec::new();
+    for entry in r.props() {
+        let key = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
+        if key == "publish" {
+            publish = lower_publish(ctx, entry);
+            continue;
+        }
+        let Some(port) = ctx.int(entry, &format!("port {key}"), 1, 65535) else { continue };
+        named.push(Port {
+            name: Spanned::new(key, port.loc),
+            port: Spanned::new(port.value as u16, port.loc),
+            publish: None,
+        });
+    }
+    if let Some(p) = publish {
+        match named.as_mut_slice() {
+            [one] => one.publish = Some(p),
+            [] => ctx.push(
+                Problem::error(Code::MissingProperty, "`publish` names no port")
+                    .primary(p.loc, "published, but which port?")
+                    .help("write the port beside it: `port jupyter=8888 publish=18888`"),
+            ),
+            [_, second, ..] => ctx.push(
+                Problem::error(Code::Conflict, "`publish` on a `port` that names several ports")
+                    .label(second.name.loc, "a second port")
+                    .primary(p.loc, "which one is published?")
+                    .help("write one `port` node per published port: `port jupyter=8888 publish=18888`"),
+            ),
+        }
+    }
+    ports.extend(named);
+}
+
+/// `publish=18888` (on loopback) or `publish="ADDRESS:PORT"`.
+fn lower_publish(ctx: &mut Ctx, entry: &KdlEntry) -> Option<Spanned<Publish>> {
+    let loc = ctx.loc(entry.span());
+    let bad = |ctx: &mut Ctx, why: String| {
+        ctx.push(
+            Problem::error(Code::InvalidValue, format!("`publish` {why}"))
+                .primary(loc, "not a host port")
+                .help("write a port (`publish=18888`, on the node's loopback) or an address and a port (`publish=\"0.0.0.0:18888\"`)"),
+        );
+        None
+    };
+    let (address, port) = match entry.value() {
+        KdlValue::Integer(_) => {
+            let port = ctx.int(entry, "publish", 1, 65535)?;
+            (Publish::DEFAULT_ADDRESS.to_string(), port.value as u16)
+        }
+        KdlValue::String(text) => {
+            let (address, port) = match text.rsplit_once(':') {
+                Some((a, p)) => (a.trim_start_matches('[').trim_end_matches(']').to_string(), p),
+                None => (Publish::DEFAULT_ADDRESS.to_string(), text.as_str()),
+            };
+            let Ok(port) = port.parse::<u16>() else { return bad(ctx, format!("`{text}` has no port number")) };
+            if port == 0 {
+                return bad(ctx, "must name a port from 1 to 65535".into());
+            }
+            if address.parse::<std::net::IpAddr>().is_err() {
+                return bad(ctx, format!("`{address}` is not an IP address"));
+            }
+            (address, port)
+        }
+        other => {
+            let found = crate::config::reader::type_name(other);
+            return bad(ctx, format!("must be a port or an `ADDRESS:PORT` string, found {found}"));
+        }
+    };
+    Some(Spanned::new(Publish { address, port }, loc))
+}
+
+/// `ulimit memlock=-1 stack=67108864`, or a soft and a hard value as `nofile="1024:65536"`.
+fn lower_ulimits(ctx: &mut Ctx, node: &KdlNode, ulimits: &mut Vec<Ulimit>) {
+    let r = ctx.open(node, &ULIMIT);
+    if r.props().is_empty() {
+        ctx.push(
+            Problem::error(Code::MissingArgument, "`ulimit` sets nothing")
+                .primary(ctx.loc(node.name().span()), "no limit given")
+                .help("write `ulimit memlock=-1 stack=67108864` (-1 is unlimited; \"SOFT:HARD\" sets both)"),
+        );
+    }
+    for entry in r.props() {
+        let name = entry.name().map(|n| n.value().to_string()).unwrap_or_default();
+        let loc = ctx.loc(entry.span());
+        let limits = match entry.value() {
+            KdlValue::Integer(i) if *i >= -1 && *i <= i64::MAX as i128 => Some((*i as i64, *i as i64)),
+            KdlValue::String(text) => text.split_once(':').and_then(|(s, h)| {
+                let limit = |v: &str| v.trim().parse::<i64>().ok().filter(|v| *v >= -1);
+                Some((limit(s)?, limit(h)?))
+            }),
+            _ => None,
+        };
+        let Some((soft, hard)) = limits else {
+            ctx.push(
+                Problem::error(Code::InvalidValue, format!("`ulimit {name}` must be a limit"))
+                    .primary(loc, "not a limit")
+                    .help("write a number (-1 is unlimited) or soft and hard as a string: `nofile=\"1024:65536\"`"),
+            );
+            continue;
+        };
+        if hard != -1 && (soft == -1 || soft > hard) {
+            ctx.push(
+                Problem::error(Code::InvalidValue, format!("`ulimit {name}`: the soft limit is above the hard one"))
+                    .primary(loc, "soft > hard")
+                    .help("the kernel refuses a soft limit above the hard limit"),
+            );
+            continue;
+        }
+        ulimits.push(Ulimit { name: Spanned::new(name, loc), soft, hard });
+    }
+}
+
+/// `user uid=1000 gid=1000`; the group defaults to the uid's number, as `docker run --user 1000` does not
+/// (it takes group 0): files a session writes into its vfolders then belong to that user and group.
+fn lower_user(ctx: &mut Ctx, node: &KdlNode) -> Option<User> {
+    let r = ctx.open(node, &USER);
+    let loc = ctx.loc(node.name().span());
+    let id = |ctx: &mut Ctx, key: &str| {
+        r.prop(key)
+            .and_then(|e| ctx.int(e, key, 0, i128::from(u32::MAX - 1)))
+            .map(|v| Spanned::new(v.value as u32, v.loc))
+    };
+    let uid = id(ctx, "uid");
+    let gid = id(ctx, "gid");
+    let Some(uid) = uid else {
+        if r.prop("uid").is_none() {
+            ctx.push(
+                Problem::error(Code::MissingProperty, "`user` needs a `uid`")
+                    .primary(loc, "whom to run as?")
+                    .help("write `user uid=1000 gid=1000`"),
+            );
+        }
+        return None;
+    };
+    Some(User { loc, uid, gid })
 }
 
 fn lower_resources(ctx: &mut Ctx, node: &KdlNode) -> Resources {
@@ -585,6 +774,25 @@ fn lower_resources(ctx: &mut Ctx, node: &KdlNode) -> Resources {
             "gpus" => {
                 res.gpus = ctx.int(entry, "gpus", 0, 1024).map(|g| Spanned::new(g.value as u32, g.loc));
             }
+            "gpu-devices" => {
+                res.gpu_devices = ctx.string(entry, "gpu-devices").and_then(|s| {
+                    let devices: Vec<String> =
+                        s.value.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
+                    let well_formed = |d: &String| {
+                        d.parse::<u32>().is_ok() || d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/".contains(&b))
+                    };
+                    if devices.is_empty() || !devices.iter().all(well_formed) {
+                        ctx.push(
+                            Problem::error(Code::InvalidValue, "`gpu-devices` must list devices")
+                                .primary(s.loc, "not a device list")
+                                .help("write indices or UUIDs separated by commas: `gpu-devices=\"0,3\"`"),
+                        );
+                        return None;
+                    }
+                    Some(Spanned::new(devices, s.loc))
+                });
+            }
+            "mig" => res.mig = ctx.string(entry, "mig"),
             _ => {}
         }
     }

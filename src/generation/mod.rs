@@ -296,9 +296,10 @@ mod tests {
                 .iter()
                 .map(|m| MountSpec { vfolder: m.to_string(), destination: format!("/home/work/{m}"), readonly: false })
                 .collect(),
-            resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+            resources: ResourceSpec { cpus: None, memory: None, gpus: 0, ..Default::default() },
             ports: BTreeMap::new(),
             restart: crate::model::Restart::No,
+            ..Default::default()
         }
     }
 

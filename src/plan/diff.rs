@@ -36,6 +36,7 @@ pub fn diff(clusters: &[(&ClusterState, &ClusterState, &ResourceGraph)]) -> Plan
         }
         order(&mut changes, graph);
         plan.edges.extend(dependant_edges(&desired.name, &changes, graph, observed));
+        plan.gpus.extend(crate::gpu::place::placed(desired, observed));
         plan.changes.extend(changes);
     }
     plan
@@ -55,7 +56,7 @@ fn reason_of(f: &FieldChange) -> String {
     }
     // Sizes read better in the units a lab is written in; the JSON `fields` keep exact bytes.
     let show = |v: Option<&serde_json::Value>| match (f.path.as_str(), v.and_then(serde_json::Value::as_u64)) {
-        ("quota" | "resources.memory", Some(bytes)) => format_size(bytes),
+        ("quota" | "resources.memory" | "shm_size", Some(bytes)) => format_size(bytes),
         _ => show_value(v),
     };
     format!("`{}`: {} → {}", f.path, show(f.before.as_ref()), show(f.after.as_ref()))

@@ -32,10 +32,32 @@ pub fn session_fields(spec: &SessionSpec) -> BTreeMap<String, serde_json::Value>
     fields.insert("resources.cpus".into(), json(&spec.resources.cpus));
     fields.insert("resources.memory".into(), json(&spec.resources.memory));
     fields.insert("resources.gpus".into(), json(&spec.resources.gpus));
+    // The settings that came later are fields only when set: a plan shows `absent → value` for them.
+    if !spec.resources.devices.is_empty() {
+        fields.insert("resources.devices".into(), json(&spec.resources.devices));
+    }
+    if let Some(mig) = &spec.resources.mig {
+        fields.insert("resources.mig".into(), json(mig));
+    }
     for (k, v) in &spec.ports {
         fields.insert(format!("ports.{k}"), json(v));
     }
+    for (k, v) in &spec.published {
+        fields.insert(format!("ports.{k}.publish"), json(&format!("{}:{}", v.address, v.port)));
+    }
     fields.insert("restart".into(), json(&spec.restart));
+    if let Some(shm) = spec.shm_size {
+        fields.insert("shm_size".into(), json(&shm));
+    }
+    for (k, v) in &spec.ulimits {
+        fields.insert(format!("ulimits.{k}"), json(v));
+    }
+    if let Some(user) = &spec.user {
+        fields.insert("user".into(), json(&format!("{}:{}", user.uid, user.gid)));
+    }
+    if let Some(network) = spec.network {
+        fields.insert("network".into(), json(&network));
+    }
     fields
 }
 

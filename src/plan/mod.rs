@@ -113,7 +113,8 @@ pub enum ResourceState {
     Node(NodeState),
     Image(ImageState),
     Vfolder(VfolderState),
-    Session(SessionState),
+    /// Boxed: a session's spec is by far the largest of the four.
+    Session(Box<SessionState>),
 }
 
 impl ResourceState {
@@ -127,7 +128,7 @@ impl ResourceState {
                 state.images.get(&(node.into(), name.into())).cloned().map(ResourceState::Image)
             }
             Kind::Vfolder => state.vfolders.get(name).cloned().map(ResourceState::Vfolder),
-            Kind::Session => state.sessions.get(name).cloned().map(ResourceState::Session),
+            Kind::Session => state.sessions.get(name).cloned().map(|s| ResourceState::Session(Box::new(s))),
         }
     }
 }
@@ -173,6 +174,19 @@ pub struct Plan {
     /// in the order of `clusters`, then sorted: what the review graph draws.
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// The devices placed for every GPU session of the planned clusters, changed or not, by cluster and
+    /// session: what the plan gives each session ([`crate::gpu::place`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<PlacedGpus>,
+}
+
+/// One session's placed devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedGpus {
+    pub cluster: ClusterName,
+    pub node: String,
+    pub session: String,
+    pub devices: Vec<crate::gpu::place::DeviceView>,
 }
 
 impl Plan {
@@ -243,6 +257,7 @@ mod tests {
                 from: ResourceId::image("gpu-01", "pytorch"),
                 to: ResourceId::session("train"),
             }],
+            gpus: Vec::new(),
         };
         let json = serde_json::to_string(&plan).expect("serializes");
         let back: Plan = serde_json::from_str(&json).expect("deserializes");

@@ -36,6 +36,8 @@ struct JsonPlan<'a> {
     format_version: u32,
     bai_version: &'static str,
     changes: Vec<JsonChange<'a>>,
+    /// Every GPU session's placed devices.
+    gpus: &'a [crate::plan::PlacedGpus],
     summary: Summary,
 }
 
@@ -57,6 +59,7 @@ pub fn render_json(plan: &Plan) -> String {
                 risks: &c.risks,
             })
             .collect(),
+        gpus: &plan.gpus,
         summary: plan.summary(),
     };
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

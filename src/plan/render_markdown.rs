@@ -225,6 +225,7 @@ mod tests {
                 Edge { cluster: lab.clone(), from: ResourceId::vfolder("ckpt"), to: ResourceId::session("tr\"ain") },
                 Edge { cluster: lab, from: ResourceId::session("tr\"ain"), to: ResourceId::session("report") },
             ],
+            gpus: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::graph::Kind;
 use crate::plan::{Action, Plan};
 
 /// Renders the plan: per cluster, each change with its sign, id and reasons, then the summary line.
@@ -27,6 +28,13 @@ pub fn render_text(plan: &Plan) -> String {
                     _ => "",
                 };
                 let _ = writeln!(out, "        {mark}{reason}");
+            }
+            // What a session being made gets, spelled out: the field shows ids only.
+            if c.id.kind == Kind::Session && matches!(c.action, Action::Create | Action::Replace) {
+                let placed = plan.gpus.iter().find(|g| &g.cluster == cluster && g.session == c.id.name);
+                for d in placed.iter().flat_map(|g| &g.devices) {
+                    let _ = writeln!(out, "        gpu: {}", d.describe());
+                }
             }
         }
         out.push('\n');

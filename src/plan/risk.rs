@@ -94,9 +94,10 @@ mod tests {
             command: Vec::new(),
             env: Default::default(),
             mounts: Vec::new(),
-            resources: ResourceSpec { cpus: None, memory: None, gpus },
+            resources: ResourceSpec { cpus: None, memory: None, gpus, ..Default::default() },
             ports: Default::default(),
             restart: Restart::No,
+            ..Default::default()
         });
         SessionState { node: NodeName("n1".into()), hash: "h".into(), spec, container }
     }

@@ -95,6 +95,7 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
     let mut reached: Vec<Observation> = Vec::new();
     let mut prepared: Vec<(ClusterState, ClusterState, ResourceGraph, SecretValues)> = Vec::new();
     let mut unresolved_secrets = false;
+    let mut unplaceable = false;
     for c in clusters {
         let mut r = match &saved {
             // Only the nodes the plan changes: the others may change, or be down, without harm.
@@ -118,7 +119,10 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
                 // Secrets are read once and digested under each node's key (made now if the node has
                 // none) before the diff, so that a changed value plans a replace; one that cannot be read
                 // stops the run before anything changes.
-                let wanted = ClusterState::desired(c).restrict(&r.reachable());
+                let (placed, placement) = ClusterState::desired_on(c, &observed);
+                reporter.failures(&placement.failures());
+                unplaceable |= placement.is_refused();
+                let wanted = placed.restrict(&r.reachable());
                 let desired = engine.block_on(reconcile::desired(&c.root, wanted, &mut r, &observed, KeyMaking::Make));
                 reporter.failures(&desired.unresolved.failures(Severity::Error));
                 unresolved_secrets |= !desired.unresolved.is_empty();
@@ -132,6 +136,13 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
         };
         prepared.push((desired, observed, graph, secrets));
         reached.push(r);
+    }
+    if unplaceable {
+        reporter.fail(Failure::error(
+            "bai::gpu::unplaceable",
+            "nothing was changed: every GPU session must be given its devices to apply",
+        ));
+        return false;
     }
     if unresolved_secrets {
         reporter.fail(Failure::error(

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::failure::Failure;
 use crate::fleet::NodeFailure;
+use crate::gpu::place::Placement;
 use crate::graph::build_graph;
 use crate::model::{ClusterName, Config, NodeName};
 use crate::plan::{Plan, diff};
@@ -28,6 +29,9 @@ pub struct Surveyed {
     pub failures: Vec<NodeFailure>,
     /// Vfolders bai leaves alone, as warnings (not reported: `plan` warns, `status` lists them).
     pub conflicts: Vec<Failure>,
+    /// How the GPU sessions were placed on the nodes that answered (not reported: `plan` places again
+    /// with [`plan_against`] and reports that, `status` lists it).
+    pub placement: Placement,
 }
 
 /// Surveys the selected nodes of every cluster of `config`, reporting the nodes that cannot be reached
@@ -38,8 +42,9 @@ pub fn survey(engine: &Engine, config: &Config, selectors: &[String], reporter: 
         let mut reached = engine.reach(c, selectors, false);
         reporter.node_failures(&reached.failures);
         let observed = reached.observed(c);
+        let (wanted, placement) = ClusterState::desired_on(c, &observed);
         let Desired { state, unresolved, .. } =
-            engine.block_on(desired(&c.root, ClusterState::desired(c), &mut reached, &observed, KeyMaking::ReadOnly));
+            engine.block_on(desired(&c.root, wanted, &mut reached, &observed, KeyMaking::ReadOnly));
         let warnings: Vec<Failure> = unresolved
             .failures(crate::diagnostic::Severity::Warning)
             .into_iter()
@@ -55,6 +60,7 @@ pub fn survey(engine: &Engine, config: &Config, selectors: &[String], reporter: 
             observed,
             desired: state,
             failures: reached.failures,
+            placement,
         });
     }
     out
@@ -62,22 +68,27 @@ pub fn survey(engine: &Engine, config: &Config, selectors: &[String], reporter: 
 
 /// Plans every cluster of `config` against what `observed` holds for it (nothing, when absent), with the
 /// secrets' digests known for it; with `only`, for those nodes of each cluster alone. A digest not known
-/// (offline, a snapshot, a value not readable here) reads as unchanged.
+/// (offline, a snapshot, a value not readable here) reads as unchanged. GPU sessions are placed against
+/// the observed state; what placing them found (sessions that cannot be placed, devices in use) comes
+/// back beside the plan.
 pub fn plan_against(
     config: &Config,
     observed: &BTreeMap<ClusterName, ClusterState>,
     only: Option<&BTreeMap<String, BTreeSet<NodeName>>>,
     digests: &BTreeMap<ClusterName, Digests>,
-) -> Plan {
+) -> (Plan, Vec<Failure>) {
+    let mut placement_failures = Vec::new();
     let prepared: Vec<_> = config
         .clusters
         .iter()
         .map(|c| {
             let have =
                 observed.get(&c.name.value).cloned().unwrap_or_else(|| ClusterState::empty(c.name.value.clone()));
+            let (placed, placement) = ClusterState::desired_on(c, &have);
+            placement_failures.extend(placement.failures());
             let mut desired = match digests.get(&c.name.value) {
-                Some(d) => ClusterState::desired(c).with_digests(d),
-                None => ClusterState::desired(c),
+                Some(d) => placed.with_digests(d),
+                None => placed,
             };
             if let Some(only) = only {
                 desired = desired.restrict(&only.get(c.name.value.as_str()).cloned().unwrap_or_default());
@@ -87,5 +98,5 @@ pub fn plan_against(
         })
         .collect();
     let triples: Vec<_> = prepared.iter().map(|(d, o, g)| (d, o, g)).collect();
-    diff(&triples)
+    (diff(&triples), placement_failures)
 }

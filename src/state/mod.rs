@@ -55,6 +55,9 @@ pub struct ClusterState {
     pub images: BTreeMap<(NodeName, ImageName), ImageState>,
     pub vfolders: BTreeMap<VfolderName, VfolderState>,
     pub sessions: BTreeMap<SessionName, SessionState>,
+    /// Observed only: what each node that answered has (GPUs above all), enrolled or not yet: a first
+    /// apply places GPU sessions by UUID too.
+    pub inventories: BTreeMap<NodeName, Inventory>,
 }
 
 impl ClusterState {
@@ -65,11 +68,28 @@ impl ClusterState {
             images: BTreeMap::new(),
             vfolders: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            inventories: BTreeMap::new(),
         }
     }
 
-    /// The state a valid cluster asks for. Images exist on a node only where a session there uses them.
+    /// The state a valid cluster asks for, its GPU sessions placed as if nothing were known of its nodes
+    /// but their declared `gpus` (offline plans, `bai diff`); [`ClusterState::desired_on`] places them
+    /// against what the nodes reported.
     pub fn desired(cluster: &Cluster) -> Self {
+        Self::desired_on(cluster, &ClusterState::empty(cluster.name.value.clone())).0
+    }
+
+    /// The state a valid cluster asks for, its GPU sessions placed against `observed` ([`crate::gpu::place`]):
+    /// running sessions keep their devices, devices something else holds are left out.
+    pub fn desired_on(cluster: &Cluster, observed: &ClusterState) -> (Self, crate::gpu::place::Placement) {
+        let mut state = Self::unplaced(cluster);
+        let placement = crate::gpu::place::place(cluster, &mut state, observed);
+        (state, placement)
+    }
+
+    /// The state a valid cluster asks for before GPUs are placed. Images exist on a node only where a
+    /// session there uses them.
+    fn unplaced(cluster: &Cluster) -> Self {
         let mut state = ClusterState::empty(cluster.name.value.clone());
         for node in &cluster.nodes {
             let labels = node.labels.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
@@ -128,6 +148,9 @@ impl ClusterState {
             let mut state = ClusterState::empty(ClusterName(c.name.clone()));
             for n in &c.nodes {
                 let node = NodeName(n.name.clone());
+                if let Some(inventory) = &n.inventory {
+                    state.inventories.insert(node.clone(), inventory.clone());
+                }
                 // A node is bai's once enrolled (`agent` set); what bai owns there counts either way.
                 if let Some(agent) = &n.agent {
                     state.nodes.insert(
@@ -176,7 +199,7 @@ impl ClusterState {
 
     /// Inventory of the nodes that reported one, for the declared-GPU check.
     pub fn inventories(&self) -> impl Iterator<Item = (&NodeName, &Inventory)> {
-        self.nodes.iter().filter_map(|(n, s)| s.inventory.as_ref().map(|i| (n, i)))
+        self.inventories.iter()
     }
 }
 
@@ -263,6 +286,12 @@ impl ClusterState {
                 .sessions
                 .iter()
                 .filter(|(_, s)| nodes.contains(&s.node))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            inventories: self
+                .inventories
+                .iter()
+                .filter(|(n, _)| nodes.contains(*n))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         }

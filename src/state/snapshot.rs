@@ -63,7 +63,7 @@ pub struct Inventory {
     pub docker_version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuInfo {
     pub index: u32,
@@ -71,6 +71,69 @@ pub struct GpuInfo {
     pub uuid: String,
     pub memory_total: u64,
     pub utilization: Option<u32>,
+    // Reported since GPUs are placed by bai; absent in snapshots from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used: Option<u64>,
+    /// The NUMA node the GPU hangs off: a session's GPUs are kept on one where they fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// In MIG mode the GPU is never handed out whole; its instances are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mig_mode: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig: Vec<MigInfo>,
+    /// What uses the GPU now (processes, containers), whoever owns it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<GpuHolder>,
+}
+
+/// One MIG instance of a GPU in MIG mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigInfo {
+    pub uuid: String,
+    /// The profile, as NVML names it: `1g.10gb`.
+    pub profile: String,
+    pub memory_total: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<GpuHolder>,
+}
+
+/// Something that uses a device: a process NVML reports, a container that was given the device, or both.
+/// What it says comes from the node, so it is shown escaped and only decides what bai leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuHolder {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The container's name, when the user is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// bai's cluster and session labels of that container, when it carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl GpuHolder {
+    /// Whether this is session of `cluster` (its own use of its devices, not a reason to leave them out).
+    pub fn is_session_of(&self, cluster: &str) -> bool {
+        self.cluster.as_deref() == Some(cluster) && self.session.is_some()
+    }
+
+    /// Why the device is not free, in words: "used by process 4242, not in a container", "held by
+    /// container `jupyter-x`", "held by session `a` of cluster `other`". Node-supplied names are escaped.
+    pub fn describe(&self) -> String {
+        let esc = |s: &str| s.escape_debug().to_string();
+        match (&self.container, &self.cluster, &self.session, self.pid) {
+            (_, Some(c), Some(s), _) => format!("held by session `{}` of cluster `{}`", esc(s), esc(c)),
+            (Some(name), _, _, Some(pid)) => format!("used by process {pid} in container `{}`, not bai's", esc(name)),
+            (Some(name), _, _, None) => format!("held by container `{}`, not bai's", esc(name)),
+            (None, _, _, Some(pid)) => format!("used by process {pid}, not in a container"),
+            (None, _, _, None) => "in use by something bai does not own".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

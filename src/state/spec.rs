@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Cluster, EnvValue, Image, ImageSource, Restart, Session};
+use crate::model::{Cluster, EnvValue, Image, ImageSource, Network, Publish, Restart, Session};
 use crate::mount_destination::Destination;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
     pub image: String,
@@ -26,6 +26,35 @@ pub struct SessionSpec {
     pub resources: ResourceSpec,
     pub ports: BTreeMap<String, u16>,
     pub restart: Restart,
+    // The settings below came later: each is left out of the canonical JSON while unset, so that a session
+    // that does not use it keeps the hash it had (and its container) across the upgrade.
+    /// `/dev/shm` in bytes; unset: Docker's 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, UlimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserSpec>,
+    /// The network mode when it is not Docker's default bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// Ports published on the node, by port name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, Publish>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UlimitSpec {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// An environment variable's source. Secrets appear by reference only, never by value: with the keyed
@@ -140,12 +169,19 @@ pub struct MountSpec {
     pub readonly: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
     pub cpus: Option<f64>,
     pub memory: Option<u64>,
     pub gpus: u32,
+    /// The devices placed for the session ([`crate::gpu`]): UUIDs where the node's inventory is known,
+    /// indices where only its declared `gpus` is. Empty without GPUs (and left out of the JSON then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// The MIG profile the devices are instances of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig: Option<String>,
 }
 
 /// How an image is obtained, as far as its identity on the node goes.
@@ -165,6 +201,20 @@ pub struct ImageSpec {
     pub reference: String,
     pub source: SourceKind,
     pub digest: Option<String>,
+}
+
+/// `want` placed on the devices the container of `seen` holds, when they are what `want` asks for (as
+/// many, of its MIG profile): what a watcher, which does not place, expects a running GPU session to be.
+/// `None` when `want` has no GPUs or `seen` holds other devices than it asks.
+pub fn on_devices_of(want: &SessionSpec, seen: &SessionSpec) -> Option<SessionSpec> {
+    let fits = want.resources.gpus > 0
+        && seen.resources.devices.len() == want.resources.gpus as usize
+        && seen.resources.mig == want.resources.mig;
+    fits.then(|| {
+        let mut placed = want.clone();
+        placed.resources.devices = seen.resources.devices.clone();
+        placed
+    })
 }
 
 /// Lowercase hex SHA-256 of a value's canonical JSON.
@@ -249,9 +299,27 @@ pub fn session_spec(session: &Session, image: Option<&Image>) -> SessionSpec {
             cpus: session.resources.cpus.as_ref().map(|c| c.value),
             memory: session.resources.memory.as_ref().map(|m| m.value),
             gpus: session.gpus(),
+            devices: Vec::new(),
+            mig: session.resources.mig.as_ref().map(|m| m.value.clone()),
         },
         ports: session.ports.iter().map(|p| (p.name.value.clone(), p.port.value)).collect(),
         restart: session.restart.as_ref().map_or(Restart::No, |r| r.value),
+        shm_size: session.shm_size(),
+        ulimits: session
+            .ulimits
+            .iter()
+            .map(|u| (u.name.value.clone(), UlimitSpec { soft: u.soft, hard: u.hard }))
+            .collect(),
+        user: session
+            .user
+            .as_ref()
+            .map(|u| UserSpec { uid: u.uid.value, gid: u.gid.as_ref().map_or(u.uid.value, |g| g.value) }),
+        network: session.network.as_ref().map(|n| n.value).filter(|n| *n != Network::Bridge),
+        published: session
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.name.value.clone(), p.publish.as_ref()?.value.clone())))
+            .collect(),
     }
 }
 
@@ -278,9 +346,14 @@ mod tests {
             command: vec!["python".into(), "train.py".into()],
             env: BTreeMap::from([("A".into(), EnvSpec::Value("1".into()))]),
             mounts: vec![],
-            resources: ResourceSpec { cpus: Some(8.0), memory: None, gpus: 2 },
+            resources: ResourceSpec { cpus: Some(8.0), memory: None, gpus: 2, devices: vec![], mig: None },
             ports: BTreeMap::new(),
             restart: Restart::No,
+            shm_size: None,
+            ulimits: BTreeMap::new(),
+            user: None,
+            network: None,
+            published: BTreeMap::new(),
         }
     }
 

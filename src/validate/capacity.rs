@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 
 use crate::diagnostic::{Code, Problem};
-use crate::model::{Cluster, Session};
+use crate::model::{Cluster, Node, Session};
+use crate::state::snapshot::Inventory;
 use crate::validate::ClusterIndex;
 
 pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Problem>) {
     let mut by_node: HashMap<&str, Vec<&Session>> = HashMap::new();
     for s in &cluster.sessions {
-        if s.gpus() > 0 {
+        // A MIG instance is a slice of a GPU: how many a node has is known from its inventory only.
+        if s.gpus() > 0 && s.resources.mig.is_none() {
             by_node.entry(s.node.value.as_str()).or_default().push(s);
         }
         let Some(image) = index.images.get(s.image.value.as_str()) else { continue };
@@ -57,10 +59,35 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
 }
 
 /// Warns where a node's declared `gpus` differs from the GPUs its agent last reported.
+/// Pinned UUIDs the node's inventory does not list (indices are checked against the declared `gpus`).
+fn pins_in_inventory(cluster: &Cluster, node: &Node, inventory: &Inventory, out: &mut Vec<Problem>) {
+    let known = |id: &str| inventory.gpus.iter().any(|g| g.uuid == id || g.mig.iter().any(|m| m.uuid == id));
+    for s in cluster.sessions.iter().filter(|s| s.node.value == node.name.value) {
+        let Some(pins) = &s.resources.gpu_devices else { continue };
+        for pin in pins.value.iter().filter(|p| p.parse::<u32>().is_err() && !known(p)) {
+            out.push(
+                Problem::error(
+                    Code::PinAbsent,
+                    format!(
+                        "session `{}` pins device {pin}, which node `{}` does not have",
+                        s.name.value, node.name.value
+                    ),
+                )
+                .label(node.name.loc, format!("its agent lists {} GPU(s)", inventory.gpus.len()))
+                .primary(pins.loc, format!("{} is not among them", crate::untrusted::escape(pin)))
+                .help("pin a UUID that `bai status` lists for the node, or an index"),
+            );
+        }
+    }
+}
+
 pub fn check_inventory(cluster: &Cluster, observed: &crate::state::ClusterState) -> Vec<Problem> {
     let mut out = Vec::new();
     for (name, inventory) in observed.inventories() {
         let Some(node) = cluster.nodes.iter().find(|n| &n.name.value == name) else { continue };
+        if inventory.gpu_error.is_none() {
+            pins_in_inventory(cluster, node, inventory, &mut out);
+        }
         let Some(declared) = &node.gpus else { continue };
         let seen = inventory.gpus.len();
         if seen as u64 != u64::from(declared.value) {

@@ -6,10 +6,12 @@
 
 mod capacity;
 mod cycles;
+mod gpus;
 mod images;
 mod index;
 mod mounts;
 mod names;
+mod ports;
 mod references;
 
 pub use capacity::check_inventory;
@@ -30,6 +32,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         references::check(cluster, &index, &mut problems);
         mounts::check(cluster, &index, &mut problems);
         capacity::check(cluster, &index, &mut problems);
+        gpus::check(cluster, &index, &mut problems);
+        ports::check(cluster, &mut problems);
         cycles::check(cluster, &index, &mut problems);
     }
     problems

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::failure::Failure;
 use crate::fleet::execute;
 use crate::fleet::sources::Sources;
 use crate::graph::{Kind, ResourceId, build_graph};
@@ -88,7 +89,11 @@ async fn heal_node(
     let observed = observation.observed(cluster);
     // As `apply` does: secrets digested under the node's key; one that cannot be read is taken as
     // unchanged here, and fails its session's creation with a message naming it.
-    let wanted = ClusterState::desired(cluster).restrict(&observation.reachable());
+    let (placed, placement) = ClusterState::desired_on(cluster, &observed);
+    if let Some(refused) = placement.failures().into_iter().find(Failure::is_error) {
+        return Err(format!("not healed: {}", refused.message));
+    }
+    let wanted = placed.restrict(&observation.reachable());
     let reconcile::Desired { state: desired, secrets, .. } =
         reconcile::desired(&cluster.root, wanted, &mut observation, &observed, KeyMaking::Make).await;
     let graph = build_graph(cluster);

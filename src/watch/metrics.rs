@@ -107,6 +107,37 @@ pub fn render_metrics(status: &FleetStatus) -> String {
     }
     f.write_to(&mut out);
 
+    // Per GPU: its index and UUID, and the session holding it ("" when free), so that a dashboard can
+    // show who uses what.
+    type Figure = fn(&crate::watch::status::GpuStatus) -> Option<f64>;
+    let gpu_families: [(&str, &str, Figure); 3] = [
+        (
+            "bai_gpu_utilization_ratio",
+            "Utilisation of one GPU (0 to 1), from the last ping, where NVML reports it.",
+            |g| g.utilization.map(|u| f64::from(u) / 100.0),
+        ),
+        ("bai_gpu_memory_used_bytes", "GPU memory in use, from the last ping.", |g| g.memory_used.map(|m| m as f64)),
+        ("bai_gpu_memory_total_bytes", "GPU memory in all, from the last ping.", |g| Some(g.memory_total as f64)),
+    ];
+    for (name, help, get) in gpu_families {
+        let mut f = Family::new(name, Kind::Gauge, help);
+        for (cluster, node, n) in nodes() {
+            for g in &n.gpu_devices {
+                let Some(value) = get(g) else { continue };
+                let index = g.index.to_string();
+                let labels = [
+                    ("cluster", cluster),
+                    ("node", node),
+                    ("gpu", index.as_str()),
+                    ("uuid", g.uuid.as_str()),
+                    ("session", g.session.as_deref().unwrap_or("")),
+                ];
+                f.sample("", &labels, go_float(value));
+            }
+        }
+        f.write_to(&mut out);
+    }
+
     let mut node_counter = |name, help, get: fn(&NodeStatus) -> u64| {
         let mut f = Family::new(name, Kind::Counter, help);
         for (cluster, node, n) in nodes() {

@@ -69,13 +69,47 @@ pub struct NodeSessions {
     /// Specs (digests unknown) of this node's sessions that hold secrets: their hashes in `hashes` are
     /// without digests, and the node's task computes the real ones under the node's key.
     pub secret: BTreeMap<String, crate::state::spec::SessionSpec>,
+    /// Specs of this node's GPU sessions. The watcher does not place GPUs (`apply` does): such a session
+    /// is expected on whatever devices its container holds, when they are what it asks for
+    /// ([`NodeSessions::on_their_devices`]).
+    pub gpu: BTreeMap<String, crate::state::spec::SessionSpec>,
+}
+
+impl NodeSessions {
+    /// `desired` with each GPU session's hash as it is on the devices its container holds (`specs`: the
+    /// specs with secrets digested, where known). A container holding other devices than its session asks
+    /// keeps the hash without devices, which no container carries: drift.
+    pub fn on_their_devices(
+        &self,
+        desired: &BTreeMap<String, String>,
+        specs: Option<&BTreeMap<String, crate::state::spec::SessionSpec>>,
+        observed: &[crate::state::snapshot::SessionSnapshot],
+    ) -> BTreeMap<String, String> {
+        let mut out = desired.clone();
+        for s in observed {
+            let Some(want) = specs.and_then(|k| k.get(&s.name)).or_else(|| self.gpu.get(&s.name)) else { continue };
+            if want.resources.gpus == 0 {
+                continue;
+            }
+            if let Some(placed) = s.spec.as_ref().and_then(|seen| crate::state::spec::on_devices_of(want, seen)) {
+                out.insert(s.name.clone(), crate::state::spec::hash_of(&placed));
+            }
+        }
+        out
+    }
 }
 
 impl Watched {
     pub fn new(cluster: Cluster) -> Self {
         let mut nodes: BTreeMap<String, NodeSessions> = BTreeMap::new();
-        for (name, s) in ClusterState::desired(&cluster).sessions {
+        for (name, mut s) in ClusterState::desired(&cluster).sessions {
             let entry = nodes.entry(s.node.to_string()).or_default();
+            if let Some(spec) = s.spec.as_mut().filter(|sp| sp.resources.gpus > 0) {
+                // Placed offline, by index: not what the nodes hold. See `gpu`.
+                spec.resources.devices.clear();
+                s.hash = crate::state::spec::hash_of(spec);
+                entry.gpu.insert(name.to_string(), spec.clone());
+            }
             if let Some(spec) = s.spec.filter(|sp| sp.env.values().any(crate::state::spec::EnvSpec::is_secret)) {
                 entry.secret.insert(name.to_string(), spec);
             }

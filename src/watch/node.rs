@@ -334,6 +334,7 @@ impl NodeTask {
                     n.load1 = pong.load1;
                     n.gpus = Some(pong.gpus);
                     n.gpu_utilization = pong.gpu_utilization;
+                    n.gpu_devices = gpu_statuses(pong, &n.sessions);
                 }
                 Err(why) => {
                     n.ping_failures_total += 1;
@@ -451,6 +452,8 @@ impl NodeTask {
             k.settle(&reply.sessions);
         }
         let desired = keyed.as_ref().map_or(desired, |k| &k.hashes);
+        let placed = here.on_their_devices(desired, keyed.as_ref().map(|k| &k.specs), &reply.sessions);
+        let desired = &placed;
         if let Some(number) = self.truth.observe(watched, reply.generation) {
             self.follow(number, desired, node_timeout).await;
         }
@@ -591,6 +594,11 @@ impl NodeTask {
                     health: None,
                     drift: new_drift.map(|d| d.reason),
                     heals_total: 0,
+                    devices: observed
+                        .get(name.as_str())
+                        .and_then(|s| s.spec.as_ref())
+                        .map(|spec| spec.resources.devices.clone())
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -746,4 +754,30 @@ fn track<'a>(
         held_back_reported: false,
         refused_for: None,
     })
+}
+
+/// The GPUs a ping reported, each with the session whose container holds it (by UUID, or by index where
+/// the session was placed without the inventory). Node-supplied text is bounded and cleaned here: the
+/// ping is the one reply the watcher keeps without another check.
+fn gpu_statuses(pong: &Pong, sessions: &BTreeMap<String, SessionStatus>) -> Vec<crate::watch::status::GpuStatus> {
+    pong.devices
+        .iter()
+        .take(crate::untrusted::MAX_ENTRIES)
+        .map(|g| {
+            let index = g.index.to_string();
+            let session = sessions
+                .iter()
+                .find(|(_, s)| s.devices.iter().any(|d| *d == g.uuid || *d == index))
+                .map(|(name, _)| name.clone());
+            crate::watch::status::GpuStatus {
+                index: g.index,
+                uuid: crate::untrusted::text(&g.uuid),
+                name: crate::untrusted::text(&g.name),
+                memory_total: g.memory_total,
+                memory_used: g.memory_used,
+                utilization: g.utilization.filter(|u| *u <= 100),
+                session,
+            }
+        })
+        .collect()
 }

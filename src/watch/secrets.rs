@@ -17,6 +17,8 @@ use crate::watch::Watched;
 #[derive(Debug, Clone, Default)]
 pub struct KeyedHashes {
     pub hashes: BTreeMap<String, String>,
+    /// The specs hashed, digests filled in where known, by session.
+    pub specs: BTreeMap<String, SessionSpec>,
     /// Sessions with a digest left unknown, by name.
     unknown: BTreeMap<String, SessionSpec>,
 }
@@ -26,7 +28,7 @@ impl KeyedHashes {
     /// (read over `conn`, never made: watching changes no node).
     pub async fn fetch(watched: &Watched, node: &str, conn: &mut NodeConn) -> Self {
         let here = watched.on(node);
-        let mut out = KeyedHashes { hashes: here.hashes.clone(), unknown: BTreeMap::new() };
+        let mut out = KeyedHashes { hashes: here.hashes.clone(), specs: BTreeMap::new(), unknown: BTreeMap::new() };
         let key = node_key(conn, watched.cluster.name.value.as_str(), false).await.ok().flatten();
         for (session, spec) in &here.secret {
             let mut digests = Digests::new();
@@ -41,8 +43,9 @@ impl KeyedHashes {
             fill(&mut spec, session, &digests);
             out.hashes.insert(session.clone(), hash_of(&spec));
             if crate::secret::has_unknown(&spec) {
-                out.unknown.insert(session.clone(), spec);
+                out.unknown.insert(session.clone(), spec.clone());
             }
+            out.specs.insert(session.clone(), spec);
         }
         out
     }
@@ -51,8 +54,13 @@ impl KeyedHashes {
     /// recorded spec apart from unknown digests is taken to carry the container's hash.
     pub fn settle(&mut self, observed: &[SessionSnapshot]) {
         for s in observed {
-            if let (Some(want), Some(seen)) = (self.unknown.get(&s.name), s.spec.as_ref())
-                && same_but_unknown(want, seen)
+            let Some(seen) = s.spec.as_ref() else { continue };
+            let want = self
+                .unknown
+                .get(&s.name)
+                .map(|w| crate::state::spec::on_devices_of(w, seen).unwrap_or_else(|| w.clone()));
+            if let Some(want) = want
+                && same_but_unknown(&want, seen)
             {
                 self.hashes.insert(s.name.clone(), s.spec_hash.clone());
             }

@@ -61,6 +61,9 @@ pub struct NodeStatus {
     pub gpus: Option<usize>,
     /// Mean GPU utilisation in percent, where NVML reports it.
     pub gpu_utilization: Option<f64>,
+    /// Each GPU from the last answered ping, with the session holding it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<GpuStatus>,
     pub pings_total: u64,
     pub ping_failures_total: u64,
     /// Failed connection attempts and failed session probes (not pings).
@@ -97,6 +100,20 @@ impl RttHistogram {
     }
 }
 
+/// One GPU of a node as the watcher last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GpuStatus {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total: u64,
+    pub memory_used: Option<u64>,
+    /// Percent, where NVML reports it.
+    pub utilization: Option<u32>,
+    /// The session of this cluster whose container holds the GPU, from the last probe.
+    pub session: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SessionStatus {
     /// `running`, `exited`, `restarting`, `created`, `paused`, `dead` or `missing`; `unknown` before the
@@ -107,6 +124,9 @@ pub struct SessionStatus {
     pub health: Option<HealthStatus>,
     /// Why the session has drifted from the file, when it has.
     pub drift: Option<String>,
+    /// The GPU devices its container holds (UUIDs, or indices), from its recorded spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     pub heals_total: u64,
 }
 

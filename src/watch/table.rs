@@ -1,8 +1,9 @@
 //! The live table `bai watch` keeps on a terminal (and prints once for `--once`): a row per node with
-//! its state, last round trip, load and GPUs, and under it a row per session with its container, health
-//! and drift. Plain text, sorted, the same status always giving the same table.
+//! its state, last round trip, load and GPUs, and under it a row per GPU (use, memory, the session
+//! holding it) and per session with its container, health and drift. Plain text, sorted, the same status always giving the same table.
 
-use crate::watch::status::{FleetStatus, Liveness, NodeStatus, SessionStatus, Verdict};
+use crate::config::value::format_size_approx;
+use crate::watch::status::{FleetStatus, GpuStatus, Liveness, NodeStatus, SessionStatus, Verdict};
 
 fn node_state(n: &NodeStatus) -> &'static str {
     match n.state {
@@ -10,6 +11,20 @@ fn node_state(n: &NodeStatus) -> &'static str {
         Liveness::Down => "down",
         Liveness::Unknown => "unknown",
     }
+}
+
+/// `    gpu 0 (NVIDIA H100 80GB HBM3): 45%, 12.0GiB of 79.6GiB, train-resnet50`.
+fn gpu_line(g: &GpuStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(u) = g.utilization {
+        parts.push(format!("{u}%"));
+    }
+    match g.memory_used {
+        Some(used) => parts.push(format!("{} of {}", format_size_approx(used), format_size_approx(g.memory_total))),
+        None => parts.push(format_size_approx(g.memory_total)),
+    }
+    parts.push(g.session.clone().unwrap_or_else(|| "free".into()));
+    format!("    gpu {} ({}): {}", g.index, g.name, parts.join(", "))
 }
 
 fn session_line(name: &str, s: &SessionStatus) -> String {
@@ -57,7 +72,8 @@ pub fn render_table(status: &FleetStatus) -> String {
                 },
                 n.last_error.clone().unwrap_or_else(|| n.address.clone()),
             ];
-            let sessions = n.sessions.iter().map(|(name, s)| session_line(name, s)).collect();
+            let mut sessions: Vec<String> = n.gpu_devices.iter().map(gpu_line).collect();
+            sessions.extend(n.sessions.iter().map(|(name, s)| session_line(name, s)));
             rows.push((cells, sessions, heading.take()));
         }
     }

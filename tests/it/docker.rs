@@ -66,9 +66,10 @@ pub(crate) fn spec(command: &[&str], mounts: Vec<MountSpec>) -> SessionSpec {
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::from([("A".into(), EnvSpec::Value("1".into()))]),
         mounts,
-        resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+        resources: ResourceSpec { cpus: None, memory: None, gpus: 0, ..Default::default() },
         ports: BTreeMap::new(),
         restart: Restart::No,
+        ..Default::default()
     }
 }
 
@@ -112,7 +113,7 @@ async fn create_session_builds_the_container_bai_promises() {
     let mut spec = spec(&["/bin/busybox", "sleep", "300"], mounts);
     spec.env.insert("S".into(), EnvSpec::from_env("S_ON_CONTROLLER"));
     spec.restart = Restart::OnFailure;
-    spec.resources = ResourceSpec { cpus: Some(0.5), memory: Some(64 << 20), gpus: 0 };
+    spec.resources = ResourceSpec { cpus: Some(0.5), memory: Some(64 << 20), gpus: 0, ..Default::default() };
     spec.ports.insert("http".into(), 8080);
     let mut req = request(&cluster, "train", spec.clone());
     req.secrets.insert("S".into(), "hush".into());

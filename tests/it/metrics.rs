@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use bai::watch::metrics::render_metrics;
-use bai::watch::status::{ClusterStatus, FleetStatus, HealthStatus, Liveness, NodeStatus, SessionStatus, Verdict};
+use bai::watch::status::{
+    ClusterStatus, FleetStatus, GpuStatus, HealthStatus, Liveness, NodeStatus, SessionStatus, Verdict,
+};
 
 /// A node name that needs every escape the format has, plus non-ASCII that needs none.
 const AWKWARD: &str = "rack \"7\" \\ gpu\nnode-ü";
@@ -19,6 +21,7 @@ fn session(container: &str, health: Option<Verdict>, drift: Option<&str>, heals:
         health: health.map(|verdict| HealthStatus { verdict, detail: Some("HTTP 200".into()) }),
         drift: drift.map(Into::into),
         heals_total: heals,
+        devices: Vec::new(),
     }
 }
 
@@ -39,6 +42,18 @@ fn fleet() -> FleetStatus {
         heals_total: 2,
         gpus: Some(4),
         gpu_utilization: Some(12.5),
+        gpu_devices: vec![
+            GpuStatus {
+                index: 0,
+                uuid: "GPU-0".into(),
+                name: "NVIDIA H100 80GB HBM3".into(),
+                memory_total: 85_520_809_984,
+                memory_used: Some(1 << 30),
+                utilization: Some(50),
+                session: Some("train \"big\"".into()),
+            },
+            GpuStatus { index: 1, uuid: "GPU-1".into(), memory_total: 85_520_809_984, ..GpuStatus::default() },
+        ],
         ..NodeStatus::default()
     };
     for i in 0..119u32 {

@@ -18,21 +18,21 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::StartExecOptions;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, ExecConfig, HostConfig, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, DeviceRequest, ExecConfig, HostConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncReadExt;
 
-use crate::model::Restart;
+use crate::model::{Network, Restart};
 use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageRecipe, RpcError, container_name, labels};
 use crate::state::snapshot::{ContainerState, SessionSnapshot, Unowned, UnownedKind};
-use crate::state::spec::{EnvSpec, ImageSpec};
+use crate::state::spec::{EnvSpec, ImageSpec, SessionSpec};
 
 /// The directory a session starts in; `.local/bin` under it leads the container's `PATH`.
 pub const WORK_DIR: &str = "/home/work";
@@ -51,6 +51,7 @@ const CHUNK: usize = 1 << 20;
 const STOP_GRACE_S: i32 = 10;
 
 mod error;
+mod gpus;
 mod images;
 mod sessions;
 
@@ -171,9 +172,10 @@ mod tests {
                 command: vec![],
                 env,
                 mounts: vec![],
-                resources: ResourceSpec { cpus: None, memory: None, gpus: 0 },
+                resources: ResourceSpec { cpus: None, memory: None, gpus: 0, ..Default::default() },
                 ports: BTreeMap::new(),
                 restart: Restart::No,
+                ..Default::default()
             },
             spec_hash: "h".into(),
             vfolder_root: "/v".into(),

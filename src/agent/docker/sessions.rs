@@ -142,35 +142,68 @@ impl Engine {
             })?),
             None => None,
         };
-        let gpus = spec.resources.gpus;
+        let devices =
+            gpu_devices(spec).map_err(|reason| DockerError::Invalid { container: container.clone(), reason })?;
+        let host_network = spec.network == Some(Network::Host);
+        // InfiniBand for NCCL across nodes: a host-network session gets the node's HCAs where it has them,
+        // and may pin memory for RDMA (IPC_LOCK), as NVIDIA's multi-node containers are run.
+        let infiniband = host_network && Path::new("/dev/infiniband").is_dir();
         let host_config = HostConfig {
             binds: Some(binds),
             nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
             memory,
-            device_requests: (gpus > 0).then(|| {
-                vec![DeviceRequest {
-                    driver: Some("nvidia".into()),
-                    count: Some(i64::from(gpus)),
-                    capabilities: Some(vec![vec!["gpu".into()]]),
-                    ..Default::default()
+            device_requests: devices,
+            restart_policy: Some(RestartPolicy { name: Some(restart_policy(spec.restart)), maximum_retry_count: None }),
+            shm_size: spec.shm_size.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+            ulimits: (!spec.ulimits.is_empty()).then(|| {
+                spec.ulimits
+                    .iter()
+                    .map(|(name, u)| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            network_mode: spec.network.map(|n| n.as_str().to_string()),
+            port_bindings: (!spec.published.is_empty() && !host_network).then(|| {
+                spec.published
+                    .iter()
+                    .filter_map(|(name, p)| {
+                        let port = spec.ports.get(name)?;
+                        let binding =
+                            PortBinding { host_ip: Some(p.address.clone()), host_port: Some(p.port.to_string()) };
+                        Some((format!("{port}/tcp"), Some(vec![binding])))
+                    })
+                    .collect()
+            }),
+            devices: infiniband.then(|| {
+                vec![DeviceMapping {
+                    path_on_host: Some("/dev/infiniband".into()),
+                    path_in_container: Some("/dev/infiniband".into()),
+                    cgroup_permissions: Some("rwm".into()),
                 }]
             }),
-            restart_policy: Some(RestartPolicy { name: Some(restart_policy(spec.restart)), maximum_retry_count: None }),
+            cap_add: infiniband.then(|| vec!["IPC_LOCK".into()]),
             ..Default::default()
         };
         // Serializing the spec cannot fail (plain data, string map keys); were it ever empty, `sessions`
         // would read the label as "no spec" rather than fail.
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (labels::CLUSTER.to_string(), req.cluster.clone()),
             (labels::NODE.to_string(), req.node.clone()),
             (labels::SESSION.to_string(), req.name.clone()),
             (labels::SPEC_HASH.to_string(), req.spec_hash.clone()),
             (labels::SPEC.to_string(), serde_json::to_string(spec).unwrap_or_default()),
         ]);
+        if !spec.resources.devices.is_empty() {
+            labels.insert(labels::GPU_DEVICES.to_string(), spec.resources.devices.join(","));
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image_ref.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(env),
+            user: spec.user.map(|u| format!("{}:{}", u.uid, u.gid)),
             working_dir: Some(WORK_DIR.into()),
             labels: Some(labels),
             // Exposed, never published: health checks reach the container's own address from the node.
@@ -182,8 +215,9 @@ impl Engine {
         // A replacement left behind by an agent that died half way through a replace is bai's to clear.
         let next = replacement_name(&container);
         self.remove_leftover_replacement(&next, &req.cluster, &req.name).await?;
+        let work_owner = spec.user.map(|u| (u.uid, u.gid));
         let Some(old_id) = existing.and_then(|e| e.id) else {
-            return self.create_and_start(docker, &container, body).await;
+            return self.create_and_start(docker, &container, body, work_owner).await;
         };
 
         // Replace. The new container is created, not started, under a name no session can hold, before the
@@ -198,6 +232,12 @@ impl Engine {
             let force = RemoveContainerOptionsBuilder::default().force(true).build();
             let _ = docker.remove_container(&created.id, Some(force)).await;
         };
+        if let Some(owner) = work_owner
+            && let Err(source) = give_work_dir(docker, &created.id, owner).await
+        {
+            discard_new().await;
+            return Err(DockerError::ReplacementRefused { container, source });
+        }
         if let Err(e) = self.remove_container_by_id(&old_id, &container).await {
             discard_new().await;
             return Err(e);
@@ -222,13 +262,21 @@ impl Engine {
         docker: &Docker,
         container: &str,
         body: ContainerCreateBody,
+        work_owner: Option<(u32, u32)>,
     ) -> Result<(), DockerError> {
         let options = CreateContainerOptionsBuilder::default().name(container).build();
         let created = docker
             .create_container(Some(options), body)
             .await
             .map_err(api(format!("creating container {container}")))?;
-        if let Err(e) = docker.start_container(&created.id, None).await {
+        let prepared = match work_owner {
+            Some(owner) => give_work_dir(docker, &created.id, owner).await,
+            None => Ok(()),
+        };
+        if let Err(e) = match prepared {
+            Ok(()) => docker.start_container(&created.id, None).await,
+            Err(e) => Err(e),
+        } {
             // A created-but-never-started container would look like a session with the right spec; take it
             // away so that the next plan creates it again. Best effort: the start error is what matters.
             let force = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -363,6 +411,46 @@ impl Engine {
     }
 }
 
+/// The device request of a session with GPUs: exactly its placed devices, by id, never a count (Docker
+/// turns a count into GPUs 0..N-1 for every container that asks). A spec with GPUs and no devices was
+/// never placed, which the controller does not send: refused rather than guessed.
+pub(super) fn gpu_devices(spec: &SessionSpec) -> Result<Option<Vec<DeviceRequest>>, String> {
+    if spec.resources.gpus == 0 {
+        return Ok(None);
+    }
+    if spec.resources.devices.len() != spec.resources.gpus as usize {
+        return Err(format!(
+            "asks for {} GPUs but {} devices were placed for it; plan again",
+            spec.resources.gpus,
+            spec.resources.devices.len()
+        ));
+    }
+    Ok(Some(vec![DeviceRequest {
+        driver: Some("nvidia".into()),
+        device_ids: Some(spec.resources.devices.clone()),
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        ..Default::default()
+    }]))
+}
+
+/// Makes `/home/work` belong to the session's user before it starts, so that a session run as a user keeps
+/// a home it can write: the engine made the working directory as root. A directory entry extracted over
+/// the existing one takes its owner and mode from the archive.
+async fn give_work_dir(docker: &Docker, id: &str, (uid, gid): (u32, u32)) -> Result<(), BollardError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_uid(u64::from(uid));
+    header.set_gid(u64::from(gid));
+    header.set_size(0);
+    let mut archive = tar::Builder::new(Vec::new());
+    // Writing a header into a Vec cannot fail; were it to, the upload below would fail and say so.
+    let _ = archive.append_data(&mut header, WORK_DIR.trim_start_matches('/'), std::io::empty());
+    let bytes = archive.into_inner().unwrap_or_default();
+    let options = UploadToContainerOptionsBuilder::default().path("/").build();
+    docker.upload_to_container(id, Some(options), bollard::body_full(bytes.into())).await
+}
+
 /// Whether a container's labels make it bai's session `session` of `cluster`.
 pub(super) fn owned(labels: Option<&HashMap<String, String>>, cluster: &str, session: &str) -> bool {
     labels.is_some_and(|l| {
@@ -451,5 +539,19 @@ pub(super) fn session_env(req: &CreateSession, image_path: Option<&str>) -> Resu
         env.push(format!("{name}={value}"));
     }
     env.push(format!("PATH={WORK_DIR}/.local/bin:{}", image_path.unwrap_or(DEFAULT_PATH)));
+    // The container sees its own devices only, numbered from 0 in PCI bus order by NVIDIA's runtime; CUDA
+    // numbers them fastest first unless told otherwise, so without this `cuda:0` and `nvidia-smi`'s GPU 0
+    // could be different devices. What the lab sets itself wins.
+    let devices = req.spec.resources.devices.len();
+    if devices > 0 {
+        for (name, value) in [
+            ("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_string()),
+            ("CUDA_VISIBLE_DEVICES", (0..devices).map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+        ] {
+            if !req.spec.env.contains_key(name) {
+                env.push(format!("{name}={value}"));
+            }
+        }
+    }
     Ok(env)
 }

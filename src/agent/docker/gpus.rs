@@ -1,0 +1,178 @@
+//! Which containers hold which GPUs on the node, bai's or not: what the controller needs to leave devices
+//! in use alone and to tell a device a session of its own holds from one something else holds.
+//!
+//! A bai session's devices are read from its spec label (no inspect); any other running container is
+//! inspected for Docker device requests (`--gpus`) and `NVIDIA_VISIBLE_DEVICES` (the NVIDIA runtime's
+//! way). Processes NVML reports are matched to their container through `/proc/<pid>/cgroup`.
+
+use super::*;
+
+use crate::state::snapshot::{GpuHolder, GpuInfo};
+
+/// What one running container claims: its name, bai labels and device ids as written (`GPU-…`, `MIG-…`,
+/// an index, or `all`).
+struct Claim {
+    id: String,
+    holder: GpuHolder,
+    devices: Vec<String>,
+}
+
+impl Engine {
+    /// Adds the containers using each GPU (and MIG instance) of `gpus` to its holders, and names the
+    /// container of every process NVML reported. Nothing is asked of the engine when there are no GPUs.
+    pub async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError> {
+        if gpus.is_empty() {
+            return Ok(());
+        }
+        let docker = self.api().await?;
+        let listed = docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().build()))
+            .await
+            .map_err(api("listing running containers"))?;
+        let mut claims = Vec::new();
+        for c in listed {
+            let Some(id) = c.id else { continue };
+            let labels = c.labels.unwrap_or_default();
+            let holder = GpuHolder {
+                pid: None,
+                container: c.names.iter().flatten().next().map(|n| n.trim_start_matches('/').to_string()),
+                cluster: labels.get(labels::CLUSTER).cloned(),
+                session: labels.get(labels::SESSION).cloned(),
+            };
+            let devices = match labels.get(labels::SPEC).and_then(|s| serde_json::from_str::<SessionSpec>(s).ok()) {
+                Some(spec) => spec.resources.devices,
+                None => match docker.inspect_container(&id, None).await {
+                    Ok(inspect) => claimed(&inspect),
+                    // Gone between the listing and now.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(api("inspecting a running container for its GPUs")(e)),
+                },
+            };
+            claims.push(Claim { id, holder, devices });
+        }
+        for gpu in gpus.iter_mut() {
+            name_processes(&mut gpu.holders, &claims);
+            for instance in &mut gpu.mig {
+                name_processes(&mut instance.holders, &claims);
+                for claim in claims.iter().filter(|c| c.devices.iter().any(|d| d == &instance.uuid)) {
+                    add(&mut instance.holders, &claim.holder);
+                }
+            }
+            let index = gpu.index.to_string();
+            for claim in &claims {
+                if claim.devices.iter().any(|d| d == &gpu.uuid || d == &index || d == "all") {
+                    add(&mut gpu.holders, &claim.holder);
+                }
+            }
+            gpu.holders.sort();
+            gpu.holders.dedup();
+        }
+        Ok(())
+    }
+}
+
+/// The devices a container not made by bai was given: its NVIDIA device requests (ids; a count is GPUs
+/// 0..N-1, -1 all of them) and `NVIDIA_VISIBLE_DEVICES` (`all`, `none`, or a list).
+fn claimed(inspect: &ContainerInspectResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    let requests = inspect.host_config.as_ref().and_then(|h| h.device_requests.clone()).unwrap_or_default();
+    for r in requests {
+        let nvidia = r.driver.as_deref() == Some("nvidia")
+            || r.capabilities.iter().flatten().any(|set| set.iter().any(|c| c == "gpu"));
+        if !nvidia {
+            continue;
+        }
+        out.extend(r.device_ids.unwrap_or_default());
+        match r.count {
+            Some(-1) => out.push("all".into()),
+            Some(n) if n > 0 => out.extend((0..n.min(1024)).map(|i| i.to_string())),
+            _ => {}
+        }
+    }
+    let env = inspect.config.as_ref().and_then(|c| c.env.clone()).unwrap_or_default();
+    if let Some(visible) = env.iter().find_map(|e| e.strip_prefix("NVIDIA_VISIBLE_DEVICES=")) {
+        out.extend(
+            visible
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty() && *d != "none" && *d != "void")
+                .map(str::to_string),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Fills in the container of each process holder whose cgroup names one of `claims`.
+fn name_processes(holders: &mut [GpuHolder], claims: &[Claim]) {
+    for h in holders.iter_mut().filter(|h| h.container.is_none()) {
+        let Some(pid) = h.pid else { continue };
+        let Some(container) = container_of(pid) else { continue };
+        if let Some(claim) = claims.iter().find(|c| c.id == container) {
+            *h = GpuHolder { pid: Some(pid), ..claim.holder.clone() };
+        }
+    }
+}
+
+fn add(holders: &mut Vec<GpuHolder>, holder: &GpuHolder) {
+    // A process already matched to this container says the same, and more.
+    if !holders.iter().any(|h| h.container == holder.container && h.container.is_some()) {
+        holders.push(holder.clone());
+    }
+}
+
+/// The Docker container id in a process's cgroup path (`…/docker-<id>.scope`, `…/docker/<id>`), if any.
+fn container_of(pid: u32) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(format!("/proc/{pid}/cgroup")).ok()?.take(64 * 1024).read_to_string(&mut text).ok()?;
+    container_in_cgroup(&text)
+}
+
+fn container_in_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.rsplit(':').next()?;
+        path.split('/').rev().find_map(|part| {
+            let id = part.strip_prefix("docker-").and_then(|p| p.strip_suffix(".scope")).unwrap_or(part);
+            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_id_is_found_in_both_cgroup_layouts() {
+        let id = "a".repeat(64);
+        assert_eq!(container_in_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(id.clone()));
+        assert_eq!(container_in_cgroup(&format!("12:memory:/docker/{id}\n1:name=systemd:/docker/{id}")), Some(id));
+        assert_eq!(container_in_cgroup("0::/user.slice/user-1000.slice/session-2.scope\n"), None);
+    }
+
+    #[test]
+    fn requests_and_the_runtime_variable_are_claims() {
+        let inspect = ContainerInspectResponse {
+            host_config: Some(HostConfig {
+                device_requests: Some(vec![
+                    DeviceRequest { driver: Some("nvidia".into()), count: Some(2), ..Default::default() },
+                    DeviceRequest {
+                        capabilities: Some(vec![vec!["gpu".into()]]),
+                        device_ids: Some(vec!["GPU-x".into()]),
+                        ..Default::default()
+                    },
+                    DeviceRequest { driver: Some("other".into()), count: Some(-1), ..Default::default() },
+                ]),
+                ..Default::default()
+            }),
+            config: Some(bollard::models::ContainerConfig {
+                env: Some(vec!["NVIDIA_VISIBLE_DEVICES=3,MIG-y".into(), "A=1".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(claimed(&inspect), ["0", "1", "3", "GPU-x", "MIG-y"]);
+    }
+}
