@@ -107,8 +107,10 @@ pub fn place(cluster: &Cluster, desired: &mut ClusterState, observed: &ClusterSt
             state.hash = hash_of(spec);
         }
         for (session, refusal) in allocation.refused {
-            // Offline, MIG instances wait for the inventory: the plan shows the profile, not a refusal.
-            if known == Known::Declared && matches!(want_of(&requests, &session), Some(Want::Mig { .. })) {
+            // Offline, MIG instances wait for the inventory: the plan shows the profile, not a refusal. A node
+            // that answered without one will not have it later.
+            let offline = known == Known::Declared && inventory.is_none();
+            if offline && matches!(want_of(&requests, &session), Some(Want::Mig { .. })) {
                 continue;
             }
             placement.refused.push(Unplaced {

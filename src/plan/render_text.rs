@@ -1,13 +1,18 @@
 //! The plan as a person reads it in a terminal or a CI log.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
+use crate::gpu::place::DeviceView;
 use crate::graph::Kind;
+use crate::model::ClusterName;
 use crate::plan::{Action, Plan};
 
 /// Renders the plan: per cluster, each change with its sign, id and reasons, then the summary line.
 pub fn render_text(plan: &Plan) -> String {
     let mut out = String::with_capacity(plan.changes.len() * 96 + 256);
+    let placed: HashMap<(&ClusterName, &str), &[DeviceView]> =
+        plan.gpus.iter().map(|g| ((&g.cluster, g.session.as_str()), g.devices.as_slice())).collect();
     for cluster in &plan.clusters {
         let changes: Vec<_> = plan.changes.iter().filter(|c| &c.cluster == cluster).collect();
         if changes.is_empty() {
@@ -31,8 +36,7 @@ pub fn render_text(plan: &Plan) -> String {
             }
             // What a session being made gets, spelled out: the field shows ids only.
             if c.id.kind == Kind::Session && matches!(c.action, Action::Create | Action::Replace) {
-                let placed = plan.gpus.iter().find(|g| &g.cluster == cluster && g.session == c.id.name);
-                for d in placed.iter().flat_map(|g| &g.devices) {
+                for d in placed.get(&(cluster, c.id.name.as_str())).copied().unwrap_or_default() {
                     let _ = writeln!(out, "        gpu: {}", d.describe());
                 }
             }

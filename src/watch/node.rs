@@ -396,7 +396,8 @@ impl NodeTask {
             let timing = health_timing(cluster_model, health, &overrides);
             let track = self.track(s.name.value.as_str(), &timing);
             track.threshold.retune(timing.failure_threshold, timing.success_threshold);
-            if track.next_check > now {
+            // Against the clock now, not `now`: a track made this round is due at once (`--once` has one).
+            if track.next_check > Instant::now() {
                 continue;
             }
             track.next_check = now + timing.interval;
@@ -780,4 +781,36 @@ fn gpu_statuses(pong: &Pong, sessions: &BTreeMap<String, SessionStatus>) -> Vec<
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::GpuUse;
+
+    #[test]
+    fn a_gpu_is_held_by_the_session_whose_devices_name_it() {
+        let gpu = |index: u32| GpuUse {
+            index,
+            uuid: format!("GPU-{index}"),
+            name: "H100\u{1b}[2J".into(),
+            memory_total: 1 << 30,
+            memory_used: None,
+            utilization: Some(if index == 2 { 250 } else { 10 }),
+        };
+        let pong =
+            Pong { uptime_s: 1, load1: None, gpus: 3, gpu_utilization: None, devices: (0..3).map(gpu).collect() };
+        let mut sessions = BTreeMap::new();
+        sessions
+            .insert("by-uuid".to_string(), SessionStatus { devices: vec!["GPU-0".into()], ..SessionStatus::default() });
+        // Placed without the inventory: by index.
+        sessions
+            .insert("by-index".to_string(), SessionStatus { devices: vec!["1".into()], ..SessionStatus::default() });
+        let got = gpu_statuses(&pong, &sessions);
+        let holders: Vec<Option<&str>> = got.iter().map(|g| g.session.as_deref()).collect();
+        assert_eq!(holders, [Some("by-uuid"), Some("by-index"), None]);
+        // Node text is escaped; a utilisation past 100 % is not believed.
+        assert_eq!(got[0].name, "H100\\u{1b}[2J");
+        assert_eq!(got[2].utilization, None);
+    }
 }

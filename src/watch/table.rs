@@ -161,4 +161,37 @@ mod tests {
         assert_eq!(column(lines[0], "STATE"), column(lines[1], "up"), "columns line up");
         assert_eq!(render_table(&status), table, "deterministic");
     }
+
+    #[test]
+    fn each_gpu_shows_its_use_and_the_session_holding_it() {
+        let mut status = FleetStatus::default();
+        let node = NodeStatus {
+            state: Liveness::Up,
+            gpus: Some(2),
+            gpu_devices: vec![
+                GpuStatus {
+                    index: 0,
+                    uuid: "GPU-a".into(),
+                    name: "NVIDIA H100".into(),
+                    memory_total: 80 << 30,
+                    memory_used: Some(12 << 30),
+                    utilization: Some(45),
+                    session: Some("train".into()),
+                },
+                GpuStatus {
+                    index: 1,
+                    uuid: "GPU-b".into(),
+                    name: "NVIDIA H100".into(),
+                    memory_total: 80 << 30,
+                    ..GpuStatus::default()
+                },
+            ],
+            ..NodeStatus::default()
+        };
+        status.clusters.entry("lab".into()).or_default().nodes.insert("gpu-01".into(), node);
+        let table = render_table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[2], "    gpu 0 (NVIDIA H100): 45%, 12.0GiB of 80.0GiB, train", "{table}");
+        assert_eq!(lines[3], "    gpu 1 (NVIDIA H100): 80.0GiB, free", "{table}");
+    }
 }

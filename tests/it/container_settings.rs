@@ -50,6 +50,7 @@ fn shm_ulimits_user_network_and_published_ports_reach_the_container() {
     let lab = SshLab::new("cs", 1);
     let (uid, gid) = (id_of("-u"), id_of("-g"));
     let port = free_port();
+    let host_port = free_port();
     let sessions = format!(
         r#"    vfolder "out" node="node0"
     session "worker" image="box" node="node0" {{
@@ -62,7 +63,8 @@ fn shm_ulimits_user_network_and_published_ports_reach_the_container() {
     }}
     session "hostnet" image="box" node="node0" {{
         network "host"
-        command "/bin/busybox" "sleep" "3600"
+        health http={host_port} path="/index.html"
+        command "/bin/busybox" "sh" "-c" "echo host > /home/work/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:{host_port} -h /home/work"
     }}
 }}
 "#
@@ -106,8 +108,13 @@ fn shm_ulimits_user_network_and_published_ports_reach_the_container() {
     let meta = std::fs::metadata(&made).expect("the session wrote into its vfolder");
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
 
+    // On the host's network the session listens on the node's own loopback, and its health check finds it
+    // there.
     let hostnet = json(&docker_ok(&["inspect", &lab.container_name("hostnet")]))[0].clone();
     assert_eq!(hostnet["HostConfig"]["NetworkMode"], "host");
+    assert!(get(host_port).contains("host"));
+    let watched = lab.expect(0, &["watch", "--once"]);
+    assert!(text(&watched).contains("healthy"), "{}", text(&watched));
 
     // Recorded in the spec: nothing to do the second time, and status shows where the port is.
     let again = lab.expect(0, &["plan"]);

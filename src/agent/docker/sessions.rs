@@ -206,7 +206,8 @@ impl Engine {
             user: spec.user.map(|u| format!("{}:{}", u.uid, u.gid)),
             working_dir: Some(WORK_DIR.into()),
             labels: Some(labels),
-            // Exposed, never published: health checks reach the container's own address from the node.
+            // Exposed; published on the node only where the lab says `publish` (health checks reach the
+            // container's own address from the node either way).
             exposed_ports: (!spec.ports.is_empty()).then(|| spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(host_config),
             ..Default::default()
@@ -338,7 +339,8 @@ impl Engine {
     }
 
     /// The state of one managed container: its state, its exit code once it has stopped, and its IP on
-    /// the default bridge (or its first network) while it has one. `None` when there is no container.
+    /// the default bridge (or its first network) while it has one, or loopback on the host's network.
+    /// `None` when there is no container.
     pub async fn session_state(
         &self,
         cluster: &str,
@@ -353,6 +355,10 @@ impl Engine {
             (s.status.map_or(ContainerState::Created, |st| container_state(st.as_ref())), s.exit_code)
         });
         let exit_code = matches!(state, ContainerState::Exited | ContainerState::Dead).then_some(code).flatten();
+        // On the host's network the session listens on the node's own interfaces.
+        if inspect.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some("host") {
+            return Ok(Some((state, exit_code, Some("127.0.0.1".to_string()))));
+        }
         let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
         let ip_of = |net: &bollard::models::EndpointSettings| net.ip_address.clone().filter(|ip| !ip.is_empty());
         let mut others: Vec<_> = networks.iter().filter(|(k, _)| k.as_str() != "bridge").collect();
