@@ -315,6 +315,8 @@ fn example_arg(kind: &str) -> &'static str {
         "gpus" => "8",
         "min-gpus" => "1",
         "restart" => "\"on-failure\"",
+        "shm-size" => "\"16GiB\"",
+        "network" => "\"host\"",
         "digest" => "\"sha256:…\"",
         _ => "\"…\"",
     }

@@ -19,7 +19,8 @@
 //!    its profile), all are still on the node, none is busy and no pinned session took one. So adding, removing
 //!    or replacing other sessions never moves a running one; only a pin on one of its devices can.
 //! 3. **A running session that now asks for more or fewer** keeps the devices of its own that are still free
-//!    (the lowest, as many as it asks), before any new session is placed; the rest it gets as in 4.
+//!    (the lowest, as many as it asks), and gets the rest before any new session is placed, on the locality
+//!    group of the devices it keeps when that group can hold them, else as in 4.
 //! 4. **Every other session is placed**, in name order, on free devices of the kind it asks (free: not busy,
 //!    not given to another session). Devices are kept together on one locality group (NUMA node) when one can
 //!    hold them: of the groups with enough free devices, the one whose lowest free device has the lowest index
@@ -147,6 +148,8 @@ pub fn allocate(devices: &[Device], requests: &[Request], known: Known) -> Alloc
         }
     }
 
+    // Running sessions that grow are completed before new sessions are placed, near what they keep.
+    unplaced.sort_by_key(|(session, _, _)| !partly.contains_key(session));
     for (session, count, profile) in unplaced {
         if count == 0 {
             out.granted.insert(session.to_owned(), Vec::new());
@@ -159,7 +162,8 @@ pub fn allocate(devices: &[Device], requests: &[Request], known: Known) -> Alloc
         }
         let kept = partly.remove(session).unwrap_or_default();
         let more = count as usize - kept.len();
-        match node.place(more as u32, profile, &held) {
+        let near = kept.first().and_then(|&at| node.devices[at].group);
+        match node.place(more as u32, profile, &held, near) {
             Some(mut positions) => {
                 positions.extend(kept);
                 positions.sort_unstable();
@@ -330,9 +334,15 @@ impl<'a> Node<'a> {
             .collect()
     }
 
-    /// Free devices for a new request: one locality group's when one can hold them all, else the node's
-    /// lowest. None when too few are free.
-    fn place(&self, count: u32, profile: Option<&str>, held: &HashMap<&str, &str>) -> Option<Vec<usize>> {
+    /// Free devices for a new request: one locality group's when one can hold them all (`near` first, the
+    /// group of the devices a growing session keeps), else the node's lowest. None when too few are free.
+    fn place(
+        &self,
+        count: u32,
+        profile: Option<&str>,
+        held: &HashMap<&str, &str>,
+        near: Option<u32>,
+    ) -> Option<Vec<usize>> {
         let count = count as usize;
         let free = self.free(profile, held);
         if free.len() < count {
@@ -342,7 +352,10 @@ impl<'a> Node<'a> {
         for &at in &free {
             groups.entry(self.devices[at].group).or_default().push(at);
         }
-        let group = groups.values().filter(|g| g.len() >= count).min_by_key(|g| g.first().copied());
+        let fits = |g: &&Vec<usize>| g.len() >= count;
+        let group = near
+            .and_then(|n| groups.get(&Some(n)).filter(fits))
+            .or_else(|| groups.values().filter(fits).min_by_key(|g| g.first().copied()));
         Some(group.unwrap_or(&free).iter().take(count).copied().collect())
     }
 
@@ -520,8 +533,16 @@ mod tests {
     fn a_session_whose_devices_no_longer_fit_keeps_those_still_free() {
         // Its count changed: it keeps its two and gets one more, before a new session named before it.
         let got = allocate(&gpus(4), &[holding(count("m", 3), &["GPU-2", "GPU-3"]), count("a", 1)], Known::Inventory);
-        assert_eq!(granted(&got, "a"), ["GPU-0"]);
-        assert_eq!(granted(&got, "m"), ["GPU-1", "GPU-2", "GPU-3"]);
+        assert_eq!(granted(&got, "m"), ["GPU-0", "GPU-2", "GPU-3"]);
+        assert_eq!(granted(&got, "a"), ["GPU-1"]);
+        // It grows on the NUMA node of what it keeps, though the other has lower free devices.
+        let got = allocate(
+            &two_numa_nodes(),
+            &[holding(count("m", 4), &["GPU-4", "GPU-5"]), count("a", 2)],
+            Known::Inventory,
+        );
+        assert_eq!(granted(&got, "m"), ["GPU-4", "GPU-5", "GPU-6", "GPU-7"]);
+        assert_eq!(granted(&got, "a"), ["GPU-0", "GPU-1"]);
         // It asks for fewer: the lowest of its own.
         let got = allocate(&gpus(4), &[holding(count("m", 1), &["GPU-2", "GPU-3"])], Known::Inventory);
         assert_eq!(granted(&got, "m"), ["GPU-2"]);
