@@ -53,7 +53,7 @@ fn run_goal(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&args.connect, lab.config(), printer) else { return Outcome::Failed };
     let request = ConvergeRequest {
         goal,
         config: lab.config(),

@@ -73,7 +73,7 @@ pub fn run(args: &GenerationsArgs, cluster: Option<&str>, printer: &Printer) -> 
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&args.connect, lab.config(), printer) else { return Outcome::Failed };
     let mut failed = false;
     let mut all = Vec::new();
     for c in &lab.config().clusters {

@@ -13,7 +13,7 @@ pub fn run(args: &LockArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&args.connect, lab.config(), printer) else { return Outcome::Failed };
     let done = lockfile::relock(&engine, lab.config(), &args.file, &args.connect.on, cluster.is_none(), printer);
     if done { Outcome::Ok } else { Outcome::Failed }
 }

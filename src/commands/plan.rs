@@ -115,7 +115,7 @@ fn observe_live(
     digests: &mut BTreeMap<ClusterName, Digests>,
     printer: &Printer,
 ) -> Option<(Observed, Reports)> {
-    let engine = remote::start(connect, printer)?;
+    let engine = remote::start(connect, lab.config(), printer)?;
     let mut observed = BTreeMap::new();
     let mut reports = BTreeMap::new();
     let mut failed = false;

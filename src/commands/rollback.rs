@@ -16,7 +16,7 @@ pub fn run(args: &RollbackArgs, cluster: Option<&str>, printer: &Printer) -> Out
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some(engine) = remote::start(&converge.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&converge.connect, lab.config(), printer) else { return Outcome::Failed };
     let request = RollbackRequest {
         config: lab.config(),
         sources: &lab.loaded.sources,

@@ -25,7 +25,7 @@ pub fn run(args: &StatusArgs, cluster: Option<&str>, printer: &Printer) -> Outco
     if lab.has_errors() {
         return Outcome::Failed;
     }
-    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&args.connect, lab.config(), printer) else { return Outcome::Failed };
     let mut snapshot = Snapshot { format_version: FORMAT_VERSION, clusters: Vec::new() };
     let mut text = String::new();
     let mut failed = false;

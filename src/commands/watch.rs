@@ -45,7 +45,7 @@ pub fn run(args: &WatchArgs, cluster: Option<&str>, printer: &Printer) -> Outcom
         return Outcome::Failed;
     }
     let lab = watched(first);
-    let Some(engine) = remote::start(&args.connect, printer) else { return Outcome::Failed };
+    let Some(engine) = remote::start(&args.connect, &lab.config, printer) else { return Outcome::Failed };
     let mut overrides = Overrides {
         interval: args.interval,
         timeout: args.timeout,

@@ -149,3 +149,24 @@ fn missing_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_of(&out).contains("cannot read `no/such/lab.kdl`"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn an_on_selector_that_matches_no_node_is_an_error_before_any_node_is_reached() {
+    // The gpu-lab's nodes are not reachable from here: the run must stop before trying.
+    let lab = "examples/gpu-lab/cluster.kdl";
+    for (args, hint) in [
+        (vec!["plan", "--on", "gpu-1"], "did you mean `gpu-01`?"),
+        (vec!["status", "--on", "gpu-*", "--on", "@rack=r9"], "@rack=r1"),
+        (vec!["watch", "--once", "--on", "@rak=r1"], "did you mean `rack`?"),
+        (vec!["apply", "--yes", "--on", "cpu-2"], "known nodes: `cpu-01`, `gpu-01`"),
+    ] {
+        let out = bai().args(&args).arg(lab).output().expect("runs");
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("bai::select::no_match") && err.contains(hint), "{args:?}: {err}");
+        assert!(!err.contains("unreachable") && !err.contains("connect"), "no node was tried: {err}");
+    }
+    // A selector that matches (a glob) is no error of its own.
+    let out = bai().args(["plan", "--offline", "--on", "gpu-*", lab]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
