@@ -27,6 +27,27 @@ fn nvml() -> Result<&'static Nvml, String> {
 /// The GPUs NVML reports (or the stand-in list), or none and the reason. Holders found by NVML are the
 /// processes on each device (`pid` only); [`crate::agent::docker::Engine::gpu_holders`] adds containers.
 pub fn gpus() -> (Vec<GpuInfo>, Option<String>) {
+    read_gpus(true)
+}
+
+/// Each GPU's use, for `ping`: what [`gpus`] reports without MIG instances, NUMA nodes and processes,
+/// which a ping every few seconds need not pay for.
+pub fn gpu_use() -> Vec<crate::protocol::GpuUse> {
+    let (gpus, _) = read_gpus(false);
+    gpus.into_iter()
+        .map(|g| crate::protocol::GpuUse {
+            index: g.index,
+            uuid: g.uuid,
+            name: g.name,
+            memory_total: g.memory_total,
+            memory_used: g.memory_used,
+            utilization: g.utilization,
+        })
+        .collect()
+}
+
+/// The GPUs, with their MIG instances, NUMA nodes and processes where `detail` asks for them.
+fn read_gpus(detail: bool) -> (Vec<GpuInfo>, Option<String>) {
     if let Some(path) = std::env::var_os(STAND_IN_GPUS) {
         return stand_in(std::path::Path::new(&path));
     }
@@ -43,68 +64,37 @@ pub fn gpus() -> (Vec<GpuInfo>, Option<String>) {
         let Ok(device) = nvml.device_by_index(index) else { continue };
         // Per-device queries may be unsupported (MIG, some SKUs): report what is there.
         let memory = device.memory_info().ok();
-        let mig_mode = device.mig_mode().is_ok_and(|m| m.current == 1);
-        let mut mig = Vec::new();
-        if mig_mode {
-            for slot in 0..device.mig_device_count().unwrap_or(0) {
-                // Unpopulated slots answer NotFound.
-                let Ok(instance) = device.mig_device_by_index(slot) else { continue };
-                let name = instance.name().unwrap_or_default();
-                mig.push(MigInfo {
-                    uuid: instance.uuid().unwrap_or_default(),
-                    profile: mig_profile(&name),
-                    memory_total: instance.memory_info().map(|m| m.total).unwrap_or(0),
-                    holders: processes(&instance),
-                });
-            }
-        }
-        out.push(GpuInfo {
+        let mut gpu = GpuInfo {
             index,
             name: device.name().unwrap_or_else(|_| "unknown".into()),
             uuid: device.uuid().unwrap_or_default(),
             memory_total: memory.as_ref().map_or(0, |m| m.total),
             utilization: device.utilization_rates().ok().map(|u| u.gpu),
             memory_used: memory.map(|m| m.used),
-            numa_node: device.numa_node_id().ok(),
-            mig_mode,
-            mig,
-            holders: if mig_mode { Vec::new() } else { processes(&device) },
-        });
+            ..GpuInfo::default()
+        };
+        if detail {
+            gpu.numa_node = device.numa_node_id().ok();
+            gpu.mig_mode = device.mig_mode().is_ok_and(|m| m.current == 1);
+            if gpu.mig_mode {
+                for slot in 0..device.mig_device_count().unwrap_or(0) {
+                    // Unpopulated slots answer NotFound.
+                    let Ok(instance) = device.mig_device_by_index(slot) else { continue };
+                    let name = instance.name().unwrap_or_default();
+                    gpu.mig.push(MigInfo {
+                        uuid: instance.uuid().unwrap_or_default(),
+                        profile: mig_profile(&name),
+                        memory_total: instance.memory_info().map(|m| m.total).unwrap_or(0),
+                        holders: processes(&instance),
+                    });
+                }
+            } else {
+                gpu.holders = processes(&device);
+            }
+        }
+        out.push(gpu);
     }
     (out, None)
-}
-
-/// Each GPU's use, for `ping`: what [`gpus`] reports without MIG instances and processes, which a ping
-/// every few seconds need not pay for.
-pub fn gpu_use() -> Vec<crate::protocol::GpuUse> {
-    let from = |g: GpuInfo| crate::protocol::GpuUse {
-        index: g.index,
-        uuid: g.uuid,
-        name: g.name,
-        memory_total: g.memory_total,
-        memory_used: g.memory_used,
-        utilization: g.utilization,
-    };
-    if let Some(path) = std::env::var_os(STAND_IN_GPUS) {
-        return stand_in(std::path::Path::new(&path)).0.into_iter().map(from).collect();
-    }
-    let Ok(nvml) = nvml() else { return Vec::new() };
-    let count = nvml.device_count().unwrap_or(0);
-    (0..count)
-        .filter_map(|index| {
-            let device = nvml.device_by_index(index).ok()?;
-            let memory = device.memory_info().ok();
-            Some(from(GpuInfo {
-                index,
-                name: device.name().unwrap_or_else(|_| "unknown".into()),
-                uuid: device.uuid().unwrap_or_default(),
-                memory_total: memory.as_ref().map_or(0, |m| m.total),
-                memory_used: memory.map(|m| m.used),
-                utilization: device.utilization_rates().ok().map(|u| u.gpu),
-                ..GpuInfo::default()
-            }))
-        })
-        .collect()
 }
 
 /// The profile in a MIG device's name ("NVIDIA A100-SXM4-40GB MIG 1g.5gb" → "1g.5gb").

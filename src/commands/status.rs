@@ -148,9 +148,7 @@ fn gpu_lines(node: &NodeSnapshot, cluster: &str) -> Vec<String> {
         node.sessions
             .iter()
             .filter(|s| {
-                s.spec.as_ref().is_some_and(|spec| {
-                    spec.resources.devices.iter().any(|d| d == id || d.parse::<u32>().ok() == Some(index))
-                })
+                s.spec.as_ref().is_some_and(|spec| spec.resources.devices.iter().any(|d| bai::gpu::names(d, id, index)))
             })
             .map(|s| format!("session {}", s.name))
             .collect::<Vec<_>>()

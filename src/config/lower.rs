@@ -548,20 +548,8 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
             "user" => user = lower_user(ctx, child),
             "network" => {
                 let r = ctx.open(child, &NETWORK);
-                network = r.arg(0).and_then(|e| ctx.string(e, "network")).and_then(|s| {
-                    match Network::ALL.iter().find(|(n, _)| *n == s.value) {
-                        Some((_, mode)) => Some(Spanned::new(*mode, s.loc)),
-                        None => {
-                            let help = suggest::help_for(&s.value, Network::ALL.iter().map(|(n, _)| *n), "modes");
-                            ctx.push(
-                                Problem::error(Code::InvalidValue, format!("`{}` is not a network mode", s.value))
-                                    .primary(s.loc, "unknown mode")
-                                    .help_opt(help.or_else(|| Some("bai knows `bridge`, `host` and `none`".into()))),
-                            );
-                            None
-                        }
-                    }
-                });
+                let written = r.arg(0).and_then(|e| ctx.string(e, "network"));
+                network = written.and_then(|s| one_of(ctx, s, &Network::ALL, ("network mode", "mode", "modes")));
             }
             "health" => health = lower_health(ctx, child),
             "depends-on" => {
@@ -574,21 +562,8 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
             }
             "restart" => {
                 let r = ctx.open(child, &RESTART);
-                restart = r.arg(0).and_then(|e| ctx.string(e, "restart")).and_then(|s| {
-                    match Restart::ALL.iter().find(|(n, _)| *n == s.value) {
-                        Some((_, policy)) => Some(Spanned::new(*policy, s.loc)),
-                        None => {
-                            let names = Restart::ALL.iter().map(|(n, _)| *n);
-                            let help = suggest::help_for(&s.value, names, "policies");
-                            ctx.push(
-                                Problem::error(Code::InvalidValue, format!("`{}` is not a restart policy", s.value))
-                                    .primary(s.loc, "unknown policy")
-                                    .help_opt(help),
-                            );
-                            None
-                        }
-                    }
-                });
+                let written = r.arg(0).and_then(|e| ctx.string(e, "restart"));
+                restart = written.and_then(|s| one_of(ctx, s, &Restart::ALL, ("restart policy", "policy", "policies")));
             }
             _ => unknown_child(ctx, child, "session", SESSION_CHILDREN),
         }
@@ -621,6 +596,26 @@ fn lower_session(ctx: &mut Ctx, node: &KdlNode) -> Option<Session> {
         user,
         network,
     })
+}
+
+/// The value of `all` a word names, or an error at the word with a suggestion. `names`: what the words
+/// are, one of them, and several (`("restart policy", "policy", "policies")`).
+fn one_of<T: Copy>(
+    ctx: &mut Ctx,
+    written: Spanned<String>,
+    all: &[(&'static str, T)],
+    (what, one, several): (&str, &str, &str),
+) -> Option<Spanned<T>> {
+    if let Some((_, value)) = all.iter().find(|(name, _)| *name == written.value) {
+        return Some(Spanned::new(*value, written.loc));
+    }
+    let help = suggest::help_for(&written.value, all.iter().map(|(name, _)| *name), several);
+    ctx.push(
+        Problem::error(Code::InvalidValue, format!("`{}` is not a {what}", written.value))
+            .primary(written.loc, format!("unknown {one}"))
+            .help_opt(help),
+    );
+    None
 }
 
 /// `port jupyter=8888`, several names at once, or one with `publish=18888` / `publish="0.0.0.0:18888"`.

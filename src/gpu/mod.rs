@@ -4,3 +4,9 @@
 
 pub mod allocate;
 pub mod place;
+
+/// Whether a device id as a spec records it (a UUID, or an index where the node's inventory was not
+/// known when the session was placed) names the GPU `uuid` with NVML index `index`.
+pub fn names(id: &str, uuid: &str, index: u32) -> bool {
+    id == uuid || id.parse::<u32>() == Ok(index)
+}

@@ -13,6 +13,7 @@ use crate::model::{Cluster, NodeName, SessionName};
 use crate::state::ClusterState;
 use crate::state::snapshot::{GpuHolder, Inventory};
 use crate::state::spec::hash_of;
+use crate::untrusted::escape;
 
 /// What placing a cluster's sessions decided beyond their specs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -184,7 +185,7 @@ pub fn described(devices: &[String], inventory: Option<&Inventory>) -> Vec<Devic
         .map(|id| {
             let gpu = inventory.and_then(|inv| {
                 inv.gpus.iter().find_map(|g| {
-                    if g.uuid == *id || (g.index.to_string() == *id) {
+                    if crate::gpu::names(id, &g.uuid, g.index) {
                         return Some((g.index, g.name.clone(), g.memory_total, None));
                     }
                     g.mig
@@ -245,10 +246,10 @@ impl DeviceView {
         };
         let mut details = Vec::new();
         if self.index.is_none_or(|i| i.to_string() != self.id) {
-            details.push(crate::untrusted::escape(&self.id).into_owned());
+            details.push(escape(&self.id).into_owned());
         }
         if let Some(name) = &self.name {
-            details.push(crate::untrusted::escape(name).into_owned());
+            details.push(escape(name).into_owned());
         }
         if let Some(memory) = self.memory {
             details.push(crate::config::value::format_size_approx(memory));
@@ -263,7 +264,7 @@ impl Placement {
     pub fn failures(&self) -> Vec<Failure> {
         let mut out = Vec::new();
         for u in &self.refused {
-            let held: Vec<String> = u.busy.iter().map(|(id, why)| format!("{}: {why}", id.escape_debug())).collect();
+            let held: Vec<String> = u.busy.iter().map(|(id, why)| format!("{}: {why}", escape(id))).collect();
             let help = if held.is_empty() {
                 "give the session fewer GPUs, free some on the node, or place it on another node".to_string()
             } else {
@@ -281,13 +282,7 @@ impl Placement {
             out.push(
                 Failure::warning(
                     "bai::gpu::in_use",
-                    format!(
-                        "node `{}`: GPU {} ({}) is not handed out: {}",
-                        b.node,
-                        b.index,
-                        b.id.escape_debug(),
-                        b.reason
-                    ),
+                    format!("node `{}`: GPU {} ({}) is not handed out: {}", b.node, b.index, escape(&b.id), b.reason),
                 )
                 .help("bai never gives a session a device something else uses; stop that user to free it"),
             );
@@ -299,7 +294,7 @@ impl Placement {
                     format!(
                         "node `{node}` reports no GPU inventory ({}): its sessions' GPUs are placed by index \
                          against its declared `gpus`",
-                        why.escape_debug()
+                        escape(why)
                     ),
                 )
                 .help("install the NVIDIA driver (NVML) on the node so that GPUs are placed by UUID"),

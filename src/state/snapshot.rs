@@ -125,7 +125,7 @@ impl GpuHolder {
     /// Why the device is not free, in words: "used by process 4242, not in a container", "held by
     /// container `jupyter-x`", "held by session `a` of cluster `other`". Node-supplied names are escaped.
     pub fn describe(&self) -> String {
-        let esc = |s: &str| s.escape_debug().to_string();
+        let esc = crate::untrusted::escape;
         match (&self.container, &self.cluster, &self.session, self.pid) {
             (_, Some(c), Some(s), _) => format!("held by session `{}` of cluster `{}`", esc(s), esc(c)),
             (Some(name), _, _, Some(pid)) => format!("used by process {pid} in container `{}`, not bai's", esc(name)),

@@ -58,7 +58,6 @@ pub fn check(cluster: &Cluster, index: &ClusterIndex<'_>, problems: &mut Vec<Pro
     }
 }
 
-/// Warns where a node's declared `gpus` differs from the GPUs its agent last reported.
 /// Pinned UUIDs the node's inventory does not list (indices are checked against the declared `gpus`).
 fn pins_in_inventory(cluster: &Cluster, node: &Node, inventory: &Inventory, out: &mut Vec<Problem>) {
     let known = |id: &str| inventory.gpus.iter().any(|g| g.uuid == id || g.mig.iter().any(|m| m.uuid == id));
@@ -81,6 +80,8 @@ fn pins_in_inventory(cluster: &Cluster, node: &Node, inventory: &Inventory, out:
     }
 }
 
+/// Warns where a node's declared `gpus` differs from the GPUs its agent last reported; errors where a
+/// pinned UUID is not among them.
 pub fn check_inventory(cluster: &Cluster, observed: &crate::state::ClusterState) -> Vec<Problem> {
     let mut out = Vec::new();
     for (name, inventory) in observed.inventories() {

@@ -765,10 +765,9 @@ fn gpu_statuses(pong: &Pong, sessions: &BTreeMap<String, SessionStatus>) -> Vec<
         .iter()
         .take(crate::untrusted::MAX_ENTRIES)
         .map(|g| {
-            let index = g.index.to_string();
             let session = sessions
                 .iter()
-                .find(|(_, s)| s.devices.iter().any(|d| *d == g.uuid || *d == index))
+                .find(|(_, s)| s.devices.iter().any(|d| crate::gpu::names(d, &g.uuid, g.index)))
                 .map(|(name, _)| name.clone());
             crate::watch::status::GpuStatus {
                 index: g.index,

@@ -58,9 +58,8 @@ impl Engine {
                     add(&mut instance.holders, &claim.holder);
                 }
             }
-            let index = gpu.index.to_string();
             for claim in &claims {
-                if claim.devices.iter().any(|d| d == &gpu.uuid || d == &index || d == "all") {
+                if claim.devices.iter().any(|d| d == "all" || crate::gpu::names(d, &gpu.uuid, gpu.index)) {
                     add(&mut gpu.holders, &claim.holder);
                 }
             }
