@@ -93,6 +93,32 @@ pub enum Command {
     /// it is; a vfolder removed since comes back empty), confirms, executes, and records the result as a
     /// new generation. A node whose record for the target was pruned is refused.
     Rollback(RollbackArgs),
+    /// Print a session's output (stdout and stderr kept apart), as `docker logs` does
+    ///
+    /// Reads the container's log through the node's agent; takes no lease. `--follow` streams new output
+    /// until the container stops for good (it goes on across restarts by the engine) or Ctrl-C. With
+    /// `--all`, every session of the lab (or of the nodes `--on` selects), each line led by its session's
+    /// name. On a terminal, control characters a session wrote are shown escaped (`--raw` passes them).
+    Logs(LogsArgs),
+    /// Run a command in a session's container: `bai exec lab.kdl SESSION -- CMD ARGS...`
+    ///
+    /// The command runs without a shell, its arguments passed as they are. `-i` passes this program's
+    /// input to it, `-t` gives it a terminal (raw mode, window size followed; Ctrl-C goes to the remote
+    /// command). Its exit code becomes bai's. Without `-t`, input and output are byte streams, so
+    /// `bai exec lab.kdl s -- tar c dir | tar x` works.
+    Exec(ExecArgs),
+    /// Listen on this machine and carry connections to a session's port through its node
+    ///
+    /// `bai port-forward lab.kdl jupyter 8888`, `... jupyter 18888:jupyter` (a `port` name of the session),
+    /// `... jupyter :8888` (any free local port). Each connection goes over the node's SSH connection, as
+    /// with `ssh -L` or `kubectl port-forward`; several at once. Runs until Ctrl-C.
+    PortForward(PortForwardArgs),
+    /// Copy files and folders between this machine and a session: `SESSION:PATH` on either side
+    ///
+    /// Like `docker cp`: into DST when it is an existing directory, else as DST; modes and symbolic links
+    /// kept. A relative PATH in the session is under `/home/work`. What comes out of a session is
+    /// untrusted: nothing it planted (a link, `..`) writes outside DST; devices and FIFOs are skipped.
+    Cp(CpArgs),
     /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
     #[command(hide = true)]
     Agent,
@@ -240,6 +266,121 @@ pub struct WatchArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The session whose output to print
+    #[arg(value_name = "SESSION", required_unless_present = "all", conflicts_with = "all")]
+    pub session: Option<String>,
+
+    /// Every session of the lab (or of the nodes `--on` selects), each line led by its name
+    #[arg(long)]
+    pub all: bool,
+
+    /// Keep printing new output until the container stops for good, or Ctrl-C
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Only the last N lines written so far
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+
+    /// Only output since DURATION ago (`10m`, `2h`) or since TIME (`2026-12-06T10:00:00Z`)
+    #[arg(long, value_name = "DURATION|TIME", value_parser = since)]
+    pub since: Option<i64>,
+
+    /// Lead each line with the time the engine stamped it
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+
+    /// Pass what the session wrote as it is, control characters included, even on a terminal
+    #[arg(long)]
+    pub raw: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The session to run the command in
+    #[arg(value_name = "SESSION")]
+    pub session: String,
+
+    /// Pass this program's input to the command
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+
+    /// Give the command a terminal (needs one here)
+    #[arg(long, short = 't')]
+    pub tty: bool,
+
+    /// The command and its arguments, after `--`
+    #[arg(value_name = "CMD", required = true, last = true)]
+    pub command: Vec<String>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The session whose ports to reach
+    #[arg(value_name = "SESSION")]
+    pub session: String,
+
+    /// `PORT`, `NAME` (a `port` of the session), `LOCAL:PORT` or `:PORT` (any free local port)
+    #[arg(value_name = "[LOCAL:]PORT|NAME", required = true)]
+    pub ports: Vec<String>,
+
+    /// The local address to listen on
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub address: std::net::IpAddr,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// The lab file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// What to copy: a local path, or `SESSION:PATH`
+    #[arg(value_name = "SRC")]
+    pub src: String,
+
+    /// Where to: a local path, or `SESSION:PATH`
+    #[arg(value_name = "DST")]
+    pub dst: String,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `10m` ago, or an RFC 3339 time, as Unix seconds.
+fn since(text: &str) -> Result<i64, String> {
+    if let Some((secs, _)) = bai::utc::Utc::parse_rfc3339(text) {
+        return Ok(secs);
+    }
+    let ago = bai::config::value::parse_duration(text)
+        .map_err(|_| "give a duration (`10m`, `2h`) or a time (`2026-12-06T10:00:00Z`)".to_string())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(i64::try_from(now.saturating_sub(ago.as_secs())).unwrap_or(0))
 }
 
 /// An existing directory.

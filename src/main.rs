@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         Command::Watch(args) => commands::watch::run(args, cluster, &printer),
         Command::Generations(args) => commands::generations::run(args, cluster, &printer),
         Command::Rollback(args) => commands::rollback::run(args, cluster, &printer),
+        Command::Logs(args) => commands::logs::run(args, cluster, &printer),
+        Command::Exec(args) => commands::exec::run(args, cluster, &printer),
+        Command::PortForward(args) => commands::port_forward::run(args, cluster, &printer),
+        Command::Cp(args) => commands::cp::run(args, cluster, &printer),
         Command::Agent => commands::agent::run(),
     };
     printer.finish(outcome);
@@ -35,5 +39,6 @@ fn main() -> ExitCode {
         Outcome::Ok => ExitCode::SUCCESS,
         Outcome::Failed => ExitCode::from(1),
         Outcome::Changes => ExitCode::from(2),
+        Outcome::Exit(code) => ExitCode::from(code),
     }
 }

@@ -44,6 +44,8 @@ pub enum Method {
     CreateSession(Box<CreateSession>),
     RemoveSession(RemoveSession),
     SessionHealth(SessionHealth),
+    /// After its `ok` answer the connection carries [`crate::frame`]s, no more JSON lines.
+    Stream(Box<StreamCall>),
     /// The watcher's per-round look at a node's sessions: their containers, and the health checks due.
     Probe(Probe),
     /// Forget the cluster on this node (after everything of it was removed).
@@ -79,6 +81,7 @@ impl Method {
             | Method::Inventory
             | Method::Observe(_)
             | Method::SessionHealth(_)
+            | Method::Stream(_)
             | Method::Probe(_)
             | Method::ListGenerations(_)
             | Method::GetGeneration(_)
@@ -111,6 +114,7 @@ impl Method {
             Method::CreateSession(_) => "create_session",
             Method::RemoveSession(_) => "remove_session",
             Method::SessionHealth(_) => "session_health",
+            Method::Stream(_) => "stream",
             Method::Probe(_) => "probe",
             Method::Leave(_) => "leave",
             Method::RecordGeneration(_) => "record_generation",
@@ -425,6 +429,69 @@ pub struct RemoveSession {
 pub struct SessionHealth {
     pub cluster: String,
     pub name: String,
+}
+
+/// What `session_health` tells: the session's container state (`missing` when there is none), its exit
+/// code once it ended, and its address on the node (127.0.0.1 on the host's network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHealthReply {
+    pub state: String,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+/// `stream`: no lease needed (reading a session's output or running a command in it changes nothing bai
+/// owns). The agent answers `ok` once the session's container is there (and running, for `exec`), then
+/// the connection carries frames ([`crate::frame`]) both ways until it closes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamCall {
+    pub cluster: String,
+    pub session: String,
+    pub stream: Stream,
+}
+
+/// What a stream call streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Stream {
+    /// The container's output, as `docker logs` gives it: `Stdout`/`Stderr` frames, then `End`.
+    Logs(LogsStream),
+    /// A command in the running container: `Stdin`/`StdinEnd`/`Resize` in, `Stdout`/`Stderr` out, then `Exit`.
+    Exec(ExecStream),
+    /// A tar archive of `path` in the container, as `docker cp` reads it: `Data` frames, then `End`.
+    CopyOut { path: String },
+    /// A tar archive (`Data` frames, then `End`) extracted into the directory `path` in the container;
+    /// answered with `End` once the engine took it.
+    CopyIn { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsStream {
+    /// Keep streaming new output, across restarts of the container by the engine, until it stops for good.
+    pub follow: bool,
+    /// Only the last N lines of what was written before.
+    #[serde(default)]
+    pub tail: Option<u64>,
+    /// Only output written at or after this Unix time.
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Each line led by the time the engine stamped it (RFC 3339, nanoseconds).
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStream {
+    /// The program and its arguments, run without a shell.
+    pub argv: Vec<String>,
+    /// A pseudo-terminal: output comes as `Stdout` only, and `Resize` frames set its size.
+    pub tty: bool,
+    /// Whether `Stdin` frames feed the program's input; without, it reads end-of-file at once.
+    pub stdin: bool,
+    /// The terminal's first size, columns and rows.
+    #[serde(default)]
+    pub size: Option<(u16, u16)>,
 }
 
 /// `probe`: no lease needed. The agent lists the cluster's containers on the node (as `observe` does, but

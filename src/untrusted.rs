@@ -48,6 +48,25 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A session's output for a terminal: line breaks and tabs kept, every other character that could drive
+/// the terminal written as a visible escape (`bai logs` on a terminal, unless `--raw`).
+pub fn escape_output(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && c != '\t' && unsafe_char(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split_inclusive('\n') {
+        let (body, end) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+        for part in body.split_inclusive('\t') {
+            let (cell, tab) = part.strip_suffix('\t').map_or((part, ""), |c| (c, "\t"));
+            out.push_str(&escape(cell));
+            out.push_str(tab);
+        }
+        out.push_str(end);
+    }
+    Cow::Owned(out)
+}
+
 /// [`escape`]d and cut to at most `max` bytes of the original, saying how much was left out.
 pub fn excerpt(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -263,6 +282,12 @@ pub fn check_inventory(inventory: &mut Inventory) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_keeps_lines_and_tabs_and_escapes_the_rest() {
+        assert_eq!(escape_output("a\tb\nc\n"), "a\tb\nc\n");
+        assert_eq!(escape_output("red \u{1b}[31mX\r\n"), "red \\u{1b}[31mX\\r\n");
+    }
 
     #[test]
     fn terminal_controls_are_made_visible() {

@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 
 use crate::agent::docker::{DockerError, Engine};
-use crate::protocol::{CreateSession, EnsureImage};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+#[cfg(test)]
+use crate::protocol::Stream;
+use crate::protocol::{CreateSession, EnsureImage, StreamCall};
 use crate::state::snapshot::{ContainerState, GpuInfo, SessionSnapshot, Unowned};
 
 /// A session's container state, exit code and address, as a health check needs them.
@@ -33,6 +37,18 @@ pub trait Containers {
     async fn session_state(&self, cluster: &str, name: &str) -> Result<SessionState, DockerError>;
     async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError>;
     async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError>;
+    /// Runs an accepted stream call to its end, reading the controller's frames from `reader` and writing
+    /// the node's to `writer` ([`crate::protocol::Stream`]).
+    async fn stream<R, W>(
+        &self,
+        cluster: &str,
+        call: &StreamCall,
+        reader: R,
+        writer: &mut W,
+    ) -> Result<(), DockerError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin;
 }
 
 impl Containers for Engine {
@@ -83,6 +99,14 @@ impl Containers for Engine {
     async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError> {
         Engine::gpu_holders(self, gpus).await
     }
+
+    async fn stream<R, W>(&self, cluster: &str, call: &StreamCall, reader: R, writer: &mut W) -> Result<(), DockerError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        Engine::stream(self, cluster, call, reader, writer).await
+    }
 }
 
 /// An engine in memory, for unit tests: images are present once ensured (as if pulled: with a repository
@@ -107,6 +131,18 @@ struct Memory {
 impl InMemory {
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A running session of `cluster` on `node`, as if created.
+    pub fn insert_running(&self, cluster: &str, name: &str, node: &str) {
+        let session = SessionSnapshot {
+            name: name.into(),
+            spec_hash: "0".repeat(64),
+            state: ContainerState::Running,
+            exit_code: None,
+            spec: None,
+        };
+        self.memory().containers.insert((cluster.into(), name.into()), (node.into(), session));
     }
 
     /// The sessions running, as `cluster/session on node`, sorted.
@@ -187,5 +223,28 @@ impl Containers for InMemory {
     /// The in-memory engine runs on machines without GPUs: nothing holds any.
     async fn gpu_holders(&self, _: &mut [GpuInfo]) -> Result<(), DockerError> {
         Ok(())
+    }
+
+    /// A session in memory printed nothing and runs commands that exit 0 at once; an archive into it is
+    /// read to its end and dropped, one out of it is empty.
+    async fn stream<R, W>(&self, _: &str, call: &StreamCall, mut reader: R, writer: &mut W) -> Result<(), DockerError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        use crate::frame::{self, Kind};
+        let broke = |e: std::io::Error| DockerError::Invalid { container: call.session.clone(), reason: e.to_string() };
+        match &call.stream {
+            Stream::Exec(_) => frame::write(writer, Kind::Exit, &frame::exit_payload(0)).await.map_err(broke),
+            Stream::CopyIn { .. } => {
+                while let Ok(Some(f)) = frame::read(&mut reader).await {
+                    if f.kind == Kind::End {
+                        break;
+                    }
+                }
+                frame::write(writer, Kind::End, b"").await.map_err(broke)
+            }
+            Stream::Logs(_) | Stream::CopyOut { .. } => frame::write(writer, Kind::End, b"").await.map_err(broke),
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::agent::lease::{self, Lease};
 use crate::agent::records::{self, ClusterRecord, ImageRecord};
 use crate::agent::{generations, health, inventory, vfolder};
 use crate::protocol::*;
-use crate::state::snapshot::{AgentInfo, ImageSnapshot, NodeSnapshot};
+use crate::state::snapshot::{AgentInfo, ContainerState, ImageSnapshot, NodeSnapshot};
 
 struct Agent<E> {
     home: Home,
@@ -85,6 +85,18 @@ where
             continue;
         }
         let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request { id, method: Method::Stream(call) }) => match agent.open_stream(&call).await {
+                Ok(()) => {
+                    write_response(&mut writer, Response { id, result: Some(serde_json::json!({})), error: None })
+                        .await?;
+                    // From here on the connection carries frames; what was read ahead belongs to them.
+                    if !ahead.is_empty() {
+                        return Ok(());
+                    }
+                    return agent.stream(&call, lines.into_inner(), writer).await;
+                }
+                Err(error) => Response { id, result: None, error: Some(error) },
+            },
             Ok(request) => {
                 let id = request.id;
                 let call = agent.handle(request.method);
@@ -118,12 +130,16 @@ where
                 Response { id, result: None, error: Some(bad(format!("not a request this agent understands: {e}"))) }
             }
         };
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
-        out.push(b'\n');
-        writer.write_all(&out).await?;
-        writer.flush().await?;
+        write_response(&mut writer, response).await?;
     }
     Ok(())
+}
+
+async fn write_response<W: AsyncWrite + Unpin>(writer: &mut W, response: Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    writer.write_all(&out).await?;
+    writer.flush().await
 }
 
 /// What a call that changes the node is doing, for the lease file; `None` for calls that only read.
@@ -270,14 +286,14 @@ impl<E: Containers> Agent<E> {
             Method::SessionHealth(req) => {
                 let cluster = self.cluster(&req.cluster, false)?;
                 let state = self.engine()?.session_state(&cluster, &req.name).await.map_err(RpcError::from)?;
-                Ok(match state {
-                    None => serde_json::json!({ "state": "missing" }),
-                    Some((state, exit_code, ip)) => {
-                        serde_json::json!({ "state": state, "exit_code": exit_code, "ip": ip })
-                    }
+                to_value(&match state {
+                    None => SessionHealthReply { state: "missing".into(), exit_code: None, ip: None },
+                    Some((state, exit_code, ip)) => SessionHealthReply { state: state.as_str().into(), exit_code, ip },
                 })
             }
             Method::Probe(p) => self.probe(p).await,
+            // Served by the loop itself, which hands the connection over to it.
+            Method::Stream(_) => Err(bad("a stream call cannot be nested")),
             Method::SecretKey(req) => {
                 let cluster = self.cluster(&req.cluster, req.create)?;
                 let key = crate::agent::secret_key::key(&self.home, &cluster, req.create)?;
@@ -301,6 +317,58 @@ impl<E: Containers> Agent<E> {
                 let cluster = self.cluster(&req.cluster, false)?;
                 to_value(&generations::get(&self.home.generations(&cluster), req.number)?)
             }
+        }
+    }
+
+    /// Checks that a stream call can start: the cluster of this connection, the session's container
+    /// there and bai's (running, for `exec`), the request well formed.
+    async fn open_stream(&mut self, call: &StreamCall) -> Result<(), RpcError> {
+        let cluster = self.cluster(&call.cluster, false)?;
+        match &call.stream {
+            Stream::Exec(e) if e.argv.is_empty() => return Err(bad("an empty command cannot be run")),
+            Stream::CopyOut { path } | Stream::CopyIn { path } if !path.starts_with('/') => {
+                return Err(bad(format!("`{path}` is not an absolute path in the container")));
+            }
+            _ => {}
+        }
+        let state = self.engine()?.session_state(&cluster, &call.session).await.map_err(RpcError::from)?;
+        let not_running = |what: String| {
+            RpcError::new(ErrorKind::Refused, format!("session `{}` {what}", call.session))
+                .with_code("bai::reach::not_running")
+        };
+        match state {
+            None => Err(RpcError::new(
+                ErrorKind::Refused,
+                format!("session `{}` has no container on this node", call.session),
+            )
+            .with_code("bai::reach::no_container")),
+            Some((state, exit_code, _))
+                if matches!(call.stream, Stream::Exec(_)) && state != ContainerState::Running =>
+            {
+                Err(not_running(match exit_code {
+                    Some(code) => format!("is not running ({}, exit code {code})", state.as_str()),
+                    None => format!("is not running ({})", state.as_str()),
+                }))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Runs an accepted stream call to its end over the connection; a failure on the way is told to the
+    /// controller as an `Error` frame.
+    async fn stream<R, W>(&mut self, call: &StreamCall, reader: R, mut writer: W) -> std::io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let cluster = call.cluster.clone();
+        let outcome = match self.engine() {
+            Ok(engine) => engine.stream(&cluster, call, reader, &mut writer).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(message) => crate::frame::write(&mut writer, crate::frame::Kind::Error, message.as_bytes()).await,
         }
     }
 
@@ -439,5 +507,74 @@ impl<E: Containers> Agent<E> {
         }
         std::fs::rename(&partial, &done).map_err(|e| fail("store", e))?;
         to_value(&PutBlobReply { complete: true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+    use crate::agent::containers::InMemory;
+    use crate::frame::{self, Kind};
+
+    fn line(id: u64, method: Method) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&Request { id, method }).unwrap();
+        out.push(b'\n');
+        out
+    }
+
+    fn exec_call(session: &str) -> Method {
+        Method::Stream(Box::new(StreamCall {
+            cluster: "c".into(),
+            session: session.into(),
+            stream: Stream::Exec(ExecStream { argv: vec!["true".into()], tty: false, stdin: false, size: None }),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_stream_call_hands_the_connection_over_to_frames_and_a_refused_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(&dir.path().join("bai"), dir.path());
+        let engine = InMemory::default();
+        engine.insert_running("c", "shell", "n");
+        let (controller, agent) = tokio::io::duplex(1 << 16);
+        let (agent_in, agent_out) = tokio::io::split(agent);
+        let served = tokio::spawn(serve_with(agent_in, agent_out, home, Box::new(move || Ok(engine.clone()))));
+        let (reader, mut writer) = tokio::io::split(controller);
+        let mut reader = BufReader::new(reader);
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            version: BAI_VERSION.into(),
+            cluster: "c".into(),
+            node: "n".into(),
+            lease: false,
+            holder: "test".into(),
+        };
+        writer.write_all(&line(1, Method::Hello(hello))).await.unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).await.unwrap();
+        assert!(answer.contains("\"result\""), "{answer}");
+
+        // A session without a container: refused with its code, and the connection stays an RPC one.
+        writer.write_all(&line(2, exec_call("absent"))).await.unwrap();
+        answer.clear();
+        reader.read_line(&mut answer).await.unwrap();
+        let refused: Response = serde_json::from_str(&answer).unwrap();
+        assert_eq!(refused.error.map(|e| e.error_code().to_string()).as_deref(), Some("bai::reach::no_container"));
+        writer.write_all(&line(3, Method::Ping)).await.unwrap();
+        answer.clear();
+        reader.read_line(&mut answer).await.unwrap();
+        assert!(answer.starts_with("{\"id\":3,\"result\""), "{answer}");
+
+        // Accepted: `ok`, then frames only, to the end of the connection.
+        writer.write_all(&line(4, exec_call("shell"))).await.unwrap();
+        answer.clear();
+        reader.read_line(&mut answer).await.unwrap();
+        assert_eq!(answer, "{\"id\":4,\"result\":{}}\n");
+        let exit = frame::read(&mut reader).await.unwrap().unwrap();
+        assert_eq!((exit.kind, exit.exit_code()), (Kind::Exit, Some(0)));
+        drop(writer);
+        served.await.unwrap().unwrap();
     }
 }

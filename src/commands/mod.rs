@@ -2,16 +2,21 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cp;
 pub mod diff;
+pub mod exec;
 pub mod fmt;
 pub mod generations;
 pub mod graph;
 pub mod lock;
+pub mod logs;
 pub mod plan;
+pub mod port_forward;
 pub mod remote;
 pub mod report;
 pub mod rollback;
 pub mod status;
+pub mod terminal;
 pub mod validate;
 pub mod watch;
 
@@ -41,6 +46,8 @@ pub enum Outcome {
     Failed,
     /// Success with changes pending, under `--detailed-exitcode` (exit 2).
     Changes,
+    /// The exit code of a command run in a session (`bai exec`).
+    Exit(u8),
 }
 
 /// Output settings shared by every command, and the diagnostics a `--format json` run writes at its end.

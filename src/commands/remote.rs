@@ -4,7 +4,7 @@ use bai::model::Config;
 use bai::reconcile::{Engine, Reporter};
 
 use crate::cli::ConnectArgs;
-use crate::commands::Printer;
+use crate::commands::{CheckedLab, Printer, check};
 
 /// The engine of a command that talks to nodes of `config`; `None` (the reason printed) when it cannot
 /// start, or when an `--on` selector names no node of the lab.
@@ -15,4 +15,39 @@ pub fn start(connect: &ConnectArgs, config: &Config, printer: &Printer) -> Optio
         return None;
     }
     Engine::start(connect.accept_new_host_keys, connect.parallel).map_err(|e| printer.fail(e)).ok()
+}
+
+/// What a command that reaches sessions (`logs`, `exec`, `port-forward`, `cp`) starts from: the lab read
+/// and valid, and the engine; `None` when either failed (and was reported).
+pub fn lab(
+    file: &std::path::Path,
+    cluster: Option<&str>,
+    connect: &ConnectArgs,
+    printer: &Printer,
+) -> Option<(CheckedLab, Engine)> {
+    let lab = check(file, cluster);
+    printer.diagnostics(&lab.problems, &lab.loaded.sources);
+    if lab.has_errors() {
+        return None;
+    }
+    let engine = start(connect, lab.config(), printer)?;
+    Some((lab, engine))
+}
+
+/// The session named `name`, on a node `--on` selects; `None` (reported) otherwise.
+pub fn target<'a>(
+    lab: &'a CheckedLab,
+    name: &str,
+    connect: &ConnectArgs,
+    printer: &Printer,
+) -> Option<bai::reach::Target<'a>> {
+    let target = bai::reach::find(lab.config(), name).map_err(|f| printer.fail(f)).ok()?;
+    if !bai::fleet::select::selected(target.node, &connect.on) {
+        printer.fail(bai::failure::Failure::error(
+            "bai::select::no_match",
+            format!("session `{name}` is on node `{}`, which --on leaves out", target.node_name()),
+        ));
+        return None;
+    }
+    Some(target)
 }

@@ -31,7 +31,12 @@ impl Connector for InProcess {
         });
         let (reader, writer) = tokio::io::split(controller);
         Box::pin(async move {
-            Ok(AgentStream { reader: Box::new(reader), writer: Box::new(writer), keepalive: Box::new(()) })
+            Ok(AgentStream {
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                keepalive: Box::new(()),
+                tunnel: None,
+            })
         })
     }
 }

@@ -217,10 +217,12 @@ pub(crate) async fn start_agent(
         // `path` is the node's home plus fixed text and a hex hash: quoted, and no lab data reaches the shell.
         let command = format!("{} agent", crate::transport::ssh::shell_word(&path));
         let stream = session.exec_stream(&command).await.map_err(|e| ssh_failure(name, &e))?;
+        let session = std::sync::Arc::new(session);
         crate::transport::AgentStream {
             reader: stream.reader,
             writer: stream.writer,
-            keepalive: Box::new((stream.keepalive, session)),
+            keepalive: Box::new(stream.keepalive),
+            tunnel: Some(session),
         }
     })
 }

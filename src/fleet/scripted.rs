@@ -136,7 +136,8 @@ pub fn connect(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Ans
 fn stream(node: &str, log: &Log, script: impl Fn(&'static str, &str) -> Answer + Send + 'static) -> AgentStream {
     let (controller, agent) = tokio::io::duplex(1 << 16);
     let (reader, writer) = tokio::io::split(controller);
-    let stream = AgentStream { reader: Box::new(reader), writer: Box::new(writer), keepalive: Box::new(()) };
+    let stream =
+        AgentStream { reader: Box::new(reader), writer: Box::new(writer), keepalive: Box::new(()), tunnel: None };
     let (log, name) = (log.clone(), node.to_string());
     tokio::spawn(async move {
         let (agent_reader, mut agent_writer) = tokio::io::split(agent);

@@ -40,6 +40,12 @@ impl Engine {
         self.runtime.block_on(work)
     }
 
+    /// Ends the runtime without waiting for its blocking threads: one may be parked in a read of a
+    /// terminal that nothing will ever type into again (`bai exec -i`).
+    pub fn leave(self) {
+        self.runtime.shutdown_background();
+    }
+
     /// The selected nodes of `cluster` reached and observed; with `lease`, each holding the apply lease.
     pub fn reach(&self, cluster: &Cluster, selectors: &[String], lease: bool) -> Observation {
         self.block_on(crate::reconcile::reach(cluster, selectors, &self.options, lease, self.parallel))

@@ -99,7 +99,15 @@ pub struct AgentClient {
     /// Why the connection may not be used again (an answer that was too long, a change that timed out).
     unusable: Option<String>,
     deadlines: Deadlines,
+    tunnel: Option<std::sync::Arc<dyn crate::transport::tunnel::Tunnel>>,
     _keepalive: Box<dyn std::any::Any + Send>,
+}
+
+/// An agent connection given over to a stream call: frames both ways ([`crate::frame`]) until it closes.
+pub struct FrameStream {
+    pub reader: BufReader<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    pub writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    pub keepalive: Box<dyn std::any::Any + Send>,
 }
 
 /// A response whose result is left unparsed until the caller's type is known: one pass over the line
@@ -124,6 +132,7 @@ impl AgentClient {
             writing: false,
             unusable: None,
             deadlines: Deadlines::default(),
+            tunnel: stream.tunnel,
             _keepalive: stream.keepalive,
         }
     }
@@ -136,6 +145,22 @@ impl AgentClient {
 
     pub fn deadlines(&self) -> Deadlines {
         self.deadlines
+    }
+
+    /// The way through the node to its sessions' ports, where the transport has one.
+    pub fn tunnel(&self) -> Option<std::sync::Arc<dyn crate::transport::tunnel::Tunnel>> {
+        self.tunnel.clone()
+    }
+
+    /// Starts a stream call: once the agent said yes, the connection is the stream's alone.
+    pub async fn open_stream(mut self, call: crate::protocol::StreamCall) -> Result<FrameStream, ClientError> {
+        let _: serde_json::Value = self.call(Method::Stream(Box::new(call))).await?;
+        // The answer line was read whole: what the reader holds beyond it are the first frames.
+        Ok(FrameStream {
+            reader: self.reader,
+            writer: self.writer,
+            keepalive: Box::new((self._keepalive, self.tunnel)),
+        })
     }
 
     /// One request, one response, within the method's deadline. Cancel-safe between requests: the

@@ -20,5 +20,10 @@ pub fn spawn(binary: &Path) -> std::io::Result<AgentStream> {
     let (Some(writer), Some(reader)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("the agent process has no stdio"));
     };
-    Ok(AgentStream { reader: Box::new(reader), writer: Box::new(writer), keepalive: Box::new(child) })
+    Ok(AgentStream {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        keepalive: Box::new(child),
+        tunnel: Some(std::sync::Arc::new(super::tunnel::Direct)),
+    })
 }

@@ -26,6 +26,7 @@ mod lock;
 mod metrics;
 mod pipeline;
 mod plan;
+mod reach;
 mod replace;
 mod rules;
 mod saved_plan;

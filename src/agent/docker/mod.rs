@@ -8,7 +8,8 @@
 //! appear in an error message or in `Debug` output of anything here.
 //!
 //! Here: the engine connection and what its parts share. Beside it: `error` (every failure, with its
-//! code), `images` (finding and making images), `sessions` (the session containers).
+//! code), `images` (finding and making images), `sessions` (the session containers), `streams` (a session's
+//! log, commands and archives, relayed as frames).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ mod error;
 mod gpus;
 mod images;
 mod sessions;
+mod streams;
 
 pub use error::*;
 pub use images::*;

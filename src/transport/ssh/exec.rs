@@ -199,7 +199,12 @@ impl SshSession {
         let writer = write.make_writer();
         let keepalive = ExecChannel { write: Some(write), _session: Arc::clone(&self.handle) };
         Ok(RemoteProcess {
-            stream: AgentStream { reader: Box::new(stdout), writer: Box::new(writer), keepalive: Box::new(keepalive) },
+            stream: AgentStream {
+                reader: Box::new(stdout),
+                writer: Box::new(writer),
+                keepalive: Box::new(keepalive),
+                tunnel: None,
+            },
             status: RemoteStatus { stderr, exit: exit_rx },
         })
     }

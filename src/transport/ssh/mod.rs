@@ -180,9 +180,29 @@ impl SshSession {
             source: Box::new(source),
         }
     }
+    /// A `direct-tcpip` channel: the node's sshd connects to `host:port` and carries the bytes, as for
+    /// `ssh -L`. Refused (`ConnectionRefused`) with sshd's reason when it cannot connect there or does not
+    /// allow forwarding.
+    pub async fn forward(&self, host: &str, port: u16) -> std::io::Result<russh::ChannelStream<Msg>> {
+        match self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await {
+            Ok(channel) => Ok(channel.into_stream()),
+            Err(russh::Error::ChannelOpenFailure(reason)) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("the node's sshd could not open a connection to {host}:{port} ({reason:?})"),
+            )),
+            Err(e) => Err(std::io::Error::other(format!("node `{}`: {e}", self.node))),
+        }
+    }
+
     /// Ends the connection politely; channels still open on it end too.
     pub async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+impl super::tunnel::Tunnel for SshSession {
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> super::tunnel::Connecting<'a> {
+        Box::pin(async move { Ok(Box::new(self.forward(host, port).await?) as Box<dyn super::tunnel::Duplex>) })
     }
 }
 
