@@ -240,7 +240,8 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub heal_limit: usize,
 
-    /// Serve GET /ping, /status and /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464
+    /// Serve a live dashboard at / and GET /ping, /status and /metrics (Prometheus) on this address,
+    /// e.g. 127.0.0.1:9464
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 

@@ -1,6 +1,6 @@
 //! `bai watch --listen`: a small read-only HTTP/1.1 endpoint over the watcher's [`FleetStatus`], for
-//! Prometheus (`/metrics`), scripts (`/status`) and liveness checks (`/ping`, shaped like the Backend.AI
-//! webserver's ping API so the same probes work against both).
+//! people (`/`, the dashboard), Prometheus (`/metrics`), scripts (`/status`) and liveness checks (`/ping`,
+//! shaped like the Backend.AI webserver's ping API so the same probes work against both).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,12 +19,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::dashboard;
 use super::metrics::render_metrics;
 use super::status::FleetStatus;
 
 const JSON: &str = "application/json";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-const PATHS: [&str; 3] = ["/metrics", "/ping", "/status"];
+const HTML: &str = "text/html; charset=utf-8";
+const PATHS: [&str; 4] = ["/", "/metrics", "/ping", "/status"];
 
 /// How long a client may take to send a request's headers; without it a client that opens a connection
 /// and sends nothing would keep its task alive for ever.
@@ -99,6 +103,20 @@ fn respond(method: &Method, path: &str, status: &Mutex<FleetStatus>) -> Response
         return response;
     }
     match path {
+        "/" => {
+            // Never the page without its policy (which is ASCII, so this answer is never seen).
+            let Ok(policy) = HeaderValue::from_str(&dashboard::POLICY) else {
+                let body = serde_json::json!({ "error": "the dashboard's policy is not a header value" });
+                return response(StatusCode::INTERNAL_SERVER_ERROR, JSON, body.to_string());
+            };
+            let mut response = response(StatusCode::OK, HTML, dashboard::PAGE);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_SECURITY_POLICY, policy);
+            headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            // The page changes with bai's version: a browser asks again rather than keep an old one.
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
         "/ping" => {
             let version = lock(status).version.clone();
             let body = serde_json::json!({ "version": version, "details": "Success" });
@@ -127,10 +145,14 @@ fn lock(status: &Mutex<FleetStatus>) -> MutexGuard<'_, FleetStatus> {
     status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn response(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// Every response says what it is and forbids the browser to guess otherwise: a `/status` that carries
+/// node text must never be sniffed into a page.
+fn response(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = code;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
@@ -235,6 +257,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_root_serves_the_dashboard_under_a_strict_policy() {
+        let server = start().await;
+        for path in ["/", "/?refresh=1"] {
+            let reply = request(server.addr, "GET", path).await;
+            assert_eq!(reply.code, 200, "{path}");
+            assert_eq!(reply.header("content-type"), Some(HTML));
+            assert_eq!(reply.body, dashboard::PAGE);
+            assert_eq!(reply.header("content-security-policy"), Some(dashboard::POLICY.as_str()));
+            assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+            assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+        }
+        let head = request(server.addr, "HEAD", "/").await;
+        assert_eq!(head.code, 200);
+        assert_eq!(head.header("content-type"), Some(HTML));
+        assert_eq!(head.header("content-length"), Some(dashboard::PAGE.len().to_string().as_str()));
+        assert_eq!(head.body, "");
+        let post = request(server.addr, "POST", "/").await;
+        assert_eq!(post.code, 405);
+        // What the page reads is JSON that no browser may take for anything else.
+        let status = request(server.addr, "GET", "/status").await;
+        assert_eq!(status.header("x-content-type-options"), Some("nosniff"));
+    }
+
+    #[tokio::test]
     async fn head_answers_like_get_without_a_body() {
         let server = start().await;
         let get = request(server.addr, "GET", "/metrics").await;
@@ -248,12 +294,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_get_404_listing_the_known_ones() {
         let server = start().await;
-        for (method, path) in [("GET", "/"), ("GET", "/metrics/"), ("GET", "/nope?x=1"), ("POST", "/nope")] {
+        for (method, path) in [("GET", "/index.html"), ("GET", "/metrics/"), ("GET", "/nope?x=1"), ("POST", "/nope")] {
             let reply = request(server.addr, method, path).await;
             assert_eq!(reply.code, 404, "{method} {path}");
             assert_eq!(reply.header("content-type"), Some(JSON));
             let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON body");
-            assert_eq!(body, serde_json::json!({ "error": "not found", "paths": ["/metrics", "/ping", "/status"] }));
+            let paths = ["/", "/metrics", "/ping", "/status"];
+            assert_eq!(body, serde_json::json!({ "error": "not found", "paths": paths }));
         }
         // The query string is not part of the route.
         assert_eq!(request(server.addr, "GET", "/ping?verbose=1").await.code, 200);

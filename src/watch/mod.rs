@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod confirm;
 pub mod context;
+pub mod dashboard;
 pub mod drift;
 pub mod event;
 pub mod heal;

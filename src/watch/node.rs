@@ -24,7 +24,7 @@ use crate::watch::event::Event;
 use crate::watch::rate::HealLimit;
 use crate::watch::secrets::KeyedHashes;
 use crate::watch::settings::{Timing, health_timing, node_timing};
-use crate::watch::status::{HealthStatus, Liveness, SessionStatus, Verdict};
+use crate::watch::status::{HealthStatus, Liveness, PublishedPort, SessionStatus, Verdict};
 use crate::watch::threshold::Threshold;
 use crate::watch::truth::{Landed, Truth};
 use crate::watch::{Watched, heal};
@@ -587,6 +587,7 @@ impl NodeTask {
                 }
                 track.drift = new_drift.clone();
             }
+            let spec = observed.get(name.as_str()).and_then(|s| s.spec.as_ref());
             statuses.insert(
                 name.clone(),
                 SessionStatus {
@@ -595,11 +596,8 @@ impl NodeTask {
                     health: None,
                     drift: new_drift.map(|d| d.reason),
                     heals_total: 0,
-                    devices: observed
-                        .get(name.as_str())
-                        .and_then(|s| s.spec.as_ref())
-                        .map(|spec| spec.resources.devices.clone())
-                        .unwrap_or_default(),
+                    devices: spec.map(|spec| spec.resources.devices.clone()).unwrap_or_default(),
+                    ports: spec.map(published_ports).unwrap_or_default(),
                 },
             );
         }
@@ -757,6 +755,22 @@ fn track<'a>(
     })
 }
 
+/// The ports a session's container publishes, as its recorded spec says; a publication without its port
+/// (a spec no bai writes) is left out rather than shown half.
+fn published_ports(spec: &crate::state::spec::SessionSpec) -> Vec<PublishedPort> {
+    spec.published
+        .iter()
+        .filter_map(|(name, p)| {
+            Some(PublishedPort {
+                name: crate::untrusted::text(name),
+                port: *spec.ports.get(name)?,
+                host_address: crate::untrusted::text(&p.address),
+                host_port: p.port,
+            })
+        })
+        .collect()
+}
+
 /// The GPUs a ping reported, each with the session whose container holds it (by UUID, or by index where
 /// the session was placed without the inventory). Node-supplied text is bounded and cleaned here: the
 /// ping is the one reply the watcher keeps without another check.
@@ -811,5 +825,21 @@ mod tests {
         // Node text is escaped; a utilisation past 100 % is not believed.
         assert_eq!(got[0].name, "H100\\u{1b}[2J");
         assert_eq!(got[2].utilization, None);
+    }
+
+    #[test]
+    fn published_ports_come_from_the_recorded_spec() {
+        use crate::model::Publish;
+        let spec = crate::state::spec::SessionSpec {
+            ports: BTreeMap::from([("web".into(), 8080), ("ssh".into(), 22)]),
+            published: BTreeMap::from([
+                ("web".into(), Publish { address: "0.0.0.0".into(), port: 18080 }),
+                ("gone".into(), Publish { address: "127.0.0.1".into(), port: 1 }),
+            ]),
+            ..crate::state::spec::SessionSpec::default()
+        };
+        let got = published_ports(&spec);
+        let want = PublishedPort { name: "web".into(), port: 8080, host_address: "0.0.0.0".into(), host_port: 18080 };
+        assert_eq!(got, [want]);
     }
 }

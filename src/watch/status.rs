@@ -127,7 +127,22 @@ pub struct SessionStatus {
     /// The GPU devices its container holds (UUIDs, or indices), from its recorded spec.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// The ports its container publishes on the node, from its recorded spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
     pub heals_total: u64,
+}
+
+/// A session's port published on its node (`port jupyter=8888 publish=18888`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PublishedPort {
+    /// The port's name in the lab.
+    pub name: String,
+    /// The port inside the container.
+    pub port: u16,
+    /// The node's address it listens on; `0.0.0.0` or `::` for every address.
+    pub host_address: String,
+    pub host_port: u16,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

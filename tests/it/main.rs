@@ -10,6 +10,7 @@ mod compromised_node;
 mod confirm_healthy;
 mod container_names;
 mod container_settings;
+mod dashboard;
 mod docker;
 mod errors;
 mod examples;

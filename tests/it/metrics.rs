@@ -22,6 +22,7 @@ fn session(container: &str, health: Option<Verdict>, drift: Option<&str>, heals:
         drift: drift.map(Into::into),
         heals_total: heals,
         devices: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

@@ -49,6 +49,7 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bai printed invalid JSON ({e}):\n{text}"))
 }
 
+pub mod browser;
 #[path = "../../harness/dockerd.rs"]
 pub mod dockerd;
 pub mod images;
