@@ -18,7 +18,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub cluster: Option<String>,
 
-    /// When to use colour in human output
+    /// When to colour diagnostics (the errors and warnings every command prints on stderr)
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 
@@ -62,7 +62,7 @@ pub enum Command {
     /// Nodes are reached over SSH (or run the agent locally for `local=#true`), observed, and the plan is
     /// printed; after confirmation the changes run in dependency order, nodes in parallel. A failing node
     /// does not stop the others; its dependants are skipped. Exits 1 if anything failed.
-    Apply(ConvergeArgs),
+    Apply(ApplyArgs),
     /// Remove everything bai owns for the cluster, in reverse dependency order
     Destroy(ConvergeArgs),
     /// Write `bai.lock` beside the lab: image digests, context and archive hashes, the agent's hash
@@ -81,7 +81,7 @@ pub enum Command {
     /// the file is reported and, with `--heal`, re-applied. On a terminal a live table; otherwise one line
     /// per transition. The lab file is reloaded when it changes or on SIGHUP. SIGINT/SIGTERM stop it.
     Watch(WatchArgs),
-    /// List each cluster's generations: one per successful apply, numbered per cluster
+    /// List each cluster's generations: one per apply, destroy or rollback that changed a node
     ///
     /// Every apply (and destroy, and rollback) that changed a node records a generation there: that node's
     /// part of the desired state, the config hash, the lock, who applied it and when. This lists them per
@@ -141,7 +141,24 @@ pub struct ConnectArgs {
 }
 
 #[derive(Debug, Args)]
-/// What `apply` and `destroy` take: both walk the nodes towards a goal.
+/// What `apply` takes beyond what every converging command does.
+pub struct ApplyArgs {
+    /// Move `bai.lock` forward where the lab changed (an edited context, a new archive, another bai)
+    /// instead of refusing to run
+    #[arg(long)]
+    pub update_lock: bool,
+
+    /// Watch the sessions it created or replaced for up to DURATION (`30s`, `2m`); when one is not healthy
+    /// by then, roll its nodes back to their previous generation and exit 1
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub confirm_healthy: Option<std::time::Duration>,
+
+    #[command(flatten)]
+    pub converge: ConvergeArgs,
+}
+
+#[derive(Debug, Args)]
+/// What `apply`, `destroy` and `rollback` take: each walks the nodes towards a goal.
 pub struct ConvergeArgs {
     /// The lab file; for `apply`, also a plan saved by `bai plan -o PLAN` (carried out as saved)
     #[arg(value_name = "FILE")]
@@ -154,16 +171,6 @@ pub struct ConvergeArgs {
     /// Allow removing vfolders that hold data (they are moved aside to a tombstone, never erased)
     #[arg(long)]
     pub allow_data_loss: bool,
-
-    /// Apply: move `bai.lock` forward where the lab changed (an edited context, a new archive, another
-    /// bai) instead of refusing to run
-    #[arg(long)]
-    pub update_lock: bool,
-
-    /// Apply: watch the sessions it created or replaced for up to DURATION (`30s`, `2m`); when one is not
-    /// healthy by then, roll its nodes back to their previous generation and exit 1
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub confirm_healthy: Option<std::time::Duration>,
 
     /// `json`: stdout holds only the diagnostics document (schema/diagnostics.schema.json) of every
     /// failure and warning met, with no error on success; the plan and the report go to stderr

@@ -6,21 +6,29 @@ use bai::reconcile::Reporter;
 use bai::reconcile::converge::{ConvergeRequest, Goal, converge};
 use bai::reconcile::saved_plan;
 
-use crate::cli::{ConvergeArgs, StatusFormat};
+use crate::cli::{ApplyArgs, ConvergeArgs, StatusFormat};
 use crate::commands::{JsonDiagnostics, Outcome, Printer, check, remote};
 
 /// A command line that asks for what cannot be done.
 const USAGE: &str = "bai::cli::usage";
 
-pub fn run(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
-    run_goal(args, Goal::Apply, cluster, printer)
+pub fn run(args: &ApplyArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
+    run_goal(&args.converge, Some(args), Goal::Apply, cluster, printer)
 }
 
 pub fn run_destroy(args: &ConvergeArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
-    run_goal(args, Goal::Destroy, cluster, printer)
+    run_goal(args, None, Goal::Destroy, cluster, printer)
 }
 
-fn run_goal(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Printer) -> Outcome {
+/// `apply` is `destroy`'s flags and its own (`apply`); `destroy` has no `apply` part, so its `--help` does not
+/// offer flags that mean nothing to it.
+fn run_goal(
+    args: &ConvergeArgs,
+    apply: Option<&ApplyArgs>,
+    goal: Goal,
+    cluster: Option<&str>,
+    printer: &Printer,
+) -> Outcome {
     if args.format == StatusFormat::Json {
         printer.json_diagnostics(JsonDiagnostics::Always);
     }
@@ -36,11 +44,6 @@ fn run_goal(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         },
         Goal::Destroy => None,
     };
-    if goal == Goal::Destroy && args.confirm_healthy.is_some() {
-        printer
-            .fail(Failure::error(USAGE, "--confirm-healthy is for `bai apply`: a destroy leaves no session to watch"));
-        return Outcome::Failed;
-    }
     if saved.is_some() && (!args.connect.on.is_empty() || cluster.is_some()) {
         printer
             .fail(Failure::error(USAGE, "a saved plan names its clusters and nodes itself: drop --on and --cluster"));
@@ -63,10 +66,10 @@ fn run_goal(args: &ConvergeArgs, goal: Goal, cluster: Option<&str>, printer: &Pr
         plan_file: &args.file,
         selectors: &args.connect.on,
         prune_lock: cluster.is_none(),
-        update_lock: args.update_lock,
+        update_lock: apply.is_some_and(|a| a.update_lock),
         yes: args.yes || saved.is_some(),
         allow_data_loss: args.allow_data_loss,
-        confirm_healthy: args.confirm_healthy,
+        confirm_healthy: apply.and_then(|a| a.confirm_healthy),
     };
     if converge(&engine, &request, printer) { Outcome::Ok } else { Outcome::Failed }
 }

@@ -139,7 +139,21 @@ fn parser_failed(text: &str) -> ParseError {
 pub fn parse_problems(file: FileId, error: &ParseError) -> Vec<Problem> {
     match error {
         ParseError::Syntax(e) => {
-            let mut problems: Vec<Problem> = e.diagnostics.iter().map(|d| syntax_problem(file, d)).collect();
+            let mut problems: Vec<Problem> =
+                e.diagnostics.iter().map(|d| with_hints(syntax_problem(file, d), &e.input)).collect();
+            // An unclosed block is reported twice by the parser (at the block and after the nodes), both at
+            // the outermost `{`: say it once, where the lines' indentation says it is.
+            if let Some(at) = problems.iter().position(|p| p.message.starts_with("No closing '}'")) {
+                problems.retain(|p| !p.message.starts_with("Closing '}' was not found"));
+                if let Some(open) = unclosed_by_indentation(&e.input) {
+                    let p = &mut problems[at];
+                    p.labels = vec![crate::diagnostic::Label {
+                        loc: Loc::new(file, (open..open + 1).into()),
+                        text: Some("this block is not closed: the lines after it are not indented under it".into()),
+                        primary: true,
+                    }];
+                }
+            }
             if problems.is_empty() {
                 problems.push(
                     Problem::error(Code::KdlSyntax, "invalid KDL").primary(Loc::new(file, (0..0).into()), "here"),
@@ -167,6 +181,60 @@ pub fn syntax_problem(file: FileId, d: &kdl::KdlDiagnostic) -> Problem {
     Problem::error(Code::KdlSyntax, d.message.clone().unwrap_or_else(|| "invalid KDL".into()))
         .primary(Loc::new(file, span), label)
         .help_opt(d.help.clone())
+}
+
+/// Hints for habits the KDL parser meets with a bare message: KDL v1's `true`, `false` and `null`, which
+/// KDL v2 (what bai reads) writes `#true`, `#false`, `#null`.
+fn with_hints(problem: Problem, text: &str) -> Problem {
+    if problem.help.is_some() {
+        return problem;
+    }
+    let word = problem
+        .labels
+        .iter()
+        .find(|l| l.primary)
+        .and_then(|l| {
+            let start = l.loc.span.offset();
+            let rest = text.get(start..)?;
+            Some(rest.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
+    match word.as_str() {
+        "true" | "false" | "null" | "inf" | "nan" => {
+            let hint = format!("KDL v2, which bai reads, writes `#{word}` (KDL v1 wrote `{word}`)");
+            problem.help(hint)
+        }
+        _ => problem,
+    }
+}
+
+/// The `{` of the innermost block that is likely left open: one whose first following line indented no
+/// deeper than the line that opened it is not its closing `}`.
+pub fn unclosed_by_indentation(text: &str) -> Option<usize> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut offset = 0;
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        lines.push((offset, line));
+        offset += line.len();
+    }
+    let mut found = None;
+    for (i, &(start, line)) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or_default().trim_end();
+        if !code.ends_with('{') {
+            continue;
+        }
+        // The first line after it that is not indented deeper must be its `}`.
+        let next = lines[i + 1..]
+            .iter()
+            .map(|(_, l)| *l)
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
+            .find(|l| indent(l) <= indent(line));
+        if next.is_none_or(|n| !n.trim_start().starts_with('}')) {
+            found = Some(start + code.len() - 1);
+        }
+    }
+    found
 }
 
 /// Where `text` first nests deeper than [`MAX_DEPTH`] (the offset and length of the `{` or `/*` that opens
@@ -275,6 +343,16 @@ fn string_end(b: &[u8], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unclosed_block_is_found_by_indentation() {
+        let text = "cluster \"e\" {\n    image \"i\" ref=\"x\" {\n        digest \"d\"\n    session \"s\"\n}\n";
+        assert_eq!(unclosed_by_indentation(text), text.find("\"x\" {").map(|i| i + 4));
+        let closed = "cluster \"e\" {\n    image \"i\" {\n        digest \"d\"\n    }\n}\n";
+        assert_eq!(unclosed_by_indentation(closed), None);
+        // The last block of a file, left open.
+        assert_eq!(unclosed_by_indentation("a {\n  b 1\n"), Some(2));
+    }
 
     fn depth_ok(text: &str) -> bool {
         too_deep(text).is_none()

@@ -57,9 +57,23 @@ fn reason_of(f: &FieldChange) -> String {
     // Sizes read better in the units a lab is written in; the JSON `fields` keep exact bytes.
     let show = |v: Option<&serde_json::Value>| match (f.path.as_str(), v.and_then(serde_json::Value::as_u64)) {
         ("quota" | "resources.memory" | "shm_size", Some(bytes)) => format_size(bytes),
+        (path, _) if path.starts_with("env.") => show_env(v),
         _ => show_value(v),
     };
     format!("`{}`: {} → {}", f.path, show(f.before.as_ref()), show(f.after.as_ref()))
+}
+
+/// An environment variable as the lab writes it (`"abc"`, `from-env="TOKEN"`), not as the spec stores it.
+fn show_env(v: Option<&serde_json::Value>) -> String {
+    let Some(spec) = v.and_then(|v| serde_json::from_value::<crate::state::spec::EnvSpec>(v.clone()).ok()) else {
+        return show_value(v);
+    };
+    let quoted = |text: &str| show_value(Some(&serde_json::Value::String(text.to_string())));
+    match spec {
+        crate::state::spec::EnvSpec::Value(value) => quoted(&value),
+        crate::state::spec::EnvSpec::FromEnv { var, .. } => format!("from-env={}", quoted(&var)),
+        crate::state::spec::EnvSpec::FromFile { path, .. } => format!("from-file={}", quoted(&path)),
+    }
 }
 
 fn with_fields(mut c: Change, fields: Vec<FieldChange>) -> Change {
@@ -290,4 +304,18 @@ fn order(changes: &mut [Change], graph: &ResourceGraph) {
         };
         key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_read_as_the_lab_writes_them() {
+        let show = |j: serde_json::Value| show_env(Some(&j));
+        assert_eq!(show(serde_json::json!({ "value": "abc" })), "\"abc\"");
+        assert_eq!(show(serde_json::json!({ "from_env": "TOKEN" })), "from-env=\"TOKEN\"");
+        assert_eq!(show(serde_json::json!({ "from_file": "/k" })), "from-file=\"/k\"");
+        assert_eq!(show_env(None), "(none)");
+    }
 }

@@ -122,6 +122,10 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                 .mounts
                 .iter()
                 .find(|o| o.vfolder.value.as_str() == plain && !std::ptr::eq(*o, m) && o.alias.is_some())
+                // Two mounts on one alias: `duplicate_alias` says it; this would be the same mistake twice.
+                .filter(|o| {
+                    o.alias.as_ref().is_some_and(|oa| oa.value.trim_start_matches("./").trim_end_matches('/') != plain)
+                })
             {
                 problems.push(
                     Problem::error(
@@ -150,7 +154,10 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
                 .help("add `readonly=#true` to the mount"),
             );
         }
-        let node_known = index.nodes.contains_key(vfolder.node.value.as_str()) && !session.node.loc.is_nowhere();
+        // A session or vfolder on an unknown node has its own error (`unknown_node`): said once.
+        let node_known = index.nodes.contains_key(vfolder.node.value.as_str())
+            && index.nodes.contains_key(session.node.value.as_str())
+            && !session.node.loc.is_nowhere();
         if node_known && vfolder.node.value != session.node.value {
             problems.push(
                 Problem::error(
@@ -172,6 +179,39 @@ fn check_session(session: &Session, index: &ClusterIndex<'_>, problems: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn codes(lab: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.kdl");
+        std::fs::write(&path, lab).unwrap();
+        let loaded = crate::config::load(&path);
+        let mut codes: Vec<String> = crate::validate::validate(&loaded.config)
+            .iter()
+            .filter(|p| p.is_error())
+            .map(|p| p.code.to_string())
+            .collect();
+        codes.sort();
+        codes
+    }
+
+    #[test]
+    fn one_mistake_is_reported_once() {
+        let head = "cluster \"e\" {\n    node \"n\" local=#true\n    image \"img\" ref=\"busybox:1\"\n    vfolder \"data\" node=\"n\"\n    vfolder \"more\" node=\"n\"\n";
+        // Two mounts on one alias that is also a vfolder's name: the duplicate alias, not also a shadow.
+        let dup = format!(
+            "{head}    session \"sess\" image=\"img\" node=\"n\" {{\n        mount \"data\" alias=\"more\"\n        mount \"more\" alias=\"more\"\n    }}\n}}\n"
+        );
+        assert_eq!(codes(&dup), ["bai::mount::duplicate_alias"]);
+        // A session on an unknown node: that, not also "mounts a vfolder of another node".
+        let lost =
+            format!("{head}    session \"sess\" image=\"img\" node=\"nope\" {{\n        mount \"data\"\n    }}\n}}\n");
+        assert_eq!(codes(&lost), ["bai::ref::unknown_node"]);
+        // Each still fires on its own.
+        let shadow = format!(
+            "{head}    session \"sess\" image=\"img\" node=\"n\" {{\n        mount \"data\" alias=\"more\"\n        mount \"more\" alias=\"other\"\n    }}\n}}\n"
+        );
+        assert_eq!(codes(&shadow), ["bai::mount::shadows_vfolder"]);
+    }
 
     #[test]
     fn nesting_is_component_wise() {

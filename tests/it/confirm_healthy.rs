@@ -73,10 +73,20 @@ fn an_unhealthy_session_rolls_its_node_back_to_the_previous_generation() {
 }
 
 #[test]
-fn confirm_healthy_is_refused_for_destroy() {
-    let lab = SshLab::new("confirm-destroy", 1);
-    write(&lab, "1", "index.html");
-    let out = lab.run(&["destroy", "--yes", "--confirm-healthy", "5s"]);
-    assert_code(&out, 1, "destroy with --confirm-healthy");
-    assert!(stderr_of(&out).contains("--confirm-healthy is for `bai apply`"), "{}", stderr_of(&out));
+fn apply_only_flags_are_refused_by_destroy_and_rollback() {
+    // Their `--help` does not offer them, and a command line that gives them is a usage error (clap's
+    // exit code 2) before any lab is read.
+    for (command, flag) in [
+        ("destroy", "--confirm-healthy"),
+        ("destroy", "--update-lock"),
+        ("rollback", "--confirm-healthy"),
+        ("rollback", "--update-lock"),
+    ] {
+        let value: &[&str] = if flag == "--confirm-healthy" { &[flag, "5s"] } else { &[flag] };
+        let out = crate::support::bai().arg(command).args(value).arg("lab.kdl").output().expect("bai runs");
+        assert_code(&out, 2, &format!("{command} {flag}"));
+        assert!(stderr_of(&out).contains(&format!("unexpected argument '{flag}'")), "{}", stderr_of(&out));
+        let help = crate::support::bai().args([command, "--help"]).output().expect("bai runs");
+        assert!(!stdout_of(&help).contains(flag), "{command} --help offers {flag}");
+    }
 }
