@@ -128,7 +128,9 @@ pub fn converge(engine: &Engine, request: &ConvergeRequest<'_>, reporter: &dyn R
                 unresolved_secrets |= !desired.unresolved.is_empty();
                 (desired.state, desired.secrets)
             }
-            Goal::Destroy => (ClusterState::empty(c.name.value.clone()), SecretValues::default()),
+            Goal::Destroy => {
+                (kept_by_destroy(c, &observed, request.allow_data_loss, reporter), SecretValues::default())
+            }
         };
         let graph = match goal {
             Goal::Apply => build_graph(c),
@@ -250,6 +252,36 @@ impl<'a> ConvergeRequest<'a> {
             confirm_healthy: None,
         }
     }
+}
+
+/// What a destroy leaves: nothing, but for vfolders that hold data when data may not be lost, and the
+/// agent of their nodes (which manages them). A destroy without `--allow-data-loss` thus ends cleanly,
+/// saying what it kept and how to let it go too, rather than failing on every such vfolder.
+fn kept_by_destroy(
+    cluster: &crate::model::Cluster,
+    observed: &ClusterState,
+    allow_data_loss: bool,
+    reporter: &dyn Reporter,
+) -> ClusterState {
+    let mut kept = ClusterState::empty(cluster.name.value.clone());
+    if allow_data_loss {
+        return kept;
+    }
+    for (name, vfolder) in observed.vfolders.iter().filter(|(_, v)| v.empty == Some(false)) {
+        kept.vfolders.insert(name.clone(), vfolder.clone());
+        if let Some(node) = observed.nodes.get(&vfolder.node) {
+            kept.nodes.insert(vfolder.node.clone(), node.clone());
+        }
+        reporter.failures(&[Failure::warning(
+            "bai::destroy::kept_data",
+            format!(
+                "vfolder `{name}` on `{}` holds data: it is kept, and bai's agent on that node with it",
+                vfolder.node
+            ),
+        )
+        .help("`bai destroy --allow-data-loss FILE` moves it aside too (into the node's tombstones, never erased)")]);
+    }
+    kept
 }
 
 #[cfg(test)]

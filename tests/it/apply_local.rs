@@ -187,12 +187,20 @@ fn destroy_protects_vfolder_data_unless_allowed() {
     let lab = LocalLab::new();
     assert_code(&lab.run(&["apply", "--yes"]), 0);
     std::fs::write(lab.vfolders().join("ckpt/model.bin"), "weights").expect("write");
-    let refused = lab.run(&["destroy", "--yes"]);
-    assert_code(&refused, 1);
-    let err = stderr_of(&refused);
-    assert!(err.contains("vfolder `ckpt` holds data") && err.contains("--allow-data-loss"), "{err}");
+    // Without --allow-data-loss a destroy ends cleanly: everything goes but the vfolder that holds data
+    // (and the agent that manages it), and it says how to let that go too.
+    let kept = lab.run(&["destroy", "--yes"]);
+    assert_code(&kept, 0);
+    let err = stderr_of(&kept);
+    assert!(err.contains("bai::destroy::kept_data") && err.contains("vfolder `ckpt` on `ws` holds data"), "{err}");
+    assert!(err.contains("bai destroy --allow-data-loss"), "{err}");
+    assert!(!stdout_of(&kept).contains("vfolder:ckpt"), "not planned for removal:\n{}", stdout_of(&kept));
     assert!(lab.vfolders().join("ckpt/model.bin").is_file());
     assert!(!lab.vfolders().join("data").exists(), "the empty vfolder was removed");
+    // Again: nothing more to do, the data still kept.
+    let again = lab.run(&["destroy", "--yes"]);
+    assert_code(&again, 0);
+    assert!(stdout_of(&again).contains("No changes."), "{}", stdout_of(&again));
 
     let out = lab.run(&["destroy", "--yes", "--allow-data-loss"]);
     assert_code(&out, 0);
@@ -299,7 +307,40 @@ fn the_quickstart_applies_on_this_machine() {
     let status = run(&["status"]);
     assert_code(&status, 0);
     assert!(stdout_of(&status).contains("session web-server: running"), "{}", stdout_of(&status));
+    // The tour's "it works": the note-taker's log, and the page the lab serves, through a port-forward.
+    let logs = bai()
+        .env("HOME", home.path())
+        .env("BAI_HOME", home.path().join("bai"))
+        .args(["logs", "examples/quickstart/lab.kdl", "note-taker"])
+        .output()
+        .expect("bai runs");
+    assert_code(&logs, 0);
+    assert_eq!(stdout_of(&logs), "note-taker: start 1 noted in notes/started\n");
+    let mut forward = std::process::Command::new(assert_cmd::cargo::cargo_bin("bai"))
+        .current_dir(crate::support::root())
+        .env("HOME", home.path())
+        .env("BAI_HOME", home.path().join("bai"))
+        .args(["port-forward", "examples/quickstart/lab.kdl", "web-server", ":http"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bai runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(forward.stdout.take().expect("stdout")), &mut line)
+        .expect("read");
+    let port =
+        line.split("127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string();
+    let page = Command::new("curl").args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/")]).output();
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let page = page.expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "<h1>hello from bai</h1>\n", "{line}");
+    // The tour's end: destroy keeps what holds data and says how to let it go too; then it goes.
+    let kept = run(&["destroy", "--yes"]);
+    assert_code(&kept, 0);
+    assert!(stderr_of(&kept).contains("vfolder `notes` on `here` holds data"), "{}", stderr_of(&kept));
+    assert!(notes.is_file());
     assert_code(&run(&["destroy", "--yes", "--allow-data-loss"]), 0);
+    assert!(!notes.exists());
 }
 
 /// Updates in place and deletes of every kind, checked on the real node: node labels and a vfolder's
