@@ -106,10 +106,19 @@ pub async fn open_stream(target: &Target<'_>, conn: NodeConn, stream: Stream) ->
         Stream::CopyOut { .. } => "copying out of",
         Stream::CopyIn { .. } => "copying into",
     };
+    // A stream that should keep moving gets a deadline for each frame: a log read to its end by the
+    // `observe` one, a copy by the `change` one. A followed log or a command may be quiet for as long as
+    // it likes: the person at the terminal decides when to stop it.
+    let deadlines = conn.client.deadlines();
+    let idle = match &stream {
+        Stream::Logs(l) if !l.follow => Some(deadlines.observe),
+        Stream::CopyOut { .. } | Stream::CopyIn { .. } => Some(deadlines.change),
+        Stream::Logs(_) | Stream::Exec(_) => None,
+    };
     let call =
         StreamCall { cluster: target.cluster_name().to_string(), session: target.session_name().to_string(), stream };
     let inner = conn.client.open_stream(call).await.map_err(|e| agent_failure(target, doing, &e))?;
-    Ok(Frames { inner, node: target.node_name().to_string(), doing })
+    Ok(Frames { inner, node: target.node_name().to_string(), doing, idle })
 }
 
 /// Where the session's container is and how it is: the agent's `session_health`.
@@ -129,13 +138,33 @@ pub struct Frames {
     inner: FrameStream,
     node: String,
     doing: &'static str,
+    /// How long the node may send nothing before the stream is given up.
+    idle: Option<std::time::Duration>,
 }
 
 impl Frames {
     /// The next frame from the node; `None` when it closed the connection between frames. An `Error`
     /// frame becomes the failure it tells (its text escaped).
     pub async fn next(&mut self) -> Result<Option<Frame>, Failure> {
-        match frame::read(&mut self.inner.reader).await {
+        let read = frame::read(&mut self.inner.reader);
+        let read = match self.idle {
+            Some(idle) => match tokio::time::timeout(idle, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    return Err(Failure::error(
+                        "bai::reach::stream_stalled",
+                        format!(
+                            "node `{}`: nothing came for {}: the stream was given up",
+                            self.node,
+                            crate::config::value::format_duration(idle)
+                        ),
+                    )
+                    .help("the node or its Docker engine stopped answering; look at the node, or raise `timeouts`"));
+                }
+            },
+            None => read.await,
+        };
+        match read {
             Ok(Some(f)) if f.kind == Kind::Error => {
                 let text = String::from_utf8_lossy(&f.payload);
                 Err(Failure::error(
@@ -170,6 +199,7 @@ impl Frames {
             inner: FrameStream { reader, writer: Box::new(tokio::io::sink()), keepalive },
             node: self.node.clone(),
             doing: self.doing,
+            idle: self.idle,
         };
         (FrameReader(reader), FrameWriter { writer, node: self.node })
     }
@@ -260,6 +290,37 @@ cluster "b" {
         let ambiguous = find(&config, "shared").err().unwrap();
         assert_eq!(ambiguous.code, "bai::reach::ambiguous_session");
         assert!(ambiguous.message.contains("a, b"), "{}", ambiguous.message);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_should_move_is_given_up_when_the_node_goes_quiet() {
+        let (_node, controller) = tokio::io::duplex(64);
+        let (reader, writer) = tokio::io::split(controller);
+        let inner = FrameStream {
+            reader: tokio::io::BufReader::new(Box::new(reader)),
+            writer: Box::new(writer),
+            keepalive: Box::new(()),
+        };
+        let idle = Some(std::time::Duration::from_millis(20));
+        let mut frames = Frames { inner, node: "n".into(), doing: "copying out of", idle };
+        let stalled = frames.next().await.err().map(|f| f.code);
+        assert_eq!(stalled.as_deref(), Some("bai::reach::stream_stalled"));
+    }
+
+    #[tokio::test]
+    async fn an_error_frame_from_the_node_is_escaped() {
+        let (mut node, controller) = tokio::io::duplex(1024);
+        let (reader, writer) = tokio::io::split(controller);
+        let inner = FrameStream {
+            reader: tokio::io::BufReader::new(Box::new(reader)),
+            writer: Box::new(writer),
+            keepalive: Box::new(()),
+        };
+        let mut frames = Frames { inner, node: "n".into(), doing: "reading the log of", idle: None };
+        frame::write(&mut node, Kind::Error, b"bad\x1b[31m news\nok").await.unwrap();
+        let failure = frames.next().await.err().unwrap();
+        assert_eq!(failure.code, "bai::reach::stream_failed");
+        assert!(failure.message.contains("bad\\u{1b}[31m news\\nok"), "{}", failure.message);
     }
 
     #[test]
