@@ -111,8 +111,14 @@ impl Engine {
 
     /// The container's log. Following, it goes on across restarts by the engine (a restart policy): when
     /// the engine's stream ends, the container is looked at again, and while the engine restarts it the
-    /// log is taken up again after the last line sent. Lines are always asked with their time stamp, so
-    /// that none is sent twice; the stamp is cut off again unless it was asked for.
+    /// log is taken up again after what was already there. Lines are always asked with their time stamp
+    /// for that; the stamp is cut off again unless it was asked for.
+    ///
+    /// The engine stamps each stream's lines as it reads them and writes both streams into one log, so the
+    /// stamps of the log's lines are in order within a stream but not across them: a pass is never
+    /// filtered by stamp. When a followed log ends the container has stopped and every line it wrote is
+    /// in the log, so the next pass skips every line stamped no later than the latest stamp seen (the
+    /// `horizon`): those were sent, or left out by `--tail`/`--since`.
     async fn logs<W: AsyncWrite + Unpin>(
         &self,
         container: &str,
@@ -125,19 +131,21 @@ impl Engine {
             container: container.to_string(),
             reason: format!("the log stream broke: {e}"),
         };
-        let mut last: Option<(i64, u32)> = None;
+        // Now, to the nanosecond, on the engine's own clock (the agent runs beside it): a line stamped before
+        // it was there before the log was asked for.
         let opened_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let mut resumed = false;
+            .map_or((0, 0), |d| (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos()));
+        // The latest stamp seen; `None` until the first pass ends.
+        let mut horizon: Option<(i64, u32)> = None;
+        let mut latest: (i64, u32) = opened_at;
         loop {
             let mut options =
                 LogsOptionsBuilder::default().follow(req.follow).stdout(true).stderr(true).timestamps(true);
-            options = match last {
-                // Docker's `since` is whole seconds: lines of that second already sent are skipped below.
+            options = match horizon {
+                // Docker's `since` is whole seconds, inclusive: lines of that second already there are
+                // skipped below.
                 Some((secs, _)) => options.since(i32::try_from(secs).unwrap_or(i32::MAX)),
-                // Taken up again after a restart with nothing sent yet: only what came after the start.
-                None if resumed => options.since(i32::try_from(opened_at).unwrap_or(i32::MAX)),
                 None => {
                     let since = req.since.map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX));
                     let tail = req.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
@@ -152,13 +160,11 @@ impl Engine {
                     LogOutput::StdIn { .. } => continue,
                 };
                 let (stamp, line) = split_stamp(&message);
-                match (stamp, last) {
-                    (Some(stamp), Some(seen)) if stamp <= seen => continue,
-                    (Some((secs, _)), None) if resumed && secs < opened_at => continue,
-                    _ => {}
-                }
-                if stamp.is_some() {
-                    last = stamp;
+                if let Some(stamp) = stamp {
+                    if horizon.is_some_and(|h| stamp <= h) {
+                        continue;
+                    }
+                    latest = latest.max(stamp);
                 }
                 let out = if req.timestamps { &message[..] } else { line };
                 frame::write(writer, kind, out).await.map_err(io)?;
@@ -166,7 +172,7 @@ impl Engine {
             if !req.follow || !self.comes_back(id).await? {
                 return frame::write(writer, Kind::End, b"").await.map_err(io);
             }
-            resumed = true;
+            horizon = Some(latest);
         }
     }
 
