@@ -197,6 +197,9 @@ impl Sshd {
             known_hosts: self.known_hosts.clone(),
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Some(SshTarget::KEEPALIVE_INTERVAL),
+            keepalive_max: SshTarget::KEEPALIVE_MAX,
+            jumps: Vec::new(),
         }
     }
 

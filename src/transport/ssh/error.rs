@@ -105,6 +105,40 @@ pub enum SshError {
         source: Box<russh::Error>,
     },
 
+    /// A jump host on the way to the node failed: its host key, its login, its connection, or its refusal
+    /// to open a channel onwards. `reason` is what went wrong there, `help` what to do about it.
+    #[error("node `{node}`: jump host `{hop}` ({}): {reason}", at(.host, .port))]
+    #[diagnostic(code(bai::ssh::jump))]
+    Jump {
+        node: String,
+        hop: String,
+        host: String,
+        port: u16,
+        reason: String,
+        #[help]
+        help: Option<String>,
+        /// The hop's own error, as it would read for a node (`UnknownHostKey`, `AuthFailed`, …); `None` when
+        /// the hop itself was fine and refused to go on.
+        inner: Option<Box<SshError>>,
+    },
+
+    /// The jump hosts of a node do not make a way to it: a loop of `ProxyJump`s, or too many hops.
+    #[error("node `{node}`: {reason}")]
+    #[diagnostic(
+        code(bai::ssh::jump),
+        help("check the `ProxyJump` lines of ssh_config for the hosts named, and the lab's `ssh jump=`")
+    )]
+    JumpRoute { node: String, reason: String },
+
+    #[error("node `{node}`: ssh_config gives `{host}` a ProxyCommand ({origin}), which bai does not run")]
+    #[diagnostic(
+        code(bai::ssh::proxy_command),
+        help(
+            "bai runs no local shell line to reach a node: name the jump hosts with `ProxyJump` (or the lab's `ssh jump=`), which bai follows over `direct-tcpip` channels, or write `ProxyCommand none` in a block for this host"
+        )
+    )]
+    ProxyCommand { node: String, host: String, origin: String },
+
     #[error("node `{node}` ({}): {what}", at(.host, .port))]
     #[diagnostic(code(bai::ssh::io))]
     Io {
