@@ -106,20 +106,14 @@ pub enum SshError {
     },
 
     /// A jump host on the way to the node failed: its host key, its login, its connection, or its refusal
-    /// to open a channel onwards. `reason` is what went wrong there, `help` what to do about it.
-    #[error("node `{node}`: jump host `{hop}` ({}): {reason}", at(.host, .port))]
+    /// to open a channel onwards. `help` is what to do about it.
+    #[error("node `{node}`: jump host `{}` ({}): {}", .hop.name, at(&.hop.host, &.hop.port), .hop.reason)]
     #[diagnostic(code(bai::ssh::jump))]
     Jump {
         node: String,
-        hop: String,
-        host: String,
-        port: u16,
-        reason: String,
+        hop: Box<HopFailure>,
         #[help]
         help: Option<String>,
-        /// The hop's own error, as it would read for a node (`UnknownHostKey`, `AuthFailed`, …); `None` when
-        /// the hop itself was fine and refused to go on.
-        inner: Option<Box<SshError>>,
     },
 
     /// The jump hosts of a node do not make a way to it: a loop of `ProxyJump`s, or too many hops.
@@ -149,6 +143,20 @@ pub enum SshError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Which jump host failed and how.
+#[derive(Debug)]
+pub struct HopFailure {
+    /// The hop as written (`login.lab`, `bai@gw:2222`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// What went wrong there.
+    pub reason: String,
+    /// The hop's own error, as it would read for a node (`UnknownHostKey`, `AuthFailed`, …); `None` when
+    /// the hop itself was fine and would not go on.
+    pub inner: Option<SshError>,
 }
 
 pub(super) fn tried_list(tried: &[String]) -> String {

@@ -144,7 +144,7 @@ fn hop_error(target: &SshTarget, hop: &Hop, inner: SshError) -> SshError {
     let failure = crate::failure::Failure::of(&inner);
     let lead = format!("node `{}` ({}): ", hop.target.node, at(&hop.target.host, &hop.target.port));
     let reason = failure.message.strip_prefix(&lead).unwrap_or(&failure.message).to_string();
-    jump_error(target, hop, reason, failure.help, Some(Box::new(inner)))
+    jump_error(target, hop, reason, failure.help, Some(inner))
 }
 
 /// [`SshError::Jump`] for `hop` on the way to `target`.
@@ -153,17 +153,11 @@ fn jump_error(
     hop: &Hop,
     reason: String,
     help: Option<String>,
-    inner: Option<Box<SshError>>,
+    inner: Option<SshError>,
 ) -> SshError {
-    SshError::Jump {
-        node: target.node.clone(),
-        hop: hop.name.clone(),
-        host: hop.target.host.clone(),
-        port: hop.target.port,
-        reason,
-        help,
-        inner,
-    }
+    let t = &hop.target;
+    let hop = HopFailure { name: hop.name.clone(), host: t.host.clone(), port: t.port, reason, inner };
+    SshError::Jump { node: target.node.clone(), hop: Box::new(hop), help }
 }
 
 /// `hop` would not open a channel to `host:port` (the next hop, or the node).
