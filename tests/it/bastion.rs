@@ -193,7 +193,7 @@ fn the_bastions_unknown_host_key_is_refused_with_its_fingerprint_until_accepted(
     for want in [
         "bai::ssh::jump",
         "node `node0` unreachable: jump host",
-        &format!("({}): unknown host key {fingerprint}", lab.bastion()),
+        &format!("jump host `{}`: unknown host key {fingerprint}", lab.bastion()),
         "--accept-new-host-keys",
     ] {
         assert!(err.contains(want), "no `{want}` in:\n{err}");

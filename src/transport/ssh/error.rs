@@ -107,7 +107,7 @@ pub enum SshError {
 
     /// A jump host on the way to the node failed: its host key, its login, its connection, or its refusal
     /// to open a channel onwards. `help` is what to do about it.
-    #[error("node `{node}`: jump host `{}` ({}): {}", .hop.name, at(&.hop.host, &.hop.port), .hop.reason)]
+    #[error("node `{node}`: jump host {}: {}", .hop.named(), .hop.reason)]
     #[diagnostic(code(bai::ssh::jump))]
     Jump {
         node: String,
@@ -157,6 +157,18 @@ pub struct HopFailure {
     /// The hop's own error, as it would read for a node (`UnknownHostKey`, `AuthFailed`, …); `None` when
     /// the hop itself was fine and would not go on.
     pub inner: Option<SshError>,
+}
+
+impl HopFailure {
+    /// `` `login.lab` (10.0.0.2:22) ``, or `` `10.0.0.2:22` `` alone where that is how the hop was written.
+    fn named(&self) -> String {
+        let at = at(&self.host, &self.port);
+        if self.name == at || self.name.ends_with(&format!("@{at}")) {
+            format!("`{}`", self.name)
+        } else {
+            format!("`{}` ({at})", self.name)
+        }
+    }
 }
 
 pub(super) fn tried_list(tried: &[String]) -> String {

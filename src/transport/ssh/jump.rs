@@ -144,7 +144,14 @@ fn hop_error(target: &SshTarget, hop: &Hop, inner: SshError) -> SshError {
     let failure = crate::failure::Failure::of(&inner);
     let lead = format!("node `{}` ({}): ", hop.target.node, at(&hop.target.host, &hop.target.port));
     let reason = failure.message.strip_prefix(&lead).unwrap_or(&failure.message).to_string();
-    jump_error(target, hop, reason, failure.help, Some(inner))
+    // Connect's own help speaks of "the node": here it is the hop that did not answer.
+    let help = match inner {
+        SshError::Connect { .. } => {
+            Some("check the jump host's address and port, and that sshd runs there".to_string())
+        }
+        _ => failure.help,
+    };
+    jump_error(target, hop, reason, help, Some(inner))
 }
 
 /// [`SshError::Jump`] for `hop` on the way to `target`.
