@@ -173,7 +173,16 @@ fn apply_watch_logs_and_port_forward_go_through_the_bastion() {
         String::from_utf8_lossy(&page.stderr)
     );
     drop(forward);
+
+    let exec = lab.bai(&["exec", &lab_path, "webserver", "--", "/bin/busybox", "cat", "/www/index.html"]);
+    expect(&exec, 0, "exec through the bastion");
+    assert_eq!(stdout_of(&exec), "through the bastion\n");
     eprintln!("apply through the bastion took {applied:?}");
+
+    // Dropped, the lab leaves no namespace, veth or forwarding rule behind.
+    let (name, veth) = lab.enclave.names();
+    drop(lab);
+    assert_eq!(crate::support::enclave::remains(&name, &veth), Vec::<String>::new());
 }
 
 #[test]
@@ -330,4 +339,25 @@ fn fifty_connections_share_one_bastion_login_and_a_restarted_bastion_is_logged_i
         .expect("reconnected through the restarted bastion");
     assert_eq!(runtime.block_on(session.run("echo again", None)).expect("runs").stdout_text(), "again\n");
     assert_eq!(lab.bastion_logins(), 2, "one new login after the restart");
+}
+
+#[test]
+fn what_a_killed_run_left_is_cleared_by_the_next() {
+    drop(Enclave::new());
+    // A pid no process has: the run that made these names is gone.
+    let dead = (1..4_000_000u32)
+        .rev()
+        .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .expect("a free pid");
+    let (name, veth) = (format!("bai-jump-{dead}-7"), format!("bj{dead}x7"));
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program).args(args).output().expect("runs");
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("ip", &["netns", "add", &name]);
+    run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", &format!("{veth}i")]);
+    run("iptables", &["-I", "DOCKER-USER", "-i", &veth, "-j", "ACCEPT"]);
+    assert_eq!(crate::support::enclave::remains(&name, &veth).len(), 3);
+    crate::support::enclave::clean_leftovers();
+    assert_eq!(crate::support::enclave::remains(&name, &veth), Vec::<String>::new());
 }

@@ -73,6 +73,11 @@ impl Enclave {
         &self.name
     }
 
+    /// What would be left of this enclave once dropped: for tests of the clean-up.
+    pub fn names(&self) -> (String, String) {
+        (self.name.clone(), self.veth.clone())
+    }
+
     /// This machine's end of the veth.
     pub fn outside(&self) -> String {
         format!("10.231.{}.1", self.subnet)
@@ -197,8 +202,9 @@ fn owner(name: &str) -> Option<u32> {
     name.strip_prefix(VETH_PREFIX)?.split('x').next()?.parse().ok()
 }
 
-/// Deletes the namespaces, veths and DOCKER-USER rules of enclaves whose process is gone.
-fn clean_leftovers() {
+/// Deletes the namespaces, veths and DOCKER-USER rules of enclaves whose process is gone. The first
+/// [`Enclave::new`] of a process runs it.
+pub fn clean_leftovers() {
     let gone = |name: &str| owner(name).is_some_and(|pid| !process_alive(pid));
     for entry in fs::read_dir(NETNS_DIR).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -223,4 +229,20 @@ fn clean_leftovers() {
             let _ = Command::new("iptables").arg("-D").args(&words[1..]).output();
         }
     }
+}
+
+/// What is left of the enclave named `name` with veth `veth`: its namespace, its veth, its DOCKER-USER
+/// rules. Empty once it is dropped.
+pub fn remains(name: &str, veth: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if Path::new(NETNS_DIR).join(name).exists() {
+        left.push(format!("network namespace {name}"));
+    }
+    let links = Command::new("ip").args(["-o", "link", "show"]).output().map(|o| o.stdout).unwrap_or_default();
+    if String::from_utf8_lossy(&links).contains(&format!(" {veth}")) {
+        left.push(format!("veth {veth}"));
+    }
+    let rules = Command::new("iptables").args(["-S", "DOCKER-USER"]).output().map(|o| o.stdout).unwrap_or_default();
+    left.extend(String::from_utf8_lossy(&rules).lines().filter(|l| l.contains(veth)).map(|l| format!("rule {l}")));
+    left
 }
