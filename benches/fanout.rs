@@ -395,6 +395,9 @@ fn rpc_russh(fleet: &Sshd, agent: &Path) -> Result<Rpc, String> {
         known_hosts: fleet.known_hosts_path().to_path_buf(),
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(10),
+        keepalive_interval: Some(SshTarget::KEEPALIVE_INTERVAL),
+        keepalive_max: SshTarget::KEEPALIVE_MAX,
+        jumps: Vec::new(),
     };
     // The runtime `bai apply` runs on: two worker threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()

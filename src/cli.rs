@@ -138,6 +138,11 @@ pub struct ConnectArgs {
     /// How many nodes to work on at once
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub parallel: usize,
+
+    /// The OpenSSH client configuration to read for what the lab leaves out (like `ssh -F`); `none` for
+    /// none. Default: `~/.ssh/config` when it exists
+    #[arg(long, env = "BAI_SSH_CONFIG", value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

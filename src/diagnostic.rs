@@ -56,6 +56,7 @@ codes! {
     Conflict => "bai::schema::conflict",
     Duration => "bai::value::duration",
     Size => "bai::value::size",
+    Jump => "bai::value::jump",
     OutOfRange => "bai::value::out_of_range",
     InvalidValue => "bai::value::invalid",
     InvalidName => "bai::name::invalid",

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod generation;
 pub mod gpu;
 pub mod graph;
+pub mod jump;
 pub mod lock;
 pub mod model;
 pub mod mount_destination;

@@ -100,6 +100,9 @@ pub struct SshSettings {
     pub identity: Option<Spanned<String>>,
     pub known_hosts: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<Duration>>,
+    /// `jump="login.lab,bai@gw:2222"`: the jump hosts the node is reached through, first hop first; an
+    /// empty list (`jump="none"`) means directly, whatever the cluster or ssh_config says.
+    pub jump: Option<Spanned<Vec<crate::jump::JumpHost>>>,
 }
 
 /// Health-probe settings (the Kubernetes probe model); unset fields fall back to the cluster's.

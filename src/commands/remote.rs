@@ -14,7 +14,20 @@ pub fn start(connect: &ConnectArgs, config: &Config, printer: &Printer) -> Optio
         unmatched.into_iter().for_each(|f| printer.fail(f));
         return None;
     }
-    Engine::start(connect.accept_new_host_keys, connect.parallel).map_err(|e| printer.fail(e)).ok()
+    Engine::start(connect.accept_new_host_keys, connect.parallel, &ssh_config(connect))
+        .map_err(|e| printer.fail(e))
+        .ok()
+}
+
+/// Which ssh_config to read: `--ssh-config` (or `BAI_SSH_CONFIG`), `none` for none, else `~/.ssh/config`.
+fn ssh_config(connect: &ConnectArgs) -> bai::transport::ssh_config::Source {
+    use bai::transport::ssh_config::Source;
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from);
+    match &connect.ssh_config {
+        Some(path) if path.as_os_str() == "none" => Source::None,
+        Some(path) => Source::File { path: path.clone(), home },
+        None => Source::User { home },
+    }
 }
 
 /// What a command that reaches sessions (`logs`, `exec`, `port-forward`, `cp`) starts from: the lab read

@@ -43,7 +43,8 @@ pub struct RawCluster {
 }
 
 const CLUSTER: NodeSpec = spec("cluster", &[], Args::One("a cluster name"), true);
-const SSH: NodeSpec = spec("ssh", &["user", "port", "identity", "known-hosts", "connect-timeout"], Args::None, false);
+const SSH: NodeSpec =
+    spec("ssh", &["user", "port", "identity", "known-hosts", "connect-timeout", "jump"], Args::None, false);
 const AGENT: NodeSpec = spec("agent", &["binary"], Args::None, false);
 const PROBE: NodeSpec =
     spec("probe", &["interval", "timeout", "failure-threshold", "success-threshold"], Args::None, false);
@@ -219,10 +220,26 @@ fn lower_ssh(ctx: &mut Ctx, node: &KdlNode) -> SshSettings {
             "identity" => ssh.identity = ctx.string(entry, "identity"),
             "known-hosts" => ssh.known_hosts = ctx.string(entry, "known-hosts"),
             "connect-timeout" => ssh.connect_timeout = ctx.duration(entry, "connect-timeout"),
+            "jump" => ssh.jump = ctx.string(entry, "jump").and_then(|text| jump(ctx, text)),
             _ => {}
         }
     }
     ssh
+}
+
+/// `jump="…"` as hops; a malformed value is reported at it.
+fn jump(ctx: &mut Ctx, text: Spanned<String>) -> Option<Spanned<Vec<crate::jump::JumpHost>>> {
+    match crate::jump::parse_jumps(&text.value) {
+        Ok(hops) => Some(Spanned::new(hops, text.loc)),
+        Err(e) => {
+            ctx.push(
+                Problem::error(Code::Jump, format!("invalid `jump`: {}", e.message))
+                    .primary(text.loc, "not a jump host list")
+                    .help(crate::jump::JUMP_HELP),
+            );
+            None
+        }
+    }
 }
 
 fn lower_probe(ctx: &mut Ctx, node: &KdlNode) -> ProbeSettings {

@@ -12,6 +12,7 @@ pub mod scripted;
 pub mod secrets;
 pub mod select;
 pub mod sources;
+pub mod ssh_target;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Observe};
 use crate::state::snapshot::NodeSnapshot;
 use crate::transport::client::{AgentClient, ClientError, Deadlines};
-use crate::transport::ssh::{SshTarget, connect};
+use crate::transport::ssh::{SshError, SshTarget, connect};
+use crate::transport::ssh_config::SshConfig;
 
 /// The vfolder root of a node without `vfolder-root`.
 pub const DEFAULT_VFOLDER_ROOT: &str = "~/.local/share/bai/vfolders";
@@ -38,12 +40,27 @@ pub struct ConnectOptions {
     pub holder: String,
     /// [`connector::Real`] but in tests.
     pub connector: Arc<dyn Connector>,
+    /// The controller's OpenSSH configuration, read once per run: what the lab leaves out of how a node
+    /// is reached.
+    pub ssh_config: Arc<SshConfig>,
 }
 
 impl ConnectOptions {
     /// Nodes reached the real way, this program installed as their agent.
     pub fn new(accept_new_host_keys: bool, agent_binary: PathBuf) -> Self {
-        ConnectOptions { accept_new_host_keys, agent_binary, holder: holder(), connector: Arc::new(connector::Real) }
+        ConnectOptions {
+            accept_new_host_keys,
+            agent_binary,
+            holder: holder(),
+            connector: Arc::new(connector::Real),
+            ssh_config: Arc::default(),
+        }
+    }
+
+    /// The same, with this ssh_config under the lab's SSH settings.
+    pub fn with_ssh_config(mut self, config: SshConfig) -> Self {
+        self.ssh_config = Arc::new(config);
+        self
     }
 }
 
@@ -104,38 +121,16 @@ pub fn vfolder_root(node: &Node) -> String {
     node.vfolder_root.as_ref().map_or_else(|| DEFAULT_VFOLDER_ROOT.to_string(), |r| r.value.clone())
 }
 
-fn expand_tilde(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
-}
-
-/// Where and how to reach a node over SSH: the node's settings over the cluster's over OpenSSH's defaults.
-pub fn ssh_target(cluster: &Cluster, node: &Node, accept_new_host_keys: bool) -> SshTarget {
-    let pick = |n: &Option<crate::source::Spanned<String>>, c: &Option<crate::source::Spanned<String>>| {
-        n.as_ref().or(c.as_ref()).map(|s| s.value.clone())
-    };
-    let user = pick(&node.ssh.user, &cluster.ssh.user)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "root".to_string());
-    SshTarget {
-        node: node.name.value.to_string(),
-        host: node.address.as_ref().map_or_else(|| node.name.value.to_string(), |a| a.value.clone()),
-        port: node.ssh.port.as_ref().or(cluster.ssh.port.as_ref()).map_or(22, |p| p.value),
-        user,
-        identity: pick(&node.ssh.identity, &cluster.ssh.identity).map(|p| expand_tilde(&p)),
-        known_hosts: expand_tilde(
-            &pick(&node.ssh.known_hosts, &cluster.ssh.known_hosts).unwrap_or_else(|| "~/.ssh/known_hosts".into()),
-        ),
-        accept_new_host_keys,
-        connect_timeout: node
-            .ssh
-            .connect_timeout
-            .as_ref()
-            .or(cluster.ssh.connect_timeout.as_ref())
-            .map_or(Duration::from_secs(10), |d| d.value),
-    }
+/// Where and how to reach a node over SSH: the lab over the controller's ssh_config over the defaults
+/// ([`ssh_target::resolve`]).
+pub fn ssh_target(cluster: &Cluster, node: &Node, options: &ConnectOptions) -> Result<SshTarget, SshError> {
+    ssh_target::resolve(
+        cluster,
+        node,
+        &options.ssh_config,
+        options.accept_new_host_keys,
+        &ssh_target::Local::from_env(),
+    )
 }
 
 /// How long the controller waits for the node's agent: the node's `timeouts` over the cluster's over
@@ -203,7 +198,7 @@ pub(crate) async fn start_agent(
             )
         })?
     } else {
-        let target = ssh_target(cluster, node, options.accept_new_host_keys);
+        let target = ssh_target(cluster, node, options).map_err(|e| ssh_failure(name, &e))?;
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
         let path = match session.install_agent(&options.agent_binary).await {
             Ok(path) => path,

@@ -17,12 +17,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine that installs this very program as the agent.
-    pub fn start(accept_new_host_keys: bool, parallel: usize) -> Result<Engine, Failure> {
+    /// An engine that installs this very program as the agent and reads `ssh_config` for what the lab
+    /// leaves out of how a node is reached.
+    pub fn start(
+        accept_new_host_keys: bool,
+        parallel: usize,
+        ssh_config: &crate::transport::ssh_config::Source,
+    ) -> Result<Engine, Failure> {
         let agent_binary = std::env::current_exe().map_err(|e| {
             Failure::error("bai::cli::agent_binary", format!("cannot find the bai binary to install as agent: {e}"))
         })?;
-        Engine::with_options(ConnectOptions::new(accept_new_host_keys, agent_binary), parallel)
+        let ssh_config = crate::transport::ssh_config::load(ssh_config).map_err(|e| Failure::of(&e))?;
+        Engine::with_options(
+            ConnectOptions::new(accept_new_host_keys, agent_binary).with_ssh_config(ssh_config),
+            parallel,
+        )
     }
 
     /// An engine that reaches nodes as `options` say (tests: a scripted connector).

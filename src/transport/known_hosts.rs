@@ -51,7 +51,7 @@ fn host_matches(field: &str, name: &str) -> bool {
 }
 
 /// OpenSSH's `match_pattern`: `*` any run of characters, `?` any one.
-fn glob_matches(s: &[u8], p: &[u8]) -> bool {
+pub(crate) fn glob_matches(s: &[u8], p: &[u8]) -> bool {
     match p.split_first() {
         None => s.is_empty(),
         Some((b'*', rest)) => (0..=s.len()).any(|i| glob_matches(&s[i..], rest)),

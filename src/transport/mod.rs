@@ -8,6 +8,7 @@ pub mod exit_status;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;
+pub mod ssh_config;
 pub mod tunnel;
 
 use tokio::io::{AsyncRead, AsyncWrite};

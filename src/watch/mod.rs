@@ -154,8 +154,8 @@ struct Fleet {
     nodes: BTreeMap<(String, String), NodeHandle>,
 }
 
-fn reach_key(cluster: &Cluster, node: &crate::model::Node) -> String {
-    if node.is_local() { "local".into() } else { format!("{:?}", crate::fleet::ssh_target(cluster, node, false)) }
+fn reach_key(cluster: &Cluster, node: &crate::model::Node, options: &crate::fleet::ConnectOptions) -> String {
+    if node.is_local() { "local".into() } else { format!("{:?}", crate::fleet::ssh_target(cluster, node, options)) }
 }
 
 impl Fleet {
@@ -167,7 +167,11 @@ impl Fleet {
             let watched = Arc::new(Watched::new(cluster.clone()));
             for node in cluster.nodes.iter().filter(|n| select::selected(n, &self.shared.options.selectors)) {
                 let key = (cluster.name.value.to_string(), node.name.value.to_string());
-                wanted.insert(key, (watched.clone(), reach_key(cluster, node), node::address(cluster, node)));
+                let connect = &self.shared.options.connect;
+                wanted.insert(
+                    key,
+                    (watched.clone(), reach_key(cluster, node, connect), node::address(cluster, node, connect)),
+                );
             }
         }
         let gone: Vec<(String, String)> = self.nodes.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
@@ -310,7 +314,7 @@ pub async fn once(
                     .nodes
                     .entry(node.name.value.to_string())
                     .or_default();
-                entry.address = node::address(cluster, node);
+                entry.address = node::address(cluster, node, &shared.options.connect);
             }
             work.push(tokio::spawn(node::once(watched.clone(), node.name.value.to_string(), shared.clone())));
         }

@@ -38,12 +38,14 @@ const SLOW_HEAL: Duration = Duration::from_secs(5);
 const IDLE_PROBE_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a node is reached, shown in the status.
-pub fn address(cluster: &Cluster, node: &Node) -> String {
+pub fn address(cluster: &Cluster, node: &Node, options: &fleet::ConnectOptions) -> String {
     if node.is_local() {
-        "local".to_string()
-    } else {
-        let t = fleet::ssh_target(cluster, node, false);
-        format!("{}:{}", t.host, t.port)
+        return "local".to_string();
+    }
+    match fleet::ssh_target(cluster, node, options) {
+        Ok(t) => format!("{}:{}", t.host, t.port),
+        // The reason is the node's error when it connects; the status shows where it would go.
+        Err(_) => node.address.as_ref().map_or_else(|| node.name.value.to_string(), |a| a.value.clone()),
     }
 }
 
@@ -218,7 +220,9 @@ fn connect(watched: &Arc<Watched>, node: &str, shared: &WatchContext) -> Connect
             return Err(NodeFailure::unreachable(&node, "bai::watch::not_in_file", "not in the file".into(), None));
         };
         // Connecting is bounded by the SSH connect timeout; installing and starting the agent gets as long again.
-        let limit = fleet::ssh_target(&watched.cluster, model, false).connect_timeout * 2;
+        let limit = fleet::ssh_target(&watched.cluster, model, &options.connect)
+            .map_or(fleet::ssh_target::DEFAULT_CONNECT_TIMEOUT, |t| t.connect_timeout)
+            * 2;
         match tokio::time::timeout(limit, fleet::open(&watched.cluster, model, &options.connect, false)).await {
             Ok(result) => result,
             Err(_) => Err(NodeFailure::unreachable(

@@ -3,7 +3,9 @@
 //! N `/usr/sbin/sshd -D -e -f CFG -E LOG` on 127.0.0.1, each on its own port with a throwaway ed25519
 //! host key and its own `$HOME` (sshd's `SetEnv HOME=…`, owned by the login user `bai-test`), all
 //! accepting one throwaway client key; a known_hosts file with every server's line. Tests never see each
-//! other's agent installs or files, and nothing is left behind in `/home/bai-test`.
+//! other's agent installs or files, and nothing is left behind in `/home/bai-test`. [`Sshd::start_in`]
+//! starts them inside a network namespace instead, each on the address and port given (through `nsenter
+//! --net`, ready when its log says it listens): nodes only a jump host reaches.
 //!
 //! `MaxStartups 500:30:1000` lets hundreds of connections in at once (OpenSSH's default, 10:30:100,
 //! starts refusing unauthenticated connections at 10). The servers and everything under them (per
@@ -40,6 +42,10 @@ pub struct Sshd {
 }
 
 struct Node {
+    /// The address sshd listens on: 127.0.0.1, or one of a network namespace ([`Sshd::start_in`]).
+    listen: String,
+    /// The network namespace (a name under /run/netns) sshd runs in; `None`: the machine's own.
+    netns: Option<String>,
     port: u16,
     dir: PathBuf,
     config: PathBuf,
@@ -50,6 +56,8 @@ struct Node {
     env: Vec<String>,
     /// Whether the server dies with the thread that started it.
     bound: bool,
+    /// The log's length when the server was last launched.
+    log_from: u64,
 }
 
 impl Sshd {
@@ -64,9 +72,24 @@ impl Sshd {
         Sshd::launch_all(n, tag, true)
     }
 
+    /// Servers inside the network namespace `netns` (a name under /run/netns), one per `(address, port)`
+    /// given, all accepting the same client key as [`start`](Self::start)'s. Unreachable from this
+    /// machine's own namespace unless the address is one it routes to: what tests of jump hosts need.
+    pub fn start_in(netns: &str, listen: &[(&str, u16)]) -> Sshd {
+        let places: Vec<(String, Option<String>, u16)> =
+            listen.iter().map(|(address, port)| (address.to_string(), Some(netns.to_string()), *port)).collect();
+        Sshd::launch(&places, "test", false).unwrap_or_else(|why| panic!("{why}"))
+    }
+
     /// `bound`: each server gets SIGKILL when the thread that started it ends ([`die_with_parent`]); not
     /// for tests, whose helpers may restart a server from a thread that ends first.
     fn launch_all(n: usize, tag: &str, bound: bool) -> Result<Sshd, String> {
+        let places: Vec<(String, Option<String>, u16)> = (0..n).map(|_| ("127.0.0.1".to_string(), None, 0)).collect();
+        Sshd::launch(&places, tag, bound)
+    }
+
+    /// One server per `(address, network namespace, port)`; port 0: a free one of this machine's.
+    fn launch(places: &[(String, Option<String>, u16)], tag: &str, bound: bool) -> Result<Sshd, String> {
         let (uid, gid) = test_user()?;
         if !Path::new(SSHD).exists() {
             return Err(format!("{SSHD} is missing: run scripts/test (as root) once, it installs openssh-server"));
@@ -88,7 +111,7 @@ impl Sshd {
         set_mode(&authorized_keys, 0o644)?;
 
         let mut sshd = Sshd { known_hosts: dir.path().join("known_hosts"), dir, client_key, nodes: Vec::new() };
-        for i in 0..n {
+        for (i, (listen, netns, port)) in places.iter().enumerate() {
             let node_dir = sshd.dir.path().join(format!("node{i}"));
             fs::create_dir(&node_dir).map_err(|e| format!("cannot create {}: {e}", node_dir.display()))?;
             set_mode(&node_dir, 0o755)?;
@@ -100,7 +123,9 @@ impl Sshd {
             set_mode(&home, 0o700)?;
             // Pushed before it starts, so that dropping the harness stops it whatever happens next.
             sshd.nodes.push(Node {
-                port: 0,
+                listen: listen.clone(),
+                netns: netns.clone(),
+                port: *port,
                 config: node_dir.join("sshd_config"),
                 log: node_dir.join("sshd.log"),
                 dir: node_dir,
@@ -108,12 +133,19 @@ impl Sshd {
                 extra: String::new(),
                 env: Vec::new(),
                 bound,
+                log_from: 0,
             });
             if let Some(node) = sshd.nodes.last_mut() {
-                node.launch_on_free_port(&authorized_keys)?;
+                if node.port == 0 {
+                    node.launch_on_free_port(&authorized_keys)?;
+                } else {
+                    node.write_config(&authorized_keys)?;
+                    node.launch()?;
+                    node.wait_ready().map_err(|why| format!("sshd did not start: {why}\n{}", node.log_text()))?;
+                }
             }
         }
-        let all: Vec<usize> = (0..n).collect();
+        let all: Vec<usize> = (0..places.len()).collect();
         sshd.write_known_hosts(&sshd.known_hosts, &all);
         Ok(sshd)
     }
@@ -142,7 +174,18 @@ impl Sshd {
     }
 
     pub fn known_hosts_line(&self, i: usize) -> String {
-        format!("[127.0.0.1]:{} {}", self.port(i), self.host_pubkey(i))
+        format!("[{}]:{} {}", self.nodes[i].listen, self.port(i), self.host_pubkey(i))
+    }
+
+    /// The address node `i` listens on.
+    pub fn address(&self, i: usize) -> &str {
+        &self.nodes[i].listen
+    }
+
+    /// The host key's SHA-256 fingerprint as ssh prints it (`SHA256:…`).
+    pub fn host_fingerprint(&self, i: usize) -> String {
+        let out = Command::new("ssh-keygen").arg("-lf").arg(self.host_pubkey_path(i)).output().expect("ssh-keygen -lf");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_string()
     }
 
     /// Writes a known_hosts file trusting the nodes in `which`.
@@ -190,13 +233,16 @@ impl Sshd {
     pub fn target(&self, i: usize) -> SshTarget {
         SshTarget {
             node: self.node_name(i),
-            host: "127.0.0.1".to_owned(),
+            host: self.nodes[i].listen.clone(),
             port: self.port(i),
             user: USER.to_owned(),
             identity: Some(self.client_key.clone()),
             known_hosts: self.known_hosts.clone(),
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Some(SshTarget::KEEPALIVE_INTERVAL),
+            keepalive_max: SshTarget::KEEPALIVE_MAX,
+            jumps: Vec::new(),
         }
     }
 
@@ -268,7 +314,7 @@ impl Node {
         let dir = &self.dir;
         let config = format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
+             ListenAddress {listen}\n\
              HostKey {host_key}\n\
              PidFile {pid}\n\
              AuthorizedKeysFile {authorized_keys}\n\
@@ -286,6 +332,7 @@ impl Node {
              SetEnv HOME={home}{env}\n\
              {extra}",
             port = self.port,
+            listen = self.listen,
             host_key = dir.join("host_key").display(),
             pid = dir.join("sshd.pid").display(),
             authorized_keys = authorized_keys.display(),
@@ -297,7 +344,18 @@ impl Node {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new(SSHD);
+        // In a namespace: `nsenter --net` execs sshd there (no fork: the child is sshd itself). Not `ip netns
+        // exec`, which also remounts /sys for the command.
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/run/netns/{netns}")).arg(SSHD);
+                cmd
+            }
+            None => Command::new(SSHD),
+        };
+        // Where this run's lines start in the log (`-E` appends): readiness is read from there on.
+        self.log_from = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         cmd.arg("-D")
             .arg("-e")
             .arg("-f")
@@ -322,7 +380,17 @@ impl Node {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("sshd exited ({status})"));
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // A server in another namespace cannot be dialled from here: it says in its log that it listens.
+            let listening = match &self.netns {
+                None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+                Some(_) => {
+                    let log = fs::read(&self.log).unwrap_or_default();
+                    let fresh =
+                        String::from_utf8_lossy(log.get(self.log_from as usize..).unwrap_or_default()).into_owned();
+                    fresh.contains(&format!("Server listening on {} port {}", self.listen, self.port))
+                }
+            };
+            if listening {
                 // The port answered: make sure it is our sshd, not a process that took the port first.
                 return match child.try_wait() {
                     Ok(None) => Ok(()),

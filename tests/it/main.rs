@@ -4,6 +4,7 @@ mod agent;
 mod agent_identity;
 mod apply_local;
 mod apply_ssh;
+mod bastion;
 mod ci_example;
 mod cli;
 mod compromised_node;

@@ -2,18 +2,18 @@
 //! OpenSSH node (the agent runs as its SSH user) and the machine's Docker engine; `exec -it` driven
 //! through a real terminal (tmux); the forwarded port read by a real HTTP client (curl).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::support::images::docker_ok;
 use crate::support::lab::{SshLab, text};
+use crate::support::running::Running;
 use crate::support::{stderr_of, stdout_of};
 
 fn bai_path() -> PathBuf {
@@ -36,82 +36,12 @@ fn reach(lab: &SshLab, command: &str, rest: &[&str]) -> std::process::Output {
     lab.bai(&args)
 }
 
-/// A running `bai` whose stdout lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(lab: &SshLab, command: &str, rest: &[&str]) -> Running {
-        let mut child = Command::new(bai_path())
-            .arg(command)
-            .arg(lab.path())
-            .args(rest)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("bai starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines, seen: Vec::new() }
-    }
-
-    /// Waits up to `within` for a line `want` accepts; every line read is kept.
-    #[track_caller]
-    fn wait_for(&mut self, what: &str, within: Duration, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("no {what} within {within:?}; lines: {:?}\nstderr: {err}", self.seen);
-                }
-            }
-        }
-    }
-
-    /// Waits for the process to end by itself within `within`; its exit code.
-    #[track_caller]
-    fn ends_within(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("bai did not end within {within:?}; lines: {:?}", self.seen);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `bai COMMAND LAB REST…` running, its stdout lines read as they come.
+fn running(lab: &SshLab, command: &str, rest: &[&str]) -> Running {
+    let lab_path = lab.path();
+    let mut args = vec![command, lab_path.to_str().expect("utf-8 path")];
+    args.extend_from_slice(rest);
+    Running::start(&args)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -161,7 +91,7 @@ fn logs_tail_since_follow_and_restarts() {
 
     // --follow sees a new line within a second, and ends by itself when the container stops.
     // (Without --tail: which stream's line is the log's last is the engine's call.)
-    let mut follow = Running::start(&lab, "logs", &["talker", "--follow"]);
+    let mut follow = running(&lab, "logs", &["talker", "--follow"]);
     follow.wait_for("the last line", Duration::from_secs(10), |l| l == "out 4");
     let written = Instant::now();
     let said = reach(&lab, "exec", &["talker", "--", "/bin/busybox", "sh", "-c", "echo fresh line > /proc/1/fd/1"]);
@@ -174,7 +104,7 @@ fn logs_tail_since_follow_and_restarts() {
 
     // A container the engine restarts is followed across its restarts: each new run's `boot` line, once.
     let restarts_before = restart_count(&lab, "bouncer");
-    let mut bouncing = Running::start(&lab, "logs", &["bouncer", "--follow", "--tail", "0"]);
+    let mut bouncing = running(&lab, "logs", &["bouncer", "--follow", "--tail", "0"]);
     for _ in 0..2 {
         bouncing.wait_for("a boot after a restart", Duration::from_secs(20), |l| l == "boot");
     }
@@ -398,7 +328,7 @@ const WEB: &str = r#"    session "webserver" image="box" node="node0" {
 #[test]
 fn port_forward_carries_http_and_bad_input_is_refused_clearly() {
     let lab = lab_with("fwd", WEB);
-    let mut forward = Running::start(&lab, "port-forward", &["webserver", ":http", ":8080"]);
+    let mut forward = running(&lab, "port-forward", &["webserver", ":http", ":8080"]);
     let mut ports = Vec::new();
     for _ in 0..2 {
         let line =

@@ -105,6 +105,34 @@ pub enum SshError {
         source: Box<russh::Error>,
     },
 
+    /// A jump host on the way to the node failed: its host key, its login, its connection, or its refusal
+    /// to open a channel onwards. `help` is what to do about it.
+    #[error("node `{node}`: jump host {}: {}", .hop.named(), .hop.reason)]
+    #[diagnostic(code(bai::ssh::jump))]
+    Jump {
+        node: String,
+        hop: Box<HopFailure>,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// The jump hosts of a node do not make a way to it: a loop of `ProxyJump`s, or too many hops.
+    #[error("node `{node}`: {reason}")]
+    #[diagnostic(
+        code(bai::ssh::jump),
+        help("check the `ProxyJump` lines of ssh_config for the hosts named, and the lab's `ssh jump=`")
+    )]
+    JumpRoute { node: String, reason: String },
+
+    #[error("node `{node}`: ssh_config gives `{host}` a ProxyCommand ({origin}), which bai does not run")]
+    #[diagnostic(
+        code(bai::ssh::proxy_command),
+        help(
+            "bai runs no local shell line to reach a node: name the jump hosts with `ProxyJump` (or the lab's `ssh jump=`), which bai follows over `direct-tcpip` channels, or write `ProxyCommand none` in a block for this host"
+        )
+    )]
+    ProxyCommand { node: String, host: String, origin: String },
+
     #[error("node `{node}` ({}): {what}", at(.host, .port))]
     #[diagnostic(code(bai::ssh::io))]
     Io {
@@ -115,6 +143,32 @@ pub enum SshError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Which jump host failed and how.
+#[derive(Debug)]
+pub struct HopFailure {
+    /// The hop as written (`login.lab`, `bai@gw:2222`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// What went wrong there.
+    pub reason: String,
+    /// The hop's own error, as it would read for a node (`UnknownHostKey`, `AuthFailed`, …); `None` when
+    /// the hop itself was fine and would not go on.
+    pub inner: Option<SshError>,
+}
+
+impl HopFailure {
+    /// `` `login.lab` (10.0.0.2:22) ``, or `` `10.0.0.2:22` `` alone where that is how the hop was written.
+    fn named(&self) -> String {
+        let at = at(&self.host, &self.port);
+        if self.name == at || self.name.ends_with(&format!("@{at}")) {
+            format!("`{}`", self.name)
+        } else {
+            format!("`{}` ({at})", self.name)
+        }
+    }
 }
 
 pub(super) fn tried_list(tried: &[String]) -> String {

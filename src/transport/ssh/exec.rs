@@ -72,7 +72,7 @@ impl RemoteStatus {
 /// stream outlives a dropped [`SshSession`].
 pub(super) struct ExecChannel {
     pub(super) write: Option<ChannelWriteHalf<Msg>>,
-    pub(super) _session: Arc<Handle<Client>>,
+    pub(super) _session: Arc<Connection>,
 }
 
 impl Drop for ExecChannel {

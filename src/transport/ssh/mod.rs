@@ -8,8 +8,13 @@
 //! channel as bytes (stdin) and never meets a shell.
 //!
 //! Here: the target, the session and connecting. Beside it: `error` (every failure, with its code),
-//! `host_key` (checking inside the handshake), `auth` (identity file or ssh-agent), `exec` (fixed
-//! commands, processes, the agent's stream), `install` (the agent binary under its content address).
+//! `host_key` (checking inside the handshake), `auth` (identity file or ssh-agent), `jump` (through jump
+//! hosts, one shared connection per hop), `exec` (fixed commands, processes, the agent's stream),
+//! `install` (the agent binary under its content address).
+//!
+//! A node behind jump hosts gets the same [`SshSession`] as any: its session runs inside a `direct-tcpip`
+//! channel of the last hop instead of a TCP connection, so everything built on a session (the agent's
+//! stream, `port-forward`'s channels through [`super::tunnel::Tunnel`]) works through the hops unchanged.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -18,7 +23,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use std::time::SystemTime;
 
-use futures_util::TryFutureExt;
 use russh::client::{self, AuthResult, Handle, Msg};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
@@ -49,8 +53,30 @@ pub struct SshTarget {
     /// Trust and record a host key never seen before, like OpenSSH's `StrictHostKeyChecking=accept-new`.
     /// A changed key is refused regardless.
     pub accept_new_host_keys: bool,
-    /// Limit for TCP connect, key exchange and authentication together.
+    /// Limit for TCP connect, key exchange and authentication together, every jump host included.
     pub connect_timeout: Duration,
+    /// How often an idle connection asks the server whether it is there (`None`: never), and after how
+    /// many unanswered asks it is given up: OpenSSH's `ServerAliveInterval` and `ServerAliveCountMax`.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_max: usize,
+    /// The jump hosts passed through, first hop first; empty: directly.
+    pub jumps: Vec<Hop>,
+}
+
+impl SshTarget {
+    /// bai's keepalive when ssh_config says nothing: a dead connection is noticed within a minute.
+    pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+    pub const KEEPALIVE_MAX: usize = 3;
+}
+
+/// One jump host on the way to a node.
+#[derive(Clone, Debug)]
+pub struct Hop {
+    /// The hop as the lab or ssh_config wrote it (`login.lab`, `bai@gw:2222`), for messages.
+    pub name: String,
+    /// How to log in to it: its host, port, user, keys and known_hosts (its `jumps` are empty: the hops
+    /// before it are the ones before it in [`SshTarget::jumps`]).
+    pub target: SshTarget,
 }
 
 mod auth;
@@ -58,6 +84,7 @@ mod error;
 mod exec;
 mod host_key;
 mod install;
+mod jump;
 
 pub use auth::*;
 pub use error::*;
@@ -67,10 +94,25 @@ pub use install::*;
 
 /// One authenticated SSH connection to a node. Channels open concurrently on it (`&self`).
 pub struct SshSession {
-    handle: Arc<Handle<Client>>,
+    handle: Arc<Connection>,
     node: String,
     host: String,
     port: u16,
+}
+
+/// An authenticated connection, and the jump host's connection it runs inside (none when it was made
+/// directly): held so that the hops under a connection live as long as it does, whatever the cache of
+/// [`jump`] does meanwhile.
+struct Connection {
+    handle: Handle<Client>,
+    _via: Option<Arc<Connection>>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Handle<Client>;
+    fn deref(&self) -> &Handle<Client> {
+        &self.handle
+    }
 }
 
 /// russh's own list with AES-256-GCM moved ahead of ChaCha20-Poly1305.
@@ -82,11 +124,11 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 
-fn client_config() -> client::Config {
+fn client_config(target: &SshTarget) -> client::Config {
     client::Config {
         // TCP_NODELAY is set by `open_stream` (russh's `nodelay` applies only when russh connects itself).
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 3,
+        keepalive_interval: target.keepalive_interval,
+        keepalive_max: target.keepalive_max,
         // AES-GCM first: with AES-NI it seals a small packet (a ping, its answer) for less than ring's
         // ChaCha20-Poly1305, whose software path showed in the watcher's profile; both are AEADs OpenSSH
         // offers by default (BENCHMARKS.md has the A/B, within the run-to-run noise).
@@ -98,8 +140,8 @@ fn client_config() -> client::Config {
     }
 }
 
-/// Opens and authenticates a connection; the whole of it bounded by `target.connect_timeout`. Without an
-/// identity file, keys come from [`KeySources::from_env`].
+/// Opens and authenticates a connection, through the target's jump hosts if it has any; the whole of it
+/// bounded by `target.connect_timeout`. Without an identity file, keys come from [`KeySources::from_env`].
 pub async fn connect(target: &SshTarget) -> Result<SshSession, SshError> {
     connect_with(target, &KeySources::from_env()).await
 }
@@ -111,6 +153,52 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
         Some(path) => Some((path.as_path(), load_identity(target, path)?)),
         None => None,
     };
+    // Which hop the chain has reached, to say where the time went when it runs out.
+    let reached = Mutex::new(None);
+    let attempt = async {
+        if target.jumps.is_empty() {
+            let stream = open_stream(target).await.map_err(|e| connect_error(target, e))?;
+            Ok(Connection { handle: handshake(target, stream, explicit, keys).await?, _via: None })
+        } else {
+            let (stream, via) = jump::channel_to(target, keys, &reached).await?;
+            Ok(Connection { handle: handshake(target, stream, explicit, keys).await?, _via: Some(via) })
+        }
+    };
+    let connection = match tokio::time::timeout(target.connect_timeout, attempt).await {
+        Ok(result) => result?,
+        Err(_) => {
+            let seconds = target.connect_timeout.as_secs_f64();
+            let hop = reached.lock().unwrap_or_else(PoisonError::into_inner).and_then(|i| target.jumps.get(i));
+            return Err(match hop {
+                Some(hop) => jump::timeout(target, hop, seconds),
+                None => SshError::ConnectTimeout {
+                    node: target.node.clone(),
+                    host: target.host.clone(),
+                    port: target.port,
+                    seconds,
+                },
+            });
+        }
+    };
+    Ok(SshSession {
+        handle: Arc::new(connection),
+        node: target.node.clone(),
+        host: target.host.clone(),
+        port: target.port,
+    })
+}
+
+/// The SSH handshake over `stream` (a TCP connection, or a channel through a jump host): host key checked
+/// against `target`'s known_hosts under its own `[host]:port`, then authentication.
+async fn handshake<S>(
+    target: &SshTarget,
+    stream: S,
+    explicit: Option<(&Path, PrivateKey)>,
+    keys: &KeySources,
+) -> Result<Handle<Client>, SshError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let verdict = Arc::new(Mutex::new(None));
     let handler = Client {
         host: target.host.clone(),
@@ -119,34 +207,22 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
         accept_new: target.accept_new_host_keys,
         verdict: Arc::clone(&verdict),
     };
-    let attempt = async {
-        let mut handle = open_stream(target)
-            .and_then(|stream| client::connect_stream(Arc::new(client_config()), stream, handler))
-            .await
-            .map_err(|source| {
-                let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
-                host_key_error(target, verdict).unwrap_or_else(|| SshError::Connect {
-                    node: target.node.clone(),
-                    host: target.host.clone(),
-                    port: target.port,
-                    source: Box::new(source),
-                })
-            })?;
-        authenticate(&mut handle, target, explicit, keys).await?;
-        Ok(handle)
-    };
-    let handle = match tokio::time::timeout(target.connect_timeout, attempt).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(SshError::ConnectTimeout {
-                node: target.node.clone(),
-                host: target.host.clone(),
-                port: target.port,
-                seconds: target.connect_timeout.as_secs_f64(),
-            });
-        }
-    };
-    Ok(SshSession { handle: Arc::new(handle), node: target.node.clone(), host: target.host.clone(), port: target.port })
+    let mut handle =
+        client::connect_stream(Arc::new(client_config(target)), stream, handler).await.map_err(|source| {
+            let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
+            host_key_error(target, verdict).unwrap_or_else(|| connect_error(target, source))
+        })?;
+    authenticate(&mut handle, target, explicit, keys).await?;
+    Ok(handle)
+}
+
+fn connect_error(target: &SshTarget, source: russh::Error) -> SshError {
+    SshError::Connect {
+        node: target.node.clone(),
+        host: target.host.clone(),
+        port: target.port,
+        source: Box::new(source),
+    }
 }
 
 /// How much of the server's output one read takes in: a whole packet or several, where russh alone reads

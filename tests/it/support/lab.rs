@@ -51,7 +51,8 @@ impl<N> std::ops::DerefMut for Lab<N> {
 }
 
 impl<N> Lab<N> {
-    fn with(prefix: &str, nodes: N) -> Self {
+    /// A lab on `nodes` of any kind; the cluster name starts with `prefix`.
+    pub fn with(prefix: &str, nodes: N) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         Lab { dir, cluster, nodes }

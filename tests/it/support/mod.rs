@@ -12,7 +12,8 @@ pub fn root() -> PathBuf {
 /// The real `bai` binary, run from the repository root without colour.
 pub fn bai() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("bai").expect("the bai binary is built for tests");
-    cmd.current_dir(root()).env("NO_COLOR", "1").env_remove("RUST_BACKTRACE");
+    // No ssh_config of the machine's: a test that wants one names it (`--ssh-config` wins over this).
+    cmd.current_dir(root()).env("NO_COLOR", "1").env("BAI_SSH_CONFIG", "none").env_remove("RUST_BACKTRACE");
     cmd
 }
 
@@ -52,9 +53,11 @@ pub fn json(text: &str) -> serde_json::Value {
 pub mod browser;
 #[path = "../../harness/dockerd.rs"]
 pub mod dockerd;
+pub mod enclave;
 pub mod images;
 pub mod lab;
 pub mod load;
+pub mod running;
 #[path = "../../harness/sshd.rs"]
 pub mod sshd;
 
