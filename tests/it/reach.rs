@@ -102,6 +102,22 @@ fn logs_tail_since_follow_and_restarts() {
     docker_ok(&["stop", "-t", "1", &lab.container_name("talker")]);
     assert_eq!(follow.ends_within(Duration::from_secs(15)), Some(0), "follow ends when the container stops");
 
+    // --all: every session, each line led by its name, padded to the longest; whole lines only.
+    let all = reach(&lab, "logs", &["--all", "--since", "1h"]);
+    assert_eq!(all.status.code(), Some(0), "{}", text(&all));
+    let out = stdout_of(&all);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"talker  | out 4") && lines.contains(&"bouncer | boot"), "{}", text(&all));
+    assert!(lines.iter().all(|l| l.starts_with("talker  | ") || l.starts_with("bouncer | ")), "{}", text(&all));
+    assert!(stderr_of(&all).lines().any(|l| l == "talker  | err 0"), "{}", text(&all));
+
+    // A follow stops cleanly on SIGINT (Ctrl-C), exit 0.
+    let mut interrupted = running(&lab, "logs", &["bouncer", "--follow", "--tail", "1"]);
+    interrupted.wait_for("a boot line", Duration::from_secs(10), |l| l == "boot");
+    let pid = interrupted.child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill runs").success());
+    assert_eq!(interrupted.ends_within(Duration::from_secs(5)), Some(0), "SIGINT ends a follow cleanly");
+
     // A container the engine restarts is followed across its restarts: each new run's `boot` line, once.
     let restarts_before = restart_count(&lab, "bouncer");
     let mut bouncing = running(&lab, "logs", &["bouncer", "--follow", "--tail", "0"]);
