@@ -51,6 +51,12 @@
 //! cost per node (median time / N) and, with two or more counts, the marginal cost of one more node
 //! (the difference of the medians of the smallest and largest count over the difference in nodes).
 //!
+//! Each round also counts the CPU it cost, per node (issue 15: what a no-op costs the nodes): the
+//! controller's (this bench's reaped children: the `ssh` clients, or `bai`, from `getrusage`), the nodes'
+//! sshd with everything they ran (the agent included: the listeners' own and reaped children's ticks in
+//! `/proc/PID/stat`, read after a pause that lets sshd reap), and the Docker engine's (`dockerd`'s own
+//! ticks; one engine serves every node here, as one would on each real node).
+//!
 //! The warm-RPC latency: one agent, after `hello` (without the lease), answers 200 `ping` requests sent
 //! one at a time (write the line, flush, read the reply line); median and 99th percentile of the round
 //! trip, over three transports:
@@ -160,6 +166,9 @@ struct Row {
     nodes: usize,
     ssh: Stat,
     bai: Stat,
+    /// CPU per node of one round, in ms (median of the runs).
+    ssh_cpu: Cpu,
+    bai_cpu: Cpu,
 }
 
 /// One transport's warm round trips, in milliseconds.
@@ -190,9 +199,21 @@ fn bench_main() -> Result<(), String> {
         ssh_true(&fleet, n)?;
         bai_noop(&lab, n)?;
         let (mut ssh, mut noop) = (Vec::new(), Vec::new());
+        let (mut ssh_cpu, mut bai_cpu) = (Vec::new(), Vec::new());
         for run in 1..=options.runs {
+            // Each snapshot after a pause outside the timed part: sshd reaps its per-connection children
+            // (whose CPU it then counts) a moment after the client is done.
+            let settle = || std::thread::sleep(Duration::from_millis(300));
+            settle();
+            let before = Cpu::now(&fleet);
             ssh.push(ssh_true(&fleet, n)?.as_secs_f64());
+            settle();
+            let between = Cpu::now(&fleet);
             noop.push(bai_noop(&lab, n)?.as_secs_f64());
+            settle();
+            let after = Cpu::now(&fleet);
+            ssh_cpu.push(between.since(&before).per_node(n));
+            bai_cpu.push(after.since(&between).per_node(n));
             eprintln!(
                 "fanout: {n} nodes, run {run}/{}: ssh true {:.3} s, bai no-op {:.3} s",
                 options.runs,
@@ -200,7 +221,13 @@ fn bench_main() -> Result<(), String> {
                 noop[run - 1]
             );
         }
-        rows.push(Row { nodes: n, ssh: Stat::of(&ssh), bai: Stat::of(&noop) });
+        rows.push(Row {
+            nodes: n,
+            ssh: Stat::of(&ssh),
+            bai: Stat::of(&noop),
+            ssh_cpu: Cpu::median(&ssh_cpu),
+            bai_cpu: Cpu::median(&bai_cpu),
+        });
 
         if rpcs.is_empty() {
             eprintln!("fanout: warm RPC latency");
@@ -497,6 +524,79 @@ impl Stat {
     }
 }
 
+/// CPU time in ms spent by the parts of a round: this bench's children (the `ssh` clients, or `bai`, the
+/// controller), the nodes' sshd (the listeners and, once reaped, every per-connection sshd and what it ran:
+/// the agent), and the machine's Docker engine (`dockerd` itself; it serves every node here).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    controller: f64,
+    sshd: f64,
+    dockerd: f64,
+}
+
+impl Cpu {
+    fn now(fleet: &Sshd) -> Cpu {
+        // SAFETY: getrusage writes one rusage through the pointer given; sysconf reads a constant.
+        let (children, tick) = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+            (usage, libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64)
+        };
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+        let ticks_ms = |pids: &[i32], with_children: bool| -> f64 {
+            pids.iter().map(|&pid| proc_ticks(pid, with_children)).sum::<u64>() as f64 * 1e3 / tick
+        };
+        Cpu {
+            controller: ms(children.ru_utime) + ms(children.ru_stime),
+            sshd: ticks_ms(&fleet.listener_pids(), true),
+            dockerd: ticks_ms(&pids_named("dockerd"), false),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            controller: self.controller - before.controller,
+            sshd: self.sshd - before.sshd,
+            dockerd: self.dockerd - before.dockerd,
+        }
+    }
+
+    fn per_node(&self, n: usize) -> Cpu {
+        let n = n as f64;
+        Cpu { controller: self.controller / n, sshd: self.sshd / n, dockerd: self.dockerd / n }
+    }
+
+    fn total(&self) -> f64 {
+        self.controller + self.sshd + self.dockerd
+    }
+
+    fn median(samples: &[Cpu]) -> Cpu {
+        let of = |f: fn(&Cpu) -> f64| Stat::of(&samples.iter().map(f).collect::<Vec<_>>()).median;
+        Cpu { controller: of(|c| c.controller), sshd: of(|c| c.sshd), dockerd: of(|c| c.dockerd) }
+    }
+}
+
+/// utime + stime (and, with `children`, cutime + cstime) of a process, in clock ticks; 0 when it is gone.
+fn proc_ticks(pid: i32, children: bool) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // The command name may hold spaces and parentheses: the fields start after the last `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    match fields.as_slice() {
+        [utime, stime, cutime, cstime] => utime + stime + if children { cutime + cstime } else { 0 },
+        _ => 0,
+    }
+}
+
+/// The pids of processes whose command name is `name`.
+fn pids_named(name: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
 fn verdict(value: f64, ok: bool) -> String {
     format!("**{value:.2}** {}", if ok { "PASS" } else { "MISS" })
 }
@@ -550,6 +650,26 @@ fn print_report(options: &Options, rows: &[Row], rpcs: &[Rpc], agent_hash: &str)
             (last.bai.median - first.bai.median) / extra * 1e3,
             (last.ssh.median - first.ssh.median) / extra * 1e3,
         );
+    }
+    println!();
+    println!(
+        "CPU per node of one round, ms (median of the runs): the controller (the `ssh` clients, or `bai`), \
+         the nodes' sshd with what they ran (the agent), the Docker engine (`dockerd`):\n"
+    );
+    println!("| nodes | what | controller | sshd + agent | dockerd | total | total / ssh `true` |");
+    println!("|--:|---|--:|--:|--:|--:|--:|");
+    for row in rows {
+        for (what, cpu) in [("ssh `true`", row.ssh_cpu), ("bai no-op", row.bai_cpu)] {
+            println!(
+                "| {} | {what} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                row.nodes,
+                cpu.controller,
+                cpu.sshd,
+                cpu.dockerd,
+                cpu.total(),
+                cpu.total() / row.ssh_cpu.total().max(f64::MIN_POSITIVE),
+            );
+        }
     }
     println!();
     println!("| warm RPC (`ping`, {PINGS} in a row) | median ms | p99 ms | max ms | median < {MAX_RPC_MS} ms |");
