@@ -20,12 +20,8 @@ pub fn run(args: &LogsArgs, cluster: Option<&str>, printer: &Printer) -> Outcome
             Some(target) => vec![target],
             None => return Outcome::Failed,
         },
-        None => lab
-            .config()
-            .clusters
-            .iter()
-            .flat_map(|c| c.sessions.iter().map(move |s| (c, s)))
-            .filter_map(|(_, s)| reach::find(lab.config(), s.name.value.as_str()).ok())
+        None => reach::all(lab.config())
+            .into_iter()
             .filter(|t| bai::fleet::select::selected(t.node, &args.connect.on))
             .collect(),
     };

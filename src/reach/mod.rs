@@ -26,44 +26,50 @@ pub struct Target<'a> {
     pub session: &'a Session,
 }
 
-impl Target<'_> {
-    pub fn cluster_name(&self) -> &str {
+impl<'a> Target<'a> {
+    pub fn cluster_name(&self) -> &'a str {
         self.cluster.name.value.as_str()
     }
 
-    pub fn node_name(&self) -> &str {
+    pub fn node_name(&self) -> &'a str {
         self.node.name.value.as_str()
     }
 
-    pub fn session_name(&self) -> &str {
+    pub fn session_name(&self) -> &'a str {
         self.session.name.value.as_str()
     }
+}
+
+/// Every session of `config` (its clusters as `--cluster` left them) with its cluster and node, in file
+/// order. Validation refuses a session on an unknown node before any command gets here; such a session
+/// would be left out.
+pub fn all(config: &Config) -> Vec<Target<'_>> {
+    config
+        .clusters
+        .iter()
+        .flat_map(|cluster| {
+            cluster.sessions.iter().filter_map(move |session| {
+                let node = cluster.nodes.iter().find(|n| n.name.value == session.node.value)?;
+                Some(Target { cluster, node, session })
+            })
+        })
+        .collect()
 }
 
 /// The session named `name` in `config` (its clusters as `--cluster` left them), or why there is none: an
 /// unknown name (with the nearest one), or a name several clusters use (`--cluster` settles it).
 pub fn find<'a>(config: &'a Config, name: &str) -> Result<Target<'a>, Failure> {
-    let mut found = config.clusters.iter().flat_map(|c| c.sessions.iter().map(move |s| (c, s)));
-    let matching: Vec<(&Cluster, &Session)> = found.by_ref().filter(|(_, s)| s.name.value.as_str() == name).collect();
+    let targets = all(config);
+    let matching: Vec<&Target<'a>> = targets.iter().filter(|t| t.session_name() == name).collect();
     match matching.as_slice() {
         [] => {
-            let known = config.clusters.iter().flat_map(|c| c.sessions.iter().map(|s| s.name.value.as_str()));
-            let help = crate::suggest::help_for(name, known, "sessions");
+            let help = crate::suggest::help_for(name, targets.iter().map(|t| t.session_name()), "sessions");
             Err(Failure::error("bai::reach::unknown_session", format!("the lab has no session `{name}`"))
                 .help_opt(help.or_else(|| Some("`bai status FILE` lists the lab's sessions".into()))))
         }
-        [(cluster, session)] => {
-            let node = cluster.nodes.iter().find(|n| n.name.value == session.node.value).ok_or_else(|| {
-                // Validation refuses a session on an unknown node before any command gets here.
-                Failure::error(
-                    "bai::reach::unknown_session",
-                    format!("session `{name}` is on node `{}`, which the lab does not declare", session.node.value),
-                )
-            })?;
-            Ok(Target { cluster, node, session })
-        }
+        [target] => Ok(**target),
         several => {
-            let clusters: Vec<&str> = several.iter().map(|(c, _)| c.name.value.as_str()).collect();
+            let clusters: Vec<&str> = several.iter().map(|t| t.cluster_name()).collect();
             Err(Failure::error(
                 "bai::reach::ambiguous_session",
                 format!("session `{name}` is in several clusters: {}", clusters.join(", ")),
@@ -290,6 +296,10 @@ cluster "b" {
         let ambiguous = find(&config, "shared").err().unwrap();
         assert_eq!(ambiguous.code, "bai::reach::ambiguous_session");
         assert!(ambiguous.message.contains("a, b"), "{}", ambiguous.message);
+        // Every session, each with its own cluster and node: a name two clusters share is there twice.
+        let every: Vec<(&str, &str, &str)> =
+            all(&config).iter().map(|t| (t.cluster_name(), t.node_name(), t.session_name())).collect();
+        assert_eq!(every, [("a", "n1", "web-server"), ("a", "n1", "shared"), ("b", "n2", "shared")]);
     }
 
     #[tokio::test]
