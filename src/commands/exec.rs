@@ -1,7 +1,7 @@
 //! `bai exec FILE SESSION -- CMD ARGS…`: a command in a session's container, its input, output and exit
 //! code relayed through the node's agent; `-t` with this terminal in raw mode and its size followed.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use bai::failure::Failure;
 use bai::frame::{self, Kind};
@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::cli::ExecArgs;
 use crate::commands::terminal::{self, RawMode};
-use crate::commands::{Outcome, Printer, remote};
+use crate::commands::{Outcome, Printer, pass_through, remote};
 
 pub fn run(args: &ExecArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
     if args.tty && !std::io::stdin().is_terminal() {
@@ -95,14 +95,7 @@ async fn exec(target: &Target<'_>, options: &bai::fleet::ConnectOptions, args: &
                 ));
             };
             let written = match frame.kind {
-                Kind::Stdout => {
-                    let mut o = std::io::stdout().lock();
-                    o.write_all(&frame.payload).and_then(|()| o.flush())
-                }
-                Kind::Stderr => {
-                    let mut e = std::io::stderr().lock();
-                    e.write_all(&frame.payload).and_then(|()| e.flush())
-                }
+                Kind::Stdout | Kind::Stderr => pass_through(frame.kind == Kind::Stderr, &frame.payload),
                 Kind::Exit => return Ok(frame.exit_code().unwrap_or(1)),
                 _ => Ok(()),
             };

@@ -2,7 +2,7 @@
 //! stderr to stderr; `--all`: every session, lines interleaved as they come, each led by its name (the
 //! way `docker compose logs` shows them).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use bai::failure::Failure;
 use bai::frame::Kind;
@@ -11,7 +11,7 @@ use bai::reach::{self, Target};
 use bai::reconcile::Reporter;
 
 use crate::cli::LogsArgs;
-use crate::commands::{Outcome, Printer, remote};
+use crate::commands::{Outcome, Printer, pass_through, remote};
 
 pub fn run(args: &LogsArgs, cluster: Option<&str>, printer: &Printer) -> Outcome {
     let Some((lab, engine)) = remote::lab(&args.file, cluster, &args.connect, printer) else { return Outcome::Failed };
@@ -89,15 +89,8 @@ async fn follow(
         } else {
             text
         };
-        let written = if err {
-            let mut e = std::io::stderr().lock();
-            e.write_all(&text).and_then(|()| e.flush())
-        } else {
-            let mut o = std::io::stdout().lock();
-            o.write_all(&text).and_then(|()| o.flush())
-        };
         // The reader went away (`bai logs … | head`): nothing more to show.
-        if written.is_err() {
+        if pass_through(err, &text).is_err() {
             return Ok(());
         }
     }

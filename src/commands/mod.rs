@@ -158,6 +158,18 @@ impl Printer {
     }
 }
 
+/// Writes what a session sent to this process's stdout or stderr and flushes it, so that it shows as it
+/// comes (`bai logs`, `bai exec`); an error means nobody reads any more.
+pub fn pass_through(to_stderr: bool, bytes: &[u8]) -> std::io::Result<()> {
+    if to_stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_all(bytes).and_then(|()| e.flush())
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(bytes).and_then(|()| o.flush())
+    }
+}
+
 /// A printer's mutex: what it guards stays usable after a panic elsewhere.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -33,10 +33,7 @@ impl Engine {
         W: AsyncWrite + Unpin,
     {
         let (container, id) = self.owned_id(cluster, &call.session).await?;
-        let io = |e: std::io::Error| DockerError::Invalid {
-            container: container.clone(),
-            reason: format!("the stream broke: {e}"),
-        };
+        let io = broke(&container, "the stream");
         match &call.stream {
             StreamKind::Logs(logs) => self.logs(&container, &id, logs, writer).await,
             StreamKind::Exec(exec) => self.exec_attached(&container, &id, exec, reader, writer).await,
@@ -127,10 +124,7 @@ impl Engine {
         writer: &mut W,
     ) -> Result<(), DockerError> {
         let docker = self.api().await?;
-        let io = |e: std::io::Error| DockerError::Invalid {
-            container: container.to_string(),
-            reason: format!("the log stream broke: {e}"),
-        };
+        let io = broke(container, "the log stream");
         // Now, to the nanosecond, on the engine's own clock (the agent runs beside it): a line stamped before
         // it was there before the log was asked for.
         let opened_at = std::time::SystemTime::now()
@@ -238,10 +232,7 @@ impl Engine {
         if let (true, Some(size)) = (req.tty, req.size) {
             resize(size).await;
         }
-        let io = |e: std::io::Error| DockerError::Invalid {
-            container: container.to_string(),
-            reason: format!("the exec stream broke: {e}"),
-        };
+        let io = broke(container, "the exec stream");
         if !req.stdin {
             let _ = input.shutdown().await;
         }
@@ -300,6 +291,11 @@ impl Engine {
             reason: "the engine never told the command's exit code".into(),
         })
     }
+}
+
+/// A stream to the controller that broke (it went away, most likely), as the call's error.
+fn broke<'a>(container: &'a str, what: &'a str) -> impl Fn(std::io::Error) -> DockerError + Copy + 'a {
+    move |e| DockerError::Invalid { container: container.to_string(), reason: format!("{what} broke: {e}") }
 }
 
 fn archive_options(path: &str) -> bollard::query_parameters::ContainerArchiveInfoOptions {
