@@ -124,7 +124,9 @@ fn logs_tail_since_follow_and_restarts() {
     for _ in 0..2 {
         bouncing.wait_for("a boot after a restart", Duration::from_secs(20), |l| l == "boot");
     }
-    assert!(restart_count(&lab, "bouncer") >= restarts_before + 2, "the engine restarted the container twice");
+    // The engine counts a restart when a run exits, before the next one starts: the first `boot` seen may
+    // be the run that was already under way when the count was read, so only the second is sure to be new.
+    assert!(restart_count(&lab, "bouncer") > restarts_before, "the engine restarted the container meanwhile");
     assert!(bouncing.child.try_wait().expect("wait").is_none(), "still following: {:?}", bouncing.seen);
     assert_eq!(bouncing.seen, ["boot", "boot"], "no line twice, none of before");
 }
