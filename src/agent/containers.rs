@@ -5,13 +5,15 @@
 
 use std::path::PathBuf;
 
-use crate::agent::docker::{DockerError, Engine};
+use crate::agent::docker::{DockerError, Engine, Listing};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(test)]
 use crate::protocol::Stream;
 use crate::protocol::{CreateSession, EnsureImage, StreamCall};
-use crate::state::snapshot::{ContainerState, GpuInfo, SessionSnapshot, Unowned};
+#[cfg(test)]
+use crate::state::snapshot::SessionSnapshot;
+use crate::state::snapshot::{ContainerState, GpuInfo};
 
 /// A session's container state, exit code and address, as a health check needs them.
 pub type SessionState = Option<(ContainerState, Option<i64>, Option<String>)>;
@@ -20,8 +22,7 @@ pub type SessionState = Option<(ContainerState, Option<i64>, Option<String>)>;
 #[allow(async_fn_in_trait)] // The agent is generic over its engine; nothing holds one as `dyn`.
 pub trait Containers {
     async fn version(&self) -> Result<String, DockerError>;
-    async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError>;
-    async fn unowned(&self, cluster: &str) -> Result<Vec<Unowned>, DockerError>;
+    async fn containers(&self, cluster: &str, node: &str) -> Result<Listing, DockerError>;
     async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError>;
     async fn ensure_image(
         &self,
@@ -56,12 +57,8 @@ impl Containers for Engine {
         Engine::version(self).await
     }
 
-    async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
-        Engine::sessions(self, cluster, node).await
-    }
-
-    async fn unowned(&self, cluster: &str) -> Result<Vec<Unowned>, DockerError> {
-        Engine::unowned(self, cluster).await
+    async fn containers(&self, cluster: &str, node: &str) -> Result<Listing, DockerError> {
+        Engine::containers(self, cluster, node).await
     }
 
     async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
@@ -157,14 +154,10 @@ impl Containers for InMemory {
         Ok("in-memory".into())
     }
 
-    async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
+    async fn containers(&self, cluster: &str, node: &str) -> Result<Listing, DockerError> {
         let memory = self.memory();
         let mine = memory.containers.iter().filter(|((c, _), (n, _))| c == cluster && n == node);
-        Ok(mine.map(|(_, (_, s))| s.clone()).collect())
-    }
-
-    async fn unowned(&self, _: &str) -> Result<Vec<Unowned>, DockerError> {
-        Ok(Vec::new())
+        Ok(Listing { sessions: mine.map(|(_, (_, s))| s.clone()).collect(), unowned: Vec::new() })
     }
 
     async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {

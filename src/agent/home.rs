@@ -2,7 +2,7 @@
 //!
 //! `agent/<sha256>/bai` holds installed agents, `blobs/` uploads (content-addressed), `leases/` one lock
 //! file per cluster, `generations/<cluster>/` the numbered generation records, `state/<cluster>/` what the agent must remember between runs (node labels, the images
-//! it placed, the cluster's secret key: see `agent::secret_key`), and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
+//! it placed, the cluster's secret key: see `agent::secret_key`), `engine.json` the Docker engine's version (see `agent::engine_version`), and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,11 @@ impl Home {
 
     pub fn blob(&self, sha256: &str) -> PathBuf {
         self.blobs().join(sha256)
+    }
+
+    /// The engine's version, kept between connections ([`crate::agent::engine_version`]).
+    pub fn engine_version(&self) -> PathBuf {
+        self.root.join("engine.json")
     }
 
     pub fn leases(&self) -> PathBuf {

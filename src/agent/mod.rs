@@ -4,6 +4,7 @@
 
 pub mod containers;
 pub mod docker;
+pub mod engine_version;
 pub mod generations;
 pub mod health;
 pub mod home;

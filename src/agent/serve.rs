@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::agent::containers::Containers;
-use crate::agent::docker::{self, Engine};
+use crate::agent::docker::{self, Engine, Listing};
+use crate::agent::engine_version::engine_version;
 use crate::agent::home::{Home, is_safe_component};
 use crate::agent::lease::{self, Lease};
 use crate::agent::records::{self, ClusterRecord, ImageRecord};
@@ -202,8 +203,9 @@ impl<E: Containers> Agent<E> {
             }
             Method::Inventory => {
                 let mut inventory = inventory::inventory(None);
+                let cache = self.home.engine_version();
                 if let Ok(engine) = self.engine() {
-                    inventory.docker_version = engine.version().await.ok();
+                    inventory.docker_version = engine_version(engine, &cache, now_unix()).await;
                     engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
                 }
                 to_value(&inventory)
@@ -407,11 +409,11 @@ impl<E: Containers> Agent<E> {
         // Vfolders whose marker bai cannot vouch for are conflicts, reported with the containers squatting
         // a managed name: never dropped, so that they show in `status` and `plan`.
         let (vfolders, conflicts) = vfolder::observe(&root, &cluster)?;
+        let version_cache = self.home.engine_version();
         let engine = self.engine()?;
-        let sessions = engine.sessions(&cluster, &o.node).await.map_err(RpcError::from)?;
-        let mut unowned = engine.unowned(&cluster).await.map_err(RpcError::from)?;
+        let Listing { sessions, mut unowned } = engine.containers(&cluster, &o.node).await.map_err(RpcError::from)?;
         unowned.extend(conflicts);
-        let mut inventory = inventory::inventory(engine.version().await.ok());
+        let mut inventory = inventory::inventory(engine_version(engine, &version_cache, now_unix()).await);
         // Placement leaves alone what something else holds: an engine that cannot say is a failed observe.
         engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
         let mut images = Vec::new();
@@ -457,10 +459,8 @@ impl<E: Containers> Agent<E> {
         let cluster = self.cluster(&p.cluster, false)?;
         let engine = self.engine()?;
         let checks = join_all(p.checks.iter().map(|c| health::check(engine, &cluster, c)));
-        let (sessions, unowned, health) =
-            tokio::join!(engine.sessions(&cluster, &p.node), engine.unowned(&cluster), checks);
-        let sessions = sessions.map_err(RpcError::from)?;
-        let unowned = unowned.map_err(RpcError::from)?;
+        let (listing, health) = tokio::join!(engine.containers(&cluster, &p.node), checks);
+        let Listing { sessions, unowned } = listing.map_err(RpcError::from)?;
         let generation = generations::current(&self.home.generations(&cluster)).ok().flatten();
         to_value(&ProbeReply { sessions, unowned, health, generation })
     }

@@ -62,7 +62,7 @@ async fn the_agent_refuses_a_cluster_name_that_makes_container_names_ambiguous()
     // The plain cluster's session `x.train` still gets its container, under the name the dotted one wanted.
     let req = request(&base, "x.train", spec(&["/bin/busybox", "sleep", "300"], vec![]));
     engine.create_session(&req, &|_| panic!("no vfolder")).await.expect("created");
-    let listed = engine.sessions(&base, "n1").await.expect("sessions");
+    let listed = engine.containers(&base, "n1").await.expect("containers").sessions;
     assert_eq!(listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["x.train"]);
-    assert!(engine.unowned(&base).await.expect("unowned").is_empty());
+    assert!(engine.containers(&base, "n1").await.expect("containers").unowned.is_empty());
 }

@@ -173,14 +173,24 @@ async fn sessions_are_listed_replaced_and_removed() {
     let first = request(&cluster, "train", spec(&["/bin/busybox", "sleep", "300"], vec![]));
     engine.create_session(&first, &no_vfolders).await.expect("created");
 
-    let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
+    let listed = engine.containers(&cluster, "n1").await.expect("containers").sessions;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].name, "train");
     assert_eq!(listed[0].spec_hash, first.spec_hash);
     assert_eq!(listed[0].spec.as_ref(), Some(&first.spec));
     assert_eq!((listed[0].state, listed[0].exit_code), (ContainerState::Running, None));
-    assert!(engine.sessions(&format!("{cluster}x"), "n1").await.expect("sessions").is_empty(), "clusters are apart");
-    assert!(engine.sessions(&cluster, "n2").await.expect("sessions").is_empty(), "each node reports its own");
+    let apart = engine.containers(&format!("{cluster}x"), "n1").await.expect("containers");
+    assert!(apart.sessions.is_empty() && apart.unowned.is_empty(), "clusters are apart: {apart:?}");
+    // A session whose name ends as a replacement's does is a session like any other.
+    let next = request(&cluster, "train_next", spec(&["/bin/busybox", "sleep", "300"], vec![]));
+    engine.create_session(&next, &no_vfolders).await.expect("created");
+    let listed = engine.containers(&cluster, "n1").await.expect("containers");
+    assert_eq!(listed.sessions.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["train", "train_next"]);
+    assert!(listed.unowned.is_empty(), "{listed:?}");
+    assert!(
+        engine.containers(&cluster, "n2").await.expect("containers").sessions.is_empty(),
+        "each node reports its own"
+    );
 
     // A new spec replaces the owned container.
     let old_id = inspect(&container_name(&cluster, "train"))["Id"].clone();
@@ -189,15 +199,20 @@ async fn sessions_are_listed_replaced_and_removed() {
     let c = inspect(&container_name(&cluster, "train"));
     assert_ne!(c["Id"], old_id);
     assert_eq!(strings(&c["Config"]["Cmd"]), ["/bin/busybox", "sleep", "200"]);
-    let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
-    assert_eq!(listed.iter().map(|s| s.spec_hash.as_str()).collect::<Vec<_>>(), [second.spec_hash.as_str()]);
+    let listed = engine.containers(&cluster, "n1").await.expect("containers").sessions;
+    assert_eq!(
+        listed.iter().map(|s| s.spec_hash.as_str()).collect::<Vec<_>>(),
+        [second.spec_hash.as_str(), next.spec_hash.as_str()]
+    );
+    // Replacing `train` left `train_next` alone.
+    assert!(engine.remove_session(&cluster, "train_next").await.expect("removed"));
 
     // A session that ends reports its exit code.
     let failing = request(&cluster, "oops", spec(&["/bin/busybox", "sh", "-c", "exit 3"], vec![]));
     engine.create_session(&failing, &no_vfolders).await.expect("created");
     let mut oops = None;
     for _ in 0..100 {
-        let listed = engine.sessions(&cluster, "n1").await.expect("sessions");
+        let listed = engine.containers(&cluster, "n1").await.expect("containers").sessions;
         oops = listed.into_iter().find(|s| s.name == "oops");
         if oops.as_ref().is_some_and(|s| s.state == ContainerState::Exited) {
             break;
@@ -213,7 +228,7 @@ async fn sessions_are_listed_replaced_and_removed() {
     assert!(!engine.remove_session(&cluster, "train").await.expect("already gone"));
     assert!(!docker(&["inspect", &container_name(&cluster, "train")]).status.success());
     assert!(engine.remove_session(&cluster, "oops").await.expect("removed"));
-    assert!(engine.sessions(&cluster, "n1").await.expect("sessions").is_empty());
+    assert!(engine.containers(&cluster, "n1").await.expect("containers").sessions.is_empty());
     assert_eq!(engine.session_state(&cluster, "train").await.expect("state"), None);
 }
 
@@ -231,10 +246,10 @@ async fn containers_without_bais_labels_are_reported_and_never_touched() {
     docker_ok(&["run", "-d", "--name", &bar, "--label", &other, "--label", &session, IMAGE]);
     let foo_id = inspect(&foo)["Id"].clone();
 
-    let unowned = engine.unowned(&cluster).await.expect("unowned");
+    let unowned = engine.containers(&cluster, "n1").await.expect("containers").unowned;
     let expected = [&bar, &foo].map(|n| Unowned { kind: UnownedKind::Container, name: n.clone(), reason: None });
     assert_eq!(unowned, expected);
-    assert!(engine.sessions(&cluster, "n1").await.expect("sessions").is_empty());
+    assert!(engine.containers(&cluster, "n1").await.expect("containers").sessions.is_empty());
 
     let req = request(&cluster, "foo", spec(&["/bin/busybox", "sleep", "300"], vec![]));
     let refused = engine.create_session(&req, &no_vfolders).await.expect_err("create must refuse");

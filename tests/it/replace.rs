@@ -77,7 +77,7 @@ fn a_replacement_the_engine_refuses_leaves_the_running_session_as_it_was() {
 
     // A replacement left half way (an agent killed between creating it and taking the old one away) is
     // neither the session nor a conflict, and the next replace clears it.
-    let leftover = format!("{}_next", lab.keep());
+    let leftover = format!("{}-next-", lab.keep());
     let labels =
         [format!("ai.bai.cluster={}", lab.cluster), "ai.bai.node=ws".to_string(), "ai.bai.session=keep".to_string()];
     let mut create = vec!["create", "--name", &leftover];
@@ -88,7 +88,7 @@ fn a_replacement_the_engine_refuses_leaves_the_running_session_as_it_was() {
     docker_ok(&create);
     let status = lab.run(&["status", "--format", "json"]);
     assert!(
-        !stdout_of(&status).contains("_next"),
+        !stdout_of(&status).contains("-next-"),
         "a leftover is not shown as a session or a conflict: {}",
         text(&status)
     );

@@ -24,7 +24,7 @@ impl Engine {
         if gpus.is_empty() {
             return Ok(());
         }
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let listed = docker
             .list_containers(Some(ListContainersOptionsBuilder::default().build()))
             .await

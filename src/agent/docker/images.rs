@@ -7,7 +7,7 @@ impl Engine {
     /// Whether an image is present under `reference` (a tag, or a `repo@digest`).
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
         let segment = image_segment(reference)?;
-        match self.api().await?.inspect_image(&segment).await {
+        match self.docker.inspect_image(&segment).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
@@ -19,7 +19,7 @@ impl Engine {
     /// ([`DockerError::InvalidReference`]), never looked up.
     pub async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
         let segment = image_segment(reference)?;
-        match self.api().await?.inspect_image(&segment).await {
+        match self.docker.inspect_image(&segment).await {
             Ok(image) => Ok(Some((image.id.unwrap_or_default(), image.repo_digests.unwrap_or_default()))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
@@ -81,7 +81,7 @@ impl Engine {
                 }
             }
         }
-        let docker = self.api().await?;
+        let docker = &self.docker;
         match docker.inspect_image(&segment).await {
             Ok(image) => Ok(image.id.unwrap_or_default()),
             Err(e) if is_not_found(&e) => match req.source {
@@ -94,7 +94,7 @@ impl Engine {
     }
 
     pub(super) async fn pull(&self, spec: &ImageSpec) -> Result<(), DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let reference = &spec.reference;
         let (repo, tag) = split_reference(reference);
         // The digest may come from the lock rather than the reference: `repo@digest` is checked whole.
@@ -139,7 +139,7 @@ impl Engine {
         dockerfile: &str,
         blob: &Path,
     ) -> Result<(), DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let reference = &spec.reference;
         let context = self.open_blob(spec, sha256, blob).await?;
         // `forcerm`: a failed step must not leave its intermediate container (and the image under it)
@@ -172,7 +172,7 @@ impl Engine {
     }
 
     pub(super) async fn load(&self, spec: &ImageSpec, sha256: &str, blob: &Path) -> Result<(), DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let archive = self.open_blob(spec, sha256, blob).await?;
         let options = ImportImageOptionsBuilder::default().quiet(true).build();
         let mut output = docker.import_image_stream(options, read_chunks(archive), None);

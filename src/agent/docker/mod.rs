@@ -59,6 +59,7 @@ mod streams;
 
 pub use error::*;
 pub use images::*;
+pub use sessions::Listing;
 
 fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     let action = action.into();
@@ -81,35 +82,25 @@ fn is_not_found(e: &BollardError) -> bool {
 /// The local Docker engine.
 pub struct Engine {
     docker: Docker,
-    /// bollard speaks API 1.53 unless told otherwise, and older engines (Debian's 20.10 speaks 1.41)
-    /// reject that outright; the first call agrees on a version, once.
-    negotiated: tokio::sync::OnceCell<()>,
 }
 impl Engine {
     /// Connects to the engine `DOCKER_HOST` names, or the local socket. Nothing is sent yet: a missing
-    /// socket fails here, an engine that does not answer fails at the first call.
+    /// socket fails here, an engine that does not answer fails at the first call. No API version is
+    /// agreed first: bollard 0.21 sends every request without a version prefix (it joins its paths as
+    /// absolute URLs), so each engine answers in its own current API, and asking `/version` to negotiate
+    /// cost the engine more CPU than the rest of an observe (see CRATES.md).
     pub fn connect() -> Result<Engine, DockerError> {
         let docker = Docker::connect_with_defaults().map_err(|source| DockerError::Connect { source })?;
-        Ok(Engine { docker, negotiated: tokio::sync::OnceCell::new() })
-    }
-
-    /// The client, once the API version is agreed. `negotiate_version` updates the version shared by all
-    /// clones of the client, so negotiating on a clone is enough.
-    async fn api(&self) -> Result<&Docker, DockerError> {
-        self.negotiated
-            .get_or_try_init(|| async { self.docker.clone().negotiate_version().await.map(drop) })
-            .await
-            .map_err(|source| DockerError::Connect { source })?;
-        Ok(&self.docker)
+        Ok(Engine { docker })
     }
 
     /// The engine's version string, e.g. `20.10.24+dfsg1`.
     pub async fn version(&self) -> Result<String, DockerError> {
-        let v = self.api().await?.version().await.map_err(api("reporting its version"))?;
+        let v = self.docker.version().await.map_err(api("reporting its version"))?;
         Ok(v.version.unwrap_or_default())
     }
     async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {
-        match self.api().await?.inspect_container(container, None).await {
+        match self.docker.inspect_container(container, None).await {
             Ok(inspect) => Ok(Some(inspect)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting container {container}"))(e)),
@@ -226,6 +217,17 @@ mod tests {
         assert!(checked_name("", "x").is_err());
         assert_eq!(checked_name("a", "x.train").ok().as_deref(), Some("bai.a.x.train"));
         assert!(checked_name("a.x", "train").is_err(), "the same container name from a dotted cluster");
+    }
+
+    #[test]
+    fn exit_codes_are_read_from_the_listed_status_line() {
+        assert_eq!(exit_code_of("Exited (3) 2 minutes ago"), Some(3));
+        assert_eq!(exit_code_of("Exited (137) Less than a second ago"), Some(137));
+        assert_eq!(exit_code_of("Exited (-1) 1 second ago"), Some(-1));
+        assert_eq!(exit_code_of("Up 2 minutes"), None);
+        assert_eq!(exit_code_of("Exited (x) 2 minutes ago"), None);
+        assert_eq!(exit_code_of("Exited (3"), None);
+        assert_eq!(exit_code_of("Dead"), None);
     }
 
     #[test]

@@ -5,84 +5,99 @@
 use super::*;
 
 impl Engine {
-    /// Managed containers of `cluster`, running or not. A container with the cluster label but no
-    /// session label is not a session and is left out.
-    pub async fn sessions(&self, cluster: &str, node: &str) -> Result<Vec<SessionSnapshot>, DockerError> {
-        let docker = self.api().await?;
-        // A node reports its own sessions only: nodes may share an engine (tests, nested labs), and a
-        // session placed for another node is that node's to report.
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("{}={cluster}", labels::CLUSTER), format!("{}={node}", labels::NODE)],
-        )]);
+    /// The containers holding a name `bai.<cluster>.…`, in one filtered list call, answered from what the
+    /// list carries (labels, state, status line): the node's sessions of the cluster (running or not), and
+    /// the containers squatting a managed name without bai's labels for this cluster and session (no
+    /// labels, or another cluster's): conflicts to report, never to touch, named as `docker ps` names them.
+    /// A container of the cluster labelled for another node is neither: nodes may share an engine (tests,
+    /// nested labs), and a session placed for another node is that node's to report. A container renamed
+    /// away from its managed name is no longer bai's to see.
+    pub async fn containers(&self, cluster: &str, node: &str) -> Result<Listing, DockerError> {
+        let prefix = container_name(cluster, "");
+        // The engine matches `name` filters as regular expressions against `/name`.
+        let filters = HashMap::from([("name", vec![format!("^/{}", prefix.replace('.', "\\."))])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let listed = docker
+        let listed = self
+            .docker
             .list_containers(Some(options))
             .await
             .map_err(api(format!("listing the containers of cluster {cluster}")))?;
-        let mut sessions = Vec::new();
+        let mut listing = Listing::default();
         for c in listed {
+            // The engine's filter is a pattern; the prefix is checked here as the text it is.
+            let Some(name) = c
+                .names
+                .iter()
+                .flatten()
+                .map(|n| n.trim_start_matches('/'))
+                .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))
+            else {
+                continue;
+            };
+            let held = &name[prefix.len()..];
             let labels = c.labels.unwrap_or_default();
-            let Some(name) = labels.get(labels::SESSION) else { continue };
-            // A replacement not yet renamed (or left by an agent that died half way) is not the session.
-            let replacement = replacement_name(&container_name(cluster, name));
-            if c.names.iter().flatten().any(|n| n.trim_start_matches('/') == replacement) {
+            let session = match labels.get(labels::SESSION).filter(|_| owned(Some(&labels), cluster, held)) {
+                Some(session) => session,
+                // A replacement not yet renamed (or left by an agent that died half way) is not the session.
+                None if held.strip_suffix(REPLACEMENT_SUFFIX).is_some_and(|s| owned(Some(&labels), cluster, s)) => {
+                    continue;
+                }
+                None => {
+                    listing.unowned.push(Unowned {
+                        kind: UnownedKind::Container,
+                        name: name.to_string(),
+                        reason: None,
+                    });
+                    continue;
+                }
+            };
+            // Another node's session is that node's to report.
+            if labels.get(labels::NODE).is_none_or(|n| n != node) {
                 continue;
             }
             let state = c.state.map_or(ContainerState::Created, |s| container_state(s.as_ref()));
-            // The listing has no exit code (only a "Exited (3) 2 minutes ago" status line): ask for it.
-            let exit_code = match (state, &c.id) {
-                (ContainerState::Exited | ContainerState::Dead, Some(id)) => match docker
-                    .inspect_container(id, None)
-                    .await
-                {
-                    Ok(inspect) => inspect.state.and_then(|s| s.exit_code),
-                    // Removed between the listing and now: it is gone, not an error.
-                    Err(e) if is_not_found(&e) => continue,
-                    Err(e) => return Err(api(format!("inspecting container {}", container_name(cluster, name)))(e)),
+            let exit_code = match state {
+                ContainerState::Exited | ContainerState::Dead => match c.status.as_deref().and_then(exit_code_of) {
+                    Some(code) => Some(code),
+                    // The status line is the engine's prose; where it tells no code, ask.
+                    None => match &c.id {
+                        Some(id) => match self.docker.inspect_container(id, None).await {
+                            Ok(inspect) => inspect.state.and_then(|s| s.exit_code),
+                            // Removed between the listing and now: it is gone, not an error.
+                            Err(e) if is_not_found(&e) => continue,
+                            Err(e) => return Err(api(format!("inspecting container {name}"))(e)),
+                        },
+                        None => None,
+                    },
                 },
                 _ => None,
             };
-            sessions.push(SessionSnapshot {
-                name: name.clone(),
+            listing.sessions.push(SessionSnapshot {
+                name: session.clone(),
                 spec_hash: labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
                 state,
                 exit_code,
                 spec: labels.get(labels::SPEC).and_then(|s| serde_json::from_str(s).ok()),
             });
         }
-        sessions.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(sessions)
+        listing.sessions.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.unowned.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
     }
+}
 
-    /// Containers holding a name `bai.<cluster>.<x>` without bai's labels for this cluster and session
-    /// (no labels, or another cluster's): conflicts to report, never to touch. Names are the full
-    /// container names, as `docker ps` shows them.
-    pub async fn unowned(&self, cluster: &str) -> Result<Vec<Unowned>, DockerError> {
-        let docker = self.api().await?;
-        let options = ListContainersOptionsBuilder::default().all(true).build();
-        let listed = docker.list_containers(Some(options)).await.map_err(api("listing containers"))?;
-        let prefix = container_name(cluster, "");
-        let mut unowned: Vec<Unowned> = listed
-            .into_iter()
-            .filter_map(|c| {
-                let name = c
-                    .names?
-                    .into_iter()
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .find(|n| n.strip_prefix(&prefix).is_some_and(|session| !session.is_empty()))?;
-                let session = &name[prefix.len()..];
-                let session = session.strip_suffix(REPLACEMENT_SUFFIX).unwrap_or(session);
-                (!owned(c.labels.as_ref(), cluster, session)).then_some(Unowned {
-                    kind: UnownedKind::Container,
-                    name,
-                    reason: None,
-                })
-            })
-            .collect();
-        unowned.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(unowned)
-    }
+/// What [`Engine::containers`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub sessions: Vec<SessionSnapshot>,
+    pub unowned: Vec<Unowned>,
+}
+
+/// The exit code in the status line the engine lists an exited container with, `Exited (3) 2 minutes
+/// ago`.
+pub(super) fn exit_code_of(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest[..rest.find(')')?].parse().ok()
 }
 
 impl Engine {
@@ -93,7 +108,7 @@ impl Engine {
         req: &CreateSession,
         vfolder_path: &dyn Fn(&str) -> PathBuf,
     ) -> Result<(), DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let container = checked_name(&req.cluster, &req.name)?;
         let spec = &req.spec;
 
@@ -322,7 +337,7 @@ impl Engine {
 
     /// Stops and removes a container bai checked it owns, by id; `Ok(false)` when it went meanwhile.
     pub(super) async fn remove_container_by_id(&self, id: &str, container: &str) -> Result<bool, DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let stop = StopContainerOptionsBuilder::default().t(STOP_GRACE_S).build();
         match docker.stop_container(id, Some(stop)).await {
             Ok(()) => {}
@@ -374,7 +389,7 @@ impl Engine {
     /// It waits for the command however long it runs: callers bound it with a timeout. Docker has no way
     /// to stop an exec'd process, so a command that outlives its caller keeps running in the container.
     pub async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let container = checked_name(cluster, name)?;
         let invalid = |reason: &str| DockerError::Invalid { container: container.clone(), reason: reason.into() };
         if argv.is_empty() {
@@ -486,9 +501,10 @@ pub(super) fn checked_name(cluster: &str, session: &str) -> Result<String, Docke
     }
 }
 
-/// Marks the name a replacement container is created under before the old one goes: session names never
-/// hold a `_`, so no session's container can have it.
-pub(super) const REPLACEMENT_SUFFIX: &str = "_next";
+/// Marks the name a replacement container is created under before the old one goes. Session names never
+/// end in `-` (they may hold `_`: a suffix `_next` made session `x`'s replacement the container of a
+/// session `x_next`), so no session's container can have it.
+pub(super) const REPLACEMENT_SUFFIX: &str = "-next-";
 
 pub(super) fn replacement_name(container: &str) -> String {
     format!("{container}{REPLACEMENT_SUFFIX}")

@@ -39,7 +39,7 @@ impl Engine {
             StreamKind::Exec(exec) => self.exec_attached(&container, &id, exec, reader, writer).await,
             StreamKind::CopyOut { path } => {
                 let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-                let mut archive = self.api().await?.download_from_container(&id, Some(options));
+                let mut archive = self.docker.download_from_container(&id, Some(options));
                 while let Some(chunk) = archive.next().await {
                     let chunk = chunk.map_err(api(format!("reading {path} out of container {container}")))?;
                     frame::write(writer, Kind::Data, &chunk).await.map_err(io)?;
@@ -49,7 +49,7 @@ impl Engine {
             StreamKind::CopyIn { path } => {
                 // Like `docker cp`: into an existing directory, else as the new name in its parent. The
                 // controller learns which from the first frame and names the archive's top entry to match.
-                let docker = self.api().await?;
+                let docker = &self.docker;
                 let is_dir = match docker.get_container_archive_info(&id, Some(archive_options(path))).await {
                     Ok(stat) => stat.file_mode & (1 << 31) != 0,
                     Err(e) if is_not_found(&e) => false,
@@ -68,7 +68,7 @@ impl Engine {
                 let options = UploadToContainerOptionsBuilder::default().path(&into).build();
                 let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(8);
                 let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-                let upload = self.api().await?.upload_to_container(&id, Some(options), bollard::body_stream(body));
+                let upload = self.docker.upload_to_container(&id, Some(options), bollard::body_stream(body));
                 let feed = async move {
                     let mut reader = reader;
                     loop {
@@ -123,7 +123,7 @@ impl Engine {
         req: &LogsStream,
         writer: &mut W,
     ) -> Result<(), DockerError> {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let io = broke(container, "the log stream");
         // Now, to the nanosecond, on the engine's own clock (the agent runs beside it): a line stamped before
         // it was there before the log was asked for.
@@ -201,7 +201,7 @@ impl Engine {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let docker = self.api().await?;
+        let docker = &self.docker;
         let action = || format!("running {:?} in container {container}", req.argv.join(" "));
         let config = ExecConfig {
             cmd: Some(req.argv.clone()),
