@@ -121,7 +121,15 @@ pub enum Command {
     Cp(CpArgs),
     /// Run the node agent (started by the controller; JSON lines on stdin/stdout)
     #[command(hide = true)]
-    Agent,
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Check first that this binary is this many bytes, then say it is ready (how the controller starts
+    /// an installed agent over SSH)
+    #[arg(long, value_name = "BYTES")]
+    pub expect_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

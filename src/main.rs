@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => commands::exec::run(args, cluster, &printer),
         Command::PortForward(args) => commands::port_forward::run(args, cluster, &printer),
         Command::Cp(args) => commands::cp::run(args, cluster, &printer),
-        Command::Agent => commands::agent::run(),
+        Command::Agent(args) => commands::agent::run(args),
     };
     printer.finish(outcome);
     match outcome {

@@ -18,6 +18,11 @@ use crate::state::spec::{ImageSpec, SessionSpec};
 /// Bumped whenever a message changes shape.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The line an agent started with `--expect-size` writes first, once it knows it is as large as the
+/// binary the controller means (a truncated or rewritten copy says `stale` and ends); the JSON lines
+/// follow.
+pub const AGENT_READY: &str = "bai-agent-ready";
+
 /// bai's own version; controller and agent must agree on it.
 pub const BAI_VERSION: &str = env!("CARGO_PKG_VERSION");
 

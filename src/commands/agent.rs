@@ -3,10 +3,27 @@
 use bai::agent::home::Home;
 use bai::agent::serve::serve;
 use bai::agent::stdio;
+use bai::protocol::AGENT_READY;
+use std::io::Write as _;
 
+use crate::cli::AgentArgs;
 use crate::commands::Outcome;
 
-pub fn run() -> Outcome {
+pub fn run(args: &AgentArgs) -> Outcome {
+    if let Some(expected) = args.expect_size {
+        // The content address is only ever written by a rename after a verified upload, so the size is
+        // enough to tell a copy truncated or rewritten since; hashing 20 MB on every connection is not.
+        let own = std::fs::metadata("/proc/self/exe").or_else(|_| std::env::current_exe().and_then(std::fs::metadata));
+        let ready = own.is_ok_and(|m| m.len() == expected);
+        if let Err(e) = writeln!(std::io::stdout(), "{}", if ready { AGENT_READY } else { "stale" }) {
+            eprintln!("bai agent: cannot write: {e}");
+            return Outcome::Failed;
+        }
+        let _ = std::io::stdout().flush();
+        if !ready {
+            return Outcome::Ok;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

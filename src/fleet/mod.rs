@@ -200,18 +200,36 @@ pub(crate) async fn start_agent(
     } else {
         let target = ssh_target(cluster, node, options).map_err(|e| ssh_failure(name, &e))?;
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
-        let path = match session.install_agent(&options.agent_binary).await {
-            Ok(path) => path,
-            // A node of another architecture gets the build the lab names for it (`agent binary="…"`).
-            Err(crate::transport::ssh::SshError::ArchMismatch { .. }) if cluster.agent_binary.is_some() => {
-                let other = cluster.agent_binary.as_ref().map(|b| b.value.clone()).unwrap_or_default();
-                session.install_agent(&other).await.map_err(|e| ssh_failure(name, &e))?
+        // The common case costs one exec: the installed agent, started where it is. Only when it is not
+        // there (or not right) is the node probed and the agent uploaded, then started again.
+        let stream = match session.start_installed_agent(&options.agent_binary).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => {
+                let binary = match session.install_agent(&options.agent_binary).await {
+                    Ok(_) => options.agent_binary.clone(),
+                    // A node of another architecture gets the build the lab names for it (`agent binary="…"`).
+                    Err(crate::transport::ssh::SshError::ArchMismatch { .. }) if cluster.agent_binary.is_some() => {
+                        let other = cluster.agent_binary.as_ref().map(|b| b.value.clone()).unwrap_or_default();
+                        session.install_agent(&other).await.map_err(|e| ssh_failure(name, &e))?;
+                        other
+                    }
+                    Err(e) => return Err(ssh_failure(name, &e)),
+                };
+                match session.start_installed_agent(&binary).await {
+                    Ok(Some(stream)) => stream,
+                    Ok(None) => {
+                        return Err(NodeFailure::unreachable(
+                            name,
+                            "bai::agent::start",
+                            format!("node `{name}`: the agent was installed but does not start"),
+                            Some("log in and run the agent under ~/.local/share/bai/agent/ by hand to see why".into()),
+                        ));
+                    }
+                    Err(e) => return Err(ssh_failure(name, &e)),
+                }
             }
             Err(e) => return Err(ssh_failure(name, &e)),
         };
-        // `path` is the node's home plus fixed text and a hex hash: quoted, and no lab data reaches the shell.
-        let command = format!("{} agent", crate::transport::ssh::shell_word(&path));
-        let stream = session.exec_stream(&command).await.map_err(|e| ssh_failure(name, &e))?;
         let session = std::sync::Arc::new(session);
         crate::transport::AgentStream {
             reader: stream.reader,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bai::transport::client::AgentClient;
 use bai::transport::ssh::{self, ExitStatus, SshError, SshSession, SshTarget};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -292,6 +293,8 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
     let dir = sshd.home(0).join(".local/share/bai/agent").join(&hash);
     let expected = dir.join("bai").display().to_string();
 
+    // Started where it is, in one exec, only once it is there.
+    assert!(session.start_installed_agent(binary).await.expect("start").is_none(), "nothing installed yet");
     let started = Instant::now();
     let path = session.install_agent(binary).await.expect("first install");
     let upload = started.elapsed();
@@ -309,11 +312,18 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
     let again = std::fs::metadata(&path).expect("installed file");
     assert_eq!((again.ino(), again.mtime_nsec()), (installed.ino(), installed.mtime_nsec()), "not uploaded again");
     println!("agent install: upload {upload:?}, present {skip:?}");
+    let stream = session.start_installed_agent(binary).await.expect("start").expect("the installed agent is ready");
+    let mut client = AgentClient::new(stream);
+    let hello = client.hello("ssh", "node0", false, "test").await.expect("the agent answers after its ready line");
+    assert_eq!(hello.arch, std::env::consts::ARCH);
+    drop(client);
 
     // Corrupt the installed copy in place, as the node's user could.
     let corrupt = format!("printf corrupt > \"$HOME/.local/share/bai/agent/{hash}/bai\"");
     assert!(session.run(&corrupt, None).await.expect("corrupt").success());
+    assert!(session.start_installed_agent(binary).await.expect("start").is_none(), "a rewritten copy is not run");
     assert_eq!(session.install_agent(binary).await.expect("repair"), expected);
+    assert!(session.start_installed_agent(binary).await.expect("start").is_some(), "the repaired copy runs");
     let repaired = std::fs::metadata(&path).expect("repaired file");
     assert_ne!(repaired.ino(), installed.ino(), "replaced through a new file and a rename");
     assert_eq!(sha256_hex(&std::fs::read(&path).expect("read repaired")), hash);

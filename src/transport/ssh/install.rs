@@ -61,28 +61,56 @@ impl SshSession {
              if [ \"$h\" != {hash} ]; then rm -f \"$t\"; echo \"the uploaded copy hashes to $h, not {hash}\" >&2; exit 1; fi; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/bai\"'"
         );
-        let file = tokio::fs::File::open(local_binary).await.map_err(|source| SshError::Io {
+        let file = tokio::fs::File::open(local_binary).await.map_err(|e| self.unreadable(local_binary, e))?;
+        self.run_checked("upload of the agent binary", &upload, Some(file)).await?;
+        Ok(remote_path)
+    }
+
+    /// Starts the agent installed for `local_binary`, in one exec: the node's shell runs the agent at its
+    /// content address when the file is there, and the agent checks that it is as large as
+    /// `local_binary` before it says it is ready ([`crate::protocol::AGENT_READY`]). `None` when it is
+    /// not there, has another size, or cannot run (another architecture): then
+    /// [`install_agent`](Self::install_agent) finds out why and puts it right. Probing first and then
+    /// starting cost every connection a second exec (two more shells and `uname`, `wc` on the node).
+    pub async fn start_installed_agent(&self, local_binary: &Path) -> Result<Option<AgentStream>, SshError> {
+        let (hash, _) = self.hash_binary(local_binary).await?;
+        let size = std::fs::metadata(local_binary).map_err(|e| self.unreadable(local_binary, e))?;
+        // `hash` is 64 hex digits and the size a number, both computed here: the only variable parts.
+        let command = format!(
+            "sh -c 'f=\"$HOME\"/.local/share/bai/agent/{hash}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then exec \"$f\" agent --expect-size {}; fi; echo absent'",
+            size.len()
+        );
+        let mut stream = self.exec_stream(&command).await?;
+        // Byte by byte: what follows the line is the agent's, and must stay in the stream.
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while line.len() <= crate::protocol::AGENT_READY.len() {
+            match stream.reader.read(&mut byte).await {
+                Ok(1) if byte[0] == b'\n' => break,
+                Ok(1) => line.push(byte[0]),
+                // The shell said why on stderr (another architecture: `Exec format error`); the install
+                // path's probe tells it properly.
+                _ => return Ok(None),
+            }
+        }
+        Ok((line == crate::protocol::AGENT_READY.as_bytes()).then_some(stream))
+    }
+
+    fn unreadable(&self, binary: &Path, source: std::io::Error) -> SshError {
+        SshError::Io {
             node: self.node.clone(),
             host: self.host.clone(),
             port: self.port,
-            what: format!("cannot read the agent binary {}", local_binary.display()),
+            what: format!("cannot read the agent binary {}", binary.display()),
             source,
-        })?;
-        self.run_checked("upload of the agent binary", &upload, Some(file)).await?;
-        Ok(remote_path)
+        }
     }
 
     /// SHA-256 (hex) and architecture of the binary to install.
     async fn hash_binary(&self, path: &Path) -> Result<(String, &'static str), SshError> {
         let owned = path.to_owned();
         let identified = tokio::task::spawn_blocking(move || identify_binary(&owned)).await;
-        let io_error = |source| SshError::Io {
-            node: self.node.clone(),
-            host: self.host.clone(),
-            port: self.port,
-            what: format!("cannot read the agent binary {}", path.display()),
-            source,
-        };
+        let io_error = |source| self.unreadable(path, source);
         match identified {
             Ok(Ok(id)) => Ok((id.sha256, id.arch)),
             Ok(Err(e)) => Err(io_error(e)),
