@@ -332,6 +332,45 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_crosses_gzipped_from_the_cache_and_a_damaged_entry_is_refused_and_dropped() {
+    let sshd = Sshd::start(1);
+    let session = connect(&sshd.target(0)).await;
+    // An ELF header for this machine and a body no other test uploads: its cache entry is this test's.
+    let mut content = vec![0u8; 64];
+    content[..4].copy_from_slice(b"\x7fELF");
+    content[4] = 2;
+    content[5] = 1;
+    content[18] = if std::env::consts::ARCH == "aarch64" { 0xb7 } else { 0x3e };
+    content.extend(format!("{:?} {}", Instant::now(), std::process::id()).bytes());
+    content.extend((0..2_000_000u32).map(|i| (i % 7) as u8));
+    let binary = sshd.scratch().join("bai-own");
+    std::fs::write(&binary, &content).expect("write binary");
+    let hash = sha256_hex(&content);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("bai/agents")
+        .join(format!("{hash}.gz"));
+
+    // A kept entry that unpacks to something else is what crosses, and the node refuses it.
+    std::fs::create_dir_all(cache.parent().expect("dir")).expect("mkdir");
+    let mut damaged = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut damaged, b"not the agent").expect("gzip");
+    std::fs::write(&cache, damaged.finish().expect("gzip")).expect("plant");
+    let refused = session.install_agent(&binary).await.expect_err("a damaged entry is refused");
+    assert!(refused.to_string().contains(&format!("not {hash}")), "{refused}");
+    assert!(!cache.exists(), "the damaged entry is dropped");
+    assert!(!sshd.home(0).join(".local/share/bai/agent").join(&hash).join("bai").exists(), "nothing installed");
+
+    // The next install compresses afresh; the node unpacks exactly the binary.
+    let path = session.install_agent(&binary).await.expect("installed");
+    assert_eq!(sha256_hex(&std::fs::read(&path).expect("read installed")), hash);
+    let kept = std::fs::metadata(&cache).expect("the compressed copy is kept").len();
+    assert!(kept < content.len() as u64 / 20, "{kept} bytes crossed for {}", content.len());
+    let _ = std::fs::remove_file(&cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_for_another_architecture_is_refused() {
     let sshd = Sshd::start(1);
     let session = connect(&sshd.target(0)).await;

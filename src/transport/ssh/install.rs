@@ -19,12 +19,13 @@ impl SshSession {
         // `hash` is 64 hex digits computed here: the only variable part of these commands.
         let dir = format!("\"$HOME\"/.local/share/bai/agent/{hash}");
         let probe = format!(
-            "sh -c 'uname -m; printf \"%s\\n\" \"$HOME\"; f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then wc -c < \"$f\" || true; fi'"
+            "sh -c 'uname -m; printf \"%s\\n\" \"$HOME\"; if command -v gzip >/dev/null 2>&1; then echo gzip; else echo -; fi; \
+             f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then wc -c < \"$f\" || true; fi'"
         );
         let output = self.run_checked("uname -m; wc -c (agent probe)", &probe, None::<&[u8]>).await?;
         let text = output.stdout_text();
         let mut lines = text.lines();
-        let (Some(remote_arch), Some(home)) = (lines.next(), lines.next()) else {
+        let (Some(remote_arch), Some(home), Some(gzip)) = (lines.next(), lines.next(), lines.next()) else {
             return Err(SshError::Remote {
                 node: self.node.clone(),
                 host: self.host.clone(),
@@ -55,14 +56,30 @@ impl SshSession {
             return Ok(remote_path);
         }
 
+        // Compressed where the node can unpack it and the controller can keep the compressed copy.
+        let compressed = match gzip.trim() {
+            "gzip" => {
+                let binary = local_binary.to_owned();
+                let sha256 = hash.clone();
+                tokio::task::spawn_blocking(move || compressed::compressed(&binary, &sha256)).await.ok().flatten()
+            }
+            _ => None,
+        };
+        let unpack = if compressed.is_some() { "gzip -dc" } else { "cat" };
         let upload = format!(
             "sh -c 'set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.bai.upload.$$\"; \
-             if ! cat > \"$t\"; then rm -f \"$t\"; exit 1; fi; h=$(sha256sum < \"$t\"); h=${{h%% *}}; \
+             if ! {unpack} > \"$t\"; then rm -f \"$t\"; exit 1; fi; h=$(sha256sum < \"$t\"); h=${{h%% *}}; \
              if [ \"$h\" != {hash} ]; then rm -f \"$t\"; echo \"the uploaded copy hashes to $h, not {hash}\" >&2; exit 1; fi; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/bai\"'"
         );
-        let file = tokio::fs::File::open(local_binary).await.map_err(|e| self.unreadable(local_binary, e))?;
-        self.run_checked("upload of the agent binary", &upload, Some(file)).await?;
+        let source = compressed.as_deref().unwrap_or(local_binary);
+        let file = tokio::fs::File::open(source).await.map_err(|e| self.unreadable(source, e))?;
+        let uploaded = self.run_checked("upload of the agent binary", &upload, Some(file)).await;
+        if uploaded.is_err() && compressed.is_some() {
+            // Whatever went wrong, the next try compresses afresh rather than trust the kept copy.
+            compressed::forget(&hash);
+        }
+        uploaded?;
         Ok(remote_path)
     }
 

@@ -80,6 +80,7 @@ pub struct Hop {
 }
 
 mod auth;
+mod compressed;
 mod error;
 mod exec;
 mod host_key;
