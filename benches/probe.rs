@@ -50,6 +50,10 @@
 //!   longer window gives a figure nearer the steady state); per node = (RSS with N nodes − RSS of a
 //!   1-node watcher) / (N − 1). The 1-node watcher runs first, with the same flags, until its node is
 //!   up, then 3 s more and one `GET /status`, before its RSS is read.
+//! - the Docker engine's CPU over the window (every `dockerd` thread, from `schedstat`), in all and per
+//!   round (a round: every node pinged once, one `interval`): what the watcher costs the engine. A node
+//!   with sessions has its container list asked every round; these nodes host none, so each is asked
+//!   once a minute. `cargo bench --bench fanout` reports `bai watch --once` on nodes with a session each.
 //! - the other side, for the record: CPU time of the sshd servers and everything under them (the
 //!   per-connection sshd processes and the agents; from `schedstat`, since each of those processes runs
 //!   for less than a clock tick in the window) and the whole machine's busy time (`/proc/stat`, other
@@ -201,6 +205,8 @@ struct Row {
     /// VmRSS at the window's start: whether the watcher's memory was still growing.
     rss_start_kib: u64,
     node_side_cpu_s: f64,
+    /// The Docker engine's CPU over the window (`dockerd`, every thread).
+    engine_cpu_s: f64,
     machine_busy_s: f64,
     machine_cores: f64,
     stop_s: f64,
@@ -297,9 +303,11 @@ fn measure(fleet: &Sshd, options: &Options, n: usize) -> Result<Row, String> {
     let window_started = Instant::now();
     let cpu0 = cpu_seconds(watcher.pid())?;
     let nodes0 = run_ns_under(&fleet.listener_pids());
+    let engine0 = engine_ns();
     let machine0 = machine_ticks()?;
     std::thread::sleep(options.window);
     let machine1 = machine_ticks()?;
+    let engine1 = engine_ns();
     let nodes1 = run_ns_under(&fleet.listener_pids());
     let cpu1 = cpu_seconds(watcher.pid())?;
     let window_s = window_started.elapsed().as_secs_f64();
@@ -350,6 +358,7 @@ fn measure(fleet: &Sshd, options: &Options, n: usize) -> Result<Row, String> {
         mem,
         rss_start_kib: mem_before.rss_kib,
         node_side_cpu_s: node_side as f64 / 1e9,
+        engine_cpu_s: engine1.saturating_sub(engine0) as f64 / 1e9,
         machine_busy_s: (machine1.busy - machine0.busy) as f64 / clk,
         machine_cores: (machine1.total - machine0.total) as f64 / clk / window_s,
         stop_s,
@@ -696,6 +705,16 @@ fn run_ns(pid: i32) -> Option<u64> {
     Some(sum)
 }
 
+/// CPU nanoseconds of the Docker engine (every `dockerd` process; the watched nodes share the one here).
+fn engine_ns() -> u64 {
+    let Ok(entries) = fs::read_dir("/proc") else { return 0 };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "dockerd"))
+        .filter_map(run_ns)
+        .sum()
+}
+
 /// CPU nanoseconds of `roots` and every process below them, by pid.
 fn run_ns_under(roots: &[i32]) -> HashMap<i32, u64> {
     roots.iter().copied().chain(descendants(roots)).filter_map(|pid| run_ns(pid).map(|t| (pid, t))).collect()
@@ -763,15 +782,15 @@ fn print_report(options: &Options, fleet: &Sshd, baseline: &Baseline, rows: &[Ro
     println!();
     println!(
         "| nodes | all up after s | connect failures | agents | pings (per s) | failed pings | controller CPU s | \
-         µs / ping (≤ {MAX_CPU_US}) | node-side CPU s (µs / ping) | machine busy s (cores) |"
+         µs / ping (≤ {MAX_CPU_US}) | node-side CPU s (µs / ping) | engine CPU ms (per round) | machine busy s (cores) |"
     );
-    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in rows {
         let applies = r.nodes >= TARGET_NODES;
         let per_ping = |seconds: f64| seconds / r.pings as f64 * 1e6;
         let us = per_ping(r.cpu_s);
         println!(
-            "| {} | {:.2} | {} | {} | {} ({:.1}/s; expected {:.1}) | {} | {:.2} | {} | {:.2} ({:.1}) | {:.2} ({:.2} of {:.0}) |",
+            "| {} | {:.2} | {} | {} | {} ({:.1}/s; expected {:.1}) | {} | {:.2} | {} | {:.2} ({:.1}) | {:.1} ({:.2}) | {:.2} ({:.2} of {:.0}) |",
             r.nodes,
             r.up_s,
             r.connect_failures,
@@ -784,6 +803,8 @@ fn print_report(options: &Options, fleet: &Sshd, baseline: &Baseline, rows: &[Ro
             verdict(format!("{us:.1}"), us <= MAX_CPU_US, applies),
             r.node_side_cpu_s,
             per_ping(r.node_side_cpu_s),
+            r.engine_cpu_s * 1e3,
+            r.engine_cpu_s * 1e3 / (r.window_s / options.interval_s),
             r.machine_busy_s,
             r.machine_busy_s / r.window_s,
             r.machine_cores,
