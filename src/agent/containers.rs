@@ -37,7 +37,7 @@ pub trait Containers {
     async fn remove_session(&self, cluster: &str, name: &str) -> Result<bool, DockerError>;
     async fn session_state(&self, cluster: &str, name: &str) -> Result<SessionState, DockerError>;
     async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError>;
-    async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError>;
+    async fn gpu_holders(&self, gpus: &mut [GpuInfo], known: &std::path::Path) -> Result<(), DockerError>;
     /// Runs an accepted stream call to its end, reading the controller's frames from `reader` and writing
     /// the node's to `writer` ([`crate::protocol::Stream`]).
     async fn stream<R, W>(
@@ -93,8 +93,8 @@ impl Containers for Engine {
         Engine::exec(self, cluster, name, argv).await
     }
 
-    async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError> {
-        Engine::gpu_holders(self, gpus).await
+    async fn gpu_holders(&self, gpus: &mut [GpuInfo], known: &std::path::Path) -> Result<(), DockerError> {
+        Engine::gpu_holders(self, gpus, known).await
     }
 
     async fn stream<R, W>(&self, cluster: &str, call: &StreamCall, reader: R, writer: &mut W) -> Result<(), DockerError>
@@ -214,7 +214,7 @@ impl Containers for InMemory {
     }
 
     /// The in-memory engine runs on machines without GPUs: nothing holds any.
-    async fn gpu_holders(&self, _: &mut [GpuInfo]) -> Result<(), DockerError> {
+    async fn gpu_holders(&self, _: &mut [GpuInfo], _: &std::path::Path) -> Result<(), DockerError> {
         Ok(())
     }
 

@@ -6,7 +6,6 @@
 //! inode, change time) and asked again when that differs, or after [`MAX_AGE_S`] in any case (an engine
 //! reached over TCP has no socket file to tell a restart by).
 
-use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
@@ -53,22 +52,11 @@ fn engine_key(docker_host: Option<&str>) -> String {
 }
 
 fn read(file: &Path) -> Option<Cached> {
-    let mut text = String::new();
-    std::fs::File::open(file).ok()?.take(MAX_FILE).read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
+    crate::agent::home::read_json(file, MAX_FILE)
 }
 
-/// Written whole under a name of this process's, then renamed: agents of parallel connections may write
-/// at once, and a reader sees one answer or the other.
 fn write(file: &Path, cached: &Cached) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec(cached).map_err(std::io::Error::other)?)?;
-    std::fs::rename(&tmp, file).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::agent::home::replace_file(file, &serde_json::to_vec(cached).map_err(std::io::Error::other)?)
 }
 
 #[cfg(test)]

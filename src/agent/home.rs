@@ -2,7 +2,7 @@
 //!
 //! `agent/<sha256>/bai` holds installed agents, `blobs/` uploads (content-addressed), `leases/` one lock
 //! file per cluster, `generations/<cluster>/` the numbered generation records, `state/<cluster>/` what the agent must remember between runs (node labels, the images
-//! it placed, the cluster's secret key: see `agent::secret_key`), `engine.json` the Docker engine's version (see `agent::engine_version`), and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
+//! it placed, the cluster's secret key: see `agent::secret_key`), `engine.json` the Docker engine's version (see `agent::engine_version`), `gpu-claims.json` the GPUs other containers asked for, and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,11 @@ impl Home {
         self.root.join("engine.json")
     }
 
+    /// What other containers' GPU requests were, by container id ([`crate::agent::docker::Engine::gpu_holders`]).
+    pub fn gpu_claims(&self) -> PathBuf {
+        self.root.join("gpu-claims.json")
+    }
+
     pub fn leases(&self) -> PathBuf {
         self.root.join("leases")
     }
@@ -66,6 +71,27 @@ impl Home {
         let p = Path::new(configured);
         if p.is_absolute() { p.to_path_buf() } else { self.user_home.join(p) }
     }
+}
+
+/// Writes `bytes` to `path` whole: under a name of this process's first, then renamed, so that agents of
+/// parallel connections may write at once and a reader sees one file or the other.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// The JSON in the first `max` bytes of `path`; `None` when there is no such file or it is not that.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, max: u64) -> Option<T> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(max).read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Whether a string is safe as one path component (names bai validated, hex hashes).

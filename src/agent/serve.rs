@@ -203,10 +203,10 @@ impl<E: Containers> Agent<E> {
             }
             Method::Inventory => {
                 let mut inventory = inventory::inventory(None);
-                let cache = self.home.engine_version();
+                let (cache, known) = (self.home.engine_version(), self.home.gpu_claims());
                 if let Ok(engine) = self.engine() {
                     inventory.docker_version = engine_version(engine, &cache, now_unix()).await;
-                    engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
+                    engine.gpu_holders(&mut inventory.gpus, &known).await.map_err(RpcError::from)?;
                 }
                 to_value(&inventory)
             }
@@ -409,13 +409,13 @@ impl<E: Containers> Agent<E> {
         // Vfolders whose marker bai cannot vouch for are conflicts, reported with the containers squatting
         // a managed name: never dropped, so that they show in `status` and `plan`.
         let (vfolders, conflicts) = vfolder::observe(&root, &cluster)?;
-        let version_cache = self.home.engine_version();
+        let (version_cache, known) = (self.home.engine_version(), self.home.gpu_claims());
         let engine = self.engine()?;
         let Listing { sessions, mut unowned } = engine.containers(&cluster, &o.node).await.map_err(RpcError::from)?;
         unowned.extend(conflicts);
         let mut inventory = inventory::inventory(engine_version(engine, &version_cache, now_unix()).await);
         // Placement leaves alone what something else holds: an engine that cannot say is a failed observe.
-        engine.gpu_holders(&mut inventory.gpus).await.map_err(RpcError::from)?;
+        engine.gpu_holders(&mut inventory.gpus, &known).await.map_err(RpcError::from)?;
         let mut images = Vec::new();
         for (name, rec) in record.iter().flat_map(|r| &r.images) {
             // An image removed behind bai's back is not there any more, whatever the record says; nor is

@@ -199,6 +199,20 @@ fn gpu_sessions_get_disjoint_devices_that_stay_theirs() {
     assert!(refused.contains("bai::gpu::unplaceable") && refused.contains("`train-c`"), "{refused}");
     assert!(refused.contains(&format!("held by container `{foreign}`, not bai's")), "{refused}");
     assert!(lab.visible("train-b").0 == b, "nothing changed");
+    // The squatter was inspected once; its request is kept by container id, and the next observe reads it
+    // from there instead of asking the engine again (a planted claim shows it is the kept one that is read).
+    let kept_at = lab.lab.file("agent-home/gpu-claims.json");
+    let kept: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&std::fs::read_to_string(&kept_at).expect("the claims are kept")).expect("json");
+    let id = lab.engine.docker_ok(&["inspect", "-f", "{{.Id}}", &foreign]).trim().to_string();
+    assert_eq!(kept, std::collections::BTreeMap::from([(id.clone(), vec![uuid(4)])]));
+    let planted = std::collections::BTreeMap::from([(id.clone(), vec![uuid(6)])]);
+    std::fs::write(&kept_at, serde_json::to_string(&planted).expect("json")).expect("plant");
+    let status = lab.expect(0, &["status"]);
+    let gpu6 = status.lines().find(|l| l.trim_start().starts_with("gpu 6 (")).unwrap_or_default();
+    assert!(gpu6.contains(&format!("held by container `{foreign}`")), "{status}");
+    let truth = std::collections::BTreeMap::from([(id, vec![uuid(4)])]);
+    std::fs::write(&kept_at, serde_json::to_string(&truth).expect("json")).expect("restore");
     lab.write(&without_b(1));
     let out = lab.expect(0, &["apply", "--yes"]);
     assert!(out.contains("bai::gpu::in_use") && out.contains("GPU 4"), "{out}");

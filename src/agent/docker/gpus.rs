@@ -3,9 +3,14 @@
 //!
 //! A bai session's devices are read from its spec label (no inspect); any other running container is
 //! inspected for Docker device requests (`--gpus`) and `NVIDIA_VISIBLE_DEVICES` (the NVIDIA runtime's
-//! way). Processes NVML reports are matched to their container through `/proc/<pid>/cgroup`.
+//! way), once: neither can change while the container lives, so what an inspect found is kept in the
+//! agent home by container id, for the containers still running, and the next observe asks the engine
+//! only about containers it has not seen. Processes NVML reports are matched to their container through
+//! `/proc/<pid>/cgroup`.
 
 use super::*;
+
+use std::collections::BTreeMap;
 
 use crate::state::snapshot::{GpuHolder, GpuInfo};
 
@@ -20,10 +25,14 @@ struct Claim {
 impl Engine {
     /// Adds the containers using each GPU (and MIG instance) of `gpus` to its holders, and names the
     /// container of every process NVML reported. Nothing is asked of the engine when there are no GPUs.
-    pub async fn gpu_holders(&self, gpus: &mut [GpuInfo]) -> Result<(), DockerError> {
+    /// `known` is where the claims of containers not made by bai are kept between observes.
+    pub async fn gpu_holders(&self, gpus: &mut [GpuInfo], known: &Path) -> Result<(), DockerError> {
         if gpus.is_empty() {
             return Ok(());
         }
+        let mut kept = read_known(known);
+        let mut seen = BTreeMap::new();
+        let mut inspected = false;
         let docker = &self.docker;
         let listed = docker
             .list_containers(Some(ListContainersOptionsBuilder::default().build()))
@@ -41,14 +50,29 @@ impl Engine {
             };
             let devices = match labels.get(labels::SPEC).and_then(|s| serde_json::from_str::<SessionSpec>(s).ok()) {
                 Some(spec) => spec.resources.devices,
-                None => match docker.inspect_container(&id, None).await {
-                    Ok(inspect) => claimed(&inspect),
-                    // Gone between the listing and now.
-                    Err(e) if is_not_found(&e) => continue,
-                    Err(e) => return Err(api("inspecting a running container for its GPUs")(e)),
-                },
+                None => {
+                    let devices = match kept.remove(&id) {
+                        Some(devices) => devices,
+                        None => match docker.inspect_container(&id, None).await {
+                            Ok(inspect) => {
+                                inspected = true;
+                                claimed(&inspect)
+                            }
+                            // Gone between the listing and now.
+                            Err(e) if is_not_found(&e) => continue,
+                            Err(e) => return Err(api("inspecting a running container for its GPUs")(e)),
+                        },
+                    };
+                    seen.insert(id.clone(), devices.clone());
+                    devices
+                }
             };
             claims.push(Claim { id, holder, devices });
+        }
+        // Kept for the containers running now, and written only when that changed; a home that cannot
+        // be written costs the next observe the inspects again, nothing else.
+        if inspected || !kept.is_empty() {
+            let _ = write_known(known, &seen);
         }
         for gpu in gpus.iter_mut() {
             name_processes(&mut gpu.holders, &claims);
@@ -68,6 +92,18 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The most of the kept claims that is read.
+const KNOWN_MAX: u64 = 1 << 20;
+
+/// The claims kept at `path`, by container id; none when there is no such file or it is not one.
+fn read_known(path: &Path) -> BTreeMap<String, Vec<String>> {
+    crate::agent::home::read_json(path, KNOWN_MAX).unwrap_or_default()
+}
+
+fn write_known(path: &Path, known: &BTreeMap<String, Vec<String>>) -> std::io::Result<()> {
+    crate::agent::home::replace_file(path, &serde_json::to_vec(known).map_err(std::io::Error::other)?)
 }
 
 /// The devices a container not made by bai was given: its NVIDIA device requests (ids; a count is GPUs
