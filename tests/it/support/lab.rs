@@ -173,8 +173,9 @@ impl SshLab {
 }
 
 impl SshLab {
-    /// Makes node `i` a compromised node: its sshd runs every command as asked but the agent, which it
-    /// replaces with tests/fixtures/agents/compromised.py in `mode` (see there).
+    /// Makes node `i` a compromised node: its sshd runs every command as asked but the agent's start
+    /// (`… agent --expect-size N`), which it answers with the ready line and then
+    /// tests/fixtures/agents/compromised.py in `mode` (see there), as a replaced agent binary would.
     pub fn compromise(&mut self, i: usize, mode: &str) {
         let dir = self.sshd.scratch().join(format!("compromised{i}"));
         std::fs::create_dir_all(&dir).expect("a directory for the compromised agent");
@@ -184,8 +185,9 @@ impl SshLab {
         std::fs::write(
             &dispatch,
             format!(
-                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  *\" agent\") exec /usr/bin/python3 {} {mode} ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
-                script.display()
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  *\" agent --expect-size \"*) echo {ready}; exec /usr/bin/python3 {} {mode} ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
+                script.display(),
+                ready = bai::protocol::AGENT_READY,
             ),
         )
         .expect("write the dispatcher");
