@@ -6,8 +6,9 @@ use super::*;
 impl SshSession {
     /// Installs the agent Nix-style: the file at `local_binary` goes to
     /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy of the right size is already
-    /// there (only a verified upload ever lands at that path). An upload lands under a temporary name, is
-    /// verified with `sha256sum` on the node, made
+    /// there (only a verified upload ever lands at that path). An upload crosses gzipped where the node
+    /// has `gzip` ([`compressed`]), lands unpacked under a temporary name, is verified with `sha256sum` on
+    /// the node, made
     /// executable and renamed into place: an installed agent is never rewritten in place. Returns the
     /// absolute remote path (it holds the node's `$HOME`: pass it through [`shell_word`] to build a
     /// command).
