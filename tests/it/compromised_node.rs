@@ -87,6 +87,18 @@ fn assert_inert(text: &str, what: &str) {
 }
 
 #[test]
+fn an_agent_that_never_says_it_is_ready_fails_its_node_alone() {
+    let lab = lab("never-ready");
+    let path = lab.path().display().to_string();
+    let r = run(&["plan", path.as_str()], Duration::from_secs(120));
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(1), "{all}");
+    assert!(all.contains("bai::agent::start") && all.contains("node `node1`"), "{all}");
+    assert!(all.contains("the agent was installed but does not start"), "{all}");
+    assert!(!all.contains("node `node0`"), "the honest node is served: {all}");
+}
+
+#[test]
 fn a_nodes_error_text_cannot_drive_the_terminal() {
     let lab = lab("escape");
     let path = lab.path().display().to_string();

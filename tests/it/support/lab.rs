@@ -174,8 +174,8 @@ impl SshLab {
 
 impl SshLab {
     /// Makes node `i` a compromised node: its sshd runs every command as asked but the agent's start
-    /// (`… agent --expect-size N`), which it answers with the ready line and then
-    /// tests/fixtures/agents/compromised.py in `mode` (see there), as a replaced agent binary would.
+    /// (`… agent --expect-size N`), which tests/fixtures/agents/compromised.py answers in `mode` (see there),
+    /// as a replaced agent binary would.
     pub fn compromise(&mut self, i: usize, mode: &str) {
         let dir = self.sshd.scratch().join(format!("compromised{i}"));
         std::fs::create_dir_all(&dir).expect("a directory for the compromised agent");
@@ -185,7 +185,7 @@ impl SshLab {
         std::fs::write(
             &dispatch,
             format!(
-                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  *\" agent --expect-size \"*) echo {ready}; exec /usr/bin/python3 {} {mode} ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  *\" agent --expect-size \"*) exec /usr/bin/python3 {} {mode} {ready} ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
                 script.display(),
                 ready = bai::protocol::AGENT_READY,
             ),
