@@ -2,6 +2,7 @@
 //! bai owns on one node — Docker images and containers, vfolder directories — and reports the node's
 //! inventory. It depends only on [`crate::protocol`] and the state types; it never reads a lab file.
 
+pub mod binary;
 pub mod containers;
 pub mod docker;
 pub mod engine_version;
@@ -11,6 +12,7 @@ pub mod home;
 pub mod identity;
 pub mod inventory;
 pub mod lease;
+pub mod process;
 pub mod records;
 pub mod secret_key;
 pub mod serve;

@@ -24,7 +24,7 @@ use crate::model::{Cluster, Node};
 use crate::protocol::{ErrorKind, Method, Observe};
 use crate::state::snapshot::NodeSnapshot;
 use crate::transport::client::{AgentClient, ClientError, Deadlines};
-use crate::transport::ssh::{SshError, SshTarget, connect};
+use crate::transport::ssh::{SshError, SshTarget, Started, connect};
 use crate::transport::ssh_config::SshConfig;
 
 /// The vfolder root of a node without `vfolder-root`.
@@ -201,21 +201,26 @@ pub(crate) async fn start_agent(
         let target = ssh_target(cluster, node, options).map_err(|e| ssh_failure(name, &e))?;
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
         // The common case costs one exec: the installed agent, started where it is. Only when it is not
-        // there (or not right) is the node probed and the agent uploaded, then started again.
+        // there (or not right) is the agent uploaded, then started again: three execs on a fresh node, as
+        // the first one says what the node is; four when something else is there and a probe says what.
         let stream = match session.start_installed_agent(&options.agent_binary).await {
-            Ok(Some(stream)) => stream,
-            Ok(None) => {
-                let binary = match session.install_agent(&options.agent_binary).await {
+            Ok(Started::Ready(stream)) => stream,
+            Ok(started) => {
+                let facts = match &started {
+                    Started::Absent(facts) => Some(facts),
+                    Started::Ready(_) | Started::NotReady => None,
+                };
+                let binary = match session.install_agent(&options.agent_binary, facts).await {
                     Ok(_) => options.agent_binary.clone(),
                     // A node of another architecture gets the build the lab names for it (`agent binary="…"`).
                     Err(crate::transport::ssh::SshError::ArchMismatch { .. }) if cluster.agent_binary.is_some() => {
                         let other = cluster.agent_binary.as_ref().map(|b| b.value.clone()).unwrap_or_default();
-                        session.install_agent(&other).await.map_err(|e| ssh_failure(name, &e))?;
+                        session.install_agent(&other, None).await.map_err(|e| ssh_failure(name, &e))?;
                         other
                     }
                     Err(e) => return Err(ssh_failure(name, &e)),
                 };
-                match session.start_installed_agent(&binary).await {
+                match session.start_installed_agent(&binary).await.map(Started::ready) {
                     Ok(Some(stream)) => stream,
                     Ok(None) => {
                         return Err(NodeFailure::unreachable(

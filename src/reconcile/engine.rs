@@ -17,16 +17,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine that installs this very program as the agent and reads `ssh_config` for what the lab
-    /// leaves out of how a node is reached.
+    /// An engine that installs `bai-agent` (or, without one of this build beside it, this very program) as
+    /// the agent ([`crate::agent::binary`]) and reads `ssh_config` for what the lab leaves out of how a node
+    /// is reached.
     pub fn start(
         accept_new_host_keys: bool,
         parallel: usize,
         ssh_config: &crate::transport::ssh_config::Source,
     ) -> Result<Engine, Failure> {
-        let agent_binary = std::env::current_exe().map_err(|e| {
+        let controller = std::env::current_exe().map_err(|e| {
             Failure::error("bai::cli::agent_binary", format!("cannot find the bai binary to install as agent: {e}"))
         })?;
+        let agent_binary = crate::agent::binary::for_controller(&controller);
         let ssh_config = crate::transport::ssh_config::load(ssh_config).map_err(|e| Failure::of(&e))?;
         Engine::with_options(
             ConnectOptions::new(accept_new_host_keys, agent_binary).with_ssh_config(ssh_config),

@@ -23,7 +23,8 @@ struct Agent {
 impl Agent {
     fn start() -> Self {
         let home = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bai"))
+        // The binary nodes are sent; `bai agent` runs the same code (probe_fails_… below starts that one).
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bai-agent"))
             .arg("agent")
             .env("BAI_HOME", home.path())
             .stdin(Stdio::piped())

@@ -113,6 +113,8 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 #[test]
 fn apply_over_ssh_creates_reads_updates_and_deletes() {
     let lab = SshLab::new(3);
+    let agent_hash =
+        bai::transport::ssh::agent_sha256(std::path::Path::new(env!("CARGO_BIN_EXE_bai-agent"))).expect("hash");
     let out = lab.run(&["apply", "--yes"]);
     assert_code(&out, 0);
     assert!(stdout_of(&out).contains("Plan: 12 to create"), "{}", stdout_of(&out));
@@ -128,8 +130,13 @@ fn apply_over_ssh_creates_reads_updates_and_deletes() {
         let bind = format!("{}:/home/work/data", dir.display());
         assert!(c["HostConfig"]["Binds"].as_array().is_some_and(|b| b.iter().any(|v| v == &bind)), "{c}");
         // The agent was installed content-addressed in the node's home.
-        let agents = std::fs::read_dir(lab.sshd.home(i).join(".local/share/bai/agent")).expect("agent dir").count();
-        assert_eq!(agents, 1);
+        // It is `bai-agent`, the agent alone, not the whole of `bai`.
+        let agents: Vec<_> = std::fs::read_dir(lab.sshd.home(i).join(".local/share/bai/agent"))
+            .expect("agent dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(agents, [agent_hash.as_str()]);
     }
 
     // Read: status as a snapshot, and planning against it finds nothing to do.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bai::transport::client::AgentClient;
-use bai::transport::ssh::{self, ExitStatus, SshError, SshSession, SshTarget};
+use bai::transport::ssh::{self, ExitStatus, SshError, SshSession, SshTarget, Started};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -288,15 +288,24 @@ async fn unreachable_nodes_fail_fast() {
 async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
     let sshd = Sshd::start(1);
     let session = connect(&sshd.target(0)).await;
-    let binary = Path::new(env!("CARGO_BIN_EXE_bai"));
-    let hash = sha256_hex(&std::fs::read(binary).expect("read the bai binary"));
+    let binary = Path::new(env!("CARGO_BIN_EXE_bai-agent"));
+    let hash = sha256_hex(&std::fs::read(binary).expect("read the agent binary"));
     let dir = sshd.home(0).join(".local/share/bai/agent").join(&hash);
     let expected = dir.join("bai").display().to_string();
 
-    // Started where it is, in one exec, only once it is there.
-    assert!(session.start_installed_agent(binary).await.expect("start").is_none(), "nothing installed yet");
+    // Started where it is, in one exec, only once it is there; until then that exec says what the node is,
+    // and the install needs no probe of its own.
+    let facts = match session.start_installed_agent(binary).await.expect("start") {
+        Started::Absent(facts) => facts,
+        Started::Ready(_) => panic!("nothing installed yet, yet an agent started"),
+        Started::NotReady => panic!("nothing installed: the shell says so and what the node is"),
+    };
+    let uname = Command::new("uname").arg("-m").output().expect("uname");
+    assert_eq!(facts.arch, String::from_utf8_lossy(&uname.stdout).trim());
+    assert_eq!(facts.home, sshd.home(0).display().to_string());
+    assert!(facts.gzip, "gzip is on this machine");
     let started = Instant::now();
-    let path = session.install_agent(binary).await.expect("first install");
+    let path = session.install_agent(binary, Some(&facts)).await.expect("first install");
     let upload = started.elapsed();
     assert_eq!(path, expected);
     let installed = std::fs::metadata(&path).expect("installed file");
@@ -304,15 +313,16 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
     let remote = session.run(&format!("sha256sum {path}"), None).await.expect("remote sha256sum");
     assert_eq!(remote.stdout_text().split_whitespace().next(), Some(hash.as_str()));
     let version = session.run(&format!("{} --version", ssh::shell_word(&path)), None).await.expect("run the agent");
-    assert!(version.success() && version.stdout_text().starts_with("bai "), "{version:?}");
+    assert!(version.success() && version.stdout_text().starts_with("bai-agent "), "{version:?}");
 
     let started = Instant::now();
-    assert_eq!(session.install_agent(binary).await.expect("second install"), expected);
+    assert_eq!(session.install_agent(binary, None).await.expect("second install"), expected);
     let skip = started.elapsed();
     let again = std::fs::metadata(&path).expect("installed file");
     assert_eq!((again.ino(), again.mtime_nsec()), (installed.ino(), installed.mtime_nsec()), "not uploaded again");
     println!("agent install: upload {upload:?}, present {skip:?}");
-    let stream = session.start_installed_agent(binary).await.expect("start").expect("the installed agent is ready");
+    let stream =
+        session.start_installed_agent(binary).await.expect("start").ready().expect("the installed agent is ready");
     let mut client = AgentClient::new(stream);
     let hello = client.hello("ssh", "node0", false, "test").await.expect("the agent answers after its ready line");
     assert_eq!(hello.arch, std::env::consts::ARCH);
@@ -321,9 +331,10 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
     // Corrupt the installed copy in place, as the node's user could.
     let corrupt = format!("printf corrupt > \"$HOME/.local/share/bai/agent/{hash}/bai\"");
     assert!(session.run(&corrupt, None).await.expect("corrupt").success());
-    assert!(session.start_installed_agent(binary).await.expect("start").is_none(), "a rewritten copy is not run");
-    assert_eq!(session.install_agent(binary).await.expect("repair"), expected);
-    assert!(session.start_installed_agent(binary).await.expect("start").is_some(), "the repaired copy runs");
+    let rewritten = session.start_installed_agent(binary).await.expect("start");
+    assert!(matches!(rewritten, Started::NotReady), "a rewritten copy is not run, and is not taken for absent");
+    assert_eq!(session.install_agent(binary, None).await.expect("repair"), expected);
+    assert!(session.start_installed_agent(binary).await.expect("start").ready().is_some(), "the repaired copy runs");
     let repaired = std::fs::metadata(&path).expect("repaired file");
     assert_ne!(repaired.ino(), installed.ino(), "replaced through a new file and a rename");
     assert_eq!(sha256_hex(&std::fs::read(&path).expect("read repaired")), hash);
@@ -332,42 +343,57 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_crosses_gzipped_from_the_cache_and_a_damaged_entry_is_refused_and_dropped() {
+async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_refused_and_dropped() {
     let sshd = Sshd::start(1);
     let session = connect(&sshd.target(0)).await;
-    // An ELF header for this machine and a body no other test uploads: its cache entry is this test's.
-    let mut content = vec![0u8; 64];
-    content[..4].copy_from_slice(b"\x7fELF");
-    content[4] = 2;
-    content[5] = 1;
-    content[18] = if std::env::consts::ARCH == "aarch64" { 0xb7 } else { 0x3e };
-    content.extend(format!("{:?} {}", Instant::now(), std::process::id()).bytes());
-    content.extend((0..2_000_000u32).map(|i| (i % 7) as u8));
-    let binary = sshd.scratch().join("bai-own");
-    std::fs::write(&binary, &content).expect("write binary");
-    let hash = sha256_hex(&content);
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("bai/agents")
-        .join(format!("{hash}.gz"));
+        .join("bai/agents");
+    std::fs::create_dir_all(&cache_dir).expect("mkdir");
+    // zstd where the node has it (this one does: scripts/test installs it); gzip where it has only that.
+    for (codec, zstd) in [("zst", true), ("gz", false)] {
+        // An ELF header for this machine and a body no other test uploads: its cache entry is this test's.
+        let mut content = vec![0u8; 64];
+        content[..4].copy_from_slice(b"\x7fELF");
+        content[4] = 2;
+        content[5] = 1;
+        content[18] = if std::env::consts::ARCH == "aarch64" { 0xb7 } else { 0x3e };
+        content.extend(format!("{codec} {:?} {}", Instant::now(), std::process::id()).bytes());
+        content.extend((0..2_000_000u32).map(|i| (i % 7) as u8));
+        let binary = sshd.scratch().join(format!("bai-own-{codec}"));
+        std::fs::write(&binary, &content).expect("write binary");
+        let hash = sha256_hex(&content);
+        let cache = cache_dir.join(format!("{hash}.{codec}"));
+        let mut facts = match session.start_installed_agent(&binary).await.expect("start") {
+            Started::Absent(facts) => facts,
+            _ => panic!("nothing is installed for this binary"),
+        };
+        assert!(facts.zstd && facts.gzip, "zstd and gzip are on this machine");
+        facts.zstd = zstd;
 
-    // A kept entry that unpacks to something else is what crosses, and the node refuses it.
-    std::fs::create_dir_all(cache.parent().expect("dir")).expect("mkdir");
-    let mut damaged = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut damaged, b"not the agent").expect("gzip");
-    std::fs::write(&cache, damaged.finish().expect("gzip")).expect("plant");
-    let refused = session.install_agent(&binary).await.expect_err("a damaged entry is refused");
-    assert!(refused.to_string().contains(&format!("not {hash}")), "{refused}");
-    assert!(!cache.exists(), "the damaged entry is dropped");
-    assert!(!sshd.home(0).join(".local/share/bai/agent").join(&hash).join("bai").exists(), "nothing installed");
+        // A kept entry that unpacks to something else is what crosses, and the node refuses it.
+        let damaged = match codec {
+            "zst" => zstd::encode_all(&b"not the agent"[..], 3).expect("zstd"),
+            _ => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                std::io::Write::write_all(&mut gz, b"not the agent").expect("gzip");
+                gz.finish().expect("gzip")
+            }
+        };
+        std::fs::write(&cache, damaged).expect("plant");
+        let refused = session.install_agent(&binary, Some(&facts)).await.expect_err("a damaged entry is refused");
+        assert!(refused.to_string().contains(&format!("not {hash}")), "{codec}: {refused}");
+        assert!(!cache.exists(), "{codec}: the damaged entry is dropped");
+        assert!(!sshd.home(0).join(".local/share/bai/agent").join(&hash).join("bai").exists(), "nothing installed");
 
-    // The next install compresses afresh; the node unpacks exactly the binary.
-    let path = session.install_agent(&binary).await.expect("installed");
-    assert_eq!(sha256_hex(&std::fs::read(&path).expect("read installed")), hash);
-    let kept = std::fs::metadata(&cache).expect("the compressed copy is kept").len();
-    assert!(kept < content.len() as u64 / 20, "{kept} bytes crossed for {}", content.len());
-    let _ = std::fs::remove_file(&cache);
+        // The next install compresses afresh; the node unpacks exactly the binary.
+        let path = session.install_agent(&binary, Some(&facts)).await.expect("installed");
+        assert_eq!(sha256_hex(&std::fs::read(&path).expect("read installed")), hash, "{codec}");
+        let kept = std::fs::metadata(&cache).expect("the compressed copy is kept").len();
+        assert!(kept < content.len() as u64 / 20, "{codec}: {kept} bytes crossed for {}", content.len());
+        let _ = std::fs::remove_file(&cache);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +410,7 @@ async fn an_agent_for_another_architecture_is_refused() {
     let foreign = sshd.scratch().join("bai-foreign");
     std::fs::write(&foreign, header).expect("write foreign binary");
 
-    let error = match session.install_agent(&foreign).await {
+    let error = match session.install_agent(&foreign, None).await {
         Ok(path) => panic!("installed a foreign binary at {path}"),
         Err(e) => e,
     };

@@ -3,82 +3,161 @@
 
 use super::*;
 
+/// What the node's shell says of itself before an install, a line each: its architecture, its `$HOME`,
+/// and which of `zstd` and `gzip` it has (`-` for neither).
+const FACTS: &str = "uname -m; printf \"%s\\n\" \"$HOME\"; u=-; command -v zstd >/dev/null 2>&1 && u=zstd; \
+    command -v gzip >/dev/null 2>&1 && u=\"$u gzip\"; echo \"$u\"";
+
+/// What the node's shell says when no agent is installed to start.
+const ABSENT: &str = "absent";
+
+/// Hashes the upload `$t` into `$h` (the hex digest first): OpenSSL where the node has it, which uses the
+/// CPU's SHA extensions (a 5 MB agent: 7 ms where `sha256sum` takes 17), else coreutils' or busybox's
+/// `sha256sum`.
+const HASH: &str = "h=; if command -v openssl >/dev/null 2>&1; then h=$(openssl dgst -sha256 -r < \"$t\" 2>/dev/null) || h=; fi; \
+    [ -n \"$h\" ] || h=$(sha256sum < \"$t\")";
+
+/// At most this much of what the node's shell prints about itself is read.
+const FACTS_LIMIT: u64 = 4096;
+
+/// What a node is, as far as installing the agent needs: read by the same exec that found no agent to
+/// start ([`Started::Absent`]), or by a probe of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `uname -m`.
+    pub arch: String,
+    /// The login's `$HOME`, where the agent is installed.
+    pub home: String,
+    /// `zstd` is there to unpack a compressed upload.
+    pub zstd: bool,
+    /// `gzip` is there to unpack a compressed upload.
+    pub gzip: bool,
+    /// The size of the agent installed under the content address, when one is there and executable.
+    installed_size: Option<u64>,
+}
+
+impl NodeFacts {
+    /// Reads [`FACTS`]' lines, then the installed size where the probe added one.
+    fn parse(text: &str) -> Option<NodeFacts> {
+        let mut lines = text.lines();
+        let (arch, home, unpackers) = (lines.next()?.trim(), lines.next()?, lines.next()?);
+        let has = |tool: &str| unpackers.split_whitespace().any(|word| word == tool);
+        Some(NodeFacts {
+            arch: arch.to_owned(),
+            home: home.to_owned(),
+            zstd: has("zstd"),
+            gzip: has("gzip"),
+            installed_size: lines.next().and_then(|line| line.trim().parse().ok()),
+        })
+    }
+}
+
+/// How starting an installed agent went.
+pub enum Started {
+    /// The agent runs and said it is ready: its stream.
+    Ready(AgentStream),
+    /// Nothing executable is installed under the content address; what the node's shell said of itself
+    /// in the same exec.
+    Absent(NodeFacts),
+    /// Something is there but did not say it is ready (another size, another architecture): a probe of
+    /// its own finds out what.
+    NotReady,
+}
+
+impl Started {
+    /// The stream, when the agent is ready.
+    pub fn ready(self) -> Option<AgentStream> {
+        match self {
+            Started::Ready(stream) => Some(stream),
+            Started::Absent(_) | Started::NotReady => None,
+        }
+    }
+}
+
 impl SshSession {
     /// Installs the agent Nix-style: the file at `local_binary` goes to
     /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy of the right size is already
-    /// there (only a verified upload ever lands at that path). An upload crosses gzipped where the node
-    /// has `gzip` ([`compressed`]), lands unpacked under a temporary name, is verified with `sha256sum` on
-    /// the node, made
-    /// executable and renamed into place: an installed agent is never rewritten in place. Returns the
+    /// there (only a verified upload ever lands at that path). An upload crosses as zstd or gzip, whichever
+    /// the node can unpack ([`compressed`]), lands unpacked under a temporary name, is hashed on the node
+    /// ([`HASH`]) against the binary's SHA-256, made executable and renamed into place: an installed agent
+    /// is never rewritten in place. Returns the
     /// absolute remote path (it holds the node's `$HOME`: pass it through [`shell_word`] to build a
     /// command).
     ///
     /// The node's `uname -m` must match the binary's architecture (read from its ELF header; the
     /// controller's own when the file is no ELF executable).
-    pub async fn install_agent(&self, local_binary: &Path) -> Result<String, SshError> {
+    ///
+    /// `facts`: what the node said of itself when [`start_installed_agent`](Self::start_installed_agent)
+    /// found nothing to start ([`Started::Absent`]); `None` probes the node first (one exec more).
+    pub async fn install_agent(&self, local_binary: &Path, facts: Option<&NodeFacts>) -> Result<String, SshError> {
         let (hash, local_arch) = self.hash_binary(local_binary).await?;
         // `hash` is 64 hex digits computed here: the only variable part of these commands.
         let dir = format!("\"$HOME\"/.local/share/bai/agent/{hash}");
-        let probe = format!(
-            "sh -c 'uname -m; printf \"%s\\n\" \"$HOME\"; if command -v gzip >/dev/null 2>&1; then echo gzip; else echo -; fi; \
-             f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then wc -c < \"$f\" || true; fi'"
-        );
-        let output = self.run_checked("uname -m; wc -c (agent probe)", &probe, None::<&[u8]>).await?;
-        let text = output.stdout_text();
-        let mut lines = text.lines();
-        let (Some(remote_arch), Some(home), Some(gzip)) = (lines.next(), lines.next(), lines.next()) else {
-            return Err(SshError::Remote {
-                node: self.node.clone(),
-                host: self.host.clone(),
-                port: self.port,
-                command: "uname -m (agent probe)".to_owned(),
-                status: format!("unexpected output \"{}\"", crate::untrusted::excerpt(&text, 200)),
-                stderr: output.stderr_text(),
-            });
+        let probed;
+        let facts = match facts {
+            Some(facts) => facts,
+            None => {
+                let probe = format!(
+                    "sh -c '{FACTS}; f={dir}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then wc -c < \"$f\" || true; fi'"
+                );
+                let output = self.run_checked("uname -m; wc -c (agent probe)", &probe, None::<&[u8]>).await?;
+                let text = output.stdout_text();
+                probed = NodeFacts::parse(&text).ok_or_else(|| SshError::Remote {
+                    node: self.node.clone(),
+                    host: self.host.clone(),
+                    port: self.port,
+                    command: "uname -m (agent probe)".to_owned(),
+                    status: format!("unexpected output \"{}\"", crate::untrusted::excerpt(&text, 200)),
+                    stderr: output.stderr_text(),
+                })?;
+                &probed
+            }
         };
-        let remote_arch = remote_arch.trim();
-        if normalize_arch(remote_arch) != normalize_arch(local_arch) {
+        if normalize_arch(&facts.arch) != normalize_arch(local_arch) {
             return Err(SshError::ArchMismatch {
                 node: self.node.clone(),
                 host: self.host.clone(),
                 port: self.port,
                 local: local_arch.to_owned(),
-                remote: remote_arch.to_owned(),
+                remote: facts.arch.clone(),
             });
         }
-        let remote_path = format!("{home}/.local/share/bai/agent/{hash}/bai");
+        let remote_path = format!("{}/.local/share/bai/agent/{hash}/bai", facts.home);
         // The content-addressed path is only ever written by a rename after the uploaded copy hashed
         // right, so a copy of the right size is trusted: hashing it again on every connection cost the
         // node a quarter of a second (most of a no-op apply). A truncated or rewritten copy is replaced.
         let local_size = std::fs::metadata(local_binary).map(|m| m.len()).ok();
-        let remote_size = lines.next().and_then(|line| line.trim().parse::<u64>().ok());
-        let present = remote_size.is_some() && remote_size == local_size;
-        if present {
+        if facts.installed_size.is_some() && facts.installed_size == local_size {
             return Ok(remote_path);
         }
 
         // Compressed where the node can unpack it and the controller can keep the compressed copy.
-        let compressed = match gzip.trim() {
-            "gzip" => {
+        let codec = compressed::Codec::for_node(facts.zstd, facts.gzip);
+        let compressed = match codec {
+            Some(codec) => {
                 let binary = local_binary.to_owned();
                 let sha256 = hash.clone();
-                tokio::task::spawn_blocking(move || compressed::compressed(&binary, &sha256)).await.ok().flatten()
+                tokio::task::spawn_blocking(move || compressed::compressed(&binary, &sha256, codec))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|file| (file, codec))
             }
-            _ => None,
+            None => None,
         };
-        let unpack = if compressed.is_some() { "gzip -dc" } else { "cat" };
+        let unpack = compressed.as_ref().map_or("cat", |(_, codec)| codec.unpack());
         let upload = format!(
             "sh -c 'set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.bai.upload.$$\"; \
-             if ! {unpack} > \"$t\"; then rm -f \"$t\"; exit 1; fi; h=$(sha256sum < \"$t\"); h=${{h%% *}}; \
+             if ! {unpack} > \"$t\"; then rm -f \"$t\"; exit 1; fi; {HASH}; h=${{h%% *}}; \
              if [ \"$h\" != {hash} ]; then rm -f \"$t\"; echo \"the uploaded copy hashes to $h, not {hash}\" >&2; exit 1; fi; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/bai\"'"
         );
-        let source = compressed.as_deref().unwrap_or(local_binary);
+        let source = compressed.as_ref().map_or(local_binary, |(file, _)| file.as_path());
         let file = tokio::fs::File::open(source).await.map_err(|e| self.unreadable(source, e))?;
         let uploaded = self.run_checked("upload of the agent binary", &upload, Some(file)).await;
-        if uploaded.is_err() && compressed.is_some() {
+        if let (Err(_), Some((_, codec))) = (&uploaded, &compressed) {
             // Whatever went wrong, the next try compresses afresh rather than trust the kept copy.
-            compressed::forget(&hash);
+            compressed::forget(&hash, *codec);
         }
         uploaded?;
         Ok(remote_path)
@@ -86,16 +165,17 @@ impl SshSession {
 
     /// Starts the agent installed for `local_binary`, in one exec: the node's shell runs the agent at its
     /// content address when the file is there, and the agent checks that it is as large as
-    /// `local_binary` before it says it is ready ([`crate::protocol::AGENT_READY`]). `None` when it is
-    /// not there, has another size, or cannot run (another architecture): then
-    /// [`install_agent`](Self::install_agent) finds out why and puts it right. Probing first and then
-    /// starting cost every connection a second exec (two more shells and `uname`, `wc` on the node).
-    pub async fn start_installed_agent(&self, local_binary: &Path) -> Result<Option<AgentStream>, SshError> {
+    /// `local_binary` before it says it is ready ([`crate::protocol::AGENT_READY`]). When nothing is there
+    /// the shell says so and what the node is ([`Started::Absent`]), so that a fresh node's install needs
+    /// no probe of its own; when something is there that does not say it is ready (another size, another
+    /// architecture), [`Started::NotReady`]: [`install_agent`](Self::install_agent) finds out why and puts
+    /// it right.
+    pub async fn start_installed_agent(&self, local_binary: &Path) -> Result<Started, SshError> {
         let (hash, _) = self.hash_binary(local_binary).await?;
         let size = std::fs::metadata(local_binary).map_err(|e| self.unreadable(local_binary, e))?;
         // `hash` is 64 hex digits and the size a number, both computed here: the only variable parts.
         let command = format!(
-            "sh -c 'f=\"$HOME\"/.local/share/bai/agent/{hash}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then exec \"$f\" agent --expect-size {}; fi; echo absent'",
+            "sh -c 'f=\"$HOME\"/.local/share/bai/agent/{hash}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then exec \"$f\" agent --expect-size {}; fi; echo {ABSENT}; {FACTS}'",
             size.len()
         );
         let mut stream = self.exec_stream(&command).await?;
@@ -108,10 +188,20 @@ impl SshSession {
                 Ok(1) => line.push(byte[0]),
                 // The shell said why on stderr (another architecture: `Exec format error`); the install
                 // path's probe tells it properly.
-                _ => return Ok(None),
+                _ => return Ok(Started::NotReady),
             }
         }
-        Ok((line == crate::protocol::AGENT_READY.as_bytes()).then_some(stream))
+        if line == crate::protocol::AGENT_READY.as_bytes() {
+            return Ok(Started::Ready(stream));
+        }
+        if line != ABSENT.as_bytes() {
+            return Ok(Started::NotReady);
+        }
+        let mut facts = Vec::new();
+        match (&mut stream.reader).take(FACTS_LIMIT).read_to_end(&mut facts).await {
+            Ok(_) => Ok(NodeFacts::parse(&String::from_utf8_lossy(&facts)).map_or(Started::NotReady, Started::Absent)),
+            Err(_) => Ok(Started::NotReady),
+        }
     }
 
     fn unreadable(&self, binary: &Path, source: std::io::Error) -> SshError {
@@ -217,5 +307,51 @@ pub(super) fn normalize_arch(arch: &str) -> &str {
         "i386" | "i486" | "i586" | "x86" => "i686",
         other if other.starts_with("armv") => "arm",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`HASH`] on a file with only `tools` on the PATH: `name` or `name=program`, linked from this
+    /// machine.
+    fn hash_with(tools: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for tool in tools {
+            let (name, program) = tool.split_once('=').unwrap_or((tool, tool));
+            let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(program)).find(|p| p.exists());
+            std::os::unix::fs::symlink(found.unwrap_or_else(|| panic!("{program} is on this machine")), bin.join(name))
+                .unwrap();
+        }
+        let file = dir.path().join("upload");
+        std::fs::write(&file, b"the agent").unwrap();
+        let script = format!("t={}; {HASH}; printf %s \"${{h%% *}}\"", file.display());
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).env("PATH", &bin).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn the_upload_is_hashed_by_openssl_or_else_sha256sum() {
+        let want: String = Sha256::digest(b"the agent").iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hash_with(&["openssl", "sha256sum"]), want);
+        assert_eq!(hash_with(&["sha256sum"]), want, "no openssl on the node");
+        // An openssl that cannot hash (a FIPS build refusing, a broken install): sha256sum still does.
+        assert_eq!(hash_with(&["openssl=false", "sha256sum"]), want);
+    }
+
+    #[test]
+    fn facts_are_read_from_the_shells_lines() {
+        let facts = NodeFacts::parse("x86_64\n/home/u\ngzip\n").unwrap();
+        assert_eq!(
+            (facts.arch.as_str(), facts.home.as_str(), facts.gzip, facts.installed_size),
+            ("x86_64", "/home/u", true, None)
+        );
+        let facts = NodeFacts::parse("aarch64\n/h\n-\n123\n").unwrap();
+        assert_eq!((facts.gzip, facts.installed_size), (false, Some(123)));
+        assert_eq!(NodeFacts::parse("x86_64\n/home/u\n"), None, "cut short");
     }
 }

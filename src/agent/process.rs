@@ -1,0 +1,113 @@
+//! The agent as a process: what `bai agent` and the small `bai-agent` binary both run. The node is sent
+//! `bai-agent` when it sits beside the controller's `bai` and was built with it ([`crate::agent::binary`]):
+//! a fifth of `bai`'s size, it holds none of the lab language, the planner, the SSH client or the CLI.
+//! Both take the same arguments, so either one can be installed under the content address.
+
+use std::io::Write as _;
+
+use crate::agent::home::Home;
+use crate::agent::serve::serve;
+use crate::agent::stdio;
+use crate::protocol::AGENT_READY;
+
+/// What the agent was asked to do, from its command line (`agent [--expect-size BYTES]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentArgs {
+    /// Check first that this binary is this many bytes, then say it is ready (how the controller starts
+    /// an installed agent over SSH).
+    pub expect_size: Option<u64>,
+}
+
+impl AgentArgs {
+    /// Reads `bai-agent`'s arguments (those after the program name): the `agent` subcommand `bai` takes,
+    /// then `--expect-size BYTES` or `--expect-size=BYTES`. Hand-parsed: a parser crate would be most of
+    /// a binary meant to be small, and these are written by the controller alone.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, String> {
+        let mut args = args.into_iter();
+        match args.next().as_deref() {
+            Some("agent") => {}
+            Some(other) => {
+                return Err(format!("unknown command `{}`; bai-agent only runs `agent`", other.escape_debug()));
+            }
+            None => return Err("missing command; bai-agent only runs `agent`".to_owned()),
+        }
+        let mut parsed = Self::default();
+        while let Some(arg) = args.next() {
+            let value = match arg.strip_prefix("--expect-size") {
+                Some("") => args.next().ok_or("`--expect-size` needs a number of bytes")?,
+                Some(rest) if rest.starts_with('=') => rest.get(1..).unwrap_or_default().to_owned(),
+                _ => return Err(format!("unexpected argument `{}`", arg.escape_debug())),
+            };
+            let bytes = value
+                .parse()
+                .map_err(|_| format!("`--expect-size` takes a number of bytes, not `{}`", value.escape_debug()))?;
+            parsed.expect_size = Some(bytes);
+        }
+        Ok(parsed)
+    }
+}
+
+/// Runs the agent until the controller hangs up; `false` when it failed (said on stderr).
+pub fn run(args: AgentArgs) -> bool {
+    if let Some(expected) = args.expect_size {
+        // The content address is only ever written by a rename after a verified upload, so the size is
+        // enough to tell a copy truncated or rewritten since; hashing it on every connection is not.
+        let own = std::fs::metadata("/proc/self/exe").or_else(|_| std::env::current_exe().and_then(std::fs::metadata));
+        let ready = own.is_ok_and(|m| m.len() == expected);
+        if let Err(e) = writeln!(std::io::stdout(), "{}", if ready { AGENT_READY } else { "stale" }) {
+            eprintln!("bai agent: cannot write: {e}");
+            return false;
+        }
+        let _ = std::io::stdout().flush();
+        if !ready {
+            return true;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bai agent: cannot start: {e}");
+            return false;
+        }
+    };
+    let served = runtime.block_on(async {
+        let (input, output, _restore) = stdio::standard();
+        serve(input, output, Home::from_env()).await
+    });
+    // A call abandoned when the controller hung up may have left blocking work behind (a file read on
+    // the blocking pool): the agent ends now rather than waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match served {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("bai agent: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AgentArgs, String> {
+        AgentArgs::parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn takes_what_the_controller_writes() {
+        assert_eq!(parse(&["agent"]), Ok(AgentArgs { expect_size: None }));
+        assert_eq!(parse(&["agent", "--expect-size", "123"]), Ok(AgentArgs { expect_size: Some(123) }));
+        assert_eq!(parse(&["agent", "--expect-size=7"]), Ok(AgentArgs { expect_size: Some(7) }));
+    }
+
+    #[test]
+    fn refuses_anything_else() {
+        assert!(parse(&[]).unwrap_err().contains("missing command"));
+        assert!(parse(&["apply"]).unwrap_err().contains("unknown command `apply`"));
+        assert!(parse(&["agent", "--expect-size"]).unwrap_err().contains("needs a number"));
+        assert!(parse(&["agent", "--expect-size", "-1"]).unwrap_err().contains("not `-1`"));
+        assert!(parse(&["agent", "--expect-sizes=1"]).unwrap_err().contains("unexpected argument"));
+        assert!(parse(&["agent", "extra\n"]).unwrap_err().contains("`extra\\n`"));
+    }
+}
