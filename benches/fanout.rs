@@ -64,17 +64,17 @@
 //! Then, on N fresh nodes (the largest count; `--no-converge` skips it), the first converge
 //! (`bai apply --yes`, the agent's install included) and what installing the agent costs: every node's
 //! installed agent removed, `bai plan` (install, then observe) against `bai plan` right after (observe),
-//! medians of three, with the CPU of both; and the size of the agent as it crossed (the gzip kept in the
-//! controller's cache).
+//! medians of three, with the CPU of both; and the size of the agent as it crossed (the zstd kept in the
+//! controller's cache: these nodes have `zstd`).
 //!
 //! The warm-RPC latency: one agent, after `hello` (without the lease), answers 200 `ping` requests sent
 //! one at a time (write the line, flush, read the reply line); median and 99th percentile of the round
 //! trip, over three transports:
 //!
-//! - `local pipe`: `bai agent` as a child process of the bench (its stdin and stdout), as bai runs the
-//!   agent of a `local=#true` node; the cost of the RPC itself, without a network.
+//! - `local pipe`: `bai-agent agent` as a child process of the bench (its stdin and stdout), as bai runs
+//!   the agent of a `local=#true` node; the cost of the RPC itself, without a network.
 //! - `OpenSSH exec`: `ssh … bai-test@127.0.0.1 <node's agent path> agent`, the agent installed by the
-//!   setup apply at `~/.local/share/bai/agent/<sha256 of bai>/bai` under node0's home (the OpenSSH
+//!   setup apply at `~/.local/share/bai/agent/<sha256 of bai-agent>/bai` under node0's home (the OpenSSH
 //!   client sets TCP_NODELAY on interactive sessions).
 //! - `bai (russh) exec`: the same agent over bai's own SSH client, through the library
 //!   (`transport::ssh::connect`, `exec_stream`, `AgentClient`), as `bai apply` talks to every node.
@@ -251,8 +251,9 @@ struct Converge {
     /// CPU per node of the two plans (medians), to tell where installing costs.
     installing_cpu: Cpu,
     plan_cpu: Cpu,
-    /// Bytes of the agent as it crossed the wire (the gzip kept in the controller's cache).
-    wire_bytes: Option<u64>,
+    /// Bytes of the agent as it crossed the wire (the zstd, else the gzip, kept in the controller's
+    /// cache: the nodes here have zstd), and which.
+    wire_bytes: Option<(u64, &'static str)>,
 }
 
 /// One transport's warm round trips, in milliseconds.
@@ -484,7 +485,8 @@ fn ping_child(mut child: Child, version: &str, what: &str) -> Result<Vec<f64>, S
 fn rpc_local(fleet: &Sshd, version: &str) -> Result<Rpc, String> {
     let home = fleet.scratch().join("local-agent-home");
     fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
-    let child = Command::new(BAI)
+    let agent = bai::agent::binary::for_controller(Path::new(BAI));
+    let child = Command::new(&agent)
         .arg("agent")
         .env("HOME", &home)
         .env_remove("BAI_HOME")
@@ -492,9 +494,9 @@ fn rpc_local(fleet: &Sshd, version: &str) -> Result<Rpc, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {BAI} agent: {e}"))?;
+        .map_err(|e| format!("cannot run {} agent: {e}", agent.display()))?;
     let samples = ping_child(child, version, "local agent")?;
-    Ok(Rpc::of("local pipe", format!("`{BAI} agent` as a child process"), &samples))
+    Ok(Rpc::of("local pipe", format!("`{} agent` as a child process", agent.display()), &samples))
 }
 
 fn rpc_openssh(fleet: &Sshd, agent: &Path, version: &str) -> Result<Rpc, String> {
@@ -678,7 +680,12 @@ fn first_converge(n: usize, agent_hash: &str) -> Result<Converge, String> {
     let home = env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    let wire_bytes = home.and_then(|h| fs::metadata(h.join("bai/agents").join(format!("{agent_hash}.gz"))).ok());
+    let wire_bytes = home.and_then(|h| {
+        [("zst", "zstd"), ("gz", "gzip")].into_iter().find_map(|(extension, codec)| {
+            let kept = h.join("bai/agents").join(format!("{agent_hash}.{extension}"));
+            fs::metadata(kept).ok().map(|m| (m.len(), codec))
+        })
+    });
     Ok(Converge {
         nodes: n,
         first,
@@ -686,7 +693,7 @@ fn first_converge(n: usize, agent_hash: &str) -> Result<Converge, String> {
         plan: Stat::of(&plain).median,
         installing_cpu: Cpu::median(&installing_cpu),
         plan_cpu: Cpu::median(&plain_cpu),
-        wire_bytes: wire_bytes.map(|m| m.len()),
+        wire_bytes,
     })
 }
 
@@ -907,9 +914,9 @@ fn print_report(options: &Options, rows: &[Row], rpcs: &[Rpc], agent_hash: &str,
             c.plan,
             install,
             verdict(share * 100.0, share <= MAX_INSTALL_SHARE).replacen("** ", " %** ", 1),
-            c.wire_bytes.map_or("a plain copy (no compressed copy kept)".to_owned(), |b| {
+            c.wire_bytes.map_or("a plain copy (no compressed copy kept)".to_owned(), |(b, codec)| {
                 let mb = b as f64 / 1e6;
-                format!("{} ({mb:.2} MB gzip)", verdict(mb, mb <= MAX_WIRE_MB))
+                format!("{} ({mb:.2} MB {codec})", verdict(mb, mb <= MAX_WIRE_MB))
             }),
         );
         let (a, b) = (c.installing_cpu, c.plan_cpu);

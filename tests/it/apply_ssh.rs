@@ -274,3 +274,46 @@ fn a_node_lost_mid_apply_fails_alone_and_a_later_apply_converges() {
     std::fs::write(&state, stdout_of(&status)).expect("write");
     assert_code(&lab.run(&["plan", "--detailed-exitcode", "--state", state.to_str().expect("utf-8")]), 0);
 }
+
+/// `bai` installs the `bai-agent` beside it only when it is of the same build: one left from an older build
+/// (cargo relinks only the binaries a command names) is passed over for `bai` itself.
+#[test]
+fn an_agent_of_another_build_beside_bai_is_passed_over_for_bai_itself() {
+    let lab = SshLab::new(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bai = dir.path().join("bai");
+    std::fs::copy(env!("CARGO_BIN_EXE_bai"), &bai).expect("copy bai");
+    let agent = dir.path().join("bai-agent");
+    std::fs::write(&agent, "#!/bin/sh\n# bai-build:0123456789abcdef\nexit 1\n").expect("write");
+    let executable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&agent, executable).expect("chmod");
+    let plan = || {
+        // As `support::bai()` runs it, but this copy.
+        Command::new(&bai)
+            .current_dir(crate::support::root())
+            .env("NO_COLOR", "1")
+            .env("BAI_SSH_CONFIG", "none")
+            .env("BAI_HOME", lab.file("agent-home"))
+            .arg("plan")
+            .arg(lab.path())
+            .output()
+            .expect("bai runs")
+    };
+    let installed = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(lab.sshd.home(0).join(".local/share/bai/agent"))
+            .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let hash = |path: &std::path::Path| bai::transport::ssh::agent_sha256(path).expect("hash");
+
+    assert_code(&plan(), 0);
+    assert_eq!(installed(), [hash(&bai)], "bai itself, not the stale bai-agent");
+
+    std::fs::copy(env!("CARGO_BIN_EXE_bai-agent"), &agent).expect("copy bai-agent");
+    assert_code(&plan(), 0);
+    let mut both = vec![hash(&bai), hash(&agent)];
+    both.sort();
+    assert_eq!(installed(), both, "the bai-agent of this build, once it is there");
+}

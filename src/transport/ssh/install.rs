@@ -80,9 +80,8 @@ impl SshSession {
     /// there (only a verified upload ever lands at that path). An upload crosses as zstd or gzip, whichever
     /// the node can unpack ([`compressed`]), lands unpacked under a temporary name, is hashed on the node
     /// ([`HASH`]) against the binary's SHA-256, made executable and renamed into place: an installed agent
-    /// is never rewritten in place. Returns the
-    /// absolute remote path (it holds the node's `$HOME`: pass it through [`shell_word`] to build a
-    /// command).
+    /// is never rewritten in place. Returns the absolute remote path (it holds the node's `$HOME`: pass it
+    /// through [`shell_word`] to build a command).
     ///
     /// The node's `uname -m` must match the binary's architecture (read from its ELF header; the
     /// controller's own when the file is no ELF executable).
