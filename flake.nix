@@ -1,6 +1,6 @@
 # bai as a Nix flake: the package, a development shell, checks and `nix run`.
 #
-#   nix build            # the `bai` binary, built from Cargo.lock
+#   nix build            # `bai` and `bai-agent` (what bai installs on nodes), built from Cargo.lock
 #   nix run . -- --help  # run it
 #   nix develop          # the toolchain and what `scripts/test` needs
 #   nix flake check      # the build, `cargo test --lib`, rustfmt and clippy
@@ -51,6 +51,8 @@
             fileset = nixpkgs.lib.fileset.unions [
               ./Cargo.toml
               ./Cargo.lock
+              # The build's identity, which `bai` looks for in the `bai-agent` beside it.
+              ./build.rs
               ./src
               ./tests
               ./benches
@@ -121,9 +123,10 @@
         });
 
       # `nix develop`: the toolchain plus what the integration tests use (OpenSSH, the Docker client, a
-      # static busybox for the test images, promtool for the /metrics text). The tests read sshd and
-      # busybox at Debian's paths (/usr/sbin/sshd, /bin/busybox) and need the machine's Docker engine and
-      # `bai-test` user: `scripts/test` sets those up on Debian; elsewhere, link these there.
+      # static busybox for the test images, zstd for the agent's upload, promtool for the /metrics text).
+      # The tests read sshd and busybox at Debian's paths (/usr/sbin/sshd, /bin/busybox) and need the
+      # machine's Docker engine and `bai-test` user: `scripts/test` sets those up on Debian; elsewhere,
+      # link these there.
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
@@ -131,6 +134,7 @@
             pkgs.openssh
             pkgs.docker-client
             pkgs.pkgsStatic.busybox
+            pkgs.zstd
             pkgs.prometheus
             pkgs.git
           ];
