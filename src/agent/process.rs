@@ -1,6 +1,6 @@
 //! The agent as a process: what `bai agent` and the small `bai-agent` binary both run. The node is sent
 //! `bai-agent` when it sits beside the controller's `bai` and was built with it ([`crate::agent::binary`]):
-//! a fifth of `bai`'s size, it holds none of the lab language, the planner, the SSH client or the CLI.
+//! under a third of `bai`'s size, it holds none of the lab language, the planner, the SSH client or the CLI.
 //! Both take the same arguments, so either one can be installed under the content address.
 
 use std::io::Write as _;
