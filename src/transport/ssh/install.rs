@@ -37,18 +37,22 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
-    /// Reads [`FACTS`]' lines, then the installed size where the probe added one.
+    /// Reads [`FACTS`]' lines, then the installed size where the probe added one. The architecture and
+    /// home are the node's words, shown in messages: escaped and cut short here.
     fn parse(text: &str) -> Option<NodeFacts> {
         let mut lines = text.lines();
         let (arch, home, unpackers) = (lines.next()?.trim(), lines.next()?, lines.next()?);
         let has = |tool: &str| unpackers.split_whitespace().any(|word| word == tool);
-        Some(NodeFacts {
+        let mut facts = NodeFacts {
             arch: arch.to_owned(),
             home: home.to_owned(),
             zstd: has("zstd"),
             gzip: has("gzip"),
             installed_size: lines.next().and_then(|line| line.trim().parse().ok()),
-        })
+        };
+        crate::untrusted::clean(&mut facts.arch);
+        crate::untrusted::clean(&mut facts.home);
+        Some(facts)
     }
 }
 
@@ -352,5 +356,7 @@ mod tests {
         let facts = NodeFacts::parse("aarch64\n/h\n-\n123\n").unwrap();
         assert_eq!((facts.gzip, facts.installed_size), (false, Some(123)));
         assert_eq!(NodeFacts::parse("x86_64\n/home/u\n"), None, "cut short");
+        let hostile = NodeFacts::parse("x86_64\u{1b}[2J\n/home/\u{7}u\n-\n").unwrap();
+        assert_eq!((hostile.arch.as_str(), hostile.home.as_str()), ("x86_64\\u{1b}[2J", "/home/\\u{7}u"));
     }
 }
