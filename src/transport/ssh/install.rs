@@ -355,6 +355,10 @@ mod tests {
         );
         let facts = NodeFacts::parse("aarch64\n/h\n-\n123\n").unwrap();
         assert_eq!((facts.gzip, facts.installed_size), (false, Some(123)));
+        let facts = NodeFacts::parse("x86_64\n/h\nzstd gzip\n").unwrap();
+        assert_eq!((facts.zstd, facts.gzip), (true, true));
+        let facts = NodeFacts::parse("x86_64\n/h\n- gzip\n").unwrap();
+        assert_eq!((facts.zstd, facts.gzip), (false, true), "the line FACTS prints without zstd");
         assert_eq!(NodeFacts::parse("x86_64\n/home/u\n"), None, "cut short");
         let hostile = NodeFacts::parse("x86_64\u{1b}[2J\n/home/\u{7}u\n-\n").unwrap();
         assert_eq!((hostile.arch.as_str(), hostile.home.as_str()), ("x86_64\\u{1b}[2J", "/home/\\u{7}u"));
