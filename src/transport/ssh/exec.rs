@@ -25,8 +25,9 @@ impl Output {
     }
 }
 
-/// How much of a command's stdin is read and queued at once.
-pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
+/// How much of a command's stdin is read and queued at once: two SSH packets, fine enough for an upload
+/// to keep pace with the node ([`flow`]).
+pub(super) const UPLOAD_CHUNK: usize = 64 * 1024;
 
 /// A long-running remote command: its stdio as an [`AgentStream`] and a view of how it is doing.
 pub struct RemoteProcess {
@@ -100,9 +101,13 @@ impl SshSession {
         command: &str,
         stdin: Option<R>,
     ) -> Result<Output, SshError> {
-        let (mut read, write) = self.open(command).await?.split();
+        let channel = self.open(command).await?;
+        let id = channel.id();
+        let window = stdin.is_some().then(|| self.handle.windows.watch(id));
+        let (mut read, write) = channel.split();
         let send = async {
-            let fed = feed(&write, stdin).await;
+            let fed = feed(&write, stdin, window).await;
+            self.handle.windows.closed(id);
             if fed.is_err() {
                 // Without the rest of its input (and an EOF) the command would wait forever.
                 let _ = write.close().await;
@@ -217,12 +222,23 @@ pub(super) enum FeedError {
     Channel(russh::Error),
 }
 
-/// Sends a command's stdin, if any, then EOF.
+/// Sends `stdin` (if any) and then EOF. Where the channel's `window` is known and worth it, what the node
+/// has not consumed is kept under [`flow::IN_FLIGHT`] (see [`flow`] for why).
 pub(super) async fn feed<R: AsyncRead + Unpin>(
     write: &ChannelWriteHalf<Msg>,
     stdin: Option<R>,
+    mut window: Option<watch::Receiver<flow::Window>>,
 ) -> Result<(), FeedError> {
     if let Some(mut stdin) = stdin {
+        if let Some(w) = &mut window {
+            // sshd grants a session channel's window as its command starts, a moment after the exec.
+            let _ = tokio::time::timeout(flow::PATIENCE, w.wait_for(|w| w.remaining > 0)).await;
+        }
+        let mut window = window.filter(|w| w.borrow().worth_pacing());
+        // The window granted once the command started, nothing sent yet.
+        let capacity = window.as_ref().map_or(0, |w| w.borrow().remaining);
+        // Sent since the window's latest adjustment was seen.
+        let mut sent_since = 0u64;
         // Large chunks handed over as owned bytes: russh's `data` copies through an 8 KiB buffer, one SSH
         // packet per 8 KiB where OpenSSH takes 32 KiB; the agent upload took 60% longer that way.
         loop {
@@ -232,10 +248,39 @@ pub(super) async fn feed<R: AsyncRead + Unpin>(
                 break;
             }
             chunk.truncate(n);
+            if let Some(w) = &mut window
+                && !keep_pace(w, capacity, &mut sent_since, n as u64).await
+            {
+                window = None;
+            }
             write.data_bytes(chunk).await.map_err(FeedError::Channel)?;
+            sent_since += n as u64;
         }
     }
     write.eof().await.map_err(FeedError::Channel)
+}
+
+/// Waits until `next` more bytes keep what the node has not consumed under [`flow::IN_FLIGHT`] (for an
+/// upload that started with the window `capacity`), or for [`flow::PATIENCE`] at most. `false` once the
+/// channel is gone (nothing to wait for any more).
+async fn keep_pace(window: &mut watch::Receiver<flow::Window>, capacity: u32, sent_since: &mut u64, next: u64) -> bool {
+    loop {
+        if window.has_changed().unwrap_or(false) {
+            window.borrow_and_update();
+            *sent_since = 0;
+        }
+        let in_flight = window.borrow().in_flight(capacity, *sent_since);
+        if in_flight == 0 || in_flight + next <= flow::IN_FLIGHT {
+            return true;
+        }
+        match tokio::time::timeout(flow::PATIENCE, window.changed()).await {
+            // `changed` marks the adjustment seen.
+            Ok(Ok(())) => *sent_since = 0,
+            Ok(Err(_)) => return false,
+            // Sent anyway: an upload always progresses.
+            Err(_) => return true,
+        }
+    }
 }
 
 /// The most of a fixed command's stdout and of its stderr kept: bai's own commands print a few lines,
@@ -280,5 +325,55 @@ pub fn shell_word(word: &str) -> String {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENSSH: u32 = 2 * 1024 * 1024;
+
+    fn window(remaining: u32) -> (watch::Sender<flow::Window>, watch::Receiver<flow::Window>) {
+        watch::channel(flow::Window { remaining, adjustments: 1 })
+    }
+
+    #[tokio::test]
+    async fn an_upload_under_the_limit_goes_on_at_once() {
+        let (_tx, mut rx) = window(OPENSSH);
+        let mut sent = 0;
+        assert!(keep_pace(&mut rx, OPENSSH, &mut sent, 64 * 1024).await);
+        let mut sent = flow::IN_FLIGHT - 64 * 1024;
+        assert!(keep_pace(&mut rx, OPENSSH, &mut sent, 64 * 1024).await);
+    }
+
+    #[tokio::test]
+    async fn an_upload_ahead_of_the_node_waits_for_its_adjustment() {
+        let (tx, mut rx) = window(OPENSSH);
+        let mut sent = flow::IN_FLIGHT;
+        let adjust = async {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            // The node consumed all but 64 KiB of what was sent.
+            tx.send_modify(|w| {
+                w.remaining = OPENSSH - 64 * 1024;
+                w.adjustments += 1;
+            });
+        };
+        let started = std::time::Instant::now();
+        let (paced, ()) = tokio::join!(keep_pace(&mut rx, OPENSSH, &mut sent, 64 * 1024), adjust);
+        assert!(paced);
+        assert_eq!(sent, 0, "counted afresh from the adjustment");
+        assert!(started.elapsed() < flow::PATIENCE, "woken by the adjustment, not by patience");
+    }
+
+    #[tokio::test]
+    async fn an_upload_never_waits_longer_than_patience_nor_on_a_closed_channel() {
+        let (tx, mut rx) = window(OPENSSH - flow::IN_FLIGHT as u32);
+        let mut sent = 0;
+        let started = std::time::Instant::now();
+        assert!(keep_pace(&mut rx, OPENSSH, &mut sent, 64 * 1024).await, "sent anyway");
+        assert!(started.elapsed() >= flow::PATIENCE);
+        drop(tx);
+        assert!(!keep_pace(&mut rx, OPENSSH, &mut sent, 64 * 1024).await, "nothing to wait for on a closed channel");
     }
 }

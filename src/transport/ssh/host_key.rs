@@ -1,5 +1,6 @@
 //! Host-key checking inside the handshake, with OpenSSH's rules: `known_hosts` (hashed names,
 //! `@revoked`), `accept-new` on request, a changed key always refused; and the precise error for a refusal.
+//! The same handler files each channel's window as the server grants it, for uploads ([`super::flow`]).
 
 use super::*;
 
@@ -23,6 +24,8 @@ pub(super) struct Client {
     pub(super) known_hosts: PathBuf,
     pub(super) accept_new: bool,
     pub(super) verdict: Arc<Mutex<Option<HostKeyVerdict>>>,
+    /// Each open channel's window, for uploads that keep pace with the node ([`super::flow`]).
+    pub(super) windows: Arc<flow::Windows>,
 }
 
 impl Client {
@@ -79,6 +82,32 @@ impl client::Handler for Client {
         let accept = matches!(verdict, HostKeyVerdict::Known | HostKeyVerdict::Learned);
         *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
         Ok(accept)
+    }
+
+    async fn channel_open_confirmation(
+        &mut self,
+        id: russh::ChannelId,
+        _max_packet_size: u32,
+        window_size: u32,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.windows.opened(id, window_size);
+        Ok(())
+    }
+
+    async fn window_adjusted(
+        &mut self,
+        id: russh::ChannelId,
+        new_size: u32,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.windows.adjusted(id, new_size);
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, id: russh::ChannelId, _session: &mut client::Session) -> Result<(), Self::Error> {
+        self.windows.closed(id);
+        Ok(())
     }
 }
 

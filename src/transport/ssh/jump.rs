@@ -121,7 +121,7 @@ async fn connect_hop(
         Some(path) => Some((path.as_path(), load_identity(t, path).map_err(|e| hop_error(target, hop, e))?)),
         None => None,
     };
-    let handle = match (&via, previous) {
+    let (handle, windows) = match (&via, previous) {
         (Some(via), Some(previous)) => {
             let channel = via
                 .channel_open_direct_tcpip(t.host.as_str(), u32::from(t.port), "127.0.0.1", 0)
@@ -135,7 +135,7 @@ async fn connect_hop(
         },
     }
     .map_err(|e| hop_error(target, hop, e))?;
-    Ok(Connection { handle, _via: via })
+    Ok(Connection { handle, windows, _via: via })
 }
 
 /// A hop's own failure, put as the node's: the hop's message without its `node `x` (host:port): ` lead,

@@ -83,6 +83,7 @@ mod auth;
 mod compressed;
 mod error;
 mod exec;
+mod flow;
 mod host_key;
 mod install;
 mod jump;
@@ -106,6 +107,7 @@ pub struct SshSession {
 /// [`jump`] does meanwhile.
 struct Connection {
     handle: Handle<Client>,
+    windows: Arc<flow::Windows>,
     _via: Option<Arc<Connection>>,
 }
 
@@ -159,10 +161,12 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
     let attempt = async {
         if target.jumps.is_empty() {
             let stream = open_stream(target).await.map_err(|e| connect_error(target, e))?;
-            Ok(Connection { handle: handshake(target, stream, explicit, keys).await?, _via: None })
+            let (handle, windows) = handshake(target, stream, explicit, keys).await?;
+            Ok(Connection { handle, windows, _via: None })
         } else {
             let (stream, via) = jump::channel_to(target, keys, &reached).await?;
-            Ok(Connection { handle: handshake(target, stream, explicit, keys).await?, _via: Some(via) })
+            let (handle, windows) = handshake(target, stream, explicit, keys).await?;
+            Ok(Connection { handle, windows, _via: Some(via) })
         }
     };
     let connection = match tokio::time::timeout(target.connect_timeout, attempt).await {
@@ -196,7 +200,7 @@ async fn handshake<S>(
     stream: S,
     explicit: Option<(&Path, PrivateKey)>,
     keys: &KeySources,
-) -> Result<Handle<Client>, SshError>
+) -> Result<(Handle<Client>, Arc<flow::Windows>), SshError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -207,14 +211,16 @@ where
         known_hosts: target.known_hosts.clone(),
         accept_new: target.accept_new_host_keys,
         verdict: Arc::clone(&verdict),
+        windows: Arc::default(),
     };
+    let windows = Arc::clone(&handler.windows);
     let mut handle =
         client::connect_stream(Arc::new(client_config(target)), stream, handler).await.map_err(|source| {
             let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
             host_key_error(target, verdict).unwrap_or_else(|| connect_error(target, source))
         })?;
     authenticate(&mut handle, target, explicit, keys).await?;
-    Ok(handle)
+    Ok((handle, windows))
 }
 
 fn connect_error(target: &SshTarget, source: russh::Error) -> SshError {
