@@ -10,6 +10,7 @@ pub mod generations;
 pub mod health;
 pub mod home;
 pub mod identity;
+pub mod installed;
 pub mod inventory;
 pub mod lease;
 pub mod process;

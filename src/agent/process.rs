@@ -62,6 +62,13 @@ pub fn run(args: AgentArgs) -> bool {
         if !ready {
             return true;
         }
+        // An installed agent started by the controller: it marks itself used and lets go of agents nobody
+        // ran for a month. Beside the serving, and best effort: a node where it fails keeps its agents.
+        if let (Ok(exe), Some(home)) = (std::env::current_exe(), std::env::var_os("HOME")) {
+            let _ = std::thread::Builder::new().name("tend".into()).spawn(move || {
+                let _ = crate::agent::installed::tend(&exe, std::path::Path::new(&home), std::time::SystemTime::now());
+            });
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

@@ -135,6 +135,8 @@ fn apply_over_ssh_creates_reads_updates_and_deletes() {
             .expect("agent dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // The agents' own stamp of when they were last looked over.
+            .filter(|name| !name.starts_with('.'))
             .collect();
         assert_eq!(agents, [agent_hash.as_str()]);
     }
@@ -303,6 +305,7 @@ fn an_agent_of_another_build_beside_bai_is_passed_over_for_bai_itself() {
         let mut names: Vec<String> = std::fs::read_dir(lab.sshd.home(0).join(".local/share/bai/agent"))
             .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
+        names.retain(|name| !name.starts_with('.'));
         names.sort();
         names
     };
@@ -316,4 +319,59 @@ fn an_agent_of_another_build_beside_bai_is_passed_over_for_bai_itself() {
     let mut both = vec![hash(&bai), hash(&agent)];
     both.sort();
     assert_eq!(installed(), both, "the bai-agent of this build, once it is there");
+}
+
+/// Every build of bai that reaches a node installs its own agent; one unused for a month is removed by
+/// the agent the controller starts there (once a day), and nothing else is: not a recent one, not the
+/// running one, not a link in an agent's place.
+#[test]
+fn agents_unused_for_a_month_are_removed_from_the_node() {
+    let lab = SshLab::new(1);
+    let plan = || lab.run(&["plan"]);
+    assert_code(&plan(), 0);
+    let root = lab.sshd.home(0).join(".local/share/bai/agent");
+    let (uid, gid) = crate::support::sshd::test_user().expect("the test user");
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(24 * 3600);
+    let aged = |path: &std::path::Path, by: Duration| {
+        std::fs::File::open(path).expect("open").set_modified(now - by).expect("age");
+    };
+    // What earlier builds of bai left: installed by the node's user, as the controller installs.
+    let earlier = |c: char, unused: Duration| {
+        let dir = root.join(c.to_string().repeat(64));
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(dir.join("bai"), b"an earlier agent").expect("agent");
+        for path in [dir.join("bai"), dir.clone()] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+            aged(&path, unused);
+        }
+        dir
+    };
+    let old = earlier('e', 45 * day);
+    let recent = earlier('f', 3 * day);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::fs::write(elsewhere.path().join("bai"), b"not bai's").expect("write");
+    let link = root.join("d".repeat(64));
+    std::os::unix::fs::symlink(elsewhere.path(), &link).expect("symlink");
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).expect("lchown");
+    // The agents were looked over at the first plan (or were about to be); the day has passed since.
+    let stamp = root.join(".looked-over");
+    if !stamp.exists() {
+        std::fs::write(&stamp, b"").expect("stamp");
+        std::os::unix::fs::chown(&stamp, Some(uid), Some(gid)).expect("chown");
+    }
+    aged(&stamp, 2 * day);
+
+    assert_code(&plan(), 0);
+    wait_for("the month-old agent to go", || !old.exists());
+    let running: Vec<_> = std::fs::read_dir(&root)
+        .expect("agent root")
+        .flatten()
+        .filter(|e| e.path().join("bai").is_file() && !e.path().is_symlink())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(running.len(), 2, "the running agent and the recent one: {running:?}");
+    assert!(recent.join("bai").is_file());
+    assert!(link.is_symlink());
+    assert_eq!(std::fs::read(elsewhere.path().join("bai")).expect("kept"), b"not bai's");
 }
