@@ -1,6 +1,6 @@
 //! Where the agent keeps its files on a node: `$BAI_HOME`, else `~/.local/share/bai`.
 //!
-//! `agent/<sha256>/bai` holds installed agents, `blobs/` uploads (content-addressed), `leases/` one lock
+//! `agent/<sha256>/bai` holds installed agents (removed once unused for a month: see `agent::installed`), `blobs/` uploads (content-addressed), `leases/` one lock
 //! file per cluster, `generations/<cluster>/` the numbered generation records, `state/<cluster>/` what the agent must remember between runs (node labels, the images
 //! it placed, the cluster's secret key: see `agent::secret_key`), `engine.json` the Docker engine's version (see `agent::engine_version`), `gpu-claims.json` the GPUs other containers asked for, and `machine-id` on a machine without one of its own (see `agent::identity`). Cluster names are validated plain names, so they are safe as path components.
 

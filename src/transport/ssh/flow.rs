@@ -37,8 +37,6 @@ const KEPT: usize = 64;
 pub(super) struct Window {
     /// What the server still accepted then (what was sent before, subtracted).
     pub(super) remaining: u32,
-    /// Bumped by every adjustment, so that two alike still wake the uploader.
-    pub(super) adjustments: u64,
 }
 
 impl Window {
@@ -85,11 +83,9 @@ impl<K: std::hash::Hash + Eq> Windows<K> {
     }
 
     pub(super) fn adjusted(&self, id: K, remaining: u32) {
+        // Sent even when alike: every adjustment wakes the uploader.
         if let Some(sender) = self.lock().get(&id) {
-            sender.send_modify(|w| {
-                w.remaining = remaining;
-                w.adjustments += 1;
-            });
+            sender.send_modify(|w| w.remaining = remaining);
         }
     }
 
@@ -106,7 +102,7 @@ impl<K: std::hash::Hash + Eq> Windows<K> {
 
 /// A channel's window before the server said anything: nothing may be sent.
 fn fresh() -> watch::Sender<Window> {
-    watch::Sender::new(Window { remaining: 0, adjustments: 0 })
+    watch::Sender::new(Window { remaining: 0 })
 }
 
 #[cfg(test)]
@@ -116,18 +112,18 @@ mod tests {
     #[test]
     fn in_flight_counts_what_the_server_has_not_credited_back() {
         let capacity = 2 << 20;
-        let w = Window { remaining: capacity, adjustments: 1 };
+        let w = Window { remaining: capacity };
         assert_eq!(w.in_flight(capacity, 0), 0);
         assert_eq!(w.in_flight(capacity, 65536), 65536);
-        let w = Window { remaining: capacity - 100_000, ..w };
+        let w = Window { remaining: capacity - 100_000 };
         assert_eq!(w.in_flight(capacity, 10), 100_010);
         // A window grown past what the upload started with (servers may) is nothing in flight.
-        let w = Window { remaining: 3 << 20, ..w };
+        let w = Window { remaining: 3 << 20 };
         assert_eq!(w.in_flight(capacity, 0), 0);
         assert!(w.worth_pacing());
         // sshd's session channel before its command runs: no window yet.
-        assert!(!Window { remaining: 0, adjustments: 0 }.worth_pacing());
-        assert!(!Window { remaining: 256 * 1024, adjustments: 0 }.worth_pacing());
+        assert!(!Window { remaining: 0 }.worth_pacing());
+        assert!(!Window { remaining: 256 * 1024 }.worth_pacing());
     }
 
     #[test]
@@ -136,11 +132,11 @@ mod tests {
         let id = 7;
         // Watched before the handler saw it open (russh hands the channel over first).
         let mut rx = windows.watch(id);
-        assert_eq!(*rx.borrow(), Window { remaining: 0, adjustments: 0 });
+        assert_eq!(*rx.borrow(), Window { remaining: 0 });
         windows.opened(id, 0);
         windows.adjusted(id, 900);
         assert!(rx.has_changed().unwrap_or(false));
-        assert_eq!(*rx.borrow_and_update(), Window { remaining: 900, adjustments: 1 });
+        assert_eq!(*rx.borrow_and_update(), Window { remaining: 900 });
         windows.adjusted(id, 900);
         assert!(rx.has_changed().unwrap_or(false), "a like adjustment still wakes the uploader");
         windows.closed(id);
