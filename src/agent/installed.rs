@@ -189,19 +189,19 @@ fn clear(dir: BorrowedFd<'_>, now: SystemTime, all: bool) -> std::io::Result<Opt
             continue;
         }
         let age = now.duration_since(UNIX_EPOCH + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0)));
-        if upload && age.is_ok_and(|age| age >= LEFTOVER_AFTER) {
-            doomed.push((name.to_owned(), true));
-        } else if all {
-            doomed.push((name.to_owned(), upload));
+        let leftover = upload && age.is_ok_and(|age| age >= LEFTOVER_AFTER);
+        if leftover || all {
+            doomed.push((name.to_owned(), leftover));
         }
     }
     let mut leftovers = 0;
-    for (name, upload) in doomed {
-        if foreign && !upload {
+    for (name, leftover) in doomed {
+        // In a directory that is not bai's to empty, only what is surely a failed install's goes.
+        if foreign && !leftover {
             continue;
         }
         match rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty()) {
-            Ok(()) => leftovers += usize::from(upload),
+            Ok(()) => leftovers += usize::from(leftover),
             Err(Errno::NOENT) => {}
             Err(e) => return Err(e.into()),
         }
@@ -286,6 +286,7 @@ mod tests {
         // A directory that holds more than an agent is not bai's to empty.
         node.install(&sha('d'), now, 60 * DAY);
         fs::write(node.root().join(sha('d')).join("notes"), b"mine").expect("write");
+        fs::write(node.root().join(sha('d')).join(".bai.upload.1"), b"today's").expect("write");
         age(&node.root().join(sha('d')), now, 60 * DAY);
         // Not a SHA-256: not an agent's directory.
         fs::create_dir(node.root().join("old")).expect("dir");
@@ -297,6 +298,7 @@ mod tests {
         assert!(node.root().join(sha('b')).is_symlink());
         assert!(node.root().join(sha('d')).join(AGENT).exists());
         assert!(node.root().join(sha('d')).join("notes").exists());
+        assert!(node.root().join(sha('d')).join(".bai.upload.1").exists(), "an upload of today stays");
         assert!(node.root().join("old").is_dir());
     }
 
