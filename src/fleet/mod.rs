@@ -200,10 +200,11 @@ pub(crate) async fn start_agent(
     } else {
         let target = ssh_target(cluster, node, options).map_err(|e| ssh_failure(name, &e))?;
         let session = connect(&target).await.map_err(|e| ssh_failure(name, &e))?;
-        // The common case costs one exec: the installed agent, started where it is. Only when it is not
-        // there (or not right) is the agent uploaded, then started again: three execs on a fresh node, as
-        // the first one says what the node is; four when something else is there and a probe says what.
-        let stream = match session.start_installed_agent(&options.agent_binary).await {
+        // The common case costs one exec: the installed agent, started where it is. A fresh node gets the
+        // agent uploaded on that same exec. Only when something else is there (or the node is of another
+        // architecture) is the agent installed on an exec of its own, then started again: three execs,
+        // four when a probe says what is there.
+        let stream = match session.start_agent(&options.agent_binary).await {
             Ok(Started::Ready(stream)) => stream,
             Ok(started) => {
                 let facts = match &started {

@@ -396,6 +396,131 @@ async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_refu
     }
 }
 
+/// A directory of links to the tools a node's shell needs to start and install the agent, plus
+/// `unpackers`: a `PATH` with only those.
+fn tools_dir(root: &Path, name: &str, unpackers: &[&str]) -> std::path::PathBuf {
+    let bin = root.join(name);
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let base = ["sh", "uname", "head", "mkdir", "chmod", "mv", "rm", "cat", "openssl", "sha256sum"];
+    for tool in base.iter().chain(unpackers) {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
+        std::os::unix::fs::symlink(found.unwrap_or_else(|| panic!("{tool} is on this machine")), bin.join(tool))
+            .expect("link");
+    }
+    bin
+}
+
+/// A stand-in agent no other test uploads: a script that says it is ready, then echoes its input.
+fn script_agent(sshd: &Sshd, name: &str) -> (std::path::PathBuf, String) {
+    let script =
+        format!("#!/bin/sh\n# {name} {:?} {}\necho bai-agent-ready\nexec cat\n", Instant::now(), std::process::id());
+    let path = sshd.scratch().join(name);
+    std::fs::write(&path, &script).expect("write the stand-in agent");
+    (path, sha256_hex(script.as_bytes()))
+}
+
+/// The `bai` installed for `hash` on node 0, and what else its directory holds.
+fn installed(sshd: &Sshd, hash: &str) -> (Vec<u8>, u32, Vec<String>) {
+    let dir = sshd.home(0).join(".local/share/bai/agent").join(hash);
+    let file = dir.join("bai");
+    let content = std::fs::read(&file).unwrap_or_default();
+    let mode = std::fs::metadata(&file).map(|m| m.mode() & 0o777).unwrap_or(0);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    (content, mode, names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
+    let mut sshd = Sshd::start(1);
+    let execs = |sshd: &Sshd| sshd.log(0).matches("Starting session: command").count();
+    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("bai/agents");
+
+    // The real agent, as zstd: one exec uploads it, places it and runs it, and it answers.
+    let session = connect(&sshd.target(0)).await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_bai-agent"));
+    let content = std::fs::read(binary).expect("read the agent binary");
+    let hash = sha256_hex(&content);
+    let before = execs(&sshd);
+    let Started::Ready(stream) = session.start_agent(binary).await.expect("start") else {
+        panic!("a fresh node gets the agent and it starts: {}", sshd.log(0))
+    };
+    assert_eq!(execs(&sshd) - before, 1, "one exec for a fresh node");
+    let mut client = AgentClient::new(stream);
+    let hello = client.hello("ssh", "node0", false, "test").await.expect("the agent answers after its ready line");
+    assert_eq!(hello.arch, std::env::consts::ARCH);
+    drop(client);
+    let (placed, mode, names) = installed(&sshd, &hash);
+    assert!(placed == content, "the installed agent is the binary");
+    assert_eq!((mode, names), (0o755, vec!["bai".to_owned()]), "placed whole, no temporary file left");
+
+    // A kept entry that unpacks to something else crosses, the node refuses it and nothing is placed;
+    // the entry is dropped and the next start makes it afresh.
+    let (script, hash) = script_agent(&sshd, "agent-damaged");
+    std::fs::create_dir_all(&cache_dir).expect("mkdir");
+    let cache = cache_dir.join(format!("{hash}.zst"));
+    std::fs::write(&cache, zstd::encode_all(&b"not the agent"[..], 3).expect("zstd")).expect("plant");
+    let refused = match session.start_agent(&script).await {
+        Err(e) => e,
+        Ok(_) => panic!("a damaged entry was installed"),
+    };
+    assert!(refused.to_string().contains(&format!("not {hash}")), "{refused}");
+    assert!(!cache.exists(), "the damaged entry is dropped");
+    assert_eq!(installed(&sshd, &hash), (Vec::new(), 0, Vec::new()), "nothing placed, nothing left behind");
+    assert!(session.start_agent(&script).await.expect("start").ready().is_some(), "made afresh, it starts");
+    let _ = std::fs::remove_file(&cache);
+
+    // A binary for another architecture is not uploaded: the node says what it is, and the exec ends.
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    (header[4], header[5]) = (2, 1);
+    header[18] = if std::env::consts::ARCH == "aarch64" { 0x3e } else { 0xb7 };
+    let foreign = sshd.scratch().join("bai-foreign");
+    std::fs::write(&foreign, &header).expect("write foreign binary");
+    let Started::Absent(facts) = session.start_agent(&foreign).await.expect("start") else {
+        panic!("a foreign binary is neither started nor uploaded")
+    };
+    assert_eq!(facts.home, sshd.home(0).display().to_string());
+    assert!(!sshd.home(0).join(".local/share/bai/agent").join(sha256_hex(&header)).exists(), "nothing uploaded");
+    drop(session);
+
+    // A node without zstd gets gzip; one with neither gets the binary as it is. Each in one exec.
+    for (round, unpackers) in [("gzip", &["gzip"][..]), ("raw", &[][..])] {
+        let tools = tools_dir(sshd.scratch(), &format!("tools-{round}"), unpackers);
+        sshd.reconfigure(0, "", &[&format!("PATH={}", tools.display())]);
+        let session = connect(&sshd.target(0)).await;
+        let (script, hash) = script_agent(&sshd, &format!("agent-{round}"));
+        let (other, _) = script_agent(&sshd, &format!("agent-{round}-facts"));
+        let Started::Absent(facts) = session.start_installed_agent(&other).await.expect("start") else {
+            panic!("{round}: nothing is installed for this binary")
+        };
+        assert_eq!((facts.zstd, facts.gzip), (false, round == "gzip"), "{round}: the node's PATH is the tools'");
+        let before = execs(&sshd);
+        let Started::Ready(stream) = session.start_agent(&script).await.expect("start") else {
+            panic!("{round}: a fresh node gets the agent and it starts: {}", sshd.log(0))
+        };
+        assert_eq!(execs(&sshd) - before, 1, "{round}: one exec for a fresh node");
+        let (mut reader, mut writer) = (BufReader::new(stream.reader), stream.writer);
+        writer.write_all(b"ping\n").await.expect("write");
+        writer.flush().await.expect("flush");
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("read");
+        assert_eq!(line, "ping\n", "{round}: the stream is the agent's once it said it is ready");
+        drop((reader, writer, stream.keepalive));
+        let (placed, mode, names) = installed(&sshd, &hash);
+        assert_eq!(placed, std::fs::read(&script).expect("read"), "{round}: the installed agent is the binary");
+        assert_eq!((mode, names), (0o755, vec!["bai".to_owned()]), "{round}");
+        let gz = cache_dir.join(format!("{hash}.gz"));
+        assert_eq!(gz.exists(), round == "gzip", "{round}: crossed as gzip only where the node has nothing better");
+        let _ = std::fs::remove_file(gz);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_for_another_architecture_is_refused() {
     let sshd = Sshd::start(1);

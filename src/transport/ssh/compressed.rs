@@ -33,6 +33,14 @@ impl Codec {
         }
     }
 
+    /// The word that names it to the node's shell (a fixed string).
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd",
+            Codec::Gzip => "gzip",
+        }
+    }
+
     /// The node's command that unpacks stdin to stdout (a fixed string).
     pub(super) fn unpack(self) -> &'static str {
         match self {

@@ -181,6 +181,12 @@ impl SshSession {
 
     /// [`exec_stream`](Self::exec_stream) plus the command's stderr and exit status.
     pub async fn spawn(&self, command: &str) -> Result<RemoteProcess, SshError> {
+        Ok(self.spawn_parts(command).await?.into_process(&self.handle))
+    }
+
+    /// [`spawn`](Self::spawn)'s parts before they become a stream, for a caller that talks to the command
+    /// on the channel itself first (an upload paced by the window, [`send_paced`]).
+    pub(super) async fn spawn_parts(&self, command: &str) -> Result<Spawned, SshError> {
         let (mut read, write) = self.open(command).await?.split();
         // sshd answers the exec request before the command's first output: a refusal is known here, and
         // would otherwise leave a stream that never ends.
@@ -201,17 +207,31 @@ impl SshSession {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (exit_tx, exit_rx) = watch::channel(None);
         let stdout = ExecStdout::new(read, first, Arc::clone(&stderr), exit_tx);
-        let writer = write.make_writer();
-        let keepalive = ExecChannel { write: Some(write), _session: Arc::clone(&self.handle) };
-        Ok(RemoteProcess {
+        Ok(Spawned { stdout, write, status: RemoteStatus { stderr, exit: exit_rx } })
+    }
+}
+
+/// A command started by [`SshSession::spawn_parts`]: its stdout, the channel's write half, its status.
+pub(super) struct Spawned {
+    pub(super) stdout: ExecStdout,
+    pub(super) write: ChannelWriteHalf<Msg>,
+    pub(super) status: RemoteStatus,
+}
+
+impl Spawned {
+    /// The stream and status [`SshSession::spawn`] returns; the stream keeps `session` alive.
+    pub(super) fn into_process(self, session: &Arc<Connection>) -> RemoteProcess {
+        let writer = self.write.make_writer();
+        let keepalive = ExecChannel { write: Some(self.write), _session: Arc::clone(session) };
+        RemoteProcess {
             stream: AgentStream {
-                reader: Box::new(stdout),
+                reader: Box::new(self.stdout),
                 writer: Box::new(writer),
                 keepalive: Box::new(keepalive),
                 tunnel: None,
             },
-            status: RemoteStatus { stderr, exit: exit_rx },
-        })
+            status: self.status,
+        }
     }
 }
 
@@ -222,42 +242,54 @@ pub(super) enum FeedError {
     Channel(russh::Error),
 }
 
-/// Sends `stdin` (if any) and then EOF. Where the channel's `window` is known and worth it, what the node
-/// has not consumed is kept under [`flow::IN_FLIGHT`] (see [`flow`] for why).
+/// Sends `stdin` (if any) and then EOF, paced as [`send_paced`] does.
 pub(super) async fn feed<R: AsyncRead + Unpin>(
     write: &ChannelWriteHalf<Msg>,
     stdin: Option<R>,
-    mut window: Option<watch::Receiver<flow::Window>>,
+    window: Option<watch::Receiver<flow::Window>>,
 ) -> Result<(), FeedError> {
-    if let Some(mut stdin) = stdin {
-        if let Some(w) = &mut window {
-            // sshd grants a session channel's window as its command starts, a moment after the exec.
-            let _ = tokio::time::timeout(flow::PATIENCE, w.wait_for(|w| w.remaining > 0)).await;
-        }
-        let mut window = window.filter(|w| w.borrow().worth_pacing());
-        // The window granted once the command started, nothing sent yet.
-        let capacity = window.as_ref().map_or(0, |w| w.borrow().remaining);
-        // Sent since the window's latest adjustment was seen.
-        let mut sent_since = 0u64;
-        // Large chunks handed over as owned bytes: russh's `data` copies through an 8 KiB buffer, one SSH
-        // packet per 8 KiB where OpenSSH takes 32 KiB; the agent upload took 60% longer that way.
-        loop {
-            let mut chunk = vec![0u8; UPLOAD_CHUNK];
-            let n = stdin.read(&mut chunk).await.map_err(FeedError::Local)?;
-            if n == 0 {
-                break;
-            }
-            chunk.truncate(n);
-            if let Some(w) = &mut window
-                && !keep_pace(w, capacity, &mut sent_since, n as u64).await
-            {
-                window = None;
-            }
-            write.data_bytes(chunk).await.map_err(FeedError::Channel)?;
-            sent_since += n as u64;
-        }
+    if let Some(stdin) = stdin {
+        send_paced(write, stdin, window).await?;
     }
     write.eof().await.map_err(FeedError::Channel)
+}
+
+/// Sends all of `input` on the channel, without an EOF after it; returns how many bytes went. Where the
+/// channel's `window` is known and worth it, what the node has not consumed is kept under
+/// [`flow::IN_FLIGHT`] (see [`flow`] for why).
+pub(super) async fn send_paced<R: AsyncRead + Unpin>(
+    write: &ChannelWriteHalf<Msg>,
+    mut input: R,
+    mut window: Option<watch::Receiver<flow::Window>>,
+) -> Result<u64, FeedError> {
+    if let Some(w) = &mut window {
+        // sshd grants a session channel's window as its command starts, a moment after the exec.
+        let _ = tokio::time::timeout(flow::PATIENCE, w.wait_for(|w| w.remaining > 0)).await;
+    }
+    let mut window = window.filter(|w| w.borrow().worth_pacing());
+    // The window granted once the command started, nothing sent yet.
+    let capacity = window.as_ref().map_or(0, |w| w.borrow().remaining);
+    // Sent since the window's latest adjustment was seen.
+    let mut sent_since = 0u64;
+    let mut sent = 0u64;
+    // Large chunks handed over as owned bytes: russh's `data` copies through an 8 KiB buffer, one SSH
+    // packet per 8 KiB where OpenSSH takes 32 KiB; the agent upload took 60% longer that way.
+    loop {
+        let mut chunk = vec![0u8; UPLOAD_CHUNK];
+        let n = input.read(&mut chunk).await.map_err(FeedError::Local)?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        chunk.truncate(n);
+        if let Some(w) = &mut window
+            && !keep_pace(w, capacity, &mut sent_since, n as u64).await
+        {
+            window = None;
+        }
+        write.data_bytes(chunk).await.map_err(FeedError::Channel)?;
+        sent_since += n as u64;
+        sent += n as u64;
+    }
 }
 
 /// Waits until `next` more bytes keep what the node has not consumed under [`flow::IN_FLIGHT`] (for an

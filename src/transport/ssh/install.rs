@@ -11,6 +11,12 @@ const FACTS: &str = "uname -m; printf \"%s\\n\" \"$HOME\"; u=-; command -v zstd 
 /// What the node's shell says when no agent is installed to start.
 const ABSENT: &str = "absent";
 
+/// The line after [`FACTS`]' when the starting exec then waits for an upload ([`receive`]).
+const FACTS_END: &str = "end";
+
+/// How the starting exec is told that no upload follows: then it ends.
+const NO_UPLOAD: &[u8] = b"none\n";
+
 /// Hashes the upload `$t` into `$h` (the hex digest first): OpenSSL where the node has it, which uses the
 /// CPU's SHA extensions (a 5 MB agent: 7 ms where `sha256sum` takes 17), else coreutils' or busybox's
 /// `sha256sum`.
@@ -135,25 +141,12 @@ impl SshSession {
         }
 
         // Compressed where the node can unpack it and the controller can keep the compressed copy.
-        let codec = compressed::Codec::for_node(facts.zstd, facts.gzip);
-        let compressed = match codec {
-            Some(codec) => {
-                let binary = local_binary.to_owned();
-                let sha256 = hash.clone();
-                tokio::task::spawn_blocking(move || compressed::compressed(&binary, &sha256, codec))
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|file| (file, codec))
-            }
-            None => None,
-        };
+        let compressed = self.compressed_for(local_binary, &hash, facts).await;
         let unpack = compressed.as_ref().map_or("cat", |(_, codec)| codec.unpack());
         let upload = format!(
             "sh -c 'set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.bai.upload.$$\"; \
-             if ! {unpack} > \"$t\"; then rm -f \"$t\"; exit 1; fi; {HASH}; h=${{h%% *}}; \
-             if [ \"$h\" != {hash} ]; then rm -f \"$t\"; echo \"the uploaded copy hashes to $h, not {hash}\" >&2; exit 1; fi; \
-             chmod 755 \"$t\"; mv -f \"$t\" \"$d/bai\"'"
+             if ! {unpack} > \"$t\"; then rm -f \"$t\"; exit 1; fi; {}'",
+            placed(&hash)
         );
         let source = compressed.as_ref().map_or(local_binary, |(file, _)| file.as_path());
         let file = tokio::fs::File::open(source).await.map_err(|e| self.unreadable(source, e))?;
@@ -174,37 +167,134 @@ impl SshSession {
     /// architecture), [`Started::NotReady`]: [`install_agent`](Self::install_agent) finds out why and puts
     /// it right.
     pub async fn start_installed_agent(&self, local_binary: &Path) -> Result<Started, SshError> {
-        let (hash, _) = self.hash_binary(local_binary).await?;
-        let size = std::fs::metadata(local_binary).map_err(|e| self.unreadable(local_binary, e))?;
+        self.start(local_binary, false).await
+    }
+
+    /// [`start_installed_agent`](Self::start_installed_agent), but a node with nothing installed gets the
+    /// agent in the same exec: once the shell has said what the node is, the upload crosses on that
+    /// exec's stdin, is unpacked, hashed and renamed into place as by
+    /// [`install_agent`](Self::install_agent), and the shell becomes the agent. A fresh node costs one
+    /// exec, not three (each is a session sshd sets up and two shells). [`Started::Absent`] only when the
+    /// node's architecture is not the binary's: [`install_agent`](Self::install_agent) says so.
+    pub async fn start_agent(&self, local_binary: &Path) -> Result<Started, SshError> {
+        self.start(local_binary, true).await
+    }
+
+    async fn start(&self, local_binary: &Path, install: bool) -> Result<Started, SshError> {
+        let (hash, local_arch) = self.hash_binary(local_binary).await?;
+        let size = std::fs::metadata(local_binary).map_err(|e| self.unreadable(local_binary, e))?.len();
         // `hash` is 64 hex digits and the size a number, both computed here: the only variable parts.
         let command = format!(
-            "sh -c 'f=\"$HOME\"/.local/share/bai/agent/{hash}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then exec \"$f\" agent --expect-size {}; fi; echo {ABSENT}; {FACTS}'",
-            size.len()
+            "sh -c 'f=\"$HOME\"/.local/share/bai/agent/{hash}/bai; if [ -f \"$f\" ] && [ -x \"$f\" ]; then exec \"$f\" agent --expect-size {size}; fi; echo {ABSENT}; {FACTS}; echo {FACTS_END}; {}'",
+            receive(&hash, size)
         );
-        let mut stream = self.exec_stream(&command).await?;
-        // Byte by byte: what follows the line is the agent's, and must stay in the stream.
-        let mut line = Vec::new();
-        let mut byte = [0u8];
-        while line.len() <= crate::protocol::AGENT_READY.len() {
-            match stream.reader.read(&mut byte).await {
-                Ok(1) if byte[0] == b'\n' => break,
-                Ok(1) => line.push(byte[0]),
-                // The shell said why on stderr (another architecture: `Exec format error`); the install
-                // path's probe tells it properly.
-                _ => return Ok(Started::NotReady),
-            }
+        let mut spawned = self.spawn_parts(&command).await?;
+        let line = first_line(&mut spawned.stdout, crate::protocol::AGENT_READY.len()).await;
+        if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
+            return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
         }
-        if line == crate::protocol::AGENT_READY.as_bytes() {
-            return Ok(Started::Ready(stream));
-        }
-        if line != ABSENT.as_bytes() {
+        if line.as_deref() != Some(ABSENT.as_bytes()) {
+            // The shell said why on stderr (another architecture: `Exec format error`); the install
+            // path's probe tells it properly.
             return Ok(Started::NotReady);
         }
-        let mut facts = Vec::new();
-        match (&mut stream.reader).take(FACTS_LIMIT).read_to_end(&mut facts).await {
-            Ok(_) => Ok(NodeFacts::parse(&String::from_utf8_lossy(&facts)).map_or(Started::NotReady, Started::Absent)),
-            Err(_) => Ok(Started::NotReady),
+        // Line by line up to the end of the facts: the shell then waits, and must find its stdin untouched.
+        let (mut facts, mut waiting) = (Vec::new(), false);
+        while let Some(line) = first_line(&mut spawned.stdout, FACTS_LIMIT as usize).await {
+            waiting = line == FACTS_END.as_bytes();
+            if waiting || facts.len() + line.len() > FACTS_LIMIT as usize {
+                break;
+            }
+            facts.extend(line);
+            facts.push(b'\n');
         }
+        let Some(facts) = NodeFacts::parse(&String::from_utf8_lossy(&facts)) else {
+            return Ok(Started::NotReady);
+        };
+        if !install || !waiting || normalize_arch(&facts.arch) != normalize_arch(local_arch) {
+            // Said rather than left to the channel's close: the shell ends at once.
+            let _ = spawned.write.data_bytes(NO_UPLOAD).await;
+            return Ok(Started::Absent(facts));
+        }
+        self.upload_to_start(spawned, local_binary, &hash, &facts).await
+    }
+
+    /// The upload [`start`](Self::start)'s waiting shell reads ([`receive`]), then the agent's ready line.
+    async fn upload_to_start(
+        &self,
+        mut spawned: Spawned,
+        local_binary: &Path,
+        hash: &str,
+        facts: &NodeFacts,
+    ) -> Result<Started, SshError> {
+        let what = "upload of the agent binary";
+        let compressed = self.compressed_for(local_binary, hash, facts).await;
+        let (source, word) = match &compressed {
+            Some((file, codec)) => (file.as_path(), codec.word()),
+            None => (local_binary, "raw"),
+        };
+        let file = tokio::fs::File::open(source).await.map_err(|e| self.unreadable(source, e))?;
+        // The size of what was opened, and never more than that sent: the shell reads exactly as many.
+        let len = file.metadata().await.map_err(|e| self.unreadable(source, e))?.len();
+        let header = format!("{word} {len}\n");
+        let id = spawned.write.id();
+        let window = self.handle.windows.watch(id);
+        let input = AsyncReadExt::chain(header.as_bytes(), file.take(len));
+        let sent = send_paced(&spawned.write, input, Some(window)).await;
+        self.handle.windows.closed(id);
+        let failed = |status: String, stderr: String| SshError::Remote {
+            node: self.node.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            command: what.to_owned(),
+            status,
+            stderr,
+        };
+        match sent {
+            Ok(n) if n == header.len() as u64 + len => {}
+            Ok(_) => {
+                // Cut short (the file shrank while read): the shell would wait for the rest.
+                let _ = spawned.write.close().await;
+                return Err(self.unreadable(source, std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Err(FeedError::Local(e)) => {
+                let _ = spawned.write.close().await;
+                return Err(self.unreadable(source, e));
+            }
+            // The shell ended before it took all of it: its status and stderr below say why.
+            Err(FeedError::Channel(_)) => {}
+        }
+        let line = first_line(&mut spawned.stdout, crate::protocol::AGENT_READY.len()).await;
+        if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
+            return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
+        }
+        // The shell or the agent ended: read to the end (bounded) for the status and stderr.
+        let _ = (&mut spawned.stdout).take(MAX_OUTPUT as u64).read_to_end(&mut Vec::new()).await;
+        let _ = spawned.write.close().await;
+        let status = tokio::time::timeout(std::time::Duration::from_secs(5), spawned.status.wait()).await;
+        let status = status.map_or_else(|_| "no exit status".to_owned(), |s| s.to_string());
+        if let Some((_, codec)) = &compressed {
+            // Whatever went wrong, the next try compresses afresh rather than trust the kept copy.
+            compressed::forget(hash, *codec);
+        }
+        Err(failed(status, spawned.status.stderr_text()))
+    }
+
+    /// The agent packed for the node (`None`: it crosses as it is), from the controller's cache.
+    async fn compressed_for(
+        &self,
+        local_binary: &Path,
+        hash: &str,
+        facts: &NodeFacts,
+    ) -> Option<(PathBuf, compressed::Codec)> {
+        let codec = compressed::Codec::for_node(facts.zstd, facts.gzip)?;
+        let binary = local_binary.to_owned();
+        let sha256 = hash.to_owned();
+        tokio::task::spawn_blocking(move || compressed::compressed(&binary, &sha256, codec))
+            .await
+            .ok()
+            .flatten()
+            .map(|file| (file, codec))
     }
 
     fn unreadable(&self, binary: &Path, source: std::io::Error) -> SshError {
@@ -226,6 +316,48 @@ impl SshSession {
             Ok(Ok(id)) => Ok((id.sha256, id.arch)),
             Ok(Err(e)) => Err(io_error(e)),
             Err(join) => Err(io_error(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// The tail of an upload's script once the upload `$t` is unpacked in `$d`: hashes it ([`HASH`]) against
+/// `hash` (64 hex digits computed by the controller), makes it executable and renames it to `$d/bai`.
+fn placed(hash: &str) -> String {
+    format!(
+        "{HASH}; h=${{h%% *}}; \
+         if [ \"$h\" != {hash} ]; then rm -f \"$t\"; echo \"the uploaded copy hashes to $h, not {hash}\" >&2; exit 1; fi; \
+         chmod 755 \"$t\"; mv -f \"$t\" \"$d/bai\""
+    )
+}
+
+/// What [`SshSession::start_agent`]'s shell runs once it said what the node is, with `$f` the agent's
+/// content address: it reads one line, `CODEC LENGTH` (`zstd`, `gzip` or `raw`), then exactly LENGTH bytes
+/// (`head -c` reads no further, and nothing follows until the agent says it is ready), unpacks and places
+/// them ([`placed`]) and becomes the agent. Any other line, or the end of its input, ends it.
+fn receive(hash: &str, size: u64) -> String {
+    use compressed::Codec;
+    let arms: String =
+        [Codec::Zstd, Codec::Gzip].iter().map(|c| format!("{}) u=\"{}\";; ", c.word(), c.unpack())).collect();
+    format!(
+        "read -r c n || exit 0; case $c in {arms}raw) u=cat;; *) exit 0;; esac; \
+         case $n in \"\"|*[!0-9]*) exit 2;; esac; d=\"${{f%/bai}}\"; mkdir -p \"$d\" || exit 1; \
+         t=\"$d/.bai.upload.$$\"; \
+         if ! head -c \"$n\" | $u > \"$t\"; then rm -f \"$t\"; echo \"the upload did not unpack\" >&2; exit 1; fi; \
+         {} || exit 1; exec \"$f\" agent --expect-size {size}",
+        placed(hash)
+    )
+}
+
+/// One line of `reader` without its newline, read byte by byte (what follows belongs to someone else);
+/// `None` at the end of the input, on an error, or past `limit` bytes.
+async fn first_line(reader: &mut (impl AsyncRead + Unpin), limit: usize) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match reader.read(&mut byte).await {
+            Ok(1) if byte[0] == b'\n' => return Some(line),
+            Ok(1) if line.len() < limit => line.push(byte[0]),
+            _ => return None,
         }
     }
 }
