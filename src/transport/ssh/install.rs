@@ -175,7 +175,9 @@ impl SshSession {
     /// exec's stdin, is unpacked, hashed and renamed into place as by
     /// [`install_agent`](Self::install_agent), and the shell becomes the agent. A fresh node costs one
     /// exec, not three (each is a session sshd sets up and two shells). [`Started::Absent`] only when the
-    /// node's architecture is not the binary's: [`install_agent`](Self::install_agent) says so.
+    /// node's architecture is not the binary's: [`install_agent`](Self::install_agent) says so. Where the
+    /// upload on the starting exec fails, [`install_agent`](Self::install_agent) installs on an exec of its
+    /// own and the agent is started again.
     pub async fn start_agent(&self, local_binary: &Path) -> Result<Started, SshError> {
         self.start(local_binary, true).await
     }
@@ -216,7 +218,16 @@ impl SshSession {
             let _ = spawned.write.data_bytes(NO_UPLOAD).await;
             return Ok(Started::Absent(facts));
         }
-        self.upload_to_start(spawned, local_binary, &hash, &facts).await
+        match self.upload_to_start(spawned, local_binary, &hash, &facts).await {
+            // The node could not take the agent on the starting exec (a `head` without `-c`, a kept copy
+            // that unpacked wrong, …): the install on execs of its own tries once more, afresh, and says
+            // why if it fails too.
+            Err(SshError::Remote { .. }) => {
+                self.install_agent(local_binary, Some(&facts)).await?;
+                Box::pin(self.start(local_binary, false)).await
+            }
+            started => started,
+        }
     }
 
     /// The upload [`start`](Self::start)'s waiting shell reads ([`receive`]), then the agent's ready line.
