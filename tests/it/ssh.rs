@@ -486,7 +486,18 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
         panic!("a foreign binary is neither started nor uploaded")
     };
     assert_eq!(facts.home, sshd.home(0).display().to_string());
-    assert!(!sshd.home(0).join(".local/share/bai/agent").join(sha256_hex(&header)).exists(), "nothing uploaded");
+    let foreign_hash = sha256_hex(&header);
+    assert!(!sshd.home(0).join(".local/share/bai/agent").join(&foreign_hash).exists(), "nothing uploaded");
+    let waiting = || {
+        std::fs::read_dir("/proc").expect("/proc").flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&foreign_hash))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!waiting(), "the shell that waited for an upload has ended");
     drop(session);
 
     // A node without zstd gets gzip; one with neither gets the binary as it is. Each in one exec.

@@ -14,9 +14,6 @@ const ABSENT: &str = "absent";
 /// The line after [`FACTS`]' when the starting exec then waits for an upload ([`receive`]).
 const FACTS_END: &str = "end";
 
-/// How the starting exec is told that no upload follows: then it ends.
-const NO_UPLOAD: &[u8] = b"none\n";
-
 /// Hashes the upload `$t` into `$h` (the hex digest first): OpenSSL where the node has it, which uses the
 /// CPU's SHA extensions (a 5 MB agent: 7 ms where `sha256sum` takes 17), else coreutils' or busybox's
 /// `sha256sum`.
@@ -195,9 +192,12 @@ impl SshSession {
         if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
             return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
         }
+        // Whatever is not handed over as a stream is closed here: a raw write half, dropped, would leave
+        // the remote command waiting for input until the connection ends.
         if line.as_deref() != Some(ABSENT.as_bytes()) {
             // The shell said why on stderr (another architecture: `Exec format error`); the install
             // path's probe tells it properly.
+            let _ = spawned.write.close().await;
             return Ok(Started::NotReady);
         }
         // Line by line up to the end of the facts: the shell then waits, and must find its stdin untouched.
@@ -211,11 +211,12 @@ impl SshSession {
             facts.push(b'\n');
         }
         let Some(facts) = NodeFacts::parse(&String::from_utf8_lossy(&facts)) else {
+            let _ = spawned.write.close().await;
             return Ok(Started::NotReady);
         };
         if !install || !waiting || normalize_arch(&facts.arch) != normalize_arch(local_arch) {
-            // Said rather than left to the channel's close: the shell ends at once.
-            let _ = spawned.write.data_bytes(NO_UPLOAD).await;
+            // The waiting shell reads the end of its input, and ends.
+            let _ = spawned.write.close().await;
             return Ok(Started::Absent(facts));
         }
         match self.upload_to_start(spawned, local_binary, &hash, &facts).await {
@@ -244,9 +245,19 @@ impl SshSession {
             Some((file, codec)) => (file.as_path(), codec.word()),
             None => (local_binary, "raw"),
         };
-        let file = tokio::fs::File::open(source).await.map_err(|e| self.unreadable(source, e))?;
         // The size of what was opened, and never more than that sent: the shell reads exactly as many.
-        let len = file.metadata().await.map_err(|e| self.unreadable(source, e))?.len();
+        let opened = async {
+            let file = tokio::fs::File::open(source).await?;
+            let len = file.metadata().await?.len();
+            Ok::<_, std::io::Error>((file, len))
+        };
+        let (file, len) = match opened.await {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = spawned.write.close().await;
+                return Err(self.unreadable(source, e));
+            }
+        };
         let header = format!("{word} {len}\n");
         let id = spawned.write.id();
         let window = self.handle.windows.watch(id);
