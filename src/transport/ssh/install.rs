@@ -290,10 +290,13 @@ impl SshSession {
         if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
             return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
         }
-        // The shell or the agent ended: read to the end (bounded) for the status and stderr.
-        let _ = (&mut spawned.stdout).take(MAX_OUTPUT as u64).read_to_end(&mut Vec::new()).await;
+        // The shell or the agent ended, or is told to by the end of its input: read to the end (bounded,
+        // in size and time) for the status and stderr.
+        let _ = spawned.write.eof().await;
+        let (mut rest, mut sink) = ((&mut spawned.stdout).take(MAX_OUTPUT as u64), Vec::new());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest.read_to_end(&mut sink)).await;
         let _ = spawned.write.close().await;
-        let status = tokio::time::timeout(std::time::Duration::from_secs(5), spawned.status.wait()).await;
+        let status = tokio::time::timeout(std::time::Duration::from_secs(1), spawned.status.wait()).await;
         let status = status.map_or_else(|_| "no exit status".to_owned(), |s| s.to_string());
         if let Some((_, codec)) = &compressed {
             // Whatever went wrong, the next try compresses afresh rather than trust the kept copy.
