@@ -69,10 +69,11 @@ impl RemoteStatus {
     }
 }
 
-/// Kept in [`AgentStream::keepalive`]: the channel's write half and the connection itself, so the
-/// stream outlives a dropped [`SshSession`].
+/// An exec channel's write half and the connection itself, kept in [`AgentStream::keepalive`] so the
+/// stream outlives a dropped [`SshSession`]; closes the channel when dropped, so whatever is not handed
+/// over as a stream ends.
 pub(super) struct ExecChannel {
-    pub(super) write: Option<ChannelWriteHalf<Msg>>,
+    pub(super) write: Arc<ChannelWriteHalf<Msg>>,
     pub(super) _session: Arc<Connection>,
 }
 
@@ -81,7 +82,8 @@ impl Drop for ExecChannel {
         // Closing the channel makes sshd close the remote command's stdin and stdout: the agent sees EOF
         // and exits. Sending it needs the runtime, which is gone only when the whole program is ending
         // (and the connection with it).
-        if let (Some(write), Ok(runtime)) = (self.write.take(), tokio::runtime::Handle::try_current()) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let write = Arc::clone(&self.write);
             runtime.spawn(async move {
                 let _ = write.close().await;
             });
@@ -181,7 +183,7 @@ impl SshSession {
 
     /// [`exec_stream`](Self::exec_stream) plus the command's stderr and exit status.
     pub async fn spawn(&self, command: &str) -> Result<RemoteProcess, SshError> {
-        Ok(self.spawn_parts(command).await?.into_process(&self.handle))
+        Ok(self.spawn_parts(command).await?.into_process())
     }
 
     /// [`spawn`](Self::spawn)'s parts before they become a stream, for a caller that talks to the command
@@ -207,27 +209,33 @@ impl SshSession {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (exit_tx, exit_rx) = watch::channel(None);
         let stdout = ExecStdout::new(read, first, Arc::clone(&stderr), exit_tx);
-        Ok(Spawned { stdout, write, status: RemoteStatus { stderr, exit: exit_rx } })
+        let channel = ExecChannel { write: Arc::new(write), _session: Arc::clone(&self.handle) };
+        Ok(Spawned { stdout, channel, status: RemoteStatus { stderr, exit: exit_rx } })
     }
 }
 
-/// A command started by [`SshSession::spawn_parts`]: its stdout, the channel's write half, its status.
+/// A command started by [`SshSession::spawn_parts`]: its stdout, the channel (closed when dropped unless
+/// handed over), its status.
 pub(super) struct Spawned {
     pub(super) stdout: ExecStdout,
-    pub(super) write: ChannelWriteHalf<Msg>,
+    pub(super) channel: ExecChannel,
     pub(super) status: RemoteStatus,
 }
 
 impl Spawned {
-    /// The stream and status [`SshSession::spawn`] returns; the stream keeps `session` alive.
-    pub(super) fn into_process(self, session: &Arc<Connection>) -> RemoteProcess {
-        let writer = self.write.make_writer();
-        let keepalive = ExecChannel { write: Some(self.write), _session: Arc::clone(session) };
+    /// The channel's write half.
+    pub(super) fn write(&self) -> &ChannelWriteHalf<Msg> {
+        &self.channel.write
+    }
+
+    /// The stream and status [`SshSession::spawn`] returns; the stream keeps the connection alive.
+    pub(super) fn into_process(self) -> RemoteProcess {
+        let writer = self.channel.write.make_writer();
         RemoteProcess {
             stream: AgentStream {
                 reader: Box::new(self.stdout),
                 writer: Box::new(writer),
-                keepalive: Box::new(keepalive),
+                keepalive: Box::new(self.channel),
                 tunnel: None,
             },
             status: self.status,

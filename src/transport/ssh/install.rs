@@ -190,14 +190,13 @@ impl SshSession {
         let mut spawned = self.spawn_parts(&command).await?;
         let line = first_line(&mut spawned.stdout, crate::protocol::AGENT_READY.len()).await;
         if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
-            return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
+            return Ok(Started::Ready(spawned.into_process().stream));
         }
-        // Whatever is not handed over as a stream is closed here: a raw write half, dropped, would leave
-        // the remote command waiting for input until the connection ends.
+        // Whatever is not handed over as a stream is closed when `spawned` is dropped: the remote command
+        // reads the end of its input, and ends.
         if line.as_deref() != Some(ABSENT.as_bytes()) {
             // The shell said why on stderr (another architecture: `Exec format error`); the install
             // path's probe tells it properly.
-            let _ = spawned.write.close().await;
             return Ok(Started::NotReady);
         }
         // Line by line up to the end of the facts: the shell then waits, and must find its stdin untouched.
@@ -211,12 +210,10 @@ impl SshSession {
             facts.push(b'\n');
         }
         let Some(facts) = NodeFacts::parse(&String::from_utf8_lossy(&facts)) else {
-            let _ = spawned.write.close().await;
             return Ok(Started::NotReady);
         };
         if !install || !waiting || normalize_arch(&facts.arch) != normalize_arch(local_arch) {
             // The waiting shell reads the end of its input, and ends.
-            let _ = spawned.write.close().await;
             return Ok(Started::Absent(facts));
         }
         match self.upload_to_start(spawned, local_binary, &hash, &facts).await {
@@ -253,16 +250,13 @@ impl SshSession {
         };
         let (file, len) = match opened.await {
             Ok(opened) => opened,
-            Err(e) => {
-                let _ = spawned.write.close().await;
-                return Err(self.unreadable(source, e));
-            }
+            Err(e) => return Err(self.unreadable(source, e)),
         };
         let header = format!("{word} {len}\n");
-        let id = spawned.write.id();
+        let id = spawned.write().id();
         let window = self.handle.windows.watch(id);
         let input = AsyncReadExt::chain(header.as_bytes(), file.take(len));
-        let sent = send_paced(&spawned.write, input, Some(window)).await;
+        let sent = send_paced(spawned.write(), input, Some(window)).await;
         self.handle.windows.closed(id);
         let failed = |status: String, stderr: String| SshError::Remote {
             node: self.node.clone(),
@@ -276,26 +270,22 @@ impl SshSession {
             Ok(n) if n == header.len() as u64 + len => {}
             Ok(_) => {
                 // Cut short (the file shrank while read): the shell would wait for the rest.
-                let _ = spawned.write.close().await;
                 return Err(self.unreadable(source, std::io::ErrorKind::UnexpectedEof.into()));
             }
-            Err(FeedError::Local(e)) => {
-                let _ = spawned.write.close().await;
-                return Err(self.unreadable(source, e));
-            }
+            Err(FeedError::Local(e)) => return Err(self.unreadable(source, e)),
             // The shell ended before it took all of it: its status and stderr below say why.
             Err(FeedError::Channel(_)) => {}
         }
         let line = first_line(&mut spawned.stdout, crate::protocol::AGENT_READY.len()).await;
         if line.as_deref() == Some(crate::protocol::AGENT_READY.as_bytes()) {
-            return Ok(Started::Ready(spawned.into_process(&self.handle).stream));
+            return Ok(Started::Ready(spawned.into_process().stream));
         }
         // The shell or the agent ended, or is told to by the end of its input: read to the end (bounded,
         // in size and time) for the status and stderr.
-        let _ = spawned.write.eof().await;
+        let _ = spawned.write().eof().await;
         let (mut rest, mut sink) = ((&mut spawned.stdout).take(MAX_OUTPUT as u64), Vec::new());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest.read_to_end(&mut sink)).await;
-        let _ = spawned.write.close().await;
+        let _ = spawned.write().close().await;
         let status = tokio::time::timeout(std::time::Duration::from_secs(1), spawned.status.wait()).await;
         let status = status.map_or_else(|_| "no exit status".to_owned(), |s| s.to_string());
         if let Some((_, codec)) = &compressed {
