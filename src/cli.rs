@@ -130,6 +130,10 @@ pub struct AgentArgs {
     /// an installed agent over SSH)
     #[arg(long, value_name = "BYTES")]
     pub expect_size: Option<u64>,
+    /// This binary is an upload not yet in place: hash it and rename it into its content address when it
+    /// is this SHA-256, else remove it and end (how a fresh node's upload starts)
+    #[arg(long, value_name = "SHA256")]
+    pub place: Option<String>,
 }
 
 #[derive(Debug, Args)]

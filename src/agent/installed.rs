@@ -35,8 +35,8 @@ const LEFTOVER_AFTER: Duration = Duration::from_secs(24 * 3600);
 const STAMP: &str = ".looked-over";
 
 /// The name the installer gives an agent in its directory, and the prefix of its uploads in progress.
-const AGENT: &str = "bai";
-const UPLOAD: &str = ".bai.upload.";
+pub(crate) const AGENT: &str = "bai";
+pub(crate) const UPLOAD: &str = ".bai.upload.";
 
 /// What [`tend`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub fn tend(exe: &Path, user_home: &Path, now: SystemTime) -> std::io::Result<Te
     Ok(tended)
 }
 
-fn is_sha256(name: &str) -> bool {
+pub(crate) fn is_sha256(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod installed;
 pub mod inventory;
 pub mod lease;
+pub mod place;
 pub mod process;
 pub mod records;
 pub mod secret_key;

@@ -10,12 +10,15 @@ use crate::agent::serve::serve;
 use crate::agent::stdio;
 use crate::protocol::AGENT_READY;
 
-/// What the agent was asked to do, from its command line (`agent [--expect-size BYTES]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the agent was asked to do, from its command line (`agent [--expect-size BYTES] [--place SHA256]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentArgs {
     /// Check first that this binary is this many bytes, then say it is ready (how the controller starts
     /// an installed agent over SSH).
     pub expect_size: Option<u64>,
+    /// This binary is an upload not yet in place: hash it and rename it into its content address when
+    /// it is this SHA-256, else remove it and end ([`crate::agent::place`]).
+    pub place: Option<String>,
 }
 
 impl AgentArgs {
@@ -33,11 +36,24 @@ impl AgentArgs {
         }
         let mut parsed = Self::default();
         while let Some(arg) = args.next() {
-            let value = match arg.strip_prefix("--expect-size") {
-                Some("") => args.next().ok_or("`--expect-size` needs a number of bytes")?,
-                Some(rest) if rest.starts_with('=') => rest.get(1..).unwrap_or_default().to_owned(),
-                _ => return Err(format!("unexpected argument `{}`", arg.escape_debug())),
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
             };
+            if flag != "--expect-size" && flag != "--place" {
+                return Err(format!("unexpected argument `{}`", arg.escape_debug()));
+            }
+            let value = match inline {
+                Some(value) => value,
+                None => args.next().ok_or_else(|| format!("`{flag}` needs a value"))?,
+            };
+            if flag == "--place" {
+                if !crate::agent::installed::is_sha256(&value) {
+                    return Err(format!("`--place` takes a SHA-256 in hex, not `{}`", value.escape_debug()));
+                }
+                parsed.place = Some(value);
+                continue;
+            }
             let bytes = value
                 .parse()
                 .map_err(|_| format!("`--expect-size` takes a number of bytes, not `{}`", value.escape_debug()))?;
@@ -49,6 +65,16 @@ impl AgentArgs {
 
 /// Runs the agent until the controller hangs up; `false` when it failed (said on stderr).
 pub fn run(args: AgentArgs) -> bool {
+    if let Some(sha256) = &args.place {
+        // An upload started from its temporary name: in place, or removed, before anything else.
+        let placed = std::env::current_exe()
+            .map_err(|source| crate::agent::place::PlaceError::Io { what: "cannot find its own file", source })
+            .and_then(|exe| crate::agent::place::place(&exe, sha256, args.expect_size));
+        if let Err(e) = placed {
+            eprintln!("bai agent: {e}");
+            return false;
+        }
+    }
     if let Some(expected) = args.expect_size {
         // The content address is only ever written by a rename after a verified upload, so the size is
         // enough to tell a copy truncated or rewritten since; hashing it on every connection is not.
@@ -103,18 +129,25 @@ mod tests {
 
     #[test]
     fn takes_what_the_controller_writes() {
-        assert_eq!(parse(&["agent"]), Ok(AgentArgs { expect_size: None }));
-        assert_eq!(parse(&["agent", "--expect-size", "123"]), Ok(AgentArgs { expect_size: Some(123) }));
-        assert_eq!(parse(&["agent", "--expect-size=7"]), Ok(AgentArgs { expect_size: Some(7) }));
+        let hash = "ab".repeat(32);
+        let args = |expect_size, place: Option<&str>| Ok(AgentArgs { expect_size, place: place.map(str::to_owned) });
+        assert_eq!(parse(&["agent"]), args(None, None));
+        assert_eq!(parse(&["agent", "--expect-size", "123"]), args(Some(123), None));
+        assert_eq!(parse(&["agent", "--expect-size=7"]), args(Some(7), None));
+        assert_eq!(parse(&["agent", "--expect-size", "7", "--place", &hash]), args(Some(7), Some(&hash)));
+        assert_eq!(parse(&["agent", &format!("--place={hash}")]), args(None, Some(&hash)));
     }
 
     #[test]
     fn refuses_anything_else() {
         assert!(parse(&[]).unwrap_err().contains("missing command"));
         assert!(parse(&["apply"]).unwrap_err().contains("unknown command `apply`"));
-        assert!(parse(&["agent", "--expect-size"]).unwrap_err().contains("needs a number"));
+        assert!(parse(&["agent", "--expect-size"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["agent", "--expect-size", "-1"]).unwrap_err().contains("not `-1`"));
         assert!(parse(&["agent", "--expect-sizes=1"]).unwrap_err().contains("unexpected argument"));
         assert!(parse(&["agent", "extra\n"]).unwrap_err().contains("`extra\\n`"));
+        assert!(parse(&["agent", "--place"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["agent", "--place", "../bai"]).unwrap_err().contains("not `../bai`"));
+        assert!(parse(&["agent", "--place", &"AB".repeat(32)]).unwrap_err().contains("SHA-256"));
     }
 }

@@ -15,8 +15,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match AgentArgs::parse(args) {
-        Ok(args) if run(args) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
+        Ok(args) => {
+            if run(args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("bai-agent: {e}");
             ExitCode::from(2)

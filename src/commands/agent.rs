@@ -6,5 +6,9 @@ use crate::cli::AgentArgs;
 use crate::commands::Outcome;
 
 pub fn run(args: &AgentArgs) -> Outcome {
-    if process::run(process::AgentArgs { expect_size: args.expect_size }) { Outcome::Ok } else { Outcome::Failed }
+    if process::run(process::AgentArgs { expect_size: args.expect_size, place: args.place.clone() }) {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    }
 }
