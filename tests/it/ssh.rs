@@ -1,7 +1,7 @@
 //! The SSH transport against real OpenSSH servers: host-key rules, authentication, commands, the agent
 //! stream's latency, and the Nix-style agent install.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -343,7 +343,7 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_refused_and_dropped() {
+async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_made_afresh() {
     let sshd = Sshd::start(1);
     let session = connect(&sshd.target(0)).await;
     let cache_dir = std::env::var_os("XDG_CACHE_HOME")
@@ -372,7 +372,8 @@ async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_refu
         assert!(facts.zstd && facts.gzip, "zstd and gzip are on this machine");
         facts.zstd = zstd;
 
-        // A kept entry that unpacks to something else is what crosses, and the node refuses it.
+        // A kept entry that unpacks to something else never crosses: it is checked and made afresh, and
+        // the node unpacks exactly the binary.
         let damaged = match codec {
             "zst" => zstd::encode_all(&b"not the agent"[..], 3).expect("zstd"),
             _ => {
@@ -381,15 +382,10 @@ async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_refu
                 gz.finish().expect("gzip")
             }
         };
-        std::fs::write(&cache, damaged).expect("plant");
-        let refused = session.install_agent(&binary, Some(&facts)).await.expect_err("a damaged entry is refused");
-        assert!(refused.to_string().contains(&format!("not {hash}")), "{codec}: {refused}");
-        assert!(!cache.exists(), "{codec}: the damaged entry is dropped");
-        assert!(!sshd.home(0).join(".local/share/bai/agent").join(&hash).join("bai").exists(), "nothing installed");
-
-        // The next install compresses afresh; the node unpacks exactly the binary.
+        std::fs::write(&cache, &damaged).expect("plant");
         let path = session.install_agent(&binary, Some(&facts)).await.expect("installed");
         assert_eq!(sha256_hex(&std::fs::read(&path).expect("read installed")), hash, "{codec}");
+        assert_ne!(std::fs::read(&cache).expect("kept"), damaged, "{codec}: the damaged entry is made afresh");
         let kept = std::fs::metadata(&cache).expect("the compressed copy is kept").len();
         assert!(kept < content.len() as u64 / 20, "{codec}: {kept} bytes crossed for {}", content.len());
         let _ = std::fs::remove_file(&cache);
@@ -410,10 +406,15 @@ fn tools_dir(root: &Path, name: &str, unpackers: &[&str]) -> std::path::PathBuf 
     bin
 }
 
-/// A stand-in agent no other test uploads: a script that says it is ready, then echoes its input.
+/// A stand-in agent no other test uploads: a script that says it is ready, then echoes its input. Started
+/// from an upload's temporary name (`--place`), it renames itself into place as the agent does, unhashed.
 fn script_agent(sshd: &Sshd, name: &str) -> (std::path::PathBuf, String) {
-    let script =
-        format!("#!/bin/sh\n# {name} {:?} {}\necho bai-agent-ready\nexec cat\n", Instant::now(), std::process::id());
+    let script = format!(
+        "#!/bin/sh\n# {name} {:?} {}\ncase \" $* \" in *\" --place \"*) mv -f \"$0\" \"${{0%/*}}/bai\" || exit 1;; esac\n\
+         echo bai-agent-ready\nexec cat\n",
+        Instant::now(),
+        std::process::id()
+    );
     let path = sshd.scratch().join(name);
     std::fs::write(&path, &script).expect("write the stand-in agent");
     (path, sha256_hex(script.as_bytes()))
@@ -459,8 +460,8 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     assert!(placed == content, "the installed agent is the binary");
     assert_eq!((mode, names), (0o755, vec!["bai".to_owned()]), "placed whole, no temporary file left");
 
-    // A kept entry that unpacks to something else crosses, and the node refuses it; the entry is dropped,
-    // and the install on execs of its own (upload, start) compresses afresh: three execs in all.
+    // A kept entry that unpacks to something else never crosses: the node runs what it unpacks before
+    // that hashes itself, so the controller checks an entry it did not make, and makes it afresh.
     let (script, hash) = script_agent(&sshd, "agent-damaged");
     std::fs::create_dir_all(&cache_dir).expect("mkdir");
     let cache = cache_dir.join(format!("{hash}.zst"));
@@ -468,7 +469,7 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     std::fs::write(&cache, &damaged).expect("plant");
     let before = execs(&sshd);
     assert!(session.start_agent(&script).await.expect("start").ready().is_some(), "made afresh, it starts");
-    assert_eq!(execs(&sshd) - before, 3, "refused on the starting exec, then installed on execs of their own");
+    assert_eq!(execs(&sshd) - before, 1, "checked and made afresh before it crossed");
     assert_ne!(std::fs::read(&cache).expect("the entry made afresh"), damaged, "the damaged entry is dropped");
     let (placed, mode, names) = installed(&sshd, &hash);
     assert_eq!(placed, std::fs::read(&script).expect("read"), "the installed agent is the binary");
@@ -542,6 +543,44 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
         let _ = std::fs::remove_file(gz);
         let _ = std::fs::remove_file(cache_dir.join(format!("{hash}.zst")));
     }
+}
+
+/// A node whose unpacker damages what it unpacks (here: one byte more) never gets that installed: the real
+/// agent, started from its temporary name, finds itself the wrong size and removes itself; the install on
+/// execs of its own then hashes the copy on the node and refuses it too, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_damaged_on_the_node_is_never_placed() {
+    let mut sshd = Sshd::start(1);
+    let tools = tools_dir(sshd.scratch(), "tools-lying", &[]);
+    let zstd = ["/usr/bin/zstd", "/bin/zstd"].into_iter().find(|p| Path::new(p).exists()).expect("zstd is here");
+    std::fs::write(tools.join("zstd"), format!("#!/bin/sh\n{zstd} \"$@\" && printf x\n")).expect("write");
+    std::fs::set_permissions(tools.join("zstd"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    sshd.reconfigure(0, "", &[&format!("PATH={}", tools.display())]);
+    // The real agent, made a binary no other test uploads by bytes after its end (it runs all the same).
+    let mut content = std::fs::read(env!("CARGO_BIN_EXE_bai-agent")).expect("read the agent binary");
+    content.extend_from_slice(format!("{:?} {}", Instant::now(), std::process::id()).as_bytes());
+    let binary = sshd.scratch().join("bai-agent-damaged-on-the-node");
+    std::fs::write(&binary, &content).expect("write");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let hash = sha256_hex(&content);
+
+    let session = connect(&sshd.target(0)).await;
+    let execs = || sshd.log(0).matches("Starting session: command").count();
+    let before = execs();
+    let err = match session.start_agent(&binary).await {
+        Ok(started) => panic!("a damaged upload is never started: {}", started.ready().is_some()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&format!("not {hash}")), "the node's hash says why: {err}");
+    assert_eq!(execs() - before, 2, "the starting exec, then the install on an exec of its own");
+    let (placed, _, names) = installed(&sshd, &hash);
+    assert!(placed.is_empty() && names.is_empty(), "nothing placed, nothing left behind: {names:?}");
+    drop(session);
+    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("bai/agents");
+    let _ = std::fs::remove_file(cache_dir.join(format!("{hash}.zst")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,8 +169,8 @@ impl SshSession {
 
     /// [`start_installed_agent`](Self::start_installed_agent), but a node with nothing installed gets the
     /// agent in the same exec: once the shell has said what the node is, the upload crosses on that
-    /// exec's stdin, is unpacked, hashed and renamed into place as by
-    /// [`install_agent`](Self::install_agent), and the shell becomes the agent. A fresh node costs one
+    /// exec's stdin, is unpacked under a temporary name, and the shell becomes it: the agent hashes its
+    /// own file and renames it into place, or removes it and ends ([`receive`]). A fresh node costs one
     /// exec, not three (each is a session sshd sets up and two shells). [`Started::Absent`] only when the
     /// node's architecture is not the binary's: [`install_agent`](Self::install_agent) says so. Where the
     /// upload on the starting exec fails, [`install_agent`](Self::install_agent) installs on an exec of its
@@ -347,8 +347,10 @@ fn placed(hash: &str) -> String {
 
 /// What [`SshSession::start_agent`]'s shell runs once it said what the node is, with `$f` the agent's
 /// content address: it reads one line, `CODEC LENGTH` (`zstd`, `gzip` or `raw`), then exactly LENGTH bytes
-/// (`head -c` reads no further, and nothing follows until the agent says it is ready), unpacks and places
-/// them ([`placed`]) and becomes the agent. Any other line, or the end of its input, ends it.
+/// (`head -c` reads no further, and nothing follows until the agent says it is ready), unpacks them under
+/// a temporary name beside `$f`, makes that executable and becomes it with `--place`: the agent hashes its
+/// own file against `hash` and renames it to `$f`, or removes it and ends ([`crate::agent::place`]), so
+/// the node needs neither a hashing tool nor `mv` here. Any other line, or the end of its input, ends it.
 fn receive(hash: &str, size: u64) -> String {
     use compressed::Codec;
     let arms: String =
@@ -358,8 +360,7 @@ fn receive(hash: &str, size: u64) -> String {
          case $n in \"\"|*[!0-9]*) exit 2;; esac; d=\"${{f%/bai}}\"; mkdir -p \"$d\" || exit 1; \
          t=\"$d/.bai.upload.$$\"; \
          if ! head -c \"$n\" | $u > \"$t\"; then rm -f \"$t\"; echo \"the upload did not unpack\" >&2; exit 1; fi; \
-         {} || exit 1; exec \"$f\" agent --expect-size {size}",
-        placed(hash)
+         chmod 755 \"$t\" || {{ rm -f \"$t\"; exit 1; }}; exec \"$t\" agent --expect-size {size} --place {hash}"
     )
 }
 
