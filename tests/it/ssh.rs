@@ -40,6 +40,14 @@ fn keygen_type(path: &Path, kind: &str, passphrase: &str) {
     assert!(status.success());
 }
 
+/// Where bai keeps the compressed agents it sends (`$XDG_CACHE_HOME/bai/agents`, else `~/.cache/…`).
+fn agent_cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("bai/agents")
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -346,10 +354,7 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
 async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_made_afresh() {
     let sshd = Sshd::start(1);
     let session = connect(&sshd.target(0)).await;
-    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("bai/agents");
+    let cache_dir = agent_cache_dir();
     std::fs::create_dir_all(&cache_dir).expect("mkdir");
     // zstd where the node has it (this one does: scripts/test installs it); gzip where it has only that.
     for (codec, zstd) in [("zst", true), ("gz", false)] {
@@ -437,10 +442,7 @@ fn installed(sshd: &Sshd, hash: &str) -> (Vec<u8>, u32, Vec<String>) {
 async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     let mut sshd = Sshd::start(1);
     let execs = |sshd: &Sshd| sshd.log(0).matches("Starting session: command").count();
-    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("bai/agents");
+    let cache_dir = agent_cache_dir();
 
     // The real agent, as zstd: one exec uploads it, places it and runs it, and it answers.
     let session = connect(&sshd.target(0)).await;
@@ -576,11 +578,7 @@ async fn an_upload_damaged_on_the_node_is_never_placed() {
     let (placed, _, names) = installed(&sshd, &hash);
     assert!(placed.is_empty() && names.is_empty(), "nothing placed, nothing left behind: {names:?}");
     drop(session);
-    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("bai/agents");
-    let _ = std::fs::remove_file(cache_dir.join(format!("{hash}.zst")));
+    let _ = std::fs::remove_file(agent_cache_dir().join(format!("{hash}.zst")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

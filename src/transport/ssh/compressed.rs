@@ -9,7 +9,7 @@
 //! hashes what it unpacks too, so nothing damaged on the way is ever installed; when an install fails, the
 //! controller drops the entry.
 
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -100,7 +100,8 @@ pub(super) fn compressed(binary: &Path, sha256: &str, codec: Codec) -> Option<Pa
     let _held = LOCK.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
     let file = cache_file(sha256, codec)?;
     if std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() > 0) {
-        if checked(&file, sha256, codec) {
+        let size = std::fs::metadata(binary).ok()?.len();
+        if checked(&file, sha256, codec, size) {
             return Some(file);
         }
         let _ = std::fs::remove_file(&file);
@@ -130,10 +131,11 @@ fn remember(file: &Path) {
     }
 }
 
-/// Whether the kept `file` unpacks to the binary whose SHA-256 is `sha256`: what crosses is run on the
-/// node before it hashes itself ([`crate::agent::place`]), so an entry this process did not make is
-/// unpacked and hashed here first, once per process (a release agent: about 15 ms).
-fn checked(file: &Path, sha256: &str, codec: Codec) -> bool {
+/// Whether the kept `file` unpacks to the binary of `size` bytes whose SHA-256 is `sha256`: what crosses
+/// is run on the node before it hashes itself ([`crate::agent::place`]), so an entry this process did not
+/// make is unpacked and hashed here first, once per process (a release agent: about 15 ms), and never
+/// past one byte more than the binary.
+fn checked(file: &Path, sha256: &str, codec: Codec, size: u64) -> bool {
     use sha2::Digest as _;
     let Some(key) = entry_key(file) else { return false };
     if known().lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
@@ -143,8 +145,10 @@ fn checked(file: &Path, sha256: &str, codec: Codec) -> bool {
         let input = std::io::BufReader::new(std::fs::File::open(file)?);
         let mut hasher = sha2::Sha256::new();
         match codec {
-            Codec::Zstd => std::io::copy(&mut zstd::stream::read::Decoder::with_buffer(input)?, &mut hasher)?,
-            Codec::Gzip => std::io::copy(&mut flate2::bufread::GzDecoder::new(input), &mut hasher)?,
+            Codec::Zstd => {
+                std::io::copy(&mut zstd::stream::read::Decoder::with_buffer(input)?.take(size + 1), &mut hasher)?
+            }
+            Codec::Gzip => std::io::copy(&mut flate2::bufread::GzDecoder::new(input).take(size + 1), &mut hasher)?,
         };
         Ok::<_, std::io::Error>(crate::state::spec::hex_digest(&hasher.finalize()))
     })();
@@ -224,12 +228,18 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_binary_is_compressed_once_per_codec_and_unpacks_to_itself() {
+    /// A directory holding `bai`, `len` bytes that compress well.
+    fn a_binary(len: u32) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let binary = dir.path().join("bai");
-        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         std::fs::write(&binary, &content).expect("write");
+        (dir, binary, content)
+    }
+
+    #[test]
+    fn a_binary_is_compressed_once_per_codec_and_unpacks_to_itself() {
+        let (dir, binary, content) = a_binary(300_000);
         for codec in [Codec::Zstd, Codec::Gzip] {
             let file = dir.path().join(format!("cache/bai/agents/abc.{}", codec.extension()));
             make(&binary, &file, codec).expect("compressed");
@@ -258,6 +268,27 @@ mod tests {
         // A binary that cannot be read leaves nothing behind.
         assert!(make(&dir.path().join("missing"), &dir.path().join("cache/x.gz"), Codec::Gzip).is_err());
         assert!(!dir.path().join("cache/x.gz").exists());
+    }
+
+    #[test]
+    fn a_kept_entry_crosses_only_when_it_unpacks_to_the_binary() {
+        use sha2::Digest as _;
+        let (dir, binary, content) = a_binary(200_000);
+        let sha256 = crate::state::spec::hex_digest(&sha2::Sha256::digest(&content));
+        let size = content.len() as u64;
+        for codec in [Codec::Zstd, Codec::Gzip] {
+            let file = dir.path().join(format!("entry.{}", codec.extension()));
+            make(&binary, &file, codec).expect("compressed");
+            assert!(checked(&file, &sha256, codec, size), "{codec:?}: made from the binary");
+            // Another content (one byte more, then a different one) under the same name: refused.
+            for other in [[content.as_slice(), b"x"].concat(), content.iter().map(|b| b ^ 1).collect()] {
+                let source = dir.path().join("other");
+                std::fs::write(&source, &other).expect("write");
+                make(&source, &file, codec).expect("compressed");
+                assert!(!checked(&file, &sha256, codec, size), "{codec:?}: {} bytes", other.len());
+            }
+            assert!(!checked(&dir.path().join("missing"), &sha256, codec, size), "{codec:?}: no entry");
+        }
     }
 
     #[test]
