@@ -56,8 +56,9 @@
 //!
 //! Each measurement also counts the CPU it cost, per node: the controller's (this bench's reaped
 //! children: the `ssh` clients, or `bai`, from `getrusage`), the nodes' sshd with everything they ran
-//! (the agent included: the listeners' own and reaped children's ticks in `/proc/PID/stat`, read after a
-//! pause that lets sshd reap), and the Docker engine's (`dockerd`'s own ticks). One engine serves every
+//! (the agent and what installing it runs included: a cgroup of the bench's own holds every listener, so
+//! every process a connection starts is counted, gone ones too; `benches/common/cpu_group.rs`), and the
+//! Docker engine's (`dockerd`'s own ticks). One engine serves every
 //! node here, so each node's list (filtered by the cluster's name prefix) returns every node's session,
 //! N times what a node's own engine would: the engine figure grows with N here, not on a fleet.
 //!
@@ -92,6 +93,8 @@
 //! Every child must succeed: when one exits non-zero (or a no-op apply plans changes), its stderr is
 //! printed and the bench exits non-zero without reporting a number for that run.
 
+#[path = "common/cpu_group.rs"]
+mod cpu_group;
 #[path = "common/sshfleet.rs"]
 mod sshfleet;
 
@@ -106,6 +109,8 @@ use bai::protocol::Method;
 use bai::transport::client::AgentClient;
 use bai::transport::ssh::{SshTarget, connect, shell_word};
 use sha2::{Digest as _, Sha256};
+
+use cpu_group::NodeCpu;
 use sshfleet::{SSHD, Sshd, USER, machine, output};
 
 /// The `bai` binary under test, built by cargo (release, for `cargo bench`).
@@ -273,10 +278,13 @@ fn bench_main() -> Result<(), String> {
     let mut rpcs = Vec::new();
     // With `--hold`, every fleet and its lab stay up until the end.
     let mut held = Vec::new();
+    let mut how_counted = "";
     for &n in &options.counts {
         // Fresh nodes for every count: nothing of another lab (no other cluster's state) on them.
         let fleet = Sshd::try_start(n, "fanout")?;
         let name = format!("fanout-{n}");
+        let node_cpu = NodeCpu::of(&name, &fleet.listener_pids());
+        how_counted = node_cpu.how();
         let containers = Containers::of(&name);
         let lab = write_lab(&fleet, n, &name)?;
         eprintln!("fanout: {n} nodes: setup apply");
@@ -293,13 +301,13 @@ fn bench_main() -> Result<(), String> {
         for run in 1..=options.runs {
             let mut line = Vec::new();
             for (k, m) in MEASURES.into_iter().enumerate() {
-                // Each snapshot after a pause outside the timed part: sshd reaps its per-connection
-                // children (whose CPU it then counts) a moment after the client is done.
+                // Each snapshot after a pause outside the timed part: what a connection started may
+                // still be ending a moment after the client is done.
                 std::thread::sleep(Duration::from_millis(300));
-                let before = Cpu::now(&fleet);
+                let before = Cpu::now(&node_cpu);
                 let took = m.run(&fleet, &lab, n)?.as_secs_f64();
                 std::thread::sleep(Duration::from_millis(300));
-                cpus[k].push(Cpu::now(&fleet).since(&before).per_node(n));
+                cpus[k].push(Cpu::now(&node_cpu).since(&before).per_node(n));
                 walls[k].push(took);
                 line.push(format!("{} {took:.3} s", m.label()));
             }
@@ -321,17 +329,17 @@ fn bench_main() -> Result<(), String> {
                 vec![rpc_local(&fleet, &version)?, rpc_openssh(&fleet, &agent, &version)?, rpc_russh(&fleet, &agent)?];
         }
         if options.hold {
-            held.push((fleet, lab, containers));
+            held.push((fleet, lab, containers, node_cpu));
         }
     }
 
     let largest = options.counts.last().copied().unwrap_or(1);
     let converge = if options.converge { Some(first_converge(largest, &agent_hash)?) } else { None };
 
-    print_report(&options, &rows, &rpcs, &agent_hash, converge.as_ref());
+    print_report(&options, &rows, &rpcs, &agent_hash, converge.as_ref(), how_counted);
     if options.hold {
         eprintln!("\nfanout: holding the nodes up; apply a lab with `{BAI} apply --yes LAB --parallel N`:");
-        for (fleet, lab, _) in &held {
+        for (fleet, lab, ..) in &held {
             eprintln!(
                 "  {} (client key {}, known_hosts {})",
                 lab.display(),
@@ -653,6 +661,7 @@ impl Drop for Containers {
 fn first_converge(n: usize, agent_hash: &str) -> Result<Converge, String> {
     let fleet = Sshd::try_start(n, "converge")?;
     let name = format!("converge-{n}");
+    let node_cpu = NodeCpu::of(&name, &fleet.listener_pids());
     let _containers = Containers::of(&name);
     let lab = write_lab(&fleet, n, &name)?;
     // The image is in the engine's build cache since the setup apply (`warm_image`): every node's build
@@ -668,14 +677,14 @@ fn first_converge(n: usize, agent_hash: &str) -> Result<Converge, String> {
             fs::remove_dir_all(&agents).map_err(|e| format!("cannot remove {}: {e}", agents.display()))?;
         }
         settle();
-        let before = Cpu::now(&fleet);
+        let before = Cpu::now(&node_cpu);
         installing.push(bai_noop(bai_plan(&lab, n), n, "plan")?.as_secs_f64());
         settle();
-        let between = Cpu::now(&fleet);
+        let between = Cpu::now(&node_cpu);
         plain.push(bai_noop(bai_plan(&lab, n), n, "plan")?.as_secs_f64());
         settle();
         installing_cpu.push(between.since(&before).per_node(n));
-        plain_cpu.push(Cpu::now(&fleet).since(&between).per_node(n));
+        plain_cpu.push(Cpu::now(&node_cpu).since(&between).per_node(n));
     }
     let home = env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -729,7 +738,7 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(fleet: &Sshd) -> Cpu {
+    fn now(nodes: &NodeCpu) -> Cpu {
         // SAFETY: getrusage writes one rusage through the pointer given; sysconf reads a constant.
         let (children, tick) = unsafe {
             let mut usage: libc::rusage = std::mem::zeroed();
@@ -738,11 +747,11 @@ impl Cpu {
         };
         let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
         let ticks_ms = |pids: &[i32], with_children: bool| -> f64 {
-            pids.iter().map(|&pid| proc_ticks(pid, with_children)).sum::<u64>() as f64 * 1e3 / tick
+            pids.iter().map(|&pid| cpu_group::proc_ticks(pid, with_children)).sum::<u64>() as f64 * 1e3 / tick
         };
         Cpu {
             controller: ms(children.ru_utime) + ms(children.ru_stime),
-            sshd: ticks_ms(&fleet.listener_pids(), true),
+            sshd: nodes.ms(),
             dockerd: ticks_ms(&pids_named("dockerd"), false),
         }
     }
@@ -770,18 +779,6 @@ impl Cpu {
     }
 }
 
-/// utime + stime (and, with `children`, cutime + cstime) of a process, in clock ticks; 0 when it is gone.
-fn proc_ticks(pid: i32, children: bool) -> u64 {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    // The command name may hold spaces and parentheses: the fields start after the last `)`.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
-    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
-    match fields.as_slice() {
-        [utime, stime, cutime, cstime] => utime + stime + if children { cutime + cstime } else { 0 },
-        _ => 0,
-    }
-}
-
 /// The pids of processes whose command name is `name`.
 fn pids_named(name: &str) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
@@ -802,7 +799,14 @@ const MAX_WALL_RATIO_50: f64 = 0.7;
 const MAX_WIRE_MB: f64 = 8.0;
 const MAX_INSTALL_SHARE: f64 = 0.05;
 
-fn print_report(options: &Options, rows: &[Row], rpcs: &[Rpc], agent_hash: &str, converge: Option<&Converge>) {
+fn print_report(
+    options: &Options,
+    rows: &[Row],
+    rpcs: &[Rpc],
+    agent_hash: &str,
+    converge: Option<&Converge>,
+    how_counted: &str,
+) {
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
     println!("## bai fan-out benchmark\n");
     let args = if args.is_empty() { String::new() } else { format!(" -- {}", args.join(" ")) };
@@ -826,6 +830,7 @@ fn print_report(options: &Options, rows: &[Row], rpcs: &[Rpc], agent_hash: &str,
     );
     println!("- bai no-op: `{BAI} apply --yes LAB --parallel N` and `{BAI} plan LAB --parallel N` (`No changes.`)");
     println!("- agent on the nodes: `NODE_HOME/.local/share/bai/agent/{agent_hash}/bai`");
+    println!("- the nodes' CPU (sshd and everything it runs): {how_counted}");
     println!();
     let columns: Vec<&str> = MEASURES.iter().map(|m| m.label()).collect();
     println!(
