@@ -19,8 +19,7 @@ const MAX_AGE_S: u64 = 3600;
 /// The most of the cache file that is read: it is a line of JSON.
 const MAX_FILE: u64 = 4096;
 
-/// Where bollard connects when `DOCKER_HOST` is unset.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+use crate::agent::docker::DEFAULT_HOST;
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Cached {

@@ -10,10 +10,10 @@ use super::*;
 pub enum DockerError {
     #[error("cannot reach the Docker engine: {source}")]
     #[diagnostic(code(bai::docker::connect))]
-    Connect { source: BollardError },
+    Connect { source: EngineError },
     #[error("Docker failed {action}: {source}")]
     #[diagnostic(code(bai::docker::api))]
-    Api { action: String, source: BollardError },
+    Api { action: String, source: EngineError },
     #[error(
         "container {container} holds a name bai manages but does not carry bai's labels for cluster \
          {cluster}; bai leaves it alone (remove or rename it to let bai manage {container})"
@@ -46,13 +46,13 @@ pub enum DockerError {
     Invalid { container: String, reason: String },
     #[error("Docker refused the new container for {container}: {source}; the running one is kept as it was")]
     #[diagnostic(code(bai::docker::replacement_refused))]
-    ReplacementRefused { container: String, source: BollardError },
+    ReplacementRefused { container: String, source: EngineError },
     #[error(
         "the old container {container} was removed, but {doing} the new one failed: {source}; \
          the session is not running until `bai apply` creates it again"
     )]
     #[diagnostic(code(bai::docker::replacement_not_started))]
-    ReplacementNotStarted { container: String, doing: &'static str, source: BollardError },
+    ReplacementNotStarted { container: String, doing: &'static str, source: EngineError },
     /// Shown escaped: it came from a request and may hold anything.
     #[error("`{}` is not an image reference: {reason}", .reference.escape_debug())]
     #[diagnostic(code(bai::docker::invalid_reference))]

@@ -33,11 +33,8 @@ impl Engine {
         let mut kept = read_known(known);
         let mut seen = BTreeMap::new();
         let mut inspected = false;
-        let docker = &self.docker;
-        let listed = docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().build()))
-            .await
-            .map_err(api("listing running containers"))?;
+        let listed: Vec<models::ContainerSummary> =
+            self.docker.get("/containers/json").await.map_err(api("listing running containers"))?;
         let mut claims = Vec::new();
         for c in listed {
             let Some(id) = c.id else { continue };
@@ -53,13 +50,13 @@ impl Engine {
                 None => {
                     let devices = match kept.remove(&id) {
                         Some(devices) => devices,
-                        None => match docker.inspect_container(&id, None).await {
+                        None => match self.docker.get(&format!("/containers/{}/json", segment(&id))).await {
                             Ok(inspect) => {
                                 inspected = true;
                                 claimed(&inspect)
                             }
                             // Gone between the listing and now.
-                            Err(e) if is_not_found(&e) => continue,
+                            Err(e) if e.is_not_found() => continue,
                             Err(e) => return Err(api("inspecting a running container for its GPUs")(e)),
                         },
                     };
@@ -108,7 +105,7 @@ fn write_known(path: &Path, known: &BTreeMap<String, Vec<String>>) -> std::io::R
 
 /// The devices a container not made by bai was given: its NVIDIA device requests (ids; a count is GPUs
 /// 0..N-1, -1 all of them) and `NVIDIA_VISIBLE_DEVICES` (`all`, `none`, or a list).
-fn claimed(inspect: &ContainerInspectResponse) -> Vec<String> {
+fn claimed(inspect: &ContainerInspect) -> Vec<String> {
     let mut out = Vec::new();
     let requests = inspect.host_config.as_ref().and_then(|h| h.device_requests.clone()).unwrap_or_default();
     for r in requests {
@@ -189,25 +186,16 @@ mod tests {
 
     #[test]
     fn requests_and_the_runtime_variable_are_claims() {
-        let inspect = ContainerInspectResponse {
-            host_config: Some(HostConfig {
-                device_requests: Some(vec![
-                    DeviceRequest { driver: Some("nvidia".into()), count: Some(2), ..Default::default() },
-                    DeviceRequest {
-                        capabilities: Some(vec![vec!["gpu".into()]]),
-                        device_ids: Some(vec!["GPU-x".into()]),
-                        ..Default::default()
-                    },
-                    DeviceRequest { driver: Some("other".into()), count: Some(-1), ..Default::default() },
-                ]),
-                ..Default::default()
-            }),
-            config: Some(bollard::models::ContainerConfig {
-                env: Some(vec!["NVIDIA_VISIBLE_DEVICES=3,MIG-y".into(), "A=1".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        // As `docker inspect` shows a container run with `--gpus 2`, `--gpus device=GPU-x` and another
+        // driver's request, and the runtime's variable.
+        let inspect: ContainerInspect = serde_json::from_str(
+            r#"{"HostConfig":{"DeviceRequests":[
+                  {"Driver":"nvidia","Count":2,"DeviceIDs":null,"Capabilities":null,"Options":{}},
+                  {"Driver":"","Count":0,"DeviceIDs":["GPU-x"],"Capabilities":[["gpu"]],"Options":null},
+                  {"Driver":"other","Count":-1}]},
+                "Config":{"Env":["NVIDIA_VISIBLE_DEVICES=3,MIG-y","A=1"]}}"#,
+        )
+        .unwrap();
         assert_eq!(claimed(&inspect), ["0", "1", "3", "GPU-x", "MIG-y"]);
     }
 }

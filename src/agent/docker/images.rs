@@ -7,11 +7,8 @@ impl Engine {
     /// Whether an image is present under `reference` (a tag, or a `repo@digest`).
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
         let segment = image_segment(reference)?;
-        match self.docker.inspect_image(&segment).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
-        }
+        let image = self.inspect_image(&segment).await.map_err(api(format!("inspecting image {reference}")))?;
+        Ok(image.is_some())
     }
 
     /// The id and repository digests (`repo@sha256:…`) of the image `reference` names, or `None` when
@@ -19,11 +16,8 @@ impl Engine {
     /// ([`DockerError::InvalidReference`]), never looked up.
     pub async fn image_facts(&self, reference: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
         let segment = image_segment(reference)?;
-        match self.docker.inspect_image(&segment).await {
-            Ok(image) => Ok(Some((image.id.unwrap_or_default(), image.repo_digests.unwrap_or_default()))),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
-        }
+        let image = self.inspect_image(&segment).await.map_err(api(format!("inspecting image {reference}")))?;
+        Ok(image.map(|image| (image.id.unwrap_or_default(), image.repo_digests.unwrap_or_default())))
     }
 
     /// Makes the image present under `spec.reference` and returns its id. A pull is skipped when the
@@ -81,10 +75,9 @@ impl Engine {
                 }
             }
         }
-        let docker = &self.docker;
-        match docker.inspect_image(&segment).await {
-            Ok(image) => Ok(image.id.unwrap_or_default()),
-            Err(e) if is_not_found(&e) => match req.source {
+        match self.inspect_image(&segment).await {
+            Ok(Some(image)) => Ok(image.id.unwrap_or_default()),
+            Ok(None) => match req.source {
                 // `docker load` tags from the archive's own manifest, which may not name this reference.
                 ImageRecipe::Archive { .. } => Err(DockerError::NotInArchive { reference: spec.reference.clone() }),
                 _ => Err(DockerError::ImageMissing { reference: spec.reference.clone() }),
@@ -94,7 +87,6 @@ impl Engine {
     }
 
     pub(super) async fn pull(&self, spec: &ImageSpec) -> Result<(), DockerError> {
-        let docker = &self.docker;
         let reference = &spec.reference;
         let (repo, tag) = split_reference(reference);
         // The digest may come from the lock rather than the reference: `repo@digest` is checked whole.
@@ -102,8 +94,8 @@ impl Engine {
         if let Some(pinned) = &pinned {
             image_segment(pinned)?;
         }
-        match docker.inspect_image(&image_segment(reference)?).await {
-            Ok(image) => {
+        match self.inspect_image(&image_segment(reference)?).await {
+            Ok(Some(image)) => {
                 let pinned = spec.digest.as_ref().is_none_or(|digest| {
                     image.repo_digests.unwrap_or_default().iter().any(|d| d.ends_with(&format!("@{digest}")))
                 });
@@ -111,23 +103,20 @@ impl Engine {
                     return Ok(());
                 }
             }
-            Err(e) if is_not_found(&e) => {}
+            Ok(None) => {}
             Err(e) => return Err(api(format!("inspecting image {reference}"))(e)),
         }
         // With a pinned digest, pull exactly that content, then give it the reference's tag, so that a
         // moved tag in the registry cannot change what runs.
         let wanted = spec.digest.as_deref().unwrap_or(tag);
-        let options = CreateImageOptionsBuilder::default().from_image(repo).tag(wanted).build();
-        let mut progress = docker.create_image(Some(options), None, None);
-        while let Some(item) = progress.next().await {
-            item.map_err(|e| DockerError::Pull { reference: reference.clone(), message: message_of(&e) })?;
-        }
+        let failed = |e: EngineError| DockerError::Pull { reference: reference.clone(), message: e.message() };
+        let path = format!("/images/create{}", query(&[("fromImage", repo), ("tag", wanted)]));
+        let mut progress = self.docker.send("POST", &path, Body::Empty).await.map_err(failed)?;
+        let mut pending = Vec::new();
+        while progress.message(&mut pending).await.map_err(failed)?.is_some() {}
         if let Some(pinned) = &pinned {
-            let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-            docker
-                .tag_image(&image_segment(pinned)?, Some(options))
-                .await
-                .map_err(api(format!("tagging {pinned} as {reference}")))?;
+            let path = format!("/images/{}/tag{}", image_segment(pinned)?, query(&[("repo", repo), ("tag", tag)]));
+            self.post(&path, Body::Empty).await.map_err(api(format!("tagging {pinned} as {reference}")))?;
         }
         Ok(())
     }
@@ -139,19 +128,26 @@ impl Engine {
         dockerfile: &str,
         blob: &Path,
     ) -> Result<(), DockerError> {
-        let docker = &self.docker;
         let reference = &spec.reference;
         let context = self.open_blob(spec, sha256, blob).await?;
         // `forcerm`: a failed step must not leave its intermediate container (and the image under it)
         // behind on the node.
-        let options =
-            BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(reference).rm(true).forcerm(true).build();
-        let body = bollard::body_try_stream(read_chunks(context));
-        let mut output = docker.build_image(options, None, Some(body));
+        let path =
+            format!("/build{}", query(&[("dockerfile", dockerfile), ("t", reference), ("rm", "1"), ("forcerm", "1")]));
         let mut log: VecDeque<String> = VecDeque::with_capacity(BUILD_LOG_TAIL);
-        while let Some(item) = output.next().await {
-            match item {
-                Ok(info) => {
+        let failed = |e: EngineError, log: &mut VecDeque<String>| DockerError::Build {
+            reference: reference.clone(),
+            message: e.message(),
+            log: std::mem::take(log).into(),
+        };
+        let mut output = match self.docker.send("POST", &path, Body::TarFile(context)).await {
+            Ok(output) => output,
+            Err(e) => return Err(failed(e, &mut log)),
+        };
+        let mut pending = Vec::new();
+        loop {
+            match output.message(&mut pending).await {
+                Ok(Some(info)) => {
                     for line in info.stream.iter().flat_map(|s| s.lines()).filter(|l| !l.trim().is_empty()) {
                         if log.len() == BUILD_LOG_TAIL {
                             log.pop_front();
@@ -159,26 +155,19 @@ impl Engine {
                         log.push_back(line.to_string());
                     }
                 }
-                Err(e) => {
-                    return Err(DockerError::Build {
-                        reference: reference.clone(),
-                        message: message_of(&e),
-                        log: log.into(),
-                    });
-                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(failed(e, &mut log)),
             }
         }
-        Ok(())
     }
 
     pub(super) async fn load(&self, spec: &ImageSpec, sha256: &str, blob: &Path) -> Result<(), DockerError> {
-        let docker = &self.docker;
         let archive = self.open_blob(spec, sha256, blob).await?;
-        let options = ImportImageOptionsBuilder::default().quiet(true).build();
-        let mut output = docker.import_image_stream(options, read_chunks(archive), None);
-        while let Some(item) = output.next().await {
-            item.map_err(|e| DockerError::Load { reference: spec.reference.clone(), message: message_of(&e) })?;
-        }
+        let failed = |e: EngineError| DockerError::Load { reference: spec.reference.clone(), message: e.message() };
+        let path = format!("/images/load{}", query(&[("quiet", "1")]));
+        let mut output = self.docker.send("POST", &path, Body::TarFile(archive)).await.map_err(failed)?;
+        let mut pending = Vec::new();
+        while output.message(&mut pending).await.map_err(failed)?.is_some() {}
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! The agent's Docker half: images and session containers on the node, through the local engine's API
-//! (bollard). Everything bai creates carries its ownership labels ([`crate::protocol::labels`]), and
+//! (`client`, a small HTTP/1.1 client of its own). Everything bai creates carries its ownership labels ([`crate::protocol::labels`]), and
 //! nothing without them for the cluster at hand is ever stopped, replaced or removed: a container that
 //! merely holds a managed name (`bai.<cluster>.<session>`) is reported by [`Engine::unowned`] and refused
 //! by the methods that would change it.
@@ -15,20 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::exec::StartExecOptions;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, DeviceRequest, ExecConfig, HostConfig, PortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-};
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
-};
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncReadExt;
+use client::{Body, Client, query};
+use models::{ContainerInspect, Created};
 
 use crate::model::{Network, Restart};
 use crate::protocol::{CreateSession, EnsureImage, ErrorKind, ImageRecipe, RpcError, container_name, labels};
@@ -51,88 +39,81 @@ const CHUNK: usize = 1 << 20;
 /// Seconds a session gets to exit after SIGTERM before `remove_session` kills it.
 const STOP_GRACE_S: i32 = 10;
 
+mod client;
 mod error;
 mod gpus;
 mod images;
+mod models;
 mod sessions;
 mod streams;
 
+pub use client::{DEFAULT_HOST, EngineError};
 pub use error::*;
 pub use images::*;
 pub use sessions::Listing;
 
-fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
+fn api(action: impl Into<String>) -> impl FnOnce(EngineError) -> DockerError {
     let action = action.into();
     move |source| DockerError::Api { action, source }
 }
 
 /// `reference` as one segment of an API path (`/images/{segment}/json`), once it is known to be an image
-/// reference: bollard splices names into paths as they are, and `../../containers/x/json?x=` would
-/// address another endpoint.
+/// reference, percent-encoded: spliced into a path as it is, `../../containers/x/json?x=` would address
+/// another endpoint.
 fn image_segment(reference: &str) -> Result<String, DockerError> {
     crate::reference::check(reference)
         .map_err(|reason| DockerError::InvalidReference { reference: reference.to_string(), reason })?;
     Ok(crate::reference::path_segment(reference))
 }
 
-fn is_not_found(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+/// An engine-made id or a checked name as one segment of an API path.
+fn segment(name: &str) -> String {
+    crate::reference::path_segment(name)
 }
 
 /// The local Docker engine.
 pub struct Engine {
-    docker: Docker,
+    docker: Client,
 }
 impl Engine {
     /// Connects to the engine `DOCKER_HOST` names, or the local socket. Nothing is sent yet: a missing
-    /// socket fails here, an engine that does not answer fails at the first call. No API version is
-    /// agreed first: bollard 0.21 sends every request without a version prefix (it joins its paths as
-    /// absolute URLs), so each engine answers in its own current API, and asking `/version` to negotiate
-    /// cost the engine more CPU than the rest of an observe (see CRATES.md).
+    /// socket fails at the first call, as does an engine that does not answer. No API version is agreed
+    /// first: every request goes without a version prefix, so each engine answers in its own current API,
+    /// and asking `/version` to negotiate cost the engine more CPU than the rest of an observe (see
+    /// CRATES.md).
     pub fn connect() -> Result<Engine, DockerError> {
-        let docker = Docker::connect_with_defaults().map_err(|source| DockerError::Connect { source })?;
+        let docker = Client::from_env().map_err(|source| DockerError::Connect { source })?;
         Ok(Engine { docker })
     }
 
     /// The engine's version string, e.g. `20.10.24+dfsg1`.
     pub async fn version(&self) -> Result<String, DockerError> {
-        let v = self.docker.version().await.map_err(api("reporting its version"))?;
+        let v: models::Version = self.docker.get("/version").await.map_err(api("reporting its version"))?;
         Ok(v.version.unwrap_or_default())
     }
-    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DockerError> {
-        match self.docker.inspect_container(container, None).await {
+
+    /// A container by name or id; `None` when there is none.
+    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerInspect>, DockerError> {
+        match self.docker.get(&format!("/containers/{}/json", segment(container))).await {
             Ok(inspect) => Ok(Some(inspect)),
-            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(api(format!("inspecting container {container}"))(e)),
         }
     }
-}
 
-/// The engine's own words for a failure, without bollard's wrapping.
-fn message_of(e: &BollardError) -> String {
-    match e {
-        BollardError::DockerStreamError { error } => error.trim().to_string(),
-        BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// A file as a stream of chunks. Generic over the chunk type so that bollard's `Bytes` is inferred at
-/// the call site without a direct dependency on the `bytes` crate.
-fn read_chunks<B: From<Vec<u8>>>(file: tokio::fs::File) -> impl Stream<Item = Result<B, std::io::Error>> {
-    futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = vec![0; CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(B::from(buf)), Some(file)))
-            }
-            // Yield the error, then end the stream.
-            Err(e) => Some((Err(e), None)),
+    /// An image by reference (already a path segment); `None` when there is none.
+    async fn inspect_image(&self, segment: &str) -> Result<Option<models::ImageInspect>, EngineError> {
+        match self.docker.get(&format!("/images/{segment}/json")).await {
+            Ok(image) => Ok(Some(image)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
-    })
+    }
+
+    /// A request the engine answers with nothing bai reads.
+    async fn post(&self, path: &str, body: Body) -> Result<(), EngineError> {
+        self.docker.call("POST", path, body).await.map(drop)
+    }
 }
 
 #[cfg(test)]

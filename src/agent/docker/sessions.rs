@@ -15,13 +15,10 @@ impl Engine {
     pub async fn containers(&self, cluster: &str, node: &str) -> Result<Listing, DockerError> {
         let prefix = container_name(cluster, "");
         // The engine matches `name` filters as regular expressions against `/name`.
-        let filters = HashMap::from([("name", vec![format!("^/{}", prefix.replace('.', "\\."))])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let listed = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(api(format!("listing the containers of cluster {cluster}")))?;
+        let filters = serde_json::json!({ "name": [format!("^/{}", prefix.replace('.', "\\."))] }).to_string();
+        let path = format!("/containers/json{}", query(&[("all", "1"), ("filters", &filters)]));
+        let listed: Vec<models::ContainerSummary> =
+            self.docker.get(&path).await.map_err(api(format!("listing the containers of cluster {cluster}")))?;
         let mut listing = Listing::default();
         for c in listed {
             // The engine's filter is a pattern; the prefix is checked here as the text it is.
@@ -55,17 +52,16 @@ impl Engine {
             if labels.get(labels::NODE).is_none_or(|n| n != node) {
                 continue;
             }
-            let state = c.state.map_or(ContainerState::Created, |s| container_state(s.as_ref()));
+            let state = c.state.as_deref().map_or(ContainerState::Created, container_state);
             let exit_code = match state {
                 ContainerState::Exited | ContainerState::Dead => match c.status.as_deref().and_then(exit_code_of) {
                     Some(code) => Some(code),
                     // The status line is the engine's prose; where it tells no code, ask.
                     None => match &c.id {
-                        Some(id) => match self.docker.inspect_container(id, None).await {
-                            Ok(inspect) => inspect.state.and_then(|s| s.exit_code),
+                        Some(id) => match self.inspect_container(id).await? {
+                            Some(inspect) => inspect.state.and_then(|s| s.exit_code),
                             // Removed between the listing and now: it is gone, not an error.
-                            Err(e) if is_not_found(&e) => continue,
-                            Err(e) => return Err(api(format!("inspecting container {name}"))(e)),
+                            None => continue,
                         },
                         None => None,
                     },
@@ -108,7 +104,6 @@ impl Engine {
         req: &CreateSession,
         vfolder_path: &dyn Fn(&str) -> PathBuf,
     ) -> Result<(), DockerError> {
-        let docker = &self.docker;
         let container = checked_name(&req.cluster, &req.name)?;
         let spec = &req.spec;
 
@@ -119,9 +114,9 @@ impl Engine {
         {
             return Err(DockerError::NotOwned { container, cluster: req.cluster.clone() });
         }
-        let image = match docker.inspect_image(&image_segment(&spec.image_ref)?).await {
-            Ok(image) => image,
-            Err(e) if is_not_found(&e) => return Err(DockerError::ImageMissing { reference: spec.image_ref.clone() }),
+        let image = match self.inspect_image(&image_segment(&spec.image_ref)?).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Err(DockerError::ImageMissing { reference: spec.image_ref.clone() }),
             Err(e) => return Err(api(format!("inspecting image {}", spec.image_ref))(e)),
         };
         let image_path = image
@@ -163,21 +158,17 @@ impl Engine {
         // InfiniBand for NCCL across nodes: a host-network session gets the node's HCAs where it has them,
         // and may pin memory for RDMA (IPC_LOCK), as NVIDIA's multi-node containers are run.
         let infiniband = host_network && Path::new("/dev/infiniband").is_dir();
-        let host_config = HostConfig {
-            binds: Some(binds),
+        let host_config = models::HostConfig {
+            binds,
             nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
             memory,
             device_requests: devices,
-            restart_policy: Some(RestartPolicy { name: Some(restart_policy(spec.restart)), maximum_retry_count: None }),
+            restart_policy: models::RestartPolicy { name: restart_policy(spec.restart) },
             shm_size: spec.shm_size.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
             ulimits: (!spec.ulimits.is_empty()).then(|| {
                 spec.ulimits
                     .iter()
-                    .map(|(name, u)| ResourcesUlimits {
-                        name: Some(name.clone()),
-                        soft: Some(u.soft),
-                        hard: Some(u.hard),
-                    })
+                    .map(|(name, u)| models::Ulimit { name: name.clone(), soft: u.soft, hard: u.hard })
                     .collect()
             }),
             network_mode: spec.network.map(|n| n.as_str().to_string()),
@@ -186,21 +177,19 @@ impl Engine {
                     .iter()
                     .filter_map(|(name, p)| {
                         let port = spec.ports.get(name)?;
-                        let binding =
-                            PortBinding { host_ip: Some(p.address.clone()), host_port: Some(p.port.to_string()) };
-                        Some((format!("{port}/tcp"), Some(vec![binding])))
+                        let binding = models::PortBinding { host_ip: p.address.clone(), host_port: p.port.to_string() };
+                        Some((format!("{port}/tcp"), vec![binding]))
                     })
                     .collect()
             }),
             devices: infiniband.then(|| {
-                vec![DeviceMapping {
-                    path_on_host: Some("/dev/infiniband".into()),
-                    path_in_container: Some("/dev/infiniband".into()),
-                    cgroup_permissions: Some("rwm".into()),
+                vec![models::DeviceMapping {
+                    path_on_host: "/dev/infiniband".into(),
+                    path_in_container: "/dev/infiniband".into(),
+                    cgroup_permissions: "rwm".into(),
                 }]
             }),
             cap_add: infiniband.then(|| vec!["IPC_LOCK".into()]),
-            ..Default::default()
         };
         // Serializing the spec cannot fail (plain data, string map keys); were it ever empty, `sessions`
         // would read the label as "no spec" rather than fail.
@@ -214,42 +203,40 @@ impl Engine {
         if !spec.resources.devices.is_empty() {
             labels.insert(labels::GPU_DEVICES.to_string(), spec.resources.devices.join(","));
         }
-        let body = ContainerCreateBody {
-            image: Some(spec.image_ref.clone()),
+        let body = models::ContainerCreate {
+            image: spec.image_ref.clone(),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(env),
+            env,
             user: spec.user.map(|u| format!("{}:{}", u.uid, u.gid)),
-            working_dir: Some(WORK_DIR.into()),
-            labels: Some(labels),
+            working_dir: WORK_DIR.into(),
+            labels,
             // Exposed; published on the node only where the lab says `publish` (health checks reach the
             // container's own address from the node either way).
-            exposed_ports: (!spec.ports.is_empty()).then(|| spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
-            host_config: Some(host_config),
-            ..Default::default()
+            exposed_ports: (!spec.ports.is_empty())
+                .then(|| spec.ports.values().map(|p| (format!("{p}/tcp"), models::Empty {})).collect()),
+            host_config,
         };
+        // Plain data with string keys: serializing it cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
 
         // A replacement left behind by an agent that died half way through a replace is bai's to clear.
         let next = replacement_name(&container);
         self.remove_leftover_replacement(&next, &req.cluster, &req.name).await?;
         let work_owner = spec.user.map(|u| (u.uid, u.gid));
         let Some(old_id) = existing.and_then(|e| e.id) else {
-            return self.create_and_start(docker, &container, body, work_owner).await;
+            return self.create_and_start(&container, body, work_owner).await;
         };
 
         // Replace. The new container is created, not started, under a name no session can hold, before the
         // old one goes: whatever the engine refuses in it (the image, a mount, the command) leaves the
         // running session as it was. Only starting it can still fail after the old one is gone.
-        let options = CreateContainerOptionsBuilder::default().name(&next).build();
-        let created = docker
-            .create_container(Some(options), body)
+        let created = self
+            .create_container(&next, body)
             .await
             .map_err(|source| DockerError::ReplacementRefused { container: container.clone(), source })?;
-        let discard_new = || async {
-            let force = RemoveContainerOptionsBuilder::default().force(true).build();
-            let _ = docker.remove_container(&created.id, Some(force)).await;
-        };
+        let discard_new = || self.force_remove(&created.id);
         if let Some(owner) = work_owner
-            && let Err(source) = give_work_dir(docker, &created.id, owner).await
+            && let Err(source) = self.give_work_dir(&created.id, owner).await
         {
             discard_new().await;
             return Err(DockerError::ReplacementRefused { container, source });
@@ -258,9 +245,10 @@ impl Engine {
             discard_new().await;
             return Err(e);
         }
-        let rename = RenameContainerOptionsBuilder::default().name(&container).build();
-        let started = match docker.rename_container(&created.id, rename).await {
-            Ok(()) => docker.start_container(&created.id, None).await.map_err(|e| ("starting", e)),
+        let id = segment(&created.id);
+        let rename = format!("/containers/{id}/rename{}", query(&[("name", &container)]));
+        let started = match self.post(&rename, Body::Empty).await {
+            Ok(()) => self.post(&format!("/containers/{id}/start"), Body::Empty).await.map_err(|e| ("starting", e)),
             Err(e) => Err(("renaming", e)),
         };
         if let Err((doing, source)) = started {
@@ -275,31 +263,38 @@ impl Engine {
     /// Creates and starts a container where none holds the name.
     pub(super) async fn create_and_start(
         &self,
-        docker: &Docker,
         container: &str,
-        body: ContainerCreateBody,
+        body: Vec<u8>,
         work_owner: Option<(u32, u32)>,
     ) -> Result<(), DockerError> {
-        let options = CreateContainerOptionsBuilder::default().name(container).build();
-        let created = docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(api(format!("creating container {container}")))?;
+        let created =
+            self.create_container(container, body).await.map_err(api(format!("creating container {container}")))?;
         let prepared = match work_owner {
-            Some(owner) => give_work_dir(docker, &created.id, owner).await,
+            Some(owner) => self.give_work_dir(&created.id, owner).await,
             None => Ok(()),
         };
         if let Err(e) = match prepared {
-            Ok(()) => docker.start_container(&created.id, None).await,
+            Ok(()) => self.post(&format!("/containers/{}/start", segment(&created.id)), Body::Empty).await,
             Err(e) => Err(e),
         } {
             // A created-but-never-started container would look like a session with the right spec; take it
             // away so that the next plan creates it again. Best effort: the start error is what matters.
-            let force = RemoveContainerOptionsBuilder::default().force(true).build();
-            let _ = docker.remove_container(&created.id, Some(force)).await;
+            self.force_remove(&created.id).await;
             return Err(api(format!("starting container {container}"))(e));
         }
         Ok(())
+    }
+
+    /// Creates a container named `name` from a JSON body.
+    async fn create_container(&self, name: &str, body: Vec<u8>) -> Result<Created, EngineError> {
+        let path = format!("/containers/create{}", query(&[("name", name)]));
+        self.docker.json("POST", &path, Body::Json(body)).await
+    }
+
+    /// Removes a container bai made a moment ago, running or not; best effort.
+    async fn force_remove(&self, id: &str) {
+        let path = format!("/containers/{}{}", segment(id), query(&[("force", "1")]));
+        let _ = self.docker.call("DELETE", &path, Body::Empty).await;
     }
 
     /// Removes the replacement container `next` of session `session` if one was left behind; refuses one
@@ -337,18 +332,17 @@ impl Engine {
 
     /// Stops and removes a container bai checked it owns, by id; `Ok(false)` when it went meanwhile.
     pub(super) async fn remove_container_by_id(&self, id: &str, container: &str) -> Result<bool, DockerError> {
-        let docker = &self.docker;
-        let stop = StopContainerOptionsBuilder::default().t(STOP_GRACE_S).build();
-        match docker.stop_container(id, Some(stop)).await {
+        let (segment, grace) = (segment(id), STOP_GRACE_S.to_string());
+        match self.post(&format!("/containers/{segment}/stop{}", query(&[("t", &grace)])), Body::Empty).await {
             Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(api(format!("stopping container {container}"))(e)),
         }
         // Forced, because a container with a restart policy may already be starting again.
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        match docker.remove_container(id, Some(remove)).await {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+        let remove = format!("/containers/{segment}{}", query(&[("force", "1")]));
+        match self.docker.call("DELETE", &remove, Body::Empty).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(api(format!("removing container {container}"))(e)),
         }
     }
@@ -367,7 +361,7 @@ impl Engine {
             return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
         }
         let (state, code) = inspect.state.map_or((ContainerState::Created, None), |s| {
-            (s.status.map_or(ContainerState::Created, |st| container_state(st.as_ref())), s.exit_code)
+            (s.status.as_deref().map_or(ContainerState::Created, container_state), s.exit_code)
         });
         let exit_code = matches!(state, ContainerState::Exited | ContainerState::Dead).then_some(code).flatten();
         // On the host's network the session listens on the node's own interfaces.
@@ -375,7 +369,7 @@ impl Engine {
             return Ok(Some((state, exit_code, Some("127.0.0.1".to_string()))));
         }
         let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
-        let ip_of = |net: &bollard::models::EndpointSettings| net.ip_address.clone().filter(|ip| !ip.is_empty());
+        let ip_of = |net: &models::Endpoint| net.ip_address.clone().filter(|ip| !ip.is_empty());
         let mut others: Vec<_> = networks.iter().filter(|(k, _)| k.as_str() != "bridge").collect();
         others.sort_by(|a, b| a.0.cmp(b.0));
         let ip = networks.get("bridge").and_then(ip_of).or_else(|| others.into_iter().find_map(|(_, n)| ip_of(n)));
@@ -389,7 +383,6 @@ impl Engine {
     /// It waits for the command however long it runs: callers bound it with a timeout. Docker has no way
     /// to stop an exec'd process, so a command that outlives its caller keeps running in the container.
     pub async fn exec(&self, cluster: &str, name: &str, argv: &[String]) -> Result<i64, DockerError> {
-        let docker = &self.docker;
         let container = checked_name(cluster, name)?;
         let invalid = |reason: &str| DockerError::Invalid { container: container.clone(), reason: reason.into() };
         if argv.is_empty() {
@@ -403,22 +396,23 @@ impl Engine {
         }
         // By id from here on: should the name change hands meanwhile, the newcomer is not touched.
         let Some(id) = existing.id else { return Err(invalid("Docker reported no id for it")) };
-        let config = ExecConfig {
-            cmd: Some(argv.to_vec()),
-            attach_stdin: Some(false),
-            attach_stdout: Some(false),
-            attach_stderr: Some(false),
-            tty: Some(false),
-            ..Default::default()
+        let config = models::ExecConfig {
+            cmd: argv.to_vec(),
+            attach_stdin: false,
+            attach_stdout: false,
+            attach_stderr: false,
+            tty: false,
         };
         let action = || format!("running {:?} in container {container}", argv.join(" "));
-        let created = docker.create_exec(&id, config).await.map_err(api(action()))?;
-        let start = StartExecOptions { detach: true, tty: false, output_capacity: None };
-        docker.start_exec(&created.id, Some(start)).await.map_err(api(action()))?;
+        let created = self.create_exec(&id, &config).await.map_err(api(action()))?;
+        let start = serde_json::to_vec(&models::ExecStart { detach: true, tty: false }).unwrap_or_default();
+        let exec = segment(&created.id);
+        self.post(&format!("/exec/{exec}/start"), Body::Json(start)).await.map_err(api(action()))?;
         // Detached, so the end is learnt by asking; start quick (most checks are instant), then back off.
         let mut pause = Duration::from_millis(20);
         loop {
-            let inspect = docker.inspect_exec(&created.id).await.map_err(api(action()))?;
+            let inspect: models::ExecInspect =
+                self.docker.get(&format!("/exec/{exec}/json")).await.map_err(api(action()))?;
             if inspect.running != Some(true) {
                 // Not running and no code: the engine has not started it yet, or it never will; the
                 // caller's timeout settles the second case.
@@ -435,7 +429,7 @@ impl Engine {
 /// The device request of a session with GPUs: exactly its placed devices, by id, never a count (Docker
 /// turns a count into GPUs 0..N-1 for every container that asks). A spec with GPUs and no devices was
 /// never placed, which the controller does not send: refused rather than guessed.
-pub(super) fn gpu_devices(spec: &SessionSpec) -> Result<Option<Vec<DeviceRequest>>, String> {
+pub(super) fn gpu_devices(spec: &SessionSpec) -> Result<Option<Vec<models::DeviceRequest>>, String> {
     if spec.resources.gpus == 0 {
         return Ok(None);
     }
@@ -446,7 +440,7 @@ pub(super) fn gpu_devices(spec: &SessionSpec) -> Result<Option<Vec<DeviceRequest
             spec.resources.devices.len()
         ));
     }
-    Ok(Some(vec![DeviceRequest {
+    Ok(Some(vec![models::DeviceRequest {
         driver: Some("nvidia".into()),
         device_ids: Some(spec.resources.devices.clone()),
         capabilities: Some(vec![vec!["gpu".into()]]),
@@ -457,19 +451,27 @@ pub(super) fn gpu_devices(spec: &SessionSpec) -> Result<Option<Vec<DeviceRequest
 /// Makes `/home/work` belong to the session's user before it starts, so that a session run as a user keeps
 /// a home it can write: the engine made the working directory as root. A directory entry extracted over
 /// the existing one takes its owner and mode from the archive.
-async fn give_work_dir(docker: &Docker, id: &str, (uid, gid): (u32, u32)) -> Result<(), BollardError> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_uid(u64::from(uid));
-    header.set_gid(u64::from(gid));
-    header.set_size(0);
-    let mut archive = tar::Builder::new(Vec::new());
-    // Writing a header into a Vec cannot fail; were it to, the upload below would fail and say so.
-    let _ = archive.append_data(&mut header, WORK_DIR.trim_start_matches('/'), std::io::empty());
-    let bytes = archive.into_inner().unwrap_or_default();
-    let options = UploadToContainerOptionsBuilder::default().path("/").build();
-    docker.upload_to_container(id, Some(options), bollard::body_full(bytes.into())).await
+impl Engine {
+    /// An exec of `config` in container `id`, created, not started.
+    pub(super) async fn create_exec(&self, id: &str, config: &models::ExecConfig) -> Result<Created, EngineError> {
+        let body = serde_json::to_vec(config).unwrap_or_default();
+        self.docker.json("POST", &format!("/containers/{}/exec", segment(id)), Body::Json(body)).await
+    }
+
+    async fn give_work_dir(&self, id: &str, (uid, gid): (u32, u32)) -> Result<(), EngineError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_uid(u64::from(uid));
+        header.set_gid(u64::from(gid));
+        header.set_size(0);
+        let mut archive = tar::Builder::new(Vec::new());
+        // Writing a header into a Vec cannot fail; were it to, the upload below would fail and say so.
+        let _ = archive.append_data(&mut header, WORK_DIR.trim_start_matches('/'), std::io::empty());
+        let bytes = archive.into_inner().unwrap_or_default();
+        let path = format!("/containers/{}/archive{}", segment(id), query(&[("path", "/")]));
+        self.docker.call("PUT", &path, Body::Tar(bytes)).await.map(drop)
+    }
 }
 
 /// Whether a container's labels make it bai's session `session` of `cluster`.
@@ -523,12 +525,13 @@ pub(super) fn container_state(status: &str) -> ContainerState {
     }
 }
 
-pub(super) fn restart_policy(restart: Restart) -> RestartPolicyNameEnum {
+/// The engine's name of a restart policy.
+pub(super) fn restart_policy(restart: Restart) -> &'static str {
     match restart {
-        Restart::No => RestartPolicyNameEnum::NO,
-        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-        Restart::Always => RestartPolicyNameEnum::ALWAYS,
-        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        Restart::No => "no",
+        Restart::OnFailure => "on-failure",
+        Restart::Always => "always",
+        Restart::UnlessStopped => "unless-stopped",
     }
 }
 

@@ -6,10 +6,8 @@
 //! then addressed by id). What the controller sends is data: the command's argv goes to the engine as a
 //! list, never through a shell.
 
-use bollard::container::LogOutput;
-use bollard::exec::StartExecResults;
-use bollard::query_parameters::{DownloadFromContainerOptionsBuilder, LogsOptionsBuilder, ResizeExecOptionsBuilder};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::sessions::{checked_name, owned};
 use super::*;
@@ -32,27 +30,36 @@ impl Engine {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let (container, id) = self.owned_id(cluster, &call.session).await?;
+        let (container, id, tty) = self.owned_id(cluster, &call.session).await?;
         let io = broke(&container, "the stream");
+        let archive = |path: &str| format!("/containers/{}/archive{}", segment(&id), query(&[("path", path)]));
         match &call.stream {
-            StreamKind::Logs(logs) => self.logs(&container, &id, logs, writer).await,
+            StreamKind::Logs(logs) => self.logs(&container, &id, tty, logs, writer).await,
             StreamKind::Exec(exec) => self.exec_attached(&container, &id, exec, reader, writer).await,
             StreamKind::CopyOut { path } => {
-                let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-                let mut archive = self.docker.download_from_container(&id, Some(options));
-                while let Some(chunk) = archive.next().await {
-                    let chunk = chunk.map_err(api(format!("reading {path} out of container {container}")))?;
-                    frame::write(writer, Kind::Data, &chunk).await.map_err(io)?;
+                let failed = api(format!("reading {path} out of container {container}"));
+                let failed = |e| failed(e);
+                let mut reply = match self.docker.send("GET", &archive(path), Body::Empty).await {
+                    Ok(reply) => reply,
+                    Err(e) => return Err(failed(e)),
+                };
+                let mut chunk = vec![0; 64 * 1024];
+                loop {
+                    let n = match reply.read(&mut chunk).await {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => return Err(failed(e)),
+                    };
+                    frame::write(writer, Kind::Data, &chunk[..n]).await.map_err(io)?;
                 }
                 frame::write(writer, Kind::End, b"").await.map_err(io)
             }
             StreamKind::CopyIn { path } => {
                 // Like `docker cp`: into an existing directory, else as the new name in its parent. The
                 // controller learns which from the first frame and names the archive's top entry to match.
-                let docker = &self.docker;
-                let is_dir = match docker.get_container_archive_info(&id, Some(archive_options(path))).await {
-                    Ok(stat) => stat.file_mode & (1 << 31) != 0,
-                    Err(e) if is_not_found(&e) => false,
+                let is_dir = match self.docker.send("HEAD", &archive(path), Body::Empty).await {
+                    Ok(stat) => is_directory(stat.path_stat()),
+                    Err(e) if e.is_not_found() => false,
                     Err(e) => return Err(api(format!("looking at {path} in container {container}"))(e)),
                 };
                 if path.ends_with('/') && !is_dir {
@@ -65,16 +72,15 @@ impl Engine {
                 frame::write(writer, Kind::Data, serde_json::json!({ "dir": is_dir }).to_string().as_bytes())
                     .await
                     .map_err(io)?;
-                let options = UploadToContainerOptionsBuilder::default().path(&into).build();
-                let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(8);
-                let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-                let upload = self.docker.upload_to_container(&id, Some(options), bollard::body_stream(body));
+                let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+                let target = archive(&into);
+                let upload = self.docker.call("PUT", &target, Body::TarChunks(rx));
                 let feed = async move {
                     let mut reader = reader;
                     loop {
                         match frame::read(&mut reader).await {
                             Ok(Some(f)) if f.kind == Kind::Data => {
-                                if tx.send(f.payload.into()).await.is_err() {
+                                if tx.send(f.payload).await.is_err() {
                                     return Ok(());
                                 }
                             }
@@ -92,8 +98,9 @@ impl Engine {
         }
     }
 
-    /// The id of the session's container, once it is known to be bai's for `cluster`.
-    async fn owned_id(&self, cluster: &str, session: &str) -> Result<(String, String), DockerError> {
+    /// The name and id of the session's container, once it is known to be bai's for `cluster`, and
+    /// whether it has a terminal (its log is then one raw stream).
+    async fn owned_id(&self, cluster: &str, session: &str) -> Result<(String, String, bool), DockerError> {
         let container = checked_name(cluster, session)?;
         let invalid = |reason: &str| DockerError::Invalid { container: container.clone(), reason: reason.into() };
         let Some(existing) = self.inspect_container(&container).await? else {
@@ -102,8 +109,9 @@ impl Engine {
         if !owned(existing.config.as_ref().and_then(|c| c.labels.as_ref()), cluster, session) {
             return Err(DockerError::NotOwned { container, cluster: cluster.to_string() });
         }
+        let tty = existing.config.as_ref().and_then(|c| c.tty).unwrap_or(false);
         let id = existing.id.ok_or_else(|| invalid("Docker reported no id for it"))?;
-        Ok((container, id))
+        Ok((container, id, tty))
     }
 
     /// The container's log. Following, it goes on across restarts by the engine (a restart policy): when
@@ -120,10 +128,10 @@ impl Engine {
         &self,
         container: &str,
         id: &str,
+        tty: bool,
         req: &LogsStream,
         writer: &mut W,
     ) -> Result<(), DockerError> {
-        let docker = &self.docker;
         let io = broke(container, "the log stream");
         // Now, to the nanosecond, on the engine's own clock (the agent runs beside it): a line stamped before
         // it was there before the log was asked for.
@@ -133,25 +141,36 @@ impl Engine {
         // The latest stamp seen; `None` until the first pass ends.
         let mut horizon: Option<(i64, u32)> = None;
         let mut latest: (i64, u32) = opened_at;
+        let failed = || api(format!("reading the log of container {container}"));
         loop {
-            let mut options =
-                LogsOptionsBuilder::default().follow(req.follow).stdout(true).stderr(true).timestamps(true);
-            options = match horizon {
+            let follow = if req.follow { "1" } else { "0" };
+            let (since, tail) = match horizon {
                 // Docker's `since` is whole seconds, inclusive: lines of that second already there are
                 // skipped below.
-                Some((secs, _)) => options.since(i32::try_from(secs).unwrap_or(i32::MAX)),
+                Some((secs, _)) => (secs.to_string(), "all".to_string()),
                 None => {
-                    let since = req.since.map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX));
-                    let tail = req.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-                    options.since(since).tail(&tail)
+                    let since = req.since.map_or(0, |s| s.max(0));
+                    (since.to_string(), req.tail.map_or_else(|| "all".to_string(), |n| n.to_string()))
                 }
             };
-            let mut lines = docker.logs(id, Some(options.build()));
-            while let Some(item) = lines.next().await {
-                let (kind, message) = match item.map_err(api(format!("reading the log of container {container}")))? {
-                    LogOutput::StdErr { message } => (Kind::Stderr, message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => (Kind::Stdout, message),
-                    LogOutput::StdIn { .. } => continue,
+            let options = [
+                ("follow", follow),
+                ("stdout", "1"),
+                ("stderr", "1"),
+                ("timestamps", "1"),
+                ("since", &since),
+                ("tail", &tail),
+            ];
+            let path = format!("/containers/{}/logs{}", segment(id), query(&options));
+            let mut lines = self.docker.send("GET", &path, Body::Empty).await.map_err(failed())?;
+            loop {
+                // A container with a terminal has one raw stream, cut into lines here as the engine would.
+                let item = if tty { raw_line(&mut lines).await } else { lines.frame().await };
+                let (kind, message) = match item.map_err(failed())? {
+                    None => break,
+                    Some((2, message)) => (Kind::Stderr, message),
+                    Some((1, message)) => (Kind::Stdout, message),
+                    Some(_) => continue,
                 };
                 let (stamp, line) = split_stamp(&message);
                 if let Some(stamp) = stamp {
@@ -201,32 +220,25 @@ impl Engine {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let docker = &self.docker;
         let action = || format!("running {:?} in container {container}", req.argv.join(" "));
-        let config = ExecConfig {
-            cmd: Some(req.argv.clone()),
-            attach_stdin: Some(req.stdin),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(req.tty),
-            ..Default::default()
+        let config = models::ExecConfig {
+            cmd: req.argv.clone(),
+            attach_stdin: req.stdin,
+            attach_stdout: true,
+            attach_stderr: true,
+            tty: req.tty,
         };
-        let created = docker.create_exec(id, config).await.map_err(api(action()))?;
-        let start = StartExecOptions { detach: false, tty: req.tty, output_capacity: None };
-        let StartExecResults::Attached { mut output, mut input } =
-            docker.start_exec(&created.id, Some(start)).await.map_err(api(action()))?
-        else {
-            return Err(DockerError::Invalid {
-                container: container.to_string(),
-                reason: "the engine did not attach".into(),
-            });
-        };
+        let created = self.create_exec(id, &config).await.map_err(api(action()))?;
+        let exec = segment(&created.id);
+        let start = serde_json::to_vec(&models::ExecStart { detach: false, tty: req.tty }).unwrap_or_default();
+        let attached =
+            self.docker.upgrade(&format!("/exec/{exec}/start"), Body::Json(start)).await.map_err(api(action()))?;
+        let (mut output, mut input) = tokio::io::split(attached);
         let resize = |(cols, rows): (u16, u16)| {
-            let exec = created.id.clone();
+            let path = format!("/exec/{exec}/resize{}", query(&[("h", &rows.to_string()), ("w", &cols.to_string())]));
             async move {
-                let options = ResizeExecOptionsBuilder::default().w(i32::from(cols)).h(i32::from(rows)).build();
                 // A resize the engine refuses (the process just ended) is not worth ending the stream for.
-                let _ = docker.resize_exec(&exec, options).await;
+                let _ = self.post(&path, Body::Empty).await;
             }
         };
         if let (true, Some(size)) = (req.tty, req.size) {
@@ -259,11 +271,23 @@ impl Engine {
             }
         };
         let pump_out = async {
-            while let Some(item) = output.next().await {
+            let mut raw = vec![0; 32 * 1024];
+            loop {
+                // With a terminal the output is one raw stream; without, frames of stdout and stderr.
+                let item = if req.tty {
+                    match output.read(&mut raw).await {
+                        Ok(0) => Ok(None),
+                        Ok(n) => Ok(Some((1, raw[..n].to_vec()))),
+                        Err(source) => Err(EngineError::Io { what: "reading the command's output", source }),
+                    }
+                } else {
+                    client::read_frame(&mut output).await
+                };
                 let (kind, message) = match item.map_err(api(action()))? {
-                    LogOutput::StdErr { message } => (Kind::Stderr, message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => (Kind::Stdout, message),
-                    LogOutput::StdIn { .. } => continue,
+                    None => break,
+                    Some((2, message)) => (Kind::Stderr, message),
+                    Some((1, message)) => (Kind::Stdout, message),
+                    Some(_) => continue,
                 };
                 frame::write(writer, kind, &message).await.map_err(io)?;
             }
@@ -277,7 +301,8 @@ impl Engine {
         // The output ends a moment before the engine files the exit code.
         let mut pause = Duration::from_millis(5);
         for _ in 0..40 {
-            let inspect = docker.inspect_exec(&created.id).await.map_err(api(action()))?;
+            let inspect: models::ExecInspect =
+                self.docker.get(&format!("/exec/{exec}/json")).await.map_err(api(action()))?;
             if inspect.running != Some(true)
                 && let Some(code) = inspect.exit_code
             {
@@ -298,8 +323,24 @@ fn broke<'a>(container: &'a str, what: &'a str) -> impl Fn(std::io::Error) -> Do
     move |e| DockerError::Invalid { container: container.to_string(), reason: format!("{what} broke: {e}") }
 }
 
-fn archive_options(path: &str) -> bollard::query_parameters::ContainerArchiveInfoOptions {
-    bollard::query_parameters::ContainerArchiveInfoOptionsBuilder::default().path(path).build()
+/// Whether the engine's stat of a path in a container (`X-Docker-Container-Path-Stat`, base64 of JSON)
+/// says it is a directory: Go's `os.ModeDir` bit of its mode.
+fn is_directory(stat: Option<&str>) -> bool {
+    let Some(json) = stat.and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()) else { return false };
+    serde_json::from_slice::<models::PathStat>(&json).is_ok_and(|stat| stat.mode & (1 << 31) != 0)
+}
+
+/// The next line of a raw log stream (a container with a terminal), line end included, as stdout.
+async fn raw_line(reply: &mut client::Reply) -> Result<Option<(u8, Vec<u8>)>, EngineError> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while line.last() != Some(&b'\n') && line.len() < 64 * 1024 {
+        if reply.read(&mut byte).await? == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok((!line.is_empty()).then_some((1, line)))
 }
 
 /// The directory above an absolute path in the container (`/` above `/x`).
@@ -330,6 +371,15 @@ mod tests {
         assert_eq!(line, b"hello world\n");
         assert_eq!(split_stamp(b"no stamp here\n"), (None, &b"no stamp here\n"[..]));
         assert_eq!(split_stamp(b""), (None, &b""[..]));
+    }
+
+    #[test]
+    fn directories_are_told_by_the_engines_stat() {
+        let stat = |json: &str| base64::engine::general_purpose::STANDARD.encode(json);
+        assert!(is_directory(Some(&stat(r#"{"name":"work","size":4096,"mode":2147484141}"#))));
+        assert!(!is_directory(Some(&stat(r#"{"name":"f","size":3,"mode":420}"#))));
+        assert!(!is_directory(Some("not base64!")));
+        assert!(!is_directory(None));
     }
 
     #[test]
