@@ -1,6 +1,6 @@
 //! The agents installed on a node, one per build of bai that reached it
 //! (`~/.local/share/bai/agent/<sha256>/bai`), and letting go of those nobody runs any more: without it
-//! every upgrade of bai left 4 MB (13 MB when `bai` itself crossed) on every node for good.
+//! every upgrade of bai left 2.5 MB (12 MB when `bai` itself crossed) on every node for good.
 //!
 //! An installed agent marks its own directory as used when the controller starts it (its modification
 //! time, at most hourly), and once a day one of them removes the other agents' directories unused for
