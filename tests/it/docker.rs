@@ -364,6 +364,14 @@ async fn ensure_image_loads_an_archive_and_checks_its_tag() {
     let elsewhere = unique("bai-test/elsewhere:a");
     let err = engine.ensure_image(&image_request(&elsewhere, source), &blob_path).await.expect_err("wrong tag");
     assert!(matches!(err, DockerError::NotInArchive { .. }) && err.to_string().contains(&elsewhere), "{err}");
+
+    // What is no image archive is refused by the engine, in its own words, named for the reference.
+    std::fs::write(blobs.path().join("junk"), vec![b'x'; 3 << 20]).expect("write");
+    let source = ImageRecipe::Archive { sha256: "junk".into() };
+    let err = engine.ensure_image(&image_request(&elsewhere, source), &blob_path).await.expect_err("junk");
+    let DockerError::Load { reference, message } = &err else { panic!("not a load error: {err:?}") };
+    assert_eq!(reference, &elsewhere);
+    assert!(!message.is_empty() && !message.contains("reply"), "the engine's words: {err}");
 }
 
 #[tokio::test]

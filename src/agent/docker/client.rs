@@ -45,6 +45,8 @@ const MAX_IDLE: usize = 4;
 pub enum EngineError {
     #[error("DOCKER_HOST `{}` is neither unix:// nor tcp://", .0.escape_debug())]
     Host(String),
+    #[error("cannot connect to {address}: {source}")]
+    Connect { address: String, source: std::io::Error },
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
     #[error("the engine did not {step} within {} s", DEADLINE.as_secs())]
@@ -153,16 +155,23 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Conn, EngineError> {
+        let failed = |source| {
+            let address = match &self.host {
+                Host::Unix(path) => format!("unix://{}", path.display()),
+                Host::Tcp(address) => format!("tcp://{address}"),
+            };
+            EngineError::Connect { address, source }
+        };
         let stream: Box<dyn Io> = match &self.host {
             Host::Unix(path) => {
                 within("accept a connection", async {
-                    Ok(Box::new(tokio::net::UnixStream::connect(path).await.map_err(io("connecting to its socket"))?))
+                    Ok(Box::new(tokio::net::UnixStream::connect(path).await.map_err(failed)?))
                 })
                 .await?
             }
             Host::Tcp(address) => {
                 within("accept a connection", async {
-                    Ok(Box::new(tokio::net::TcpStream::connect(address).await.map_err(io("connecting to it"))?))
+                    Ok(Box::new(tokio::net::TcpStream::connect(address).await.map_err(failed)?))
                 })
                 .await?
             }
@@ -779,10 +788,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_socket_is_an_error_naming_the_step() {
+    async fn a_missing_socket_is_an_error_naming_it() {
         let client = Client::new("unix:///nonexistent/docker.sock").unwrap();
         let err = client.get::<N>("/version").await.err().unwrap();
-        assert!(err.to_string().starts_with("connecting to its socket:"), "{err}");
+        assert!(err.to_string().starts_with("cannot connect to unix:///nonexistent/docker.sock: "), "{err}");
     }
 
     #[test]

@@ -52,9 +52,13 @@ pub use error::*;
 pub use images::*;
 pub use sessions::Listing;
 
+/// A failed engine call as the agent reports it: an engine it cannot reach is said so, whatever the call.
 fn api(action: impl Into<String>) -> impl FnOnce(EngineError) -> DockerError {
     let action = action.into();
-    move |source| DockerError::Api { action, source }
+    move |source| match source {
+        EngineError::Connect { .. } | EngineError::Host(_) => DockerError::Connect { source },
+        source => DockerError::Api { action, source },
+    }
 }
 
 /// `reference` as one segment of an API path (`/images/{segment}/json`), once it is known to be an image
@@ -209,6 +213,14 @@ mod tests {
         assert_eq!(exit_code_of("Exited (x) 2 minutes ago"), None);
         assert_eq!(exit_code_of("Exited (3"), None);
         assert_eq!(exit_code_of("Dead"), None);
+    }
+
+    #[test]
+    fn an_engine_out_of_reach_is_said_so_whatever_the_call() {
+        let unreachable = api("listing")(EngineError::Host("ssh://node".into()));
+        assert!(matches!(unreachable, DockerError::Connect { .. }), "{unreachable:?}");
+        let refused = api("listing")(EngineError::Status { status: 500, message: "no".into() });
+        assert_eq!(refused.to_string(), "Docker failed listing: the engine answered 500: no");
     }
 
     #[test]
