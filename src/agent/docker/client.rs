@@ -543,7 +543,7 @@ impl Reply {
     /// The whole body, at most `limit` bytes.
     pub async fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, EngineError> {
         let mut body = Vec::new();
-        let mut buf = vec![0; 64 * 1024];
+        let mut buf = [0u8; 16 * 1024];
         loop {
             let n = self.read(&mut buf).await?;
             if n == 0 {
@@ -580,7 +580,7 @@ impl Reply {
                 }
                 return progress(&line).map(Some);
             }
-            let mut buf = vec![0; 64 * 1024];
+            let mut buf = [0u8; 16 * 1024];
             let n = self.read(&mut buf).await?;
             if n == 0 {
                 if pending.trim_ascii().is_empty() {

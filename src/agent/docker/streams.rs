@@ -37,19 +37,14 @@ impl Engine {
             StreamKind::Logs(logs) => self.logs(&container, &id, tty, logs, writer).await,
             StreamKind::Exec(exec) => self.exec_attached(&container, &id, exec, reader, writer).await,
             StreamKind::CopyOut { path } => {
-                let failed = api(format!("reading {path} out of container {container}"));
-                let failed = |e| failed(e);
-                let mut reply = match self.docker.send("GET", &archive(path), Body::Empty).await {
-                    Ok(reply) => reply,
-                    Err(e) => return Err(failed(e)),
-                };
+                let failed = || api(format!("reading {path} out of container {container}"));
+                let mut reply = self.docker.send("GET", &archive(path), Body::Empty).await.map_err(failed())?;
                 let mut chunk = vec![0; 64 * 1024];
                 loop {
-                    let n = match reply.read(&mut chunk).await {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) => return Err(failed(e)),
-                    };
+                    let n = reply.read(&mut chunk).await.map_err(failed())?;
+                    if n == 0 {
+                        break;
+                    }
                     frame::write(writer, Kind::Data, &chunk[..n]).await.map_err(io)?;
                 }
                 frame::write(writer, Kind::End, b"").await.map_err(io)
