@@ -543,7 +543,9 @@ impl Reply {
     /// The whole body, at most `limit` bytes.
     pub async fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, EngineError> {
         let mut body = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
+        // On the heap: a buffer held across an await is part of the future, which a caller may keep on a
+        // small stack.
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = self.read(&mut buf).await?;
             if n == 0 {
@@ -580,7 +582,7 @@ impl Reply {
                 }
                 return progress(&line).map(Some);
             }
-            let mut buf = [0u8; 16 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             let n = self.read(&mut buf).await?;
             if n == 0 {
                 if pending.trim_ascii().is_empty() {
