@@ -1,7 +1,7 @@
 //! Which binary bai installs on nodes as their agent: `bai-agent` when it sits beside the running `bai`
 //! and was built from the same sources, else `bai` itself (which runs the agent too, as `bai agent`).
 //!
-//! `bai-agent` is 2.5 MB where `bai` is 12 (release; 0.9 MB as zstd on the wire): every node's first
+//! `bai-agent` is 2.5 MB where `bai` is 12 (release; 0.9 MB as zstd where it crosses compressed): every node's first
 //! contact moves, unpacks and hashes a fifth of the bytes. Cargo relinks only the binaries a command
 //! names (`cargo run` builds `bai` alone), so an agent beside `bai` may be left from an older build: each
 //! build carries its identity ([`BUILD_MARKER`], from `build.rs`), and a `bai-agent` that does not hold

@@ -95,6 +95,7 @@ pub fn resolve(
         keepalive_interval: None,
         keepalive_max: 0,
         jumps: Vec::new(),
+        compression: options.compression.unwrap_or(false),
     };
     keepalive(&mut target, &options);
 
@@ -194,6 +195,8 @@ fn hop(node: &SshTarget, written: JumpHost, config: &SshConfig, accept_new: bool
         keepalive_interval: None,
         keepalive_max: 0,
         jumps: Vec::new(),
+        // Nothing is installed on a jump host.
+        compression: false,
     };
     keepalive(&mut target, &options);
     Hop { name: written.to_string(), target }

@@ -243,6 +243,7 @@ impl Sshd {
             keepalive_interval: Some(SshTarget::KEEPALIVE_INTERVAL),
             keepalive_max: SshTarget::KEEPALIVE_MAX,
             jumps: Vec::new(),
+            compression: false,
         }
     }
 

@@ -40,6 +40,13 @@ fn keygen_type(path: &Path, kind: &str, passphrase: &str) {
     assert!(status.success());
 }
 
+/// A session to node `i` that asks for the agent to cross compressed (ssh_config's `Compression yes`).
+async fn connect_compressing(sshd: &Sshd, i: usize) -> SshSession {
+    let mut target = sshd.target(i);
+    target.compression = true;
+    connect(&target).await
+}
+
 /// Where bai keeps the compressed agents it sends (`$XDG_CACHE_HOME/bai/agents`, else `~/.cache/…`).
 fn agent_cache_dir() -> std::path::PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -353,7 +360,7 @@ async fn the_agent_is_installed_once_by_content_and_repaired_by_rename() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_made_afresh() {
     let sshd = Sshd::start(1);
-    let session = connect(&sshd.target(0)).await;
+    let session = connect_compressing(&sshd, 0).await;
     let cache_dir = agent_cache_dir();
     std::fs::create_dir_all(&cache_dir).expect("mkdir");
     // zstd where the node has it (this one does: scripts/test installs it); gzip where it has only that.
@@ -395,6 +402,29 @@ async fn the_agent_crosses_compressed_from_the_cache_and_a_damaged_entry_is_made
         assert!(kept < content.len() as u64 / 20, "{codec}: {kept} bytes crossed for {}", content.len());
         let _ = std::fs::remove_file(&cache);
     }
+}
+
+/// Unless ssh_config says `Compression yes`, the agent crosses as it is, whatever the node could unpack:
+/// nothing is compressed, so nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_crosses_as_it_is_unless_compression_is_asked_for() {
+    let sshd = Sshd::start(1);
+    let binary = Path::new(env!("CARGO_BIN_EXE_bai-agent"));
+    let content = std::fs::read(binary).expect("read the agent binary");
+    let hash = sha256_hex(&content);
+    let kept = |codec: &str| agent_cache_dir().join(format!("{hash}.{codec}"));
+    for codec in ["zst", "gz"] {
+        let _ = std::fs::remove_file(kept(codec));
+    }
+    let session = connect(&sshd.target(0)).await;
+    let Started::Ready(stream) = session.start_agent(binary).await.expect("start") else {
+        panic!("a fresh node gets the agent and it starts: {}", sshd.log(0))
+    };
+    drop(stream);
+    let (placed, mode, names) = installed(&sshd, &hash);
+    assert!(placed == content, "the installed agent is the binary");
+    assert_eq!((mode, names), (0o755, vec!["bai".to_owned()]), "placed whole, no temporary file left");
+    assert!(!kept("zst").exists() && !kept("gz").exists(), "nothing compressed, nothing kept");
 }
 
 /// A directory of links to the tools a node's shell needs to start and install the agent, plus
@@ -444,7 +474,7 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     let execs = |sshd: &Sshd| sshd.log(0).matches("Starting session: command").count();
     let cache_dir = agent_cache_dir();
 
-    // The real agent, as zstd: one exec uploads it, places it and runs it, and it answers.
+    // The real agent, as it is: one exec uploads it, places it and runs it, and it answers.
     let session = connect(&sshd.target(0)).await;
     let binary = Path::new(env!("CARGO_BIN_EXE_bai-agent"));
     let content = std::fs::read(binary).expect("read the agent binary");
@@ -464,6 +494,7 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
 
     // A kept entry that unpacks to something else never crosses: the node runs what it unpacks before
     // that hashes itself, so the controller checks an entry it did not make, and makes it afresh.
+    let session = connect_compressing(&sshd, 0).await;
     let (script, hash) = script_agent(&sshd, "agent-damaged");
     std::fs::create_dir_all(&cache_dir).expect("mkdir");
     let cache = cache_dir.join(format!("{hash}.zst"));
@@ -503,7 +534,8 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     assert!(!waiting(), "the shell that waited for an upload has ended");
     drop(session);
 
-    // A node without zstd gets gzip; one with neither gets the binary as it is. Each in one exec.
+    // Asked to compress: a node without zstd gets gzip; one with neither gets the binary as it is. Each in
+    // one exec.
     for (round, unpackers) in [("gzip", &["gzip"][..]), ("raw", &[][..]), ("headless", &["zstd", "gzip"][..])] {
         let tools = tools_dir(sshd.scratch(), &format!("tools-{round}"), unpackers);
         if round == "headless" {
@@ -513,7 +545,7 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
             std::os::unix::fs::symlink("/bin/false", tools.join("head")).expect("link");
         }
         sshd.reconfigure(0, "", &[&format!("PATH={}", tools.display())]);
-        let session = connect(&sshd.target(0)).await;
+        let session = connect_compressing(&sshd, 0).await;
         let (script, hash) = script_agent(&sshd, &format!("agent-{round}"));
         let (other, _) = script_agent(&sshd, &format!("agent-{round}-facts"));
         let Started::Absent(facts) = session.start_installed_agent(&other).await.expect("start") else {
@@ -547,38 +579,54 @@ async fn a_fresh_node_gets_the_agent_on_the_exec_that_starts_it() {
     }
 }
 
-/// A node whose unpacker damages what it unpacks (here: one byte more) never gets that installed: the real
-/// agent, started from its temporary name, finds itself the wrong size and removes itself; the install on
-/// execs of its own then hashes the copy on the node and refuses it too, and says so.
+/// A node whose tools damage what crosses (here: one byte more) never gets that installed: the real agent,
+/// started from its temporary name, finds itself the wrong size and removes itself. Compressed, the `zstd`
+/// that damages it unpacks on the install on execs of its own too, whose hash on the node refuses the copy
+/// and says so; as it is, the `head` that damaged it is not used there, and that install places the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_damaged_on_the_node_is_never_placed() {
     let mut sshd = Sshd::start(1);
-    let tools = tools_dir(sshd.scratch(), "tools-lying", &[]);
-    let zstd = ["/usr/bin/zstd", "/bin/zstd"].into_iter().find(|p| Path::new(p).exists()).expect("zstd is here");
-    std::fs::write(tools.join("zstd"), format!("#!/bin/sh\n{zstd} \"$@\" && printf x\n")).expect("write");
-    std::fs::set_permissions(tools.join("zstd"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    sshd.reconfigure(0, "", &[&format!("PATH={}", tools.display())]);
-    // The real agent, made a binary no other test uploads by bytes after its end (it runs all the same).
-    let mut content = std::fs::read(env!("CARGO_BIN_EXE_bai-agent")).expect("read the agent binary");
-    content.extend_from_slice(format!("{:?} {}", Instant::now(), std::process::id()).as_bytes());
-    let binary = sshd.scratch().join("bai-agent-damaged-on-the-node");
-    std::fs::write(&binary, &content).expect("write");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let hash = sha256_hex(&content);
+    for (round, tool) in [("zstd", "zstd"), ("raw", "head")] {
+        let tools = tools_dir(sshd.scratch(), &format!("tools-lying-{round}"), &[]);
+        let real = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
+        let real = real.unwrap_or_else(|| panic!("{tool} is here"));
+        let _ = std::fs::remove_file(tools.join(tool));
+        std::fs::write(tools.join(tool), format!("#!/bin/sh\n{} \"$@\" && printf x\n", real.display())).expect("write");
+        std::fs::set_permissions(tools.join(tool), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        sshd.reconfigure(0, "", &[&format!("PATH={}", tools.display())]);
+        // The real agent, made a binary no other test uploads by bytes after its end (it runs all the same).
+        let mut content = std::fs::read(env!("CARGO_BIN_EXE_bai-agent")).expect("read the agent binary");
+        content.extend_from_slice(format!("{round} {:?} {}", Instant::now(), std::process::id()).as_bytes());
+        let binary = sshd.scratch().join(format!("bai-agent-damaged-on-the-node-{round}"));
+        std::fs::write(&binary, &content).expect("write");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let hash = sha256_hex(&content);
 
-    let session = connect(&sshd.target(0)).await;
-    let execs = || sshd.log(0).matches("Starting session: command").count();
-    let before = execs();
-    let err = match session.start_agent(&binary).await {
-        Ok(started) => panic!("a damaged upload is never started: {}", started.ready().is_some()),
-        Err(e) => e.to_string(),
-    };
-    assert!(err.contains(&format!("not {hash}")), "the node's hash says why: {err}");
-    assert_eq!(execs() - before, 2, "the starting exec, then the install on an exec of its own");
-    let (placed, _, names) = installed(&sshd, &hash);
-    assert!(placed.is_empty() && names.is_empty(), "nothing placed, nothing left behind: {names:?}");
-    drop(session);
-    let _ = std::fs::remove_file(agent_cache_dir().join(format!("{hash}.zst")));
+        let session =
+            if round == "zstd" { connect_compressing(&sshd, 0).await } else { connect(&sshd.target(0)).await };
+        let execs = || sshd.log(0).matches("Starting session: command").count();
+        let before = execs();
+        match session.start_agent(&binary).await {
+            Err(e) if round == "zstd" => {
+                let err = e.to_string();
+                assert!(err.contains(&format!("not {hash}")), "the node's hash says why: {err}");
+                assert_eq!(execs() - before, 2, "the starting exec, then the install on an exec of its own");
+                let (placed, _, names) = installed(&sshd, &hash);
+                assert!(placed.is_empty() && names.is_empty(), "nothing placed, nothing left behind: {names:?}");
+            }
+            Ok(Started::Ready(stream)) if round == "raw" => {
+                drop(stream);
+                assert_eq!(execs() - before, 3, "the starting exec, the install on an exec of its own, the start");
+                let (placed, mode, names) = installed(&sshd, &hash);
+                assert!(placed == content, "only the undamaged copy is placed");
+                assert_eq!((mode, names), (0o755, vec!["bai".to_owned()]), "no temporary file left behind");
+            }
+            Err(e) => panic!("{round}: {e}"),
+            Ok(started) => panic!("{round}: a damaged upload is never started: {}", started.ready().is_some()),
+        }
+        drop(session);
+        let _ = std::fs::remove_file(agent_cache_dir().join(format!("{hash}.zst")));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

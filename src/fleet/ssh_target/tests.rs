@@ -31,6 +31,7 @@ Host gpu-*
     ProxyJump login
     ConnectTimeout 4
     ServerAliveInterval 0
+    Compression yes
 Host login
     HostName 10.0.0.2
     User jumper
@@ -58,6 +59,7 @@ fn defaults_apply_when_neither_lab_nor_ssh_config_says() {
         (Some(SshTarget::KEEPALIVE_INTERVAL), SshTarget::KEEPALIVE_MAX)
     );
     assert!(t.jumps.is_empty() && !t.accept_new_host_keys);
+    assert!(!t.compression, "the agent crosses as it is unless ssh_config asks otherwise");
 }
 
 #[test]
@@ -68,6 +70,8 @@ fn ssh_config_fills_what_the_lab_leaves_out_under_the_node_address() {
     assert_eq!((t.host.as_str(), t.port, t.user.as_str()), ("gpu-01.lab.internal", 2222, "cfg-user"));
     assert_eq!(t.identity, Some(PathBuf::from("/home/me/.ssh/id_gpu-01")), "`%n` is the name looked up");
     assert_eq!(t.known_hosts, PathBuf::from("/home/me/.ssh/lab_hosts"));
+    assert!(t.compression, "`Compression yes`: the agent crosses compressed");
+    assert!(t.jumps.iter().all(|hop| !hop.target.compression), "nothing is installed on a jump host");
     assert_eq!(t.connect_timeout, Duration::from_secs(4));
     assert_eq!(t.keepalive_interval, None, "ServerAliveInterval 0 turns keepalives off");
     // A node without an address is looked up under its name.
@@ -138,7 +142,7 @@ fn proxy_command_and_loops_are_refused() {
     let c = config(&format!("{SSH_CONFIG}Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n"));
     let err = target(&lab, "n", &c).expect_err("ProxyCommand");
     assert!(
-        matches!(&err, SshError::ProxyCommand { host, origin, .. } if host == "proxied" && origin == "ssh_config line 22"),
+        matches!(&err, SshError::ProxyCommand { host, origin, .. } if host == "proxied" && origin == "ssh_config line 23"),
         "{err:?}"
     );
     assert!(matches!(target(&lab, "m", &c), Err(SshError::ProxyCommand { .. })), "a hop's ProxyCommand too");

@@ -1,4 +1,5 @@
-//! The agent as it crosses the wire: compressed with zstd where the node has `zstd`, else with gzip (on
+//! The agent as it crosses the wire to a node whose ssh_config says `Compression yes` (else it crosses as
+//! it is: `install`'s module doc says why): compressed with zstd where the node has `zstd`, else with gzip (on
 //! every node bai targets, busybox's included), made once per binary and codec and kept in the
 //! controller's cache, `$XDG_CACHE_HOME/bai/agents/<sha256>.zst|.gz` (else `~/.cache/…`). A 2.5 MB release
 //! agent crosses as 0.92 MB of zstd or 1.1 MB of gzip; the node unpacks zstd in a third of gzip's time

@@ -1,11 +1,19 @@
 //! Installing the agent binary Nix-style under its content address (`~/.local/share/bai/agent/<sha256>/`),
 //! hash-verified, never overwritten in place; the node's architecture checked against the binary's.
+//!
+//! The agent crosses as it is (2.5 MB for a release `bai-agent`), as OpenSSH, `scp` and `nix copy` send
+//! what they send, unless ssh_config says `Compression yes` for the node: then as zstd (0.92 MB) where the
+//! node has `zstd`, else gzip ([`compressed`]). Unpacking was most of what an install cost a node: as it
+//! is, an install costs the node a third less CPU (`zstd` alone was 40 % of it), for 1.5 MB more on a
+//! link that a lab's nodes reach at LAN speed; an operator on a slow link to the lab says
+//! `Compression yes`, as they would for `ssh` (docs/performance.md).
 
 use super::*;
 
 /// What the node's shell says of itself before an install, a line each: its architecture, its `$HOME`,
-/// and which of `zstd` and `gzip` it has (`-` for neither).
-const FACTS: &str = "uname -m; printf \"%s\\n\" \"$HOME\"; u=-; command -v zstd >/dev/null 2>&1 && u=zstd; \
+/// and which of `zstd` and `gzip` it has (`-` for neither). The architecture is `uname -m`, read by the
+/// shell itself from `/proc/sys/kernel/arch` where the kernel has it (Linux 6.1 on): one process fewer.
+const FACTS: &str = "{ read -r a < /proc/sys/kernel/arch && echo \"$a\"; } 2>/dev/null || uname -m; printf \"%s\\n\" \"$HOME\"; u=-; command -v zstd >/dev/null 2>&1 && u=zstd; \
     command -v gzip >/dev/null 2>&1 && u=\"$u gzip\"; echo \"$u\"";
 
 /// What the node's shell says when no agent is installed to start.
@@ -84,8 +92,8 @@ impl Started {
 impl SshSession {
     /// Installs the agent Nix-style: the file at `local_binary` goes to
     /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy of the right size is already
-    /// there (only a verified upload ever lands at that path). An upload crosses as zstd or gzip, whichever
-    /// the node can unpack ([`compressed`]), lands unpacked under a temporary name, is hashed on the node
+    /// there (only a verified upload ever lands at that path). An upload crosses as it is, or as zstd or
+    /// gzip where ssh_config asks for compression (see the module doc), lands (unpacked) under a temporary name, is hashed on the node
     /// ([`HASH`]) against the binary's SHA-256, made executable and renamed into place: an installed agent
     /// is never rewritten in place. Returns the absolute remote path (it holds the node's `$HOME`: pass it
     /// through [`shell_word`] to build a command).
@@ -295,13 +303,17 @@ impl SshSession {
         Err(failed(status, spawned.status.stderr_text()))
     }
 
-    /// The agent packed for the node (`None`: it crosses as it is), from the controller's cache.
+    /// The agent packed for the node where ssh_config asks for compression and the node can unpack it
+    /// (`None`: it crosses as it is), from the controller's cache.
     async fn compressed_for(
         &self,
         local_binary: &Path,
         hash: &str,
         facts: &NodeFacts,
     ) -> Option<(PathBuf, compressed::Codec)> {
+        if !self.compression {
+            return None;
+        }
         let codec = compressed::Codec::for_node(facts.zstd, facts.gzip)?;
         let binary = local_binary.to_owned();
         let sha256 = hash.to_owned();
@@ -347,8 +359,8 @@ fn placed(hash: &str) -> String {
 
 /// What [`SshSession::start_agent`]'s shell runs once it said what the node is, with `$f` the agent's
 /// content address: it reads one line, `CODEC LENGTH` (`zstd`, `gzip` or `raw`), then exactly LENGTH bytes
-/// (`head -c` reads no further, and nothing follows until the agent says it is ready), unpacks them under
-/// a temporary name beside `$f`, makes that executable and becomes it with `--place`: the agent hashes its
+/// (`head -c` reads no further, and nothing follows until the agent says it is ready), unpacks them (a
+/// raw upload goes straight to the file) under a temporary name beside `$f`, makes that executable and becomes it with `--place`: the agent hashes its
 /// own file against `hash` and renames it to `$f`, or removes it and ends ([`crate::agent::place`]), so
 /// the node needs neither a hashing tool nor `mv` here. Any other line, or the end of its input, ends it.
 fn receive(hash: &str, size: u64) -> String {
@@ -356,10 +368,11 @@ fn receive(hash: &str, size: u64) -> String {
     let arms: String =
         [Codec::Zstd, Codec::Gzip].iter().map(|c| format!("{}) u=\"{}\";; ", c.word(), c.unpack())).collect();
     format!(
-        "read -r c n || exit 0; case $c in {arms}raw) u=cat;; *) exit 0;; esac; \
+        "read -r c n || exit 0; case $c in {arms}raw) u=;; *) exit 0;; esac; \
          case $n in \"\"|*[!0-9]*) exit 2;; esac; d=\"${{f%/bai}}\"; mkdir -p \"$d\" || exit 1; \
          t=\"$d/.bai.upload.$$\"; \
-         if ! head -c \"$n\" | $u > \"$t\"; then rm -f \"$t\"; echo \"the upload did not unpack\" >&2; exit 1; fi; \
+         if ! {{ if [ -n \"$u\" ]; then head -c \"$n\" | $u; else head -c \"$n\"; fi; }} > \"$t\"; then \
+         rm -f \"$t\"; echo \"the upload did not unpack\" >&2; exit 1; fi; \
          chmod 755 \"$t\" || {{ rm -f \"$t\"; exit 1; }}; exec \"$t\" agent --expect-size {size} --place {hash}"
     )
 }
@@ -510,5 +523,34 @@ mod tests {
         assert_eq!(NodeFacts::parse("x86_64\n/home/u\n"), None, "cut short");
         let hostile = NodeFacts::parse("x86_64\u{1b}[2J\n/home/\u{7}u\n-\n").unwrap();
         assert_eq!((hostile.arch.as_str(), hostile.home.as_str()), ("x86_64\\u{1b}[2J", "/home/\\u{7}u"));
+    }
+
+    /// [`FACTS`] as a node's `sh` runs it, with the file it reads the architecture from replaced.
+    fn facts_reading(arch_file: &str) -> std::process::Output {
+        let script = FACTS.replace("/proc/sys/kernel/arch", arch_file);
+        std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap()
+    }
+
+    #[test]
+    fn the_architecture_is_uname_m_read_from_proc_or_else_from_uname() {
+        let uname = std::process::Command::new("uname").arg("-m").output().unwrap();
+        let uname = String::from_utf8(uname.stdout).unwrap();
+        // A kernel before 6.1 has no /proc/sys/kernel/arch: uname answers, and nothing is said of it.
+        let without = facts_reading("/nonexistent/arch");
+        assert!(without.status.success() && without.stderr.is_empty(), "{without:?}");
+        assert_eq!(String::from_utf8_lossy(&without.stdout).lines().next(), uname.lines().next());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("arch");
+        std::fs::write(&file, "riscv64\n").unwrap();
+        let read = facts_reading(&file.display().to_string());
+        assert_eq!(String::from_utf8_lossy(&read.stdout).lines().next(), Some("riscv64"), "read by the shell itself");
+        if std::path::Path::new("/proc/sys/kernel/arch").exists() {
+            let own = facts_reading("/proc/sys/kernel/arch");
+            assert_eq!(
+                String::from_utf8_lossy(&own.stdout).lines().next(),
+                uname.lines().next(),
+                "the kernel's says the same"
+            );
+        }
     }
 }

@@ -61,6 +61,9 @@ pub struct SshTarget {
     pub keepalive_max: usize,
     /// The jump hosts passed through, first hop first; empty: directly.
     pub jumps: Vec<Hop>,
+    /// The agent crosses compressed (ssh_config's `Compression yes`); else as it is, as OpenSSH sends
+    /// everything unless told otherwise (see [`install`] for why that is the default).
+    pub compression: bool,
 }
 
 impl SshTarget {
@@ -100,6 +103,8 @@ pub struct SshSession {
     node: String,
     host: String,
     port: u16,
+    /// [`SshTarget::compression`].
+    compression: bool,
 }
 
 /// An authenticated connection, and the jump host's connection it runs inside (none when it was made
@@ -190,6 +195,7 @@ pub async fn connect_with(target: &SshTarget, keys: &KeySources) -> Result<SshSe
         node: target.node.clone(),
         host: target.host.clone(),
         port: target.port,
+        compression: target.compression,
     })
 }
 

@@ -3,6 +3,7 @@
 //! and `!` negation, several per line), `HostName` (`%h` expanded), `User`, `Port`, `IdentityFile`,
 //! `UserKnownHostsFile`, `ProxyJump`, `ProxyCommand` (recorded so that it can be refused: bai runs no local
 //! shell line), `StrictHostKeyChecking`, `ConnectTimeout`, `ServerAliveInterval`, `ServerAliveCountMax`,
+//! `Compression` (whether the agent crosses compressed, see `transport::ssh::install`),
 //! and `Include`. For each keyword the first value that applies wins (`IdentityFile` lines add up), as in
 //! ssh_config(5). Every other keyword is ignored; `Match` blocks never apply, but `Match all`.
 //!
@@ -100,6 +101,7 @@ enum Setting {
     ConnectTimeout(Duration),
     ServerAliveInterval(Duration),
     ServerAliveCountMax(usize),
+    Compression(bool),
 }
 
 /// How a host is reached: `ProxyJump` and `ProxyCommand` share one slot (the first given wins, as in
@@ -137,6 +139,8 @@ pub struct HostOptions {
     pub connect_timeout: Option<Duration>,
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: Option<usize>,
+    /// `Compression yes`: the agent crosses compressed (OpenSSH's default, and bai's, is no).
+    pub compression: Option<bool>,
 }
 
 impl SshConfig {
@@ -167,6 +171,7 @@ impl SshConfig {
                 Setting::ConnectTimeout(d) => first(&mut out.connect_timeout, *d),
                 Setting::ServerAliveInterval(d) => first(&mut out.server_alive_interval, *d),
                 Setting::ServerAliveCountMax(n) => first(&mut out.server_alive_count_max, *n),
+                Setting::Compression(on) => first(&mut out.compression, *on),
             }
         }
         out

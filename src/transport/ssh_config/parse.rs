@@ -169,6 +169,14 @@ fn parse_into(
                     Err(_) => return Err(fail(format!("`ServerAliveCountMax {text}` is not a count"))),
                 }
             }
+            "compression" => {
+                let text = one("Compression")?;
+                match text.to_ascii_lowercase().as_str() {
+                    "yes" | "true" => Setting::Compression(true),
+                    "no" | "false" => Setting::Compression(false),
+                    _ => return Err(fail(format!("`Compression {text}`: write yes or no"))),
+                }
+            }
             // Everything else (Ciphers, ForwardAgent, SendEnv, …) does not change how bai connects.
             _ => continue,
         };

@@ -18,6 +18,7 @@ Host login login.lab
     HostName 10.0.0.2
     User me
     Port 2200
+    Compression yes
 
 Host gpu-?? !gpu-99 10.1.*
     ProxyJump login
@@ -48,19 +49,21 @@ fn first_match_wins_per_keyword() {
     assert_eq!(gpu.port, Some(2222), "a later block fills what the first left out");
     assert_eq!(gpu.connect_timeout, Some(Duration::from_secs(3)));
     assert_eq!(gpu.proxy.as_ref().map(|p| &p.0), Some(&Proxy::Jump(vec![hop(None, "login", None)])));
-    assert_eq!(gpu.proxy.as_ref().map(|p| p.1.to_string()).as_deref(), Some("cfg line 8"));
+    assert_eq!(gpu.proxy.as_ref().map(|p| p.1.to_string()).as_deref(), Some("cfg line 9"));
     assert_eq!(gpu.identity_files, ["~/.ssh/id_lab", "%d/.ssh/id_%h"], "IdentityFile lines add up");
     assert_eq!(gpu.strict_host_key_checking, Some(StrictHostKeyChecking::AcceptNew));
     assert_eq!(gpu.server_alive_interval, Some(Duration::from_secs(20)));
     assert_eq!(gpu.server_alive_count_max, Some(5));
     assert_eq!(gpu.known_hosts.as_deref(), Some("~/.ssh/lab_known_hosts"), "the first file of several");
     assert_eq!(gpu.hostname, None);
+    assert_eq!(gpu.compression, None, "OpenSSH's default: not said");
 
     let login = c.query("login.lab");
     assert_eq!(
         (login.hostname.as_deref(), login.user.as_deref(), login.port),
         (Some("10.0.0.2"), Some("me"), Some(2200))
     );
+    assert_eq!(login.compression, Some(true));
     assert_eq!(login.proxy, None);
 }
 
@@ -172,6 +175,7 @@ fn bad_values_are_refused_with_their_line() {
         err("ConnectTimeout soon\n"),
         (Some(1), "`ConnectTimeout soon` is not a time (`10`, `10s`, `1m`)".into())
     );
+    assert_eq!(err("Compression fast\n"), (Some(1), "`Compression fast`: write yes or no".into()));
     assert_eq!(err("Host\n"), (Some(1), "`Host` needs at least one pattern".into()));
     assert_eq!(err("User a b\n"), (Some(1), "`User` takes one value, found 2".into()));
     assert_eq!(
