@@ -93,10 +93,10 @@ impl SshSession {
     /// Installs the agent Nix-style: the file at `local_binary` goes to
     /// `~/.local/share/bai/agent/<sha256>/bai` on the node unless a copy of the right size is already
     /// there (only a verified upload ever lands at that path). An upload crosses as it is, or as zstd or
-    /// gzip where ssh_config asks for compression (see the module doc), lands (unpacked) under a temporary name, is hashed on the node
-    /// ([`HASH`]) against the binary's SHA-256, made executable and renamed into place: an installed agent
-    /// is never rewritten in place. Returns the absolute remote path (it holds the node's `$HOME`: pass it
-    /// through [`shell_word`] to build a command).
+    /// gzip where ssh_config asks for compression (see the module doc), lands (unpacked) under a
+    /// temporary name, is hashed on the node ([`HASH`]) against the binary's SHA-256, made executable and
+    /// renamed into place: an installed agent is never rewritten in place. Returns the absolute remote
+    /// path (it holds the node's `$HOME`: pass it through [`shell_word`] to build a command).
     ///
     /// The node's `uname -m` must match the binary's architecture (read from its ELF header; the
     /// controller's own when the file is no ELF executable).
